@@ -1,0 +1,414 @@
+//! Typed errors.
+//!
+//! Every failure is a variant of [`Error`]. Answers from the server keep the
+//! server's own code ([`ErrorCode`]), the HTTP status and the message, whichever
+//! of the server's error body shapes they came in. No error ever carries a
+//! password or token.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong.
+///
+/// `Error` is `Clone` so one failure (a refused login, say) can be handed to
+/// every request that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an error (any of its error body shapes), or
+    /// with `status: "error"` in a 200 answer.
+    #[error("{0}")]
+    Server(#[from] ServerError),
+
+    /// The server's answer could not be understood (not JSON where JSON was
+    /// due, a truncated stream, a missing field).
+    #[error("could not decode the server's answer: {0}")]
+    Decode(#[from] DecodeError),
+
+    /// The request never got an answer: connection refused or reset, DNS,
+    /// TLS, or a timeout.
+    #[error("transport error: {0}")]
+    Transport(#[from] TransportError),
+
+    /// The base URL given to the builder is not usable.
+    #[error("invalid base URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// Basic credentials are exchanged for a JWT at login and never stamped
+    /// on a request (see [`AuthProvider::apply_to_request`](crate::AuthProvider::apply_to_request)).
+    #[error("basic credentials are only sent to the login endpoint; log in first and use the JWT")]
+    BasicAuthNotStampable,
+
+    /// A refresh token was offered where an access token is required.
+    #[error("a refresh token was given where an access token is required")]
+    RefreshTokenAsAccessToken,
+
+    /// The access token is expired by the client's clock (with its skew) and
+    /// the client has no way to get a new one (no refresh token, refresher,
+    /// dynamic provider or stored credentials), or the retry after a
+    /// `TOKEN_EXPIRED` answer was answered `TOKEN_EXPIRED` again.
+    #[error("the access token has expired and no way to renew it is configured")]
+    TokenExpired,
+
+    /// No credentials are configured for an operation that needs them.
+    #[error("no credentials are configured")]
+    MissingCredentials,
+
+    /// The application's `DynamicAuthProvider` or `AuthRefreshCallback`
+    /// returned an error.
+    #[error("the credential callback failed: {0}")]
+    CredentialCallback(Arc<Error>),
+
+    /// Invalid input from the caller (for example a parameter that cannot be
+    /// encoded).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The client (its driver task) has shut down.
+    #[error("the client is closed")]
+    Closed,
+
+    /// An error from application code, carried through (for example from a
+    /// token store inside a `DynamicAuthProvider`).
+    #[error("{0}")]
+    Other(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Wraps any application error.
+    pub fn other<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
+        Error::Other(Arc::new(e))
+    }
+
+    /// A plain message as an application error.
+    pub fn msg(message: impl Into<String>) -> Self {
+        #[derive(Debug)]
+        struct Msg(String);
+        impl fmt::Display for Msg {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Msg {}
+        Error::Other(Arc::new(Msg(message.into())))
+    }
+
+    /// The server's error, if this is one.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            Error::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The server's error code, if this is a server error.
+    pub fn code(&self) -> Option<&ErrorCode> {
+        self.server().map(|e| &e.code)
+    }
+
+    /// Whether the server said the token expired (the one answer worth a
+    /// refresh and a retry), or the client found it expired itself.
+    pub fn is_token_expired(&self) -> bool {
+        matches!(self, Error::TokenExpired) || self.code() == Some(&ErrorCode::TokenExpired)
+    }
+
+    /// Whether the credentials themselves were refused (wrong password,
+    /// unknown user, bad or foreign token). Retrying with the same
+    /// credentials cannot help.
+    pub fn is_credentials_rejected(&self) -> bool {
+        match self {
+            Error::Server(e) => e.is_credentials_rejected(),
+            Error::RefreshTokenAsAccessToken => true,
+            _ => false,
+        }
+    }
+}
+
+/// The server's error code, from any of its error shapes. Known codes have
+/// their own variant; anything else is kept verbatim in [`ErrorCode::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    // Bearer authentication on /v1/api/sql and friends (PROTOCOL §2.9.2).
+    /// `TOKEN_EXPIRED`: the only answer that calls for refresh-and-retry.
+    TokenExpired,
+    /// `INVALID_CREDENTIALS`.
+    InvalidCredentials,
+    /// `MISSING_AUTHORIZATION`.
+    MissingAuthorization,
+    /// `AUTHENTICATION_ERROR`.
+    AuthenticationError,
+    // Auth endpoints (§2.9.1), lower-case kinds on the wire.
+    /// `unauthorized` (login with a wrong password, a refused refresh…).
+    Unauthorized,
+    /// `account_locked` (or `ACCOUNT_LOCKED`).
+    AccountLocked,
+    /// `forbidden`.
+    Forbidden,
+    /// `setup_required` (or `SETUP_REQUIRED`).
+    SetupRequired,
+    /// `rate_limited` (auth endpoints: more than 20 per second).
+    RateLimited,
+    /// `internal_error` / `INTERNAL_ERROR`.
+    InternalError,
+    // SQL (§3.3).
+    /// `INVALID_SQL`.
+    InvalidSql,
+    /// `SQL_EXECUTION_ERROR`.
+    SqlExecutionError,
+    /// `EMPTY_SQL`.
+    EmptySql,
+    /// `INVALID_INPUT`.
+    InvalidInput,
+    /// `INVALID_PARAMETER`.
+    InvalidParameter,
+    /// `PARAMS_WITH_BATCH`.
+    ParamsWithBatch,
+    /// `BATCH_PARSE_ERROR`.
+    BatchParseError,
+    /// `PERMISSION_DENIED`.
+    PermissionDenied,
+    /// `RATE_LIMIT_EXCEEDED` (queries per user, or the protection middleware).
+    RateLimitExceeded,
+    /// `IP_BANNED`.
+    IpBanned,
+    /// `BODY_TOO_LARGE`.
+    BodyTooLarge,
+    /// `NOT_LEADER` (cluster).
+    NotLeader,
+    /// `CLUSTER_UNAVAILABLE` (cluster).
+    ClusterUnavailable,
+    /// `FORWARD_FAILED` (cluster).
+    ForwardFailed,
+    /// The answer carried no code at all (a plain-text 400, an HTML 502 page…):
+    /// only the HTTP status says what happened.
+    Unspecified,
+    /// Any other code, verbatim.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// Parses a code as the server writes it (upper-case SQL codes or
+    /// lower-case auth kinds).
+    pub fn parse(s: &str) -> ErrorCode {
+        use ErrorCode::*;
+        match s {
+            "TOKEN_EXPIRED" => TokenExpired,
+            "INVALID_CREDENTIALS" => InvalidCredentials,
+            "MISSING_AUTHORIZATION" => MissingAuthorization,
+            "AUTHENTICATION_ERROR" => AuthenticationError,
+            "unauthorized" | "UNAUTHORIZED" => Unauthorized,
+            "account_locked" | "ACCOUNT_LOCKED" => AccountLocked,
+            "forbidden" | "FORBIDDEN" => Forbidden,
+            "setup_required" | "SETUP_REQUIRED" => SetupRequired,
+            "rate_limited" => RateLimited,
+            "internal_error" | "INTERNAL_ERROR" => InternalError,
+            "INVALID_SQL" => InvalidSql,
+            "SQL_EXECUTION_ERROR" => SqlExecutionError,
+            "EMPTY_SQL" => EmptySql,
+            "INVALID_INPUT" => InvalidInput,
+            "INVALID_PARAMETER" => InvalidParameter,
+            "PARAMS_WITH_BATCH" => ParamsWithBatch,
+            "BATCH_PARSE_ERROR" => BatchParseError,
+            "PERMISSION_DENIED" => PermissionDenied,
+            "RATE_LIMIT_EXCEEDED" => RateLimitExceeded,
+            "IP_BANNED" => IpBanned,
+            "BODY_TOO_LARGE" => BodyTooLarge,
+            "NOT_LEADER" => NotLeader,
+            "CLUSTER_UNAVAILABLE" => ClusterUnavailable,
+            "FORWARD_FAILED" => ForwardFailed,
+            "" => Unspecified,
+            other => Other(other.to_owned()),
+        }
+    }
+
+    /// The code as the server writes it.
+    pub fn as_str(&self) -> &str {
+        use ErrorCode::*;
+        match self {
+            TokenExpired => "TOKEN_EXPIRED",
+            InvalidCredentials => "INVALID_CREDENTIALS",
+            MissingAuthorization => "MISSING_AUTHORIZATION",
+            AuthenticationError => "AUTHENTICATION_ERROR",
+            Unauthorized => "unauthorized",
+            AccountLocked => "account_locked",
+            Forbidden => "forbidden",
+            SetupRequired => "setup_required",
+            RateLimited => "rate_limited",
+            InternalError => "INTERNAL_ERROR",
+            InvalidSql => "INVALID_SQL",
+            SqlExecutionError => "SQL_EXECUTION_ERROR",
+            EmptySql => "EMPTY_SQL",
+            InvalidInput => "INVALID_INPUT",
+            InvalidParameter => "INVALID_PARAMETER",
+            ParamsWithBatch => "PARAMS_WITH_BATCH",
+            BatchParseError => "BATCH_PARSE_ERROR",
+            PermissionDenied => "PERMISSION_DENIED",
+            RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            IpBanned => "IP_BANNED",
+            BodyTooLarge => "BODY_TOO_LARGE",
+            NotLeader => "NOT_LEADER",
+            ClusterUnavailable => "CLUSTER_UNAVAILABLE",
+            ForwardFailed => "FORWARD_FAILED",
+            Unspecified => "",
+            Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::Unspecified => f.write_str("(no code)"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// An error answer from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// HTTP status of the answer (200 when the server put `status: "error"`
+    /// in a 200 answer).
+    pub status: u16,
+    /// The server's code.
+    pub code: ErrorCode,
+    /// The server's message (or the start of a non-JSON body).
+    pub message: String,
+    /// `error.details` of the SQL envelope (the failing statement; admins only).
+    pub details: Option<String>,
+    /// Seconds to wait before retrying, from `Retry-After` or
+    /// `retry_after_seconds`, when the server said.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ServerError {
+    /// Whether the credentials themselves were refused, as opposed to
+    /// expired or rate-limited: `INVALID_CREDENTIALS`, `MISSING_AUTHORIZATION`,
+    /// or an auth endpoint's 401 `unauthorized`.
+    pub fn is_credentials_rejected(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::InvalidCredentials | ErrorCode::MissingAuthorization
+        ) || (self.code == ErrorCode::Unauthorized && self.status == 401)
+    }
+
+    /// Whether waiting and retrying may help (rate limits, cluster hand-overs).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::RateLimited
+                | ErrorCode::RateLimitExceeded
+                | ErrorCode::NotLeader
+                | ErrorCode::ClusterUnavailable
+                | ErrorCode::ForwardFailed
+        ) || self.status == 429
+            || self.status == 503
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server answered {} {}: {}",
+            self.status, self.code, self.message
+        )
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The server's answer was not what the protocol says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} (HTTP {status}): {detail}")]
+pub struct DecodeError {
+    /// HTTP status of the undecodable answer (0 for WebSocket frames).
+    pub status: u16,
+    /// What was being decoded.
+    pub what: &'static str,
+    /// The parser's complaint.
+    pub detail: String,
+}
+
+impl DecodeError {
+    pub(crate) fn new(status: u16, what: &'static str, detail: impl fmt::Display) -> Self {
+        DecodeError {
+            status,
+            what,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Why a request got no answer. Drivers map their runtime's errors onto these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The TCP (or TLS) connection could not be made.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// No answer within the configured time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The answer was larger than the client accepts.
+    #[error("response body over {limit} bytes")]
+    BodyTooLarge {
+        /// The limit that was hit.
+        limit: usize,
+    },
+    /// The connection failed mid-exchange.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for s in [
+            "TOKEN_EXPIRED",
+            "INVALID_CREDENTIALS",
+            "MISSING_AUTHORIZATION",
+            "INVALID_SQL",
+            "SQL_EXECUTION_ERROR",
+            "unauthorized",
+            "account_locked",
+            "RATE_LIMIT_EXCEEDED",
+            "SOMETHING_NEW",
+        ] {
+            assert_eq!(ErrorCode::parse(s).as_str(), s);
+        }
+        assert_eq!(
+            ErrorCode::parse("SOMETHING_NEW"),
+            ErrorCode::Other("SOMETHING_NEW".into())
+        );
+    }
+
+    #[test]
+    fn credentials_rejected_classification() {
+        let e = |status, code| ServerError {
+            status,
+            code,
+            message: String::new(),
+            details: None,
+            retry_after_secs: None,
+        };
+        assert!(e(401, ErrorCode::InvalidCredentials).is_credentials_rejected());
+        assert!(e(401, ErrorCode::Unauthorized).is_credentials_rejected());
+        assert!(!e(401, ErrorCode::TokenExpired).is_credentials_rejected());
+        assert!(!e(429, ErrorCode::RateLimited).is_credentials_rejected());
+        assert!(e(429, ErrorCode::RateLimited).is_transient());
+        assert!(Error::from(e(401, ErrorCode::TokenExpired)).is_token_expired());
+    }
+}

@@ -1,0 +1,506 @@
+//! HTTP framing: requests as `http::Request<Vec<u8>>` values, answers from
+//! `http::Response` bodies into typed values or a typed [`ServerError`].
+//!
+//! These are plain functions (in the style of `postgres-protocol`): no state,
+//! no I/O. The [`AuthMachine`](crate::AuthMachine) uses them; so can anyone
+//! who wants to speak the protocol with their own state handling.
+
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{DecodeError, Error, ErrorCode, Result, ServerError};
+use crate::secret::Secret;
+use crate::types::{LoginResponse, MeResponse, QueryResponse, QueryStatus};
+
+/// Paths of the HTTP API.
+pub mod paths {
+    /// `POST`: user and password for a token pair.
+    pub const LOGIN: &str = "/v1/api/auth/login";
+    /// `POST`: refresh token (Bearer) for a new token pair.
+    pub const REFRESH: &str = "/v1/api/auth/refresh";
+    /// `POST`: clears cookies only.
+    pub const LOGOUT: &str = "/v1/api/auth/logout";
+    /// `GET`: the current user.
+    pub const ME: &str = "/v1/api/auth/me";
+    /// `POST`: run SQL.
+    pub const SQL: &str = "/v1/api/sql";
+    /// `GET`: WebSocket upgrade for live queries.
+    pub const WS: &str = "/v1/ws";
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// The endpoints of one server, parsed once from the base URL so that
+/// building a request parses nothing.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    base: String,
+    login: Uri,
+    refresh: Uri,
+    me: Uri,
+    sql: Uri,
+    logout: Uri,
+}
+
+impl Endpoints {
+    /// Parses and checks a base URL such as `http://localhost:2900`.
+    ///
+    /// Refused with [`Error::InvalidUrl`]: other schemes than `http`/`https`,
+    /// no host, credentials in the URL (secrets never travel in URLs), a
+    /// query or fragment. A trailing `/` and a path prefix (for a server
+    /// behind a reverse proxy) are fine.
+    pub fn new(base_url: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: redact_userinfo(base_url),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = base_url.trim().parse().map_err(|_| bad("not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            Some(_) => return Err(bad("the scheme must be http or https")),
+            None => return Err(bad("the URL needs a scheme (http:// or https://)")),
+        }
+        let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad(
+                "credentials in the URL are refused; use the auth options",
+            ));
+        }
+        if authority.host().is_empty() {
+            return Err(bad("the URL has no host"));
+        }
+        if uri.query().is_some() || base_url.contains('#') {
+            return Err(bad("the base URL may not have a query or fragment"));
+        }
+        let prefix = uri.path().trim_end_matches('/');
+        let base = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            authority,
+            prefix
+        );
+        let at =
+            |p: &str| -> Result<Uri> { format!("{base}{p}").parse().map_err(|_| bad("not a URL")) };
+        Ok(Endpoints {
+            login: at(paths::LOGIN)?,
+            refresh: at(paths::REFRESH)?,
+            me: at(paths::ME)?,
+            sql: at(paths::SQL)?,
+            logout: at(paths::LOGOUT)?,
+            base,
+        })
+    }
+
+    /// The normalised base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether the server is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.base.starts_with("https://")
+    }
+
+    /// URL of the WebSocket endpoint (`ws://…/v1/ws` or `wss://…`), with
+    /// optional query text (without `?`).
+    pub fn ws_url(&self, query: Option<&str>) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| {
+                self.base
+                    .strip_prefix("http://")
+                    .map(|r| format!("ws://{r}"))
+            })
+            .unwrap_or_default();
+        match query {
+            Some(q) => format!("{rest}{}?{q}", paths::WS),
+            None => format!("{rest}{}", paths::WS),
+        }
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn json_post(uri: &Uri, body: Vec<u8>) -> Request<Vec<u8>> {
+    let mut req = Request::new(body);
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri.clone();
+    req.headers_mut().insert(CONTENT_TYPE, JSON);
+    req
+}
+
+/// `POST /v1/api/auth/login` with `{"user","password"}`.
+pub fn login_request(ep: &Endpoints, user: &str, password: &Secret) -> Request<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        user: &'a str,
+        password: &'a str,
+    }
+    let body = serde_json::to_vec(&Body {
+        user,
+        password: password.expose(),
+    })
+    .unwrap_or_default();
+    json_post(&ep.login, body)
+}
+
+/// `POST /v1/api/auth/refresh` with the refresh token as Bearer and no body.
+pub fn refresh_request(ep: &Endpoints, refresh_token: &Secret) -> Result<Request<Vec<u8>>> {
+    let mut req = Request::new(Vec::new());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = ep.refresh.clone();
+    req.headers_mut().insert(
+        AUTHORIZATION,
+        crate::auth::bearer_header(refresh_token.expose())?,
+    );
+    Ok(req)
+}
+
+/// `POST /v1/api/auth/logout` (clears cookies only; the server keeps no session).
+pub fn logout_request(ep: &Endpoints) -> Request<Vec<u8>> {
+    let mut req = Request::new(Vec::new());
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = ep.logout.clone();
+    req
+}
+
+/// `GET /v1/api/auth/me`, stamped with a cached `Authorization` value.
+pub fn me_request(ep: &Endpoints, authorization: &HeaderValue) -> Request<Vec<u8>> {
+    let mut req = Request::new(Vec::new());
+    *req.uri_mut() = ep.me.clone();
+    req.headers_mut()
+        .insert(AUTHORIZATION, authorization.clone());
+    req
+}
+
+/// A SQL request: statement(s), optional positional parameters (`$1`, `$2`…)
+/// and an optional default namespace for unqualified table names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryRequest {
+    /// One statement, or several separated by `;`.
+    pub sql: String,
+    /// Values for `$1`, `$2`…: null, booleans, numbers or strings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<Value>>,
+    /// Namespace for unqualified table names.
+    #[serde(rename = "namespace_id", skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl QueryRequest {
+    /// A request for `sql` with no parameters.
+    pub fn new(sql: impl Into<String>) -> Self {
+        QueryRequest {
+            sql: sql.into(),
+            params: None,
+            namespace: None,
+        }
+    }
+
+    /// Sets the positional parameters.
+    pub fn with_params(mut self, params: Vec<Value>) -> Self {
+        self.params = Some(params);
+        self
+    }
+
+    /// Appends one positional parameter.
+    pub fn param(mut self, value: impl Into<Value>) -> Self {
+        self.params.get_or_insert_with(Vec::new).push(value.into());
+        self
+    }
+
+    /// Sets the namespace for unqualified table names.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The JSON body. Arrays and objects as parameters are refused here
+    /// (the server would refuse them too, §3.1).
+    pub fn to_body(&self) -> Result<Vec<u8>> {
+        if let Some(params) = &self.params {
+            for (i, p) in params.iter().enumerate() {
+                if p.is_array() || p.is_object() {
+                    return Err(Error::InvalidInput(format!(
+                        "parameter ${} is an array or object; pass JSON values as strings",
+                        i + 1
+                    )));
+                }
+            }
+        }
+        serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))
+    }
+}
+
+impl From<&str> for QueryRequest {
+    fn from(sql: &str) -> Self {
+        QueryRequest::new(sql)
+    }
+}
+
+impl From<String> for QueryRequest {
+    fn from(sql: String) -> Self {
+        QueryRequest::new(sql)
+    }
+}
+
+/// `POST /v1/api/sql` with a prepared body, stamped with a cached
+/// `Authorization` value (none for anonymous access).
+pub fn sql_request(
+    ep: &Endpoints,
+    body: Vec<u8>,
+    authorization: Option<&HeaderValue>,
+) -> Request<Vec<u8>> {
+    let mut req = json_post(&ep.sql, body);
+    if let Some(a) = authorization {
+        req.headers_mut().insert(AUTHORIZATION, a.clone());
+    }
+    req
+}
+
+/// Decodes the answer to a login or a refresh.
+pub fn decode_login(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<LoginResponse> {
+    decode_json(status, headers, body, "login answer")
+}
+
+/// Decodes the answer of `/v1/api/auth/me`.
+pub fn decode_me(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<MeResponse> {
+    decode_json(status, headers, body, "auth/me answer")
+}
+
+/// Decodes the answer of `/v1/api/sql`. `status: "error"` is an `Err` even
+/// in a 200 answer.
+pub fn decode_query(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<QueryResponse> {
+    if !status.is_success() {
+        return Err(decode_error(status, headers, body).into());
+    }
+    // Peek at `status` first, so an error envelope in a 200 is never decoded
+    // as a (malformed) success.
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
+    if v.get("status").and_then(Value::as_str) == Some("error")
+        || v.get("error").is_some_and(Value::is_object)
+    {
+        return Err(server_error_from_json(status, headers, &v, body).into());
+    }
+    let resp: QueryResponse = serde_json::from_value(v)
+        .map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
+    debug_assert_eq!(resp.status, QueryStatus::Success);
+    Ok(resp)
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &'static str,
+) -> Result<T> {
+    if !status.is_success() {
+        return Err(decode_error(status, headers, body).into());
+    }
+    serde_json::from_slice(body).map_err(|e| DecodeError::new(status.as_u16(), what, e).into())
+}
+
+/// Longest message kept from a non-JSON error body.
+const MAX_TEXT_MESSAGE: usize = 512;
+
+/// Decodes any error answer into one [`ServerError`], whatever its shape:
+///
+/// - the SQL envelope `{"status":"error","error":{"code","message","details"?},…}`,
+/// - the auth endpoints' `{"error":"<kind>","message":"…"}`,
+/// - the topic/file shape `{"error":"<message>","code":"<CODE>"}`,
+/// - the protection middleware's `{"error":"RATE_LIMIT_EXCEEDED","message",…,"retry_after_seconds"}`,
+/// - plain text or HTML (the code is then [`ErrorCode::Unspecified`]).
+pub fn decode_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ServerError {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => server_error_from_json(status, headers, &v, body),
+        Err(_) => ServerError {
+            status: status.as_u16(),
+            code: ErrorCode::Unspecified,
+            message: text_message(status, body),
+            details: None,
+            retry_after_secs: retry_after(headers, None),
+        },
+    }
+}
+
+fn server_error_from_json(
+    status: StatusCode,
+    headers: &HeaderMap,
+    v: &Value,
+    body: &[u8],
+) -> ServerError {
+    let s = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_owned);
+    let (code, message, details) = match v.get("error") {
+        // SQL envelope.
+        Some(Value::Object(e)) => (
+            s(e.get("code")).map(|c| ErrorCode::parse(&c)),
+            s(e.get("message")),
+            s(e.get("details")),
+        ),
+        Some(Value::String(e)) => match s(v.get("code")) {
+            // Topic / file shape: `error` is the message.
+            Some(code) => (Some(ErrorCode::parse(&code)), Some(e.clone()), None),
+            // Auth shape: `error` is the kind.
+            None => (Some(ErrorCode::parse(e)), s(v.get("message")), None),
+        },
+        _ => (None, s(v.get("message")), None),
+    };
+    ServerError {
+        status: status.as_u16(),
+        code: code.unwrap_or(ErrorCode::Unspecified),
+        message: message.unwrap_or_else(|| text_message(status, body)),
+        details,
+        retry_after_secs: retry_after(
+            headers,
+            v.get("retry_after_seconds").and_then(Value::as_u64),
+        ),
+    }
+}
+
+fn text_message(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return status.canonical_reason().unwrap_or("error").to_owned();
+    }
+    match text.char_indices().nth(MAX_TEXT_MESSAGE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+fn retry_after(headers: &HeaderMap, from_body: Option<u64>) -> Option<u64> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(from_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_validate() {
+        let ep = Endpoints::new("http://localhost:2900/").unwrap();
+        assert_eq!(ep.base(), "http://localhost:2900");
+        assert_eq!(ep.sql.to_string(), "http://localhost:2900/v1/api/sql");
+        assert_eq!(
+            ep.ws_url(Some("compress=false")),
+            "ws://localhost:2900/v1/ws?compress=false"
+        );
+        let ep = Endpoints::new("https://db.example.com/kalam").unwrap();
+        assert_eq!(
+            ep.login.to_string(),
+            "https://db.example.com/kalam/v1/api/auth/login"
+        );
+        assert_eq!(ep.ws_url(None), "wss://db.example.com/kalam/v1/ws");
+        for bad in [
+            "",
+            "localhost:2900",
+            "ftp://x",
+            "http://",
+            "http://u:pw@h:1",
+            "http://h/?a=1",
+            "http://h/#x",
+            "::::",
+        ] {
+            let err = Endpoints::new(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{bad:?}");
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sql_body_shape() {
+        let body = QueryRequest::new("SELECT * FROM t WHERE a = $1 AND b = $2")
+            .param(1)
+            .param("é")
+            .with_namespace("demo")
+            .to_body()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"sql":"SELECT * FROM t WHERE a = $1 AND b = $2","params":[1,"é"],"namespace_id":"demo"}"#
+        );
+        assert_eq!(
+            QueryRequest::new("SELECT 1").to_body().unwrap(),
+            br#"{"sql":"SELECT 1"}"#
+        );
+        assert!(matches!(
+            QueryRequest::new("x")
+                .param(serde_json::json!([1]))
+                .to_body(),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn error_shapes() {
+        let h = HeaderMap::new();
+        let e = decode_error(StatusCode::UNAUTHORIZED, &h, br#"{"error":{"code":"TOKEN_EXPIRED","message":"Invalid credentials"},"results":[],"status":"error","took":0.18}"#);
+        assert_eq!(
+            (e.status, &e.code, e.message.as_str()),
+            (401, &ErrorCode::TokenExpired, "Invalid credentials")
+        );
+        let e = decode_error(
+            StatusCode::UNAUTHORIZED,
+            &h,
+            br#"{"error":"unauthorized","message":"Invalid credentials"}"#,
+        );
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+        let e = decode_error(StatusCode::FORBIDDEN, &h, br#"{"error":"Topic consumption requires service, dba, or system role","code":"FORBIDDEN"}"#);
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.message.starts_with("Topic"));
+        let mut h2 = HeaderMap::new();
+        h2.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let e = decode_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h2,
+            br#"{"error":"IP_BANNED","message":"x","retry_after_seconds":300}"#,
+        );
+        assert_eq!((e.code, e.retry_after_secs), (ErrorCode::IpBanned, Some(1)));
+        let e = decode_error(
+            StatusCode::BAD_REQUEST,
+            &h,
+            b"Json deserialize error: missing field `password`",
+        );
+        assert_eq!(e.code, ErrorCode::Unspecified);
+        assert!(e.message.contains("missing field"));
+        let e = decode_error(StatusCode::BAD_GATEWAY, &h, &[0xff, 0xfe, b'<']);
+        assert_eq!(e.status, 502);
+        let big = vec![b'x'; 100_000];
+        assert!(
+            decode_error(StatusCode::INTERNAL_SERVER_ERROR, &h, &big)
+                .message
+                .len()
+                < 600
+        );
+    }
+
+    #[test]
+    fn error_in_a_200_is_an_err() {
+        let h = HeaderMap::new();
+        let r = decode_query(StatusCode::OK, &h, br#"{"status":"error","results":[],"took":1,"error":{"code":"TOKEN_EXPIRED","message":"Invalid credentials"}}"#);
+        assert!(r.unwrap_err().is_token_expired());
+        let r = decode_query(StatusCode::OK, &h, br#"{"status":"success","results":[{"schema":[{"name":"x","data_type":"Int","index":0}],"rows":[[1]],"row_count":1,"as_user":"root"}],"took":1.5,"error":null}"#);
+        assert_eq!(r.unwrap().results[0].row_count, 1);
+        let r = decode_query(
+            StatusCode::OK,
+            &h,
+            br#"{"status":"success","results":[{"schema":[]"#,
+        );
+        assert!(matches!(r, Err(Error::Decode(_))));
+    }
+}

@@ -1,0 +1,910 @@
+//! The auth lifecycle machine.
+//!
+//! [`AuthMachine`] owns the client's credentials and tokens and every HTTP
+//! exchange that needs them. It is a pure state machine in the style of
+//! `quinn-proto`: inputs go in through `submit` / `handle_*` with the current
+//! time, and what must happen next comes out of [`AuthMachine::poll_output`].
+//! Nothing happens between calls.
+//!
+//! ```text
+//!                 ┌──────────── login / refresh / callback fails ───────────┐
+//!                 ▼                                                         │
+//!  Unauthenticated ──need token──► LoggingIn / FetchingCredentials ──ok──► Authenticated
+//!                                                                          │   ▲
+//!                 exp − skew passed, or a query answered TOKEN_EXPIRED      │   │ ok
+//!                                                                          ▼   │
+//!                                                  Expired ──need token──► Refreshing
+//! ```
+//!
+//! Rules it keeps:
+//! - A token counts as expired `skew` (default 30 s) before its `exp`; an
+//!   expired token is never handed out. With a refresh token, the machine
+//!   refreshes `refresh_ahead` (default 60 s) before `exp`, while the old
+//!   token still serves.
+//! - Single flight: however many operations wait, at most one login, refresh
+//!   or credential callback is in flight.
+//! - A query answered `TOKEN_EXPIRED` is retried once after recovery. Recovery
+//!   tries, in order: the refresh token from an earlier login, the
+//!   application's refresher, the dynamic provider, the stored basic
+//!   credentials. (With no token yet, the provider is asked before the
+//!   refresher.) If none works, every waiter gets the same typed error.
+//! - Refused credentials (wrong password, `INVALID_CREDENTIALS` for a token
+//!   the application gave) are final until the application supplies new
+//!   ones: no request is repeated in a loop.
+//! - An answer to a request the machine no longer waits for is ignored.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+
+use crate::auth::{AuthProvider, bearer_header};
+use crate::error::{Error, Result, TransportError};
+use crate::framing::{self, Endpoints, QueryRequest};
+use crate::jwt::{self, JwtClaims};
+use crate::secret::Secret;
+use crate::time::{Instant, Now};
+use crate::types::{LoginResponse, MeResponse, QueryResponse};
+
+/// Identifies one operation submitted to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// Identifies one HTTP request the machine asked the driver to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Identifies one call for credentials the machine asked the driver to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CredentialRequestId(pub u64);
+
+/// Settings of the auth machine.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A token counts as expired this long before its `exp` (clock skew and
+    /// flight time). Default 30 s.
+    pub skew: Duration,
+    /// With a refresh token, refresh this long before `exp` (at least
+    /// `skew`). Default 60 s.
+    pub refresh_ahead: Duration,
+    /// The application configured a `DynamicAuthProvider`.
+    pub has_dynamic_provider: bool,
+    /// The application configured an `AuthRefreshCallback`.
+    pub has_refresher: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            skew: Duration::from_secs(30),
+            refresh_ahead: Duration::from_secs(60),
+            has_dynamic_provider: false,
+            has_refresher: false,
+        }
+    }
+}
+
+/// What an operation asks for.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// Run SQL (`POST /v1/api/sql`) with a valid token.
+    Query(QueryRequest),
+    /// `GET /v1/api/auth/me` with a valid token.
+    Me,
+    /// Hand out a valid access token (for the WebSocket `authenticate`).
+    Token,
+    /// An explicit login; answers the token pair and changes no state.
+    Login {
+        /// User id.
+        user: String,
+        /// Password.
+        password: Secret,
+    },
+    /// An explicit refresh; answers the token pair and changes no state.
+    Refresh {
+        /// The refresh token.
+        refresh_token: Secret,
+    },
+}
+
+/// The result of an operation.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// For [`Operation::Query`].
+    Query(QueryResponse),
+    /// For [`Operation::Me`].
+    Me(MeResponse),
+    /// For [`Operation::Token`].
+    Token(Secret),
+    /// For [`Operation::Login`] and [`Operation::Refresh`].
+    Login(LoginResponse),
+}
+
+/// Which kind of HTTP exchange a request is (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `POST /v1/api/auth/login`.
+    Login,
+    /// `POST /v1/api/auth/refresh`.
+    Refresh,
+    /// `GET /v1/api/auth/me`.
+    Me,
+    /// `POST /v1/api/sql`.
+    Query,
+}
+
+/// Whose credentials the driver must fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// Call the application's `DynamicAuthProvider::get_auth`.
+    DynamicProvider,
+    /// Call the application's `AuthRefreshCallback`.
+    Refresher,
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this request; feed the answer to [`AuthMachine::handle_response`]
+    /// or the failure to [`AuthMachine::handle_transport_error`].
+    Transmit {
+        /// Echo this back with the answer.
+        id: RequestId,
+        /// What the request is.
+        kind: RequestKind,
+        /// The request, complete with headers.
+        request: Request<Vec<u8>>,
+    },
+    /// Ask the application for credentials; feed the result to
+    /// [`AuthMachine::handle_credentials`].
+    FetchCredentials {
+        /// Echo this back with the result.
+        id: CredentialRequestId,
+        /// Which callback.
+        source: CredentialSource,
+    },
+    /// An operation finished.
+    Done {
+        /// The operation.
+        op: OpId,
+        /// Its result.
+        result: Result<Reply>,
+    },
+}
+
+/// The auth lifecycle state, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthState {
+    /// No token yet.
+    Unauthenticated,
+    /// A login is in flight.
+    LoggingIn,
+    /// The application's provider or refresher is being asked.
+    FetchingCredentials,
+    /// A usable token is held (a proactive refresh may be in flight).
+    Authenticated,
+    /// The token expired; it will be renewed when next needed.
+    Expired,
+    /// A refresh with the refresh token is in flight and no usable token is held.
+    Refreshing,
+}
+
+/// Where the current access token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Given by the application (builder or `set_auth`).
+    Configured,
+    /// From a login or refresh this machine made.
+    Issued,
+    /// From the dynamic provider or the refresher.
+    Callback,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    secret: Secret,
+    header: HeaderValue,
+    claims: Option<JwtClaims>,
+    origin: Origin,
+}
+
+impl Token {
+    fn new(secret: Secret, origin: Origin) -> Result<Token> {
+        let claims = jwt::inspect(secret.expose()).ok();
+        if claims.as_ref().is_some_and(JwtClaims::is_refresh) {
+            return Err(Error::RefreshTokenAsAccessToken);
+        }
+        let header = bearer_header(secret.expose())?;
+        Ok(Token {
+            secret,
+            header,
+            claims,
+            origin,
+        })
+    }
+
+    fn exp(&self) -> Option<u64> {
+        self.claims.as_ref().and_then(|c| c.exp)
+    }
+
+    fn usable_at(&self, now: Now, skew: Duration) -> bool {
+        self.claims
+            .as_ref()
+            .is_none_or(|c| !c.is_expired_at(now.unix_secs(), skew.as_secs()))
+    }
+}
+
+/// The steps of recovery, tried in order, each at most once per episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rung {
+    RefreshToken,
+    Refresher,
+    Provider,
+    Login,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    LoggingIn {
+        req: RequestId,
+        configured: bool,
+    },
+    Refreshing {
+        req: RequestId,
+    },
+    Fetching {
+        id: CredentialRequestId,
+        source: CredentialSource,
+    },
+}
+
+#[derive(Debug)]
+enum InFlight {
+    /// An operation's request, sent with the token of generation `token_gen`.
+    Op { op: OpId, token_gen: u64 },
+    /// The machine's own login or refresh (checked against `phase`).
+    Recovery,
+}
+
+#[derive(Debug)]
+struct PendingOp {
+    operation: Operation,
+    /// The prepared SQL body, kept for the one retry.
+    body: Vec<u8>,
+    retried: bool,
+}
+
+/// The auth lifecycle machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct AuthMachine {
+    endpoints: Endpoints,
+    config: AuthConfig,
+    credentials: AuthProvider,
+    access: Option<Token>,
+    token_gen: u64,
+    had_token: bool,
+    refresh: Option<(Secret, Option<u64>)>,
+    /// Sticky refusal of the configured credentials.
+    rejected: Option<Error>,
+    /// The provider answered "no credentials": send without a token.
+    anonymous_ok: bool,
+    phase: Phase,
+    tried: Vec<Rung>,
+    last_error: Option<Error>,
+    waiting: VecDeque<OpId>,
+    ops: BTreeMap<OpId, PendingOp>,
+    inflight: BTreeMap<RequestId, InFlight>,
+    out: VecDeque<Output>,
+    timer: Option<Instant>,
+    /// The token generation for which a refresh ahead of expiry was tried.
+    ahead_tried: Option<u64>,
+    next_id: u64,
+}
+
+impl AuthMachine {
+    /// A machine for the server at `endpoints` with the application's
+    /// credentials. Nothing is sent until an operation needs it.
+    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: AuthConfig) -> Self {
+        let mut m = AuthMachine {
+            endpoints,
+            config,
+            credentials: AuthProvider::None,
+            access: None,
+            token_gen: 0,
+            had_token: false,
+            refresh: None,
+            rejected: None,
+            anonymous_ok: false,
+            phase: Phase::Idle,
+            tried: Vec::new(),
+            last_error: None,
+            waiting: VecDeque::new(),
+            ops: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            out: VecDeque::new(),
+            timer: None,
+            ahead_tried: None,
+            next_id: 1,
+        };
+        m.install_credentials(credentials);
+        m
+    }
+
+    /// The endpoints of the server.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The credentials the application configured (not tokens obtained with them).
+    pub fn credentials(&self) -> &AuthProvider {
+        &self.credentials
+    }
+
+    /// The state of the auth lifecycle.
+    pub fn state(&self) -> AuthState {
+        match self.phase {
+            Phase::LoggingIn { .. } => AuthState::LoggingIn,
+            Phase::Fetching { .. } => AuthState::FetchingCredentials,
+            Phase::Refreshing { .. } if self.access.is_none() => AuthState::Refreshing,
+            _ if self.access.is_some() => AuthState::Authenticated,
+            _ if self.had_token => AuthState::Expired,
+            _ => AuthState::Unauthenticated,
+        }
+    }
+
+    /// The current access token, if one is held and usable at `now`.
+    pub fn access_token(&self, now: Now) -> Option<&Secret> {
+        self.access
+            .as_ref()
+            .filter(|t| t.usable_at(now, self.config.skew))
+            .map(|t| &t.secret)
+    }
+
+    /// The cached `Authorization` header value of the usable token at `now`.
+    /// Cloning it does not allocate.
+    pub fn authorization(&self, now: Now) -> Option<&HeaderValue> {
+        self.access
+            .as_ref()
+            .filter(|t| t.usable_at(now, self.config.skew))
+            .map(|t| &t.header)
+    }
+
+    /// Operations submitted and not yet done.
+    pub fn pending_ops(&self) -> usize {
+        self.ops.len()
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// Submits an operation. Its result comes out as [`Output::Done`].
+    pub fn submit(&mut self, operation: Operation, now: Now) -> OpId {
+        let op = OpId(self.fresh_id());
+        let body = match &operation {
+            Operation::Query(q) => match q.to_body() {
+                Ok(b) => b,
+                Err(e) => {
+                    self.out.push_back(Output::Done { op, result: Err(e) });
+                    return op;
+                }
+            },
+            _ => Vec::new(),
+        };
+        let explicit = match &operation {
+            Operation::Login { user, password } => Some((
+                RequestKind::Login,
+                Ok(framing::login_request(&self.endpoints, user, password)),
+            )),
+            Operation::Refresh { refresh_token } => Some((
+                RequestKind::Refresh,
+                framing::refresh_request(&self.endpoints, refresh_token),
+            )),
+            _ => None,
+        };
+        self.ops.insert(
+            op,
+            PendingOp {
+                operation,
+                body,
+                retried: false,
+            },
+        );
+        match explicit {
+            Some((kind, Ok(request))) => {
+                self.transmit(kind, request, InFlight::Op { op, token_gen: 0 });
+            }
+            Some((_, Err(e))) => self.finish(op, Err(e)),
+            None => {
+                self.waiting.push_back(op);
+                self.drive(now);
+            }
+        }
+        op
+    }
+
+    /// Replaces the credentials (`set_auth` / `update_shared_auth`). Tokens
+    /// obtained with the old credentials are dropped, an in-flight login or
+    /// refresh is forgotten (its answer will be ignored), a sticky refusal is
+    /// cleared, and waiting operations go on with the new credentials.
+    /// Setting credentials equal to the current ones changes nothing.
+    pub fn set_credentials(&mut self, credentials: AuthProvider, now: Now) {
+        if credentials == self.credentials && self.rejected.is_none() {
+            return;
+        }
+        self.install_credentials(credentials);
+        self.phase = Phase::Idle;
+        self.tried.clear();
+        self.last_error = None;
+        self.drive(now);
+        self.update_timer(now);
+    }
+
+    /// Feeds the answer to a request from [`Output::Transmit`].
+    pub fn handle_response<B: AsRef<[u8]>>(
+        &mut self,
+        id: RequestId,
+        response: &Response<B>,
+        now: Now,
+    ) {
+        let Some(inflight) = self.inflight.remove(&id) else {
+            return; // not waited for (any more)
+        };
+        let (status, headers, body) = (
+            response.status(),
+            response.headers(),
+            response.body().as_ref(),
+        );
+        match inflight {
+            InFlight::Op { op, token_gen } => {
+                let Some(pending) = self.ops.get(&op) else {
+                    return;
+                };
+                match &pending.operation {
+                    Operation::Query(_) => match framing::decode_query(status, headers, body) {
+                        Ok(r) => self.finish(op, Ok(Reply::Query(r))),
+                        Err(e) => self.op_failed(op, token_gen, e, now),
+                    },
+                    Operation::Me => {
+                        let r = framing::decode_me(status, headers, body).map(Reply::Me);
+                        self.finish(op, r);
+                    }
+                    Operation::Login { .. } | Operation::Refresh { .. } => {
+                        let r = framing::decode_login(status, headers, body).map(Reply::Login);
+                        self.finish(op, r);
+                    }
+                    Operation::Token => {}
+                }
+            }
+            InFlight::Recovery => {
+                let result = framing::decode_login(status, headers, body);
+                self.recovery_answered(id, result, now);
+            }
+        }
+        self.update_timer(now);
+    }
+
+    /// Feeds a request's failure to get an answer.
+    pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
+        let Some(inflight) = self.inflight.remove(&id) else {
+            return;
+        };
+        match inflight {
+            // Never retried: the statement may have run.
+            InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),
+            InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), now),
+        }
+        self.update_timer(now);
+    }
+
+    /// Feeds the application's answer to [`Output::FetchCredentials`].
+    pub fn handle_credentials(
+        &mut self,
+        id: CredentialRequestId,
+        result: Result<AuthProvider>,
+        now: Now,
+    ) {
+        let source = match self.phase {
+            Phase::Fetching {
+                id: current,
+                source,
+            } if current == id => source,
+            _ => return, // forgotten by set_credentials
+        };
+        self.phase = Phase::Idle;
+        match result {
+            Ok(AuthProvider::JwtToken(secret)) => match Token::new(secret, Origin::Callback) {
+                Ok(t) if !t.usable_at(now, self.config.skew) => {
+                    self.last_error = Some(Error::TokenExpired);
+                }
+                Ok(t) => {
+                    if source == CredentialSource::DynamicProvider {
+                        // A provider's token replaces any refresh token of earlier logins.
+                        self.refresh = None;
+                    }
+                    self.install_token(t);
+                }
+                Err(e) => self.last_error = Some(e),
+            },
+            Ok(AuthProvider::BasicAuth { user, password }) => {
+                let request = framing::login_request(&self.endpoints, &user, &password);
+                let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
+                self.phase = Phase::LoggingIn {
+                    req,
+                    configured: false,
+                };
+            }
+            Ok(AuthProvider::None) => self.anonymous_ok = true,
+            Err(e) => self.last_error = Some(Error::CredentialCallback(std::sync::Arc::new(e))),
+        }
+        self.drive(now);
+        self.update_timer(now);
+    }
+
+    /// Call when [`poll_timeout`](Self::poll_timeout)'s instant is reached.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.timer.is_some_and(|t| t <= now.instant) {
+            self.timer = None;
+            self.expire_if_due(now);
+            self.maybe_refresh_ahead(now);
+            self.drive(now);
+        }
+        self.update_timer(now);
+    }
+
+    /// Call when a server refused the current token outside the HTTP path
+    /// (a WebSocket `auth_error`): the token is dropped and the next
+    /// operation that needs one recovers as after `TOKEN_EXPIRED`.
+    pub fn handle_token_rejected(&mut self, token: &Secret, now: Now) {
+        if self.access.as_ref().is_some_and(|t| &t.secret == token) {
+            self.access = None;
+            self.token_gen += 1;
+        }
+        self.update_timer(now);
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next thing the driver must do, until `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    // -------------------------------------------------------------- internals
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn install_credentials(&mut self, credentials: AuthProvider) {
+        self.access = None;
+        self.token_gen += 1;
+        self.had_token = false;
+        self.refresh = None;
+        self.rejected = None;
+        self.anonymous_ok = false;
+        if let AuthProvider::JwtToken(secret) = &credentials {
+            match Token::new(secret.clone(), Origin::Configured) {
+                Ok(t) => self.install_token(t),
+                Err(e) => self.rejected = Some(e),
+            }
+        }
+        self.credentials = credentials;
+    }
+
+    fn install_token(&mut self, token: Token) {
+        self.access = Some(token);
+        self.token_gen += 1;
+        self.had_token = true;
+        self.tried.clear();
+        self.last_error = None;
+    }
+
+    fn transmit(
+        &mut self,
+        kind: RequestKind,
+        request: Request<Vec<u8>>,
+        inflight: InFlight,
+    ) -> RequestId {
+        let id = RequestId(self.fresh_id());
+        self.inflight.insert(id, inflight);
+        self.out.push_back(Output::Transmit { id, kind, request });
+        id
+    }
+
+    fn finish(&mut self, op: OpId, result: Result<Reply>) {
+        if self.ops.remove(&op).is_some() {
+            self.out.push_back(Output::Done { op, result });
+        }
+    }
+
+    /// A query failed: decide between retry, sticky refusal and plain failure.
+    fn op_failed(&mut self, op: OpId, token_gen: u64, error: Error, now: Now) {
+        let current = token_gen == self.token_gen;
+        if error.is_token_expired() {
+            let Some(pending) = self.ops.get_mut(&op) else {
+                return;
+            };
+            if pending.retried {
+                return self.finish(op, Err(error));
+            }
+            pending.retried = true;
+            if current {
+                self.access = None;
+                self.token_gen += 1;
+            }
+            self.waiting.push_front(op);
+            self.drive(now);
+            return;
+        }
+        if error.is_credentials_rejected() && current {
+            if let Some(t) = self.access.take() {
+                self.token_gen += 1;
+                if t.origin == Origin::Configured {
+                    self.rejected = Some(error.clone());
+                }
+            }
+        }
+        self.finish(op, Err(error));
+    }
+
+    /// Serves waiting operations with a usable token, or starts recovery.
+    fn drive(&mut self, now: Now) {
+        self.expire_if_due(now);
+        self.maybe_refresh_ahead(now);
+        if self.waiting.is_empty() && matches!(self.phase, Phase::Idle) {
+            // No episode in progress: the next one starts afresh.
+            self.tried.clear();
+            self.last_error = None;
+        }
+        while !self.waiting.is_empty() {
+            if let Some(token) = self.access.clone() {
+                while let Some(op) = self.waiting.pop_front() {
+                    self.dispatch(op, Some(&token));
+                }
+                return;
+            }
+            if self.anonymous_allowed() {
+                while let Some(op) = self.waiting.pop_front() {
+                    self.dispatch(op, None);
+                }
+                return;
+            }
+            if !matches!(self.phase, Phase::Idle) {
+                return; // single flight: wait for the one in progress
+            }
+            if !self.start_next_rung(now) {
+                let error = self.final_error();
+                self.tried.clear();
+                self.last_error = None;
+                let waiting: Vec<OpId> = self.waiting.drain(..).collect();
+                for op in waiting {
+                    self.finish(op, Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn anonymous_allowed(&self) -> bool {
+        self.anonymous_ok
+            || (self.credentials == AuthProvider::None
+                && self.rejected.is_none()
+                && !self.config.has_dynamic_provider
+                && !self.config.has_refresher)
+    }
+
+    fn dispatch(&mut self, op: OpId, token: Option<&Token>) {
+        let Some(pending) = self.ops.get(&op) else {
+            return;
+        };
+        let inflight = InFlight::Op {
+            op,
+            token_gen: self.token_gen,
+        };
+        match &pending.operation {
+            Operation::Query(_) => {
+                let request = framing::sql_request(
+                    &self.endpoints,
+                    pending.body.clone(),
+                    token.map(|t| &t.header),
+                );
+                self.transmit(RequestKind::Query, request, inflight);
+            }
+            Operation::Me => match token {
+                Some(t) => {
+                    let request = framing::me_request(&self.endpoints, &t.header);
+                    self.transmit(RequestKind::Me, request, inflight);
+                }
+                None => self.finish(op, Err(Error::MissingCredentials)),
+            },
+            Operation::Token => {
+                let r = token
+                    .map(|t| Reply::Token(t.secret.clone()))
+                    .ok_or(Error::MissingCredentials);
+                self.finish(op, r);
+            }
+            Operation::Login { .. } | Operation::Refresh { .. } => {}
+        }
+    }
+
+    /// Starts the next untried way to get a token. False when none is left.
+    fn start_next_rung(&mut self, now: Now) -> bool {
+        let skew = self.config.skew.as_secs();
+        let refresh_ok = self
+            .refresh
+            .as_ref()
+            .is_some_and(|(_, exp)| exp.is_none_or(|e| now.unix_secs().saturating_add(skew) < e));
+        let callbacks = if self.had_token {
+            [Rung::Refresher, Rung::Provider]
+        } else {
+            [Rung::Provider, Rung::Refresher]
+        };
+        let order = [Rung::RefreshToken, callbacks[0], callbacks[1], Rung::Login];
+        for rung in order {
+            if self.tried.contains(&rung) {
+                continue;
+            }
+            let available = match rung {
+                Rung::RefreshToken => refresh_ok,
+                Rung::Refresher => self.config.has_refresher,
+                Rung::Provider => self.config.has_dynamic_provider,
+                Rung::Login => self.credentials.is_basic() && self.rejected.is_none(),
+            };
+            if !available {
+                continue;
+            }
+            self.tried.push(rung);
+            match rung {
+                Rung::RefreshToken => {
+                    let Some((secret, _)) = &self.refresh else {
+                        continue;
+                    };
+                    match framing::refresh_request(&self.endpoints, secret) {
+                        Ok(request) => {
+                            let req =
+                                self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
+                            self.phase = Phase::Refreshing { req };
+                        }
+                        Err(e) => {
+                            self.last_error = Some(e);
+                            continue;
+                        }
+                    }
+                }
+                Rung::Refresher | Rung::Provider => {
+                    let source = if rung == Rung::Refresher {
+                        CredentialSource::Refresher
+                    } else {
+                        CredentialSource::DynamicProvider
+                    };
+                    let id = CredentialRequestId(self.fresh_id());
+                    self.phase = Phase::Fetching { id, source };
+                    self.out.push_back(Output::FetchCredentials { id, source });
+                }
+                Rung::Login => {
+                    let AuthProvider::BasicAuth { user, password } = &self.credentials else {
+                        continue;
+                    };
+                    let request = framing::login_request(&self.endpoints, user, password);
+                    let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
+                    self.phase = Phase::LoggingIn {
+                        req,
+                        configured: true,
+                    };
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    fn final_error(&self) -> Error {
+        if let Some(e) = &self.last_error {
+            return e.clone();
+        }
+        if let Some(e) = &self.rejected {
+            return e.clone();
+        }
+        if self.had_token || self.access.is_some() {
+            return Error::TokenExpired;
+        }
+        match self.credentials {
+            AuthProvider::JwtToken(_) => Error::TokenExpired,
+            _ => Error::MissingCredentials,
+        }
+    }
+
+    /// The machine's own login or refresh was answered.
+    fn recovery_answered(&mut self, id: RequestId, result: Result<LoginResponse>, now: Now) {
+        let configured_login = match self.phase {
+            Phase::LoggingIn { req, configured } if req == id => configured,
+            Phase::Refreshing { req } if req == id => false,
+            _ => return, // forgotten by set_credentials
+        };
+        let was_refresh = matches!(self.phase, Phase::Refreshing { .. });
+        self.phase = Phase::Idle;
+        match result.and_then(|login| {
+            let token = Token::new(Secret::new(login.access_token), Origin::Issued)?;
+            let refresh_exp = jwt::inspect(&login.refresh_token).ok().and_then(|c| c.exp);
+            Ok((token, Secret::new(login.refresh_token), refresh_exp))
+        }) {
+            Ok((token, refresh, refresh_exp)) => {
+                self.install_token(token);
+                self.refresh = Some((refresh, refresh_exp));
+            }
+            Err(e) => {
+                if was_refresh && e.is_credentials_rejected() {
+                    self.refresh = None; // that refresh token is no good
+                }
+                if configured_login && e.is_credentials_rejected() {
+                    self.rejected = Some(e.clone()); // final for these credentials
+                }
+                self.last_error = Some(e);
+            }
+        }
+        self.drive(now);
+    }
+
+    fn expire_if_due(&mut self, now: Now) {
+        if self
+            .access
+            .as_ref()
+            .is_some_and(|t| !t.usable_at(now, self.config.skew))
+        {
+            self.access = None;
+            self.token_gen += 1;
+        }
+    }
+
+    /// With a refresh token and nothing in flight, refresh ahead of expiry,
+    /// once per token.
+    fn maybe_refresh_ahead(&mut self, now: Now) {
+        if !self.refresh_ahead_armed() {
+            return;
+        }
+        let due = self
+            .access
+            .as_ref()
+            .and_then(Token::exp)
+            .is_some_and(|exp| now.unix_secs().saturating_add(self.ahead().as_secs()) >= exp);
+        if !due {
+            return;
+        }
+        self.ahead_tried = Some(self.token_gen);
+        if let Some((secret, _)) = &self.refresh
+            && let Ok(request) = framing::refresh_request(&self.endpoints, secret)
+        {
+            let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
+            self.phase = Phase::Refreshing { req };
+        }
+    }
+
+    fn refresh_ahead_armed(&self) -> bool {
+        self.refresh.is_some()
+            && self.access.is_some()
+            && matches!(self.phase, Phase::Idle)
+            && self.ahead_tried != Some(self.token_gen)
+    }
+
+    fn ahead(&self) -> Duration {
+        self.config.refresh_ahead.max(self.config.skew)
+    }
+
+    fn update_timer(&mut self, now: Now) {
+        let armed = self.refresh_ahead_armed();
+        self.timer = self.access.as_ref().and_then(Token::exp).map(|exp| {
+            let at = if armed {
+                exp.saturating_sub(self.ahead().as_secs())
+            } else {
+                exp.saturating_sub(self.config.skew.as_secs())
+            };
+            now.instant_at_unix(at)
+        });
+    }
+}

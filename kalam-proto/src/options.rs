@@ -1,0 +1,146 @@
+//! Client options shared by every adapter.
+
+use std::time::Duration;
+
+/// How the client manages its connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// Open the WebSocket only when the first subscription needs it
+    /// (default `true`). With `false`, the client opens it as soon as it is
+    /// built, so the first subscription does not pay for the set-up.
+    pub ws_lazy_connect: bool,
+    /// Reconnect the WebSocket after it drops (default `true`).
+    pub auto_reconnect: bool,
+    /// First reconnect delay (default 500 ms); it doubles up to `max_reconnect_delay`.
+    pub reconnect_delay: Duration,
+    /// Longest reconnect delay (default 30 s).
+    pub max_reconnect_delay: Duration,
+    /// Give up after this many failed reconnects in a row (`None`: never).
+    pub max_reconnect_attempts: Option<u32>,
+    /// WebSocket keepalive ping interval (default 5 s; the server drops a
+    /// client it has not heard from for 10 s).
+    pub ping_interval: Duration,
+    /// Ask the server not to gzip WebSocket frames (`?compress=false`).
+    pub disable_compression: bool,
+    /// Most idle HTTP connections kept per host (default 32).
+    pub http_pool_max_idle: usize,
+    /// Largest HTTP answer body accepted (default 64 MiB).
+    pub max_response_bytes: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            ws_lazy_connect: true,
+            auto_reconnect: true,
+            reconnect_delay: Duration::from_millis(500),
+            max_reconnect_delay: Duration::from_secs(30),
+            max_reconnect_attempts: None,
+            ping_interval: Duration::from_secs(5),
+            disable_compression: false,
+            http_pool_max_idle: 32,
+            max_response_bytes: 64 << 20,
+        }
+    }
+}
+
+impl ConnectionOptions {
+    /// Lazy (default) or eager WebSocket connection.
+    pub fn with_ws_lazy_connect(mut self, lazy: bool) -> Self {
+        self.ws_lazy_connect = lazy;
+        self
+    }
+
+    /// Whether to reconnect the WebSocket after it drops.
+    pub fn with_auto_reconnect(mut self, on: bool) -> Self {
+        self.auto_reconnect = on;
+        self
+    }
+
+    /// First and longest reconnect delay.
+    pub fn with_reconnect_delay(mut self, first: Duration, max: Duration) -> Self {
+        self.reconnect_delay = first;
+        self.max_reconnect_delay = max.max(first);
+        self
+    }
+
+    /// Give up after `attempts` failed reconnects in a row.
+    pub fn with_max_reconnect_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_reconnect_attempts = attempts;
+        self
+    }
+
+    /// WebSocket keepalive interval (clamped to at most 5 s).
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.min(Duration::from_secs(5));
+        self
+    }
+
+    /// Ask the server for uncompressed WebSocket frames.
+    pub fn with_disable_compression(mut self, disable: bool) -> Self {
+        self.disable_compression = disable;
+        self
+    }
+
+    /// Most idle HTTP connections kept per host.
+    pub fn with_http_pool_max_idle(mut self, n: usize) -> Self {
+        self.http_pool_max_idle = n;
+        self
+    }
+
+    /// Largest HTTP answer body accepted.
+    pub fn with_max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+}
+
+/// Time limits of the client's operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KalamLinkTimeouts {
+    /// Establishing a TCP (and TLS) connection. Default 10 s.
+    pub connection_timeout: Duration,
+    /// One HTTP exchange, from sending to the end of the answer. Default 30 s.
+    pub receive_timeout: Duration,
+    /// The WebSocket `authenticate` exchange. Default 5 s.
+    pub auth_timeout: Duration,
+    /// A subscription's acknowledgement. Default 5 s.
+    pub subscribe_timeout: Duration,
+}
+
+impl Default for KalamLinkTimeouts {
+    fn default() -> Self {
+        KalamLinkTimeouts {
+            connection_timeout: Duration::from_secs(10),
+            receive_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(5),
+            subscribe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl KalamLinkTimeouts {
+    /// Sets the connection timeout.
+    pub fn with_connection_timeout(mut self, d: Duration) -> Self {
+        self.connection_timeout = d;
+        self
+    }
+
+    /// Sets the per-exchange timeout.
+    pub fn with_receive_timeout(mut self, d: Duration) -> Self {
+        self.receive_timeout = d;
+        self
+    }
+
+    /// Sets the WebSocket auth timeout.
+    pub fn with_auth_timeout(mut self, d: Duration) -> Self {
+        self.auth_timeout = d;
+        self
+    }
+
+    /// Sets the subscription acknowledgement timeout.
+    pub fn with_subscribe_timeout(mut self, d: Duration) -> Self {
+        self.subscribe_timeout = d;
+        self
+    }
+}
