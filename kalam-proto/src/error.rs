@@ -72,6 +72,11 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The client cannot run here (for example it was built outside the
+    /// async runtime its adapter needs).
+    #[error("runtime: {0}")]
+    Runtime(String),
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,

@@ -87,6 +87,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod callbacks;
 mod error;
 pub mod framing;
 pub mod jwt;
@@ -97,6 +98,7 @@ mod time;
 pub mod types;
 
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
+pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use framing::{Endpoints, QueryRequest};
 pub use machine::{

@@ -1,0 +1,299 @@
+//! `KalamLinkClient`: a cheap handle on the driver task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kalam_proto::{
+    AuthConfig, AuthMachine, AuthProvider, AuthRefreshCallback, ConnectionOptions,
+    DynamicAuthProvider, Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest,
+    QueryResponse, Reply, Result,
+};
+#[cfg(feature = "auth-flows")]
+use kalam_proto::{LoginResponse, Secret};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{Callbacks, Command, Driver};
+use crate::http::HttpClient;
+
+/// The default base URL.
+pub const DEFAULT_BASE_URL: &str = "http://localhost:2900";
+
+/// A KalamDB client.
+///
+/// Cheap to clone (`Arc` + channel sender), `Send + Sync`. All clones share
+/// one driver task, hence one auth state: a login, a refreshed token or
+/// [`update_shared_auth`](Self::update_shared_auth) on any clone is seen by
+/// every clone. The driver task stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct KalamLinkClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    base_url: String,
+    provider: Option<Arc<dyn DynamicAuthProvider>>,
+    options: ConnectionOptions,
+    timeouts: KalamLinkTimeouts,
+}
+
+impl std::fmt::Debug for KalamLinkClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KalamLinkClient")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KalamLinkClient {
+    /// A builder with the defaults: `http://localhost:2900`, no credentials.
+    pub fn builder() -> KalamLinkClientBuilder {
+        KalamLinkClientBuilder::default()
+    }
+
+    /// The server's base URL, normalised.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The connection options the client was built with.
+    pub fn connection_options(&self) -> &ConnectionOptions {
+        &self.inner.options
+    }
+
+    /// The timeouts the client was built with.
+    pub fn timeouts(&self) -> &KalamLinkTimeouts {
+        &self.inner.timeouts
+    }
+
+    /// Runs SQL (one statement or several separated by `;`).
+    ///
+    /// A server answer with `status: "error"` is an `Err` with the server's
+    /// code. An expired token is renewed (once for all concurrent callers)
+    /// and the query retried once.
+    pub async fn execute_query(&self, sql: &str) -> Result<QueryResponse> {
+        self.execute(QueryRequest::new(sql)).await
+    }
+
+    /// Runs SQL with positional parameters for `$1`, `$2`, ….
+    pub async fn execute_query_with_params(
+        &self,
+        sql: &str,
+        params: Vec<serde_json::Value>,
+    ) -> Result<QueryResponse> {
+        self.execute(QueryRequest::new(sql).with_params(params))
+            .await
+    }
+
+    /// Runs a [`QueryRequest`] (SQL, parameters, default namespace).
+    pub async fn execute(&self, request: impl Into<QueryRequest>) -> Result<QueryResponse> {
+        match self.submit(Operation::Query(request.into())).await? {
+            Reply::Query(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The authenticated user (`GET /v1/api/auth/me`).
+    pub async fn current_user(&self) -> Result<MeResponse> {
+        match self.submit(Operation::Me).await? {
+            Reply::Me(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Logs in and returns the token pair. Changes nothing in this client:
+    /// build a client with the token, or pass it to
+    /// [`update_shared_auth`](Self::update_shared_auth).
+    #[cfg(feature = "auth-flows")]
+    pub async fn login(&self, user: &str, password: &str) -> Result<LoginResponse> {
+        let op = Operation::Login {
+            user: user.to_owned(),
+            password: Secret::new(password),
+        };
+        match self.submit(op).await? {
+            Reply::Login(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Exchanges a refresh token for a new token pair. Changes nothing in
+    /// this client.
+    #[cfg(feature = "auth-flows")]
+    pub async fn refresh_access_token(&self, refresh_token: &str) -> Result<LoginResponse> {
+        let op = Operation::Refresh {
+            refresh_token: Secret::new(refresh_token),
+        };
+        match self.submit(op).await? {
+            Reply::Login(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces the credentials. All clones share one auth state, so this is
+    /// the same as [`update_shared_auth`](Self::update_shared_auth).
+    pub fn set_auth(&self, auth: AuthProvider) {
+        self.update_shared_auth(auth);
+    }
+
+    /// Replaces the credentials of this client and every clone. Tokens
+    /// obtained with the old credentials are dropped; requests waiting for a
+    /// token go on with the new credentials. Setting the current credentials
+    /// again changes nothing.
+    pub fn update_shared_auth(&self, auth: AuthProvider) {
+        let _ = self.inner.commands.send(Command::SetAuth(auth));
+    }
+
+    /// Fresh credentials: runs the `DynamicAuthProvider` if one is
+    /// configured, otherwise returns the credentials currently configured.
+    pub async fn fresh_auth(&self) -> Result<AuthProvider> {
+        if let Some(p) = &self.inner.provider {
+            return p.get_auth().await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::GetAuth(tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    async fn submit(&self, op: Operation) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Submit(op, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Runtime(format!(
+        "the driver answered with the wrong kind of reply: {reply:?}"
+    ))
+}
+
+/// Builds a [`KalamLinkClient`].
+pub struct KalamLinkClientBuilder {
+    base_url: String,
+    auth: AuthProvider,
+    provider: Option<Arc<dyn DynamicAuthProvider>>,
+    refresher: Option<AuthRefreshCallback>,
+    options: ConnectionOptions,
+    timeouts: KalamLinkTimeouts,
+    auth_config: AuthConfig,
+}
+
+impl Default for KalamLinkClientBuilder {
+    fn default() -> Self {
+        KalamLinkClientBuilder {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            auth: AuthProvider::None,
+            provider: None,
+            refresher: None,
+            options: ConnectionOptions::default(),
+            timeouts: KalamLinkTimeouts::default(),
+            auth_config: AuthConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KalamLinkClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KalamLinkClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field("auth_provider", &self.provider.is_some())
+            .field("auth_refresher", &self.refresher.is_some())
+            .field("options", &self.options)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+impl KalamLinkClientBuilder {
+    /// The server, e.g. `http://localhost:2900` (the default).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Static credentials.
+    pub fn auth(mut self, auth: AuthProvider) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Shortcut for `.auth(AuthProvider::jwt_token(token))`.
+    pub fn jwt_token(self, token: impl Into<String>) -> Self {
+        self.auth(AuthProvider::jwt_token(token.into()))
+    }
+
+    /// Credentials fetched lazily, whenever the client has no valid token.
+    pub fn auth_provider(mut self, provider: Arc<dyn DynamicAuthProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Called when the token expired, to get new credentials.
+    pub fn auth_refresher(mut self, refresher: AuthRefreshCallback) -> Self {
+        self.refresher = Some(refresher);
+        self
+    }
+
+    /// Connection options.
+    pub fn connection_options(mut self, options: ConnectionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// All time limits.
+    pub fn timeouts(mut self, timeouts: KalamLinkTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The time limit of one HTTP exchange (and of a credential callback).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeouts.receive_timeout = timeout;
+        self
+    }
+
+    /// How long before its `exp` a token counts as expired (default 30 s).
+    pub fn token_expiry_skew(mut self, skew: Duration) -> Self {
+        self.auth_config.skew = skew;
+        self
+    }
+
+    /// Builds the client and starts its driver task. Must be called inside
+    /// a Tokio runtime. Fails with a typed error (never panics) for a bad
+    /// URL or outside a runtime.
+    pub fn build(self) -> Result<KalamLinkClient> {
+        let endpoints = Endpoints::new(&self.base_url)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Runtime("KalamLinkClient must be built inside a Tokio runtime".into())
+        })?;
+        let http = HttpClient::new(&endpoints, &self.options, &self.timeouts)?;
+        let mut auth_config = self.auth_config;
+        auth_config.has_dynamic_provider = self.provider.is_some();
+        auth_config.has_refresher = self.refresher.is_some();
+        let base_url = endpoints.base().to_owned();
+        let machine = AuthMachine::new(endpoints, self.auth, auth_config);
+        let callbacks = Callbacks {
+            provider: self.provider.clone(),
+            refresher: self.refresher,
+            timeout: self.timeouts.receive_timeout,
+        };
+        let (commands, rx) = mpsc::unbounded_channel();
+        runtime.spawn(Driver::new(machine, http, callbacks).run(rx));
+        Ok(KalamLinkClient {
+            inner: Arc::new(Inner {
+                commands,
+                base_url,
+                provider: self.provider,
+                options: self.options,
+                timeouts: self.timeouts,
+            }),
+        })
+    }
+}

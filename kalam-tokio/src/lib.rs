@@ -1,0 +1,40 @@
+//! # kalam-tokio: a KalamDB client on Tokio
+//!
+//! A thin driver of the [`kalam_proto`] machines: one task per client owns
+//! the auth machine, sends the requests it asks for over a pooled hyper
+//! client, calls the application's credential callbacks, and arms its timer.
+//! All protocol logic (login, token expiry, refresh, `TOKEN_EXPIRED`
+//! recovery, error decoding) lives in `kalam-proto`.
+//!
+//! ```no_run
+//! use kalam_tokio::{AuthProvider, KalamLinkClient};
+//!
+//! # async fn run() -> kalam_tokio::Result<()> {
+//! let client = KalamLinkClient::builder()
+//!     .base_url("http://localhost:2900")
+//!     .auth(AuthProvider::basic_auth("admin".into(), "kalamdb123".into()))
+//!     .build()?;
+//!
+//! // Basic credentials are exchanged for a JWT at login, once; queries carry the JWT.
+//! let response = client.execute_query("SELECT 1").await?;
+//! for row in response.rows() {
+//!     println!("{row:?}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
+//! [`KalamLinkClient::refresh_access_token`]), `rustls` (https).
+
+mod client;
+mod driver;
+mod http;
+
+pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+pub use kalam_proto::{
+    AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error,
+    ErrorCode, KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest,
+    QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, TransportError,
+    UserInfo,
+};
