@@ -58,6 +58,11 @@ pub enum Error {
     #[error("the access token has expired and no way to renew it is configured")]
     TokenExpired,
 
+    /// The server refused the WebSocket authentication (`auth_error`; the
+    /// server does not say why: bad, expired or refresh token alike).
+    #[error("WebSocket authentication refused: {0}")]
+    WsAuthFailed(String),
+
     /// No credentials are configured for an operation that needs them.
     #[error("no credentials are configured")]
     MissingCredentials,

@@ -90,12 +90,15 @@ mod auth;
 mod callbacks;
 mod error;
 pub mod framing;
+pub mod gzip;
 pub mod jwt;
 mod machine;
 mod options;
 mod secret;
 mod time;
 pub mod types;
+pub mod ws;
+pub mod ws_messages;
 
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
@@ -112,3 +115,5 @@ pub use types::{
     CellError, ColumnRef, FromValue, KalamDataType, LoginResponse, MeResponse, QueryResponse,
     QueryResult, QueryStatus, Row, SchemaField, UserInfo,
 };
+pub use ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
+pub use ws_messages::{LiveRow, SubscriptionOptions};

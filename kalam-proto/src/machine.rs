@@ -92,7 +92,12 @@ pub enum Operation {
     /// `GET /v1/api/auth/me` with a valid token.
     Me,
     /// Hand out a valid access token (for the WebSocket `authenticate`).
-    Token,
+    /// With `fresh`, a configured dynamic provider is asked again rather
+    /// than a cached token handed out (every WebSocket reconnect does this).
+    Token {
+        /// Ask the dynamic provider for new credentials.
+        fresh: bool,
+    },
     /// An explicit login; answers the token pair and changes no state.
     Login {
         /// User id.
@@ -299,6 +304,8 @@ pub struct AuthMachine {
     timer: Option<Instant>,
     /// The token generation for which a refresh ahead of expiry was tried.
     ahead_tried: Option<u64>,
+    /// A fresh token was asked for: the dynamic provider goes first.
+    prefer_provider: bool,
     next_id: u64,
 }
 
@@ -325,6 +332,7 @@ impl AuthMachine {
             out: VecDeque::new(),
             timer: None,
             ahead_tried: None,
+            prefer_provider: false,
             next_id: 1,
         };
         m.install_credentials(credentials);
@@ -390,6 +398,8 @@ impl AuthMachine {
             },
             _ => Vec::new(),
         };
+        let fresh = matches!(operation, Operation::Token { fresh: true })
+            && self.config.has_dynamic_provider;
         let explicit = match &operation {
             Operation::Login { user, password } => Some((
                 RequestKind::Login,
@@ -415,6 +425,13 @@ impl AuthMachine {
             }
             Some((_, Err(e))) => self.finish(op, Err(e)),
             None => {
+                if fresh && !matches!(self.phase, Phase::Fetching { .. }) {
+                    // Ask the provider again rather than reuse the cached token.
+                    if self.access.take().is_some() {
+                        self.token_gen += 1;
+                    }
+                    self.prefer_provider = true;
+                }
                 self.waiting.push_back(op);
                 self.drive(now);
             }
@@ -472,7 +489,7 @@ impl AuthMachine {
                         let r = framing::decode_login(status, headers, body).map(Reply::Login);
                         self.finish(op, r);
                     }
-                    Operation::Token => {}
+                    Operation::Token { .. } => {}
                 }
             }
             InFlight::Recovery => {
@@ -599,6 +616,7 @@ impl AuthMachine {
     }
 
     fn install_token(&mut self, token: Token) {
+        self.prefer_provider = false;
         self.access = Some(token);
         self.token_gen += 1;
         self.had_token = true;
@@ -662,6 +680,7 @@ impl AuthMachine {
             // No episode in progress: the next one starts afresh.
             self.tried.clear();
             self.last_error = None;
+            self.prefer_provider = false;
         }
         while !self.waiting.is_empty() {
             if let Some(token) = self.access.clone() {
@@ -723,7 +742,7 @@ impl AuthMachine {
                 }
                 None => self.finish(op, Err(Error::MissingCredentials)),
             },
-            Operation::Token => {
+            Operation::Token { .. } => {
                 let r = token
                     .map(|t| Reply::Token(t.secret.clone()))
                     .ok_or(Error::MissingCredentials);
@@ -745,7 +764,16 @@ impl AuthMachine {
         } else {
             [Rung::Provider, Rung::Refresher]
         };
-        let order = [Rung::RefreshToken, callbacks[0], callbacks[1], Rung::Login];
+        let order = if self.prefer_provider {
+            [
+                Rung::Provider,
+                Rung::RefreshToken,
+                Rung::Refresher,
+                Rung::Login,
+            ]
+        } else {
+            [Rung::RefreshToken, callbacks[0], callbacks[1], Rung::Login]
+        };
         for rung in order {
             if self.tried.contains(&rung) {
                 continue;

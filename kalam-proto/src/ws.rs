@@ -1,0 +1,871 @@
+//! The WebSocket session machine.
+//!
+//! [`WsSession`] owns one live-query connection and every subscription on it.
+//! Like [`AuthMachine`](crate::AuthMachine) it is pure: the driver opens and
+//! closes sockets, moves frames, and asks the auth machine for tokens when
+//! told to; the session decides everything else.
+//!
+//! ```text
+//!  Disconnected ─want─► WaitingToken ─token─► Connecting ─socket up─► Authenticating ─auth_success─► Ready
+//!        ▲                   │ no credentials                              │ auth_error (1008)        │
+//!        │                   ▼                                            ▼                          │ drop, silence,
+//!        └── disconnect() ── Failed (until new credentials / connect()) ◄─┘ (token reported rejected) │ close
+//!                                                                                                    ▼
+//!                                         WaitingToken ◄── backoff with seeded jitter ── BackingOff ◄┘
+//! ```
+//!
+//! - Authenticates with the `authenticate` message (with the `protocol`
+//!   field the server requires). The token comes from the auth machine
+//!   ([`WsOutput::NeedToken`]), which never hands out one about to expire; on
+//!   every reconnect it is asked for *fresh* credentials, so a
+//!   `DynamicAuthProvider` is called again.
+//! - `auth_error` is a typed error to the application and the token is
+//!   reported rejected ([`WsOutput::TokenRejected`]); the session reconnects
+//!   only with credentials the auth machine obtains afresh, and never with
+//!   the token just refused.
+//! - Subscriptions share the socket, are routed by id through a map, page
+//!   their initial data with `next_batch`, track the highest `_seq` seen
+//!   (deletions included), and are re-subscribed from it after a reconnect.
+//! - Keepalive: a control ping whenever nothing was sent for
+//!   `ping_interval` (≤ 5 s; the server drops a client silent for 10 s), and
+//!   the connection counts as dead when nothing at all arrived for
+//!   `silence_limit`. Deadlines are compared, not re-armed per frame.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::error::{Error, ErrorCode, ServerError, TransportError};
+use crate::framing::Endpoints;
+use crate::options::{ConnectionOptions, KalamLinkTimeouts};
+use crate::secret::Secret;
+use crate::time::{Instant, Now};
+use crate::types::SchemaField;
+use crate::ws_messages::{
+    self, BatchControl, ChangeType, ClientMessage, LiveRow, MAX_BATCH_SIZE, MAX_CLIENT_FRAME,
+    Protocol, ServerMessage, Subscription, SubscriptionOptions,
+};
+
+/// A subscription's handle within one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubId(pub u64);
+
+impl SubId {
+    fn wire(self) -> String {
+        format!("k{}", self.0)
+    }
+
+    fn from_wire(id: &str) -> Option<SubId> {
+        id.strip_prefix('k')?.parse().ok().map(SubId)
+    }
+}
+
+/// Settings of a session.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Send a ping when nothing was sent for this long (≤ 5 s).
+    pub ping_interval: Duration,
+    /// Treat the connection as dead when nothing arrived for this long.
+    pub silence_limit: Duration,
+    /// Limit for the TCP + WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Limit for the `authenticate` exchange.
+    pub auth_timeout: Duration,
+    /// Reconnect after a drop.
+    pub auto_reconnect: bool,
+    /// First reconnect delay.
+    pub reconnect_delay: Duration,
+    /// Longest reconnect delay.
+    pub max_reconnect_delay: Duration,
+    /// Give up after this many failed attempts in a row.
+    pub max_reconnect_attempts: Option<u32>,
+    /// Ask for gzip frames (only if this build can read them).
+    pub gzip: bool,
+    /// Seed of the jitter generator.
+    pub seed: u64,
+}
+
+impl WsConfig {
+    /// Settings from the client options.
+    pub fn from_options(
+        options: &ConnectionOptions,
+        timeouts: &KalamLinkTimeouts,
+        seed: u64,
+    ) -> Self {
+        let ping = options
+            .ping_interval
+            .min(Duration::from_secs(5))
+            .max(Duration::from_millis(10));
+        WsConfig {
+            ping_interval: ping,
+            silence_limit: (ping * 3).max(Duration::from_secs(10)),
+            connect_timeout: timeouts.connection_timeout,
+            auth_timeout: timeouts.auth_timeout,
+            auto_reconnect: options.auto_reconnect,
+            reconnect_delay: options.reconnect_delay,
+            max_reconnect_delay: options.max_reconnect_delay.max(options.reconnect_delay),
+            max_reconnect_attempts: options.max_reconnect_attempts,
+            gzip: !options.disable_compression && crate::gzip::SUPPORTED,
+            seed,
+        }
+    }
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig::from_options(
+            &ConnectionOptions::default(),
+            &KalamLinkTimeouts::default(),
+            0x5eed,
+        )
+    }
+}
+
+/// A frame the driver received.
+#[derive(Debug, Clone)]
+pub enum Incoming<'a> {
+    /// A text frame.
+    Text(&'a str),
+    /// A binary frame.
+    Binary(&'a [u8]),
+    /// A control pong (or ping: any frame proves the server is alive).
+    Control,
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone)]
+pub enum WsOutput {
+    /// Get an access token from the auth machine
+    /// ([`Operation::Token`](crate::Operation::Token)) and feed it to
+    /// [`WsSession::handle_token`]. `fresh`: ask the dynamic provider again.
+    NeedToken {
+        /// Ask for new credentials rather than a cached token.
+        fresh: bool,
+    },
+    /// Open a WebSocket to this URL; report [`WsSession::handle_connected`]
+    /// or [`WsSession::handle_closed`] with the same `attempt`.
+    Connect {
+        /// `ws://…/v1/ws?compress=false` or `wss://…`.
+        url: String,
+        /// Identifies this connection in later reports.
+        attempt: u64,
+    },
+    /// Send a text frame.
+    SendText(String),
+    /// Send a control ping.
+    SendPing,
+    /// Close the socket (the session already counts it as gone).
+    Close {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: &'static str,
+    },
+    /// Tell the auth machine this token was refused
+    /// ([`AuthMachine::handle_token_rejected`](crate::AuthMachine::handle_token_rejected)).
+    TokenRejected(Secret),
+    /// Something to report to the application.
+    Event(WsEvent),
+}
+
+/// Session-level events (the `on_connect` / `on_disconnect` / `on_error`
+/// hooks) and subscription events.
+#[derive(Debug, Clone)]
+pub enum WsEvent {
+    /// Authenticated and ready; subscriptions are (re)sent.
+    Connected,
+    /// The connection ended.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Whether the session will reconnect by itself.
+        will_reconnect: bool,
+    },
+    /// A connection-level error (refused auth, protocol or rate-limit error).
+    Error(Error),
+    /// An event of one subscription.
+    Sub(SubId, LiveEvent),
+}
+
+/// An event of one subscription.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// The server accepted the subscription (again, after a reconnect:
+    /// `resumed_from` is then the `_seq` it resumed after).
+    Subscribed {
+        /// Columns.
+        schema: Vec<SchemaField>,
+        /// `_seq` of the resume point, after a reconnect.
+        resumed_from: Option<i64>,
+    },
+    /// A page of initial data (after a reconnect: rows changed meanwhile).
+    InitialRows {
+        /// Rows.
+        rows: Vec<LiveRow>,
+        /// More pages follow.
+        has_more: bool,
+    },
+    /// Initial data complete: from now on, changes.
+    Ready,
+    /// A row was inserted.
+    Insert {
+        /// The new row.
+        row: LiveRow,
+    },
+    /// A row was updated.
+    Update {
+        /// Non-null columns of the new row, with the key and `_seq`.
+        row: LiveRow,
+        /// Previous values of the changed columns, with the key and old `_seq`.
+        old: LiveRow,
+    },
+    /// A row was deleted.
+    Delete {
+        /// The deleted row (with the deletion's `_seq`).
+        old: LiveRow,
+    },
+    /// The subscription failed or ended; no more events follow.
+    Closed(Option<Error>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubPhase {
+    /// Waiting for a ready connection.
+    Queued,
+    /// Subscribe sent, waiting for the ack.
+    Subscribing,
+    /// Ack received; initial pages flowing.
+    Loading,
+    /// Changes flowing.
+    Live,
+}
+
+#[derive(Debug)]
+struct Sub {
+    sql: String,
+    options: Option<SubscriptionOptions>,
+    last_seq: Option<i64>,
+    phase: SubPhase,
+    resumed_from: Option<i64>,
+}
+
+#[derive(Debug)]
+enum Conn {
+    Disconnected,
+    Failed,
+    WaitingToken,
+    Connecting { token: Secret, deadline: Instant },
+    Authenticating { token: Secret, deadline: Instant },
+    Ready,
+    BackingOff { until: Instant },
+}
+
+/// The state of the session, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsState {
+    /// No connection, none wanted.
+    Disconnected,
+    /// Gave up until new credentials or an explicit connect.
+    Failed,
+    /// Waiting for a token.
+    WaitingToken,
+    /// Opening the socket.
+    Connecting,
+    /// `authenticate` sent.
+    Authenticating,
+    /// Authenticated.
+    Ready,
+    /// Waiting to reconnect.
+    BackingOff,
+}
+
+/// The WebSocket session machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct WsSession {
+    url: String,
+    config: WsConfig,
+    conn: Conn,
+    /// The application wants a connection.
+    wanted: bool,
+    attempts: u32,
+    /// Identifies the current socket (see [`WsOutput::Connect`]).
+    attempt: u64,
+    rejected: Option<Secret>,
+    subs: BTreeMap<SubId, Sub>,
+    next_sub: u64,
+    last_sent: Instant,
+    last_recv: Instant,
+    rng: SplitMix64,
+    out: VecDeque<WsOutput>,
+}
+
+impl WsSession {
+    /// A session for the server at `endpoints`. Nothing happens until
+    /// [`connect`](Self::connect) or [`subscribe`](Self::subscribe).
+    pub fn new(endpoints: &Endpoints, config: WsConfig) -> Self {
+        let query = if config.gzip {
+            None
+        } else {
+            Some("compress=false")
+        };
+        WsSession {
+            url: endpoints.ws_url(query),
+            rng: SplitMix64(config.seed),
+            config,
+            conn: Conn::Disconnected,
+            wanted: false,
+            attempts: 0,
+            attempt: 0,
+            rejected: None,
+            subs: BTreeMap::new(),
+            next_sub: 1,
+            last_sent: Instant::ZERO,
+            last_recv: Instant::ZERO,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The state of the connection.
+    pub fn state(&self) -> WsState {
+        match self.conn {
+            Conn::Disconnected => WsState::Disconnected,
+            Conn::Failed => WsState::Failed,
+            Conn::WaitingToken => WsState::WaitingToken,
+            Conn::Connecting { .. } => WsState::Connecting,
+            Conn::Authenticating { .. } => WsState::Authenticating,
+            Conn::Ready => WsState::Ready,
+            Conn::BackingOff { .. } => WsState::BackingOff,
+        }
+    }
+
+    /// Number of live subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The highest `_seq` delivered on a subscription.
+    pub fn last_seq(&self, sub: SubId) -> Option<i64> {
+        self.subs.get(&sub).and_then(|s| s.last_seq)
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// The application wants the connection open (`connect()`, or the first
+    /// subscription with lazy connect). Also retries after `Failed`.
+    pub fn connect(&mut self, now: Now) {
+        self.wanted = true;
+        if matches!(self.conn, Conn::Disconnected | Conn::Failed) {
+            self.attempts = 0;
+            self.request_token(false, now);
+        }
+    }
+
+    /// The application closes the connection; every subscription ends.
+    pub fn disconnect(&mut self, _now: Now) {
+        self.wanted = false;
+        if self.socket_open() {
+            self.out.push_back(WsOutput::Close {
+                code: 1000,
+                reason: "client disconnect",
+            });
+        }
+        let was_up = !matches!(self.conn, Conn::Disconnected | Conn::Failed);
+        self.conn = Conn::Disconnected;
+        for (id, _) in std::mem::take(&mut self.subs) {
+            self.out
+                .push_back(WsOutput::Event(WsEvent::Sub(id, LiveEvent::Closed(None))));
+        }
+        if was_up {
+            self.event(WsEvent::Disconnected {
+                reason: "client disconnect".into(),
+                will_reconnect: false,
+            });
+        }
+    }
+
+    /// New credentials were configured: a session that gave up tries again.
+    pub fn handle_credentials_changed(&mut self, now: Now) {
+        self.rejected = None;
+        if self.wanted && matches!(self.conn, Conn::Failed) {
+            self.attempts = 0;
+            self.request_token(false, now);
+        }
+    }
+
+    /// Adds a subscription; connects if needed. Refused (typed error, nothing
+    /// sent) if its subscribe message would exceed the server's 64 KiB frame.
+    pub fn subscribe(
+        &mut self,
+        sql: impl Into<String>,
+        options: Option<SubscriptionOptions>,
+        now: Now,
+    ) -> Result<SubId, Error> {
+        let sql = sql.into();
+        let options = options.map(|mut o| {
+            o.batch_size = o.batch_size.map(|b| b.min(MAX_BATCH_SIZE));
+            o
+        });
+        let id = SubId(self.next_sub);
+        let probe = subscribe_text(id, &sql, options.as_ref());
+        if probe.len() > MAX_CLIENT_FRAME {
+            return Err(Error::InvalidInput(format!(
+                "subscription SQL too long: the subscribe frame would be {} bytes (limit {MAX_CLIENT_FRAME})",
+                probe.len()
+            )));
+        }
+        self.next_sub += 1;
+        self.subs.insert(
+            id,
+            Sub {
+                sql,
+                options,
+                last_seq: None,
+                phase: SubPhase::Queued,
+                resumed_from: None,
+            },
+        );
+        if matches!(self.conn, Conn::Ready) {
+            self.send_subscribe(id, probe, now);
+        } else {
+            self.connect(now);
+        }
+        Ok(id)
+    }
+
+    /// Removes a subscription (sends `unsubscribe` if the server knows it).
+    pub fn unsubscribe(&mut self, sub: SubId, now: Now) {
+        let Some(s) = self.subs.remove(&sub) else {
+            return;
+        };
+        if matches!(self.conn, Conn::Ready) && s.phase != SubPhase::Queued {
+            let text = ClientMessage::Unsubscribe {
+                subscription_id: &sub.wire(),
+            }
+            .to_text();
+            self.send(text, now);
+        }
+    }
+
+    /// The auth machine's answer to [`WsOutput::NeedToken`].
+    pub fn handle_token(&mut self, token: Result<Secret, Error>, now: Now) {
+        if !matches!(self.conn, Conn::WaitingToken) {
+            return;
+        }
+        match token {
+            Ok(t) if self.rejected.as_ref() == Some(&t) => {
+                // The same token the server just refused: no blind retry.
+                self.fail(Error::WsAuthFailed(
+                    "no new credentials after the server refused the token".into(),
+                ));
+            }
+            Ok(token) => {
+                self.attempt += 1;
+                self.conn = Conn::Connecting {
+                    token,
+                    deadline: now.instant + self.config.connect_timeout,
+                };
+                self.out.push_back(WsOutput::Connect {
+                    url: self.url.clone(),
+                    attempt: self.attempt,
+                });
+            }
+            Err(e) if matches!(e, Error::Transport(_)) => {
+                self.event(WsEvent::Error(e));
+                self.lost("could not get credentials", now);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The socket of `attempt` is open. Returns `false` when the session no
+    /// longer wants it (the driver then drops it).
+    pub fn handle_connected(&mut self, attempt: u64, now: Now) -> bool {
+        if attempt != self.attempt || !matches!(self.conn, Conn::Connecting { .. }) {
+            return false;
+        }
+        let Conn::Connecting { token, .. } = std::mem::replace(&mut self.conn, Conn::Disconnected)
+        else {
+            return false;
+        };
+        let text = ClientMessage::Authenticate {
+            method: "jwt",
+            token: token.expose(),
+            protocol: Protocol::json(self.config.gzip),
+        }
+        .to_text();
+        self.conn = Conn::Authenticating {
+            token,
+            deadline: now.instant + self.config.auth_timeout,
+        };
+        self.last_recv = now.instant;
+        self.send(text, now);
+        true
+    }
+
+    /// The socket of `attempt` closed, dropped, or could not be opened.
+    pub fn handle_closed(&mut self, attempt: u64, code: Option<u16>, reason: &str, now: Now) {
+        if attempt != self.attempt
+            || !(self.socket_open() || matches!(self.conn, Conn::Connecting { .. }))
+        {
+            return;
+        }
+        let why = match code {
+            Some(c) => format!("closed by the server ({c} {reason})"),
+            None if reason.is_empty() => "connection lost".to_owned(),
+            None => reason.to_owned(),
+        };
+        self.lost(&why, now);
+    }
+
+    /// A frame arrived.
+    pub fn handle_frame(&mut self, frame: Incoming<'_>, now: Now) {
+        if !self.socket_open() {
+            return;
+        }
+        self.last_recv = now.instant;
+        let message = match frame {
+            Incoming::Control => return,
+            Incoming::Text(t) => ws_messages::decode_text(t),
+            Incoming::Binary(b) => ws_messages::decode_binary(b),
+        };
+        match message {
+            Ok(m) => self.on_message(m, now),
+            // Bad input loses nothing else: report it and carry on.
+            Err(e) => self.event(WsEvent::Error(Error::Decode(e))),
+        }
+    }
+
+    /// Call when [`poll_timeout`](Self::poll_timeout) is reached.
+    pub fn handle_timeout(&mut self, now: Now) {
+        let t = now.instant;
+        match &self.conn {
+            Conn::Connecting { deadline, .. } if *deadline <= t => {
+                self.event(WsEvent::Error(Error::Transport(TransportError::Timeout(
+                    self.config.connect_timeout,
+                ))));
+                self.out.push_back(WsOutput::Close {
+                    code: 1000,
+                    reason: "connect timeout",
+                });
+                self.lost("connect timeout", now);
+            }
+            Conn::Authenticating { deadline, .. } if *deadline <= t => {
+                self.out.push_back(WsOutput::Close {
+                    code: 1000,
+                    reason: "auth timeout",
+                });
+                self.lost("no answer to authenticate", now);
+            }
+            Conn::BackingOff { until } if *until <= t => self.request_token(true, now),
+            _ => {}
+        }
+        if self.socket_open() {
+            if t.saturating_duration_since(self.last_recv) >= self.config.silence_limit {
+                self.out.push_back(WsOutput::Close {
+                    code: 1000,
+                    reason: "server silent",
+                });
+                self.lost("the server went silent", now);
+            } else if t.saturating_duration_since(self.last_sent) >= self.config.ping_interval {
+                self.last_sent = t;
+                self.out.push_back(WsOutput::SendPing);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next thing to do, until `None`.
+    pub fn poll_output(&mut self) -> Option<WsOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keepalive = || {
+            let ping = self.last_sent + self.config.ping_interval;
+            let dead = self.last_recv + self.config.silence_limit;
+            ping.min(dead)
+        };
+        match &self.conn {
+            Conn::Connecting { deadline, .. } => Some(*deadline),
+            Conn::Authenticating { deadline, .. } => Some((*deadline).min(keepalive())),
+            Conn::Ready => Some(keepalive()),
+            Conn::BackingOff { until } => Some(*until),
+            _ => None,
+        }
+    }
+
+    // -------------------------------------------------------------- internals
+
+    fn socket_open(&self) -> bool {
+        matches!(self.conn, Conn::Authenticating { .. } | Conn::Ready)
+    }
+
+    fn event(&mut self, e: WsEvent) {
+        self.out.push_back(WsOutput::Event(e));
+    }
+
+    fn send(&mut self, text: String, now: Now) {
+        self.last_sent = now.instant;
+        self.out.push_back(WsOutput::SendText(text));
+    }
+
+    fn request_token(&mut self, fresh: bool, _now: Now) {
+        self.conn = Conn::WaitingToken;
+        self.out.push_back(WsOutput::NeedToken { fresh });
+    }
+
+    /// Gives up until something changes; subscriptions stay registered.
+    fn fail(&mut self, e: Error) {
+        self.conn = Conn::Failed;
+        self.event(WsEvent::Error(e));
+    }
+
+    /// The connection is gone: back off and reconnect, or stop.
+    fn lost(&mut self, reason: &str, now: Now) {
+        let was_ready = matches!(self.conn, Conn::Ready);
+        for s in self.subs.values_mut() {
+            s.phase = SubPhase::Queued;
+        }
+        let give_up = self
+            .config
+            .max_reconnect_attempts
+            .is_some_and(|max| self.attempts >= max);
+        let will_reconnect = self.wanted && self.config.auto_reconnect && !give_up;
+        if will_reconnect {
+            let delay = self.backoff();
+            self.attempts = self.attempts.saturating_add(1);
+            self.conn = Conn::BackingOff {
+                until: now.instant + delay,
+            };
+        } else {
+            self.conn = if self.wanted {
+                Conn::Failed
+            } else {
+                Conn::Disconnected
+            };
+        }
+        if was_ready || !will_reconnect {
+            self.event(WsEvent::Disconnected {
+                reason: reason.to_owned(),
+                will_reconnect,
+            });
+        }
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random.
+    fn backoff(&mut self) -> Duration {
+        let base = self.config.reconnect_delay.as_millis() as u64;
+        let max = self.config.max_reconnect_delay.as_millis() as u64;
+        let exp = base
+            .saturating_mul(1u64 << self.attempts.min(20))
+            .min(max)
+            .max(1);
+        let half = exp / 2;
+        Duration::from_millis(half + self.rng.next() % (exp - half + 1))
+    }
+
+    fn send_subscribe(&mut self, id: SubId, text: String, now: Now) {
+        if let Some(s) = self.subs.get_mut(&id) {
+            s.phase = SubPhase::Subscribing;
+        }
+        self.send(text, now);
+    }
+
+    fn resubscribe_all(&mut self, now: Now) {
+        let ids: Vec<SubId> = self.subs.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.subs.get_mut(&id) else {
+                continue;
+            };
+            // Resume after the last `_seq` seen: the server sends rows changed
+            // meanwhile as initial data (deletions meanwhile are not reported).
+            let options = match (s.last_seq, &s.options) {
+                (Some(seq), Some(o)) => Some(SubscriptionOptions {
+                    batch_size: o.batch_size,
+                    last_rows: None,
+                    from: Some(seq),
+                }),
+                (Some(seq), None) => Some(SubscriptionOptions {
+                    batch_size: Some(MAX_BATCH_SIZE),
+                    last_rows: None,
+                    from: Some(seq),
+                }),
+                (None, o) => o.clone(),
+            };
+            s.resumed_from = s.last_seq;
+            let text = subscribe_text(id, &s.sql, options.as_ref());
+            self.send_subscribe(id, text, now);
+        }
+    }
+
+    fn on_message(&mut self, message: ServerMessage, now: Now) {
+        match message {
+            ServerMessage::AuthSuccess { .. } => {
+                if matches!(self.conn, Conn::Authenticating { .. }) {
+                    self.conn = Conn::Ready;
+                    self.attempts = 0;
+                    self.rejected = None;
+                    self.event(WsEvent::Connected);
+                    self.resubscribe_all(now);
+                }
+            }
+            ServerMessage::AuthError { message } => {
+                if let Conn::Authenticating { token, .. } = &self.conn {
+                    let token = token.clone();
+                    self.out.push_back(WsOutput::TokenRejected(token.clone()));
+                    self.rejected = Some(token);
+                }
+                self.event(WsEvent::Error(Error::WsAuthFailed(message)));
+                self.out.push_back(WsOutput::Close {
+                    code: 1000,
+                    reason: "authentication failed",
+                });
+                self.lost("authentication failed", now);
+            }
+            ServerMessage::SubscriptionAck {
+                subscription_id,
+                schema,
+                ..
+            } => {
+                let Some((id, s)) = self.route(&subscription_id) else {
+                    return;
+                };
+                let expects_batches = s.options.is_some() || s.resumed_from.is_some();
+                s.phase = if expects_batches {
+                    SubPhase::Loading
+                } else {
+                    SubPhase::Live
+                };
+                let resumed_from = s.resumed_from;
+                self.sub_event(
+                    id,
+                    LiveEvent::Subscribed {
+                        schema,
+                        resumed_from,
+                    },
+                );
+                if !expects_batches {
+                    self.sub_event(id, LiveEvent::Ready);
+                }
+            }
+            ServerMessage::InitialDataBatch {
+                subscription_id,
+                rows,
+                batch_control,
+            } => {
+                let Some((id, s)) = self.route(&subscription_id) else {
+                    return;
+                };
+                for r in &rows {
+                    s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
+                }
+                let BatchControl {
+                    has_more,
+                    last_seq_id,
+                    ..
+                } = batch_control;
+                if !has_more {
+                    s.phase = SubPhase::Live;
+                }
+                self.sub_event(id, LiveEvent::InitialRows { rows, has_more });
+                if has_more {
+                    let text = ClientMessage::NextBatch {
+                        subscription_id: &subscription_id,
+                        last_seq_id,
+                    }
+                    .to_text();
+                    self.send(text, now);
+                } else {
+                    self.sub_event(id, LiveEvent::Ready);
+                }
+            }
+            ServerMessage::Change {
+                subscription_id,
+                change_type,
+                rows,
+                old_values,
+            } => {
+                let Some((id, s)) = self.route(&subscription_id) else {
+                    return;
+                };
+                for r in rows.iter().chain(old_values.iter()) {
+                    s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
+                }
+                match change_type {
+                    ChangeType::Insert => {
+                        for row in rows {
+                            self.sub_event(id, LiveEvent::Insert { row });
+                        }
+                    }
+                    ChangeType::Update => {
+                        let mut old = old_values.into_iter();
+                        for row in rows {
+                            let old = old.next().unwrap_or_default();
+                            self.sub_event(id, LiveEvent::Update { row, old });
+                        }
+                    }
+                    ChangeType::Delete => {
+                        for old in old_values {
+                            self.sub_event(id, LiveEvent::Delete { old });
+                        }
+                    }
+                }
+            }
+            ServerMessage::Error {
+                subscription_id,
+                code,
+                message,
+            } => {
+                let error = Error::Server(ServerError {
+                    status: 0,
+                    code: ErrorCode::parse(&code),
+                    message,
+                    details: None,
+                    retry_after_secs: None,
+                });
+                match SubId::from_wire(&subscription_id).filter(|id| self.subs.contains_key(id)) {
+                    Some(id) => {
+                        self.subs.remove(&id);
+                        self.sub_event(id, LiveEvent::Closed(Some(error)));
+                    }
+                    None => self.event(WsEvent::Error(error)),
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, wire: &str) -> Option<(SubId, &mut Sub)> {
+        let id = SubId::from_wire(wire)?;
+        self.subs.get_mut(&id).map(|s| (id, s))
+    }
+
+    fn sub_event(&mut self, id: SubId, e: LiveEvent) {
+        self.out.push_back(WsOutput::Event(WsEvent::Sub(id, e)));
+    }
+}
+
+fn subscribe_text(id: SubId, sql: &str, options: Option<&SubscriptionOptions>) -> String {
+    ClientMessage::Subscribe {
+        subscription: Subscription {
+            id: &id.wire(),
+            sql,
+            options,
+        },
+    }
+    .to_text()
+}
+
+/// A tiny deterministic generator (SplitMix64) for backoff jitter.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
