@@ -97,9 +97,8 @@ impl fmt::Debug for AuthProvider {
 /// Builds the `Bearer` header value for a token, marked sensitive so HTTP
 /// libraries leave it out of their own debug output.
 pub fn bearer_header(token: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-        Error::InvalidInput("token contains characters not allowed in a header".into())
-    })?;
+    let mut v = HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Error::InvalidInput("token contains characters not allowed in a header".into()))?;
     v.set_sensitive(true);
     Ok(v)
 }

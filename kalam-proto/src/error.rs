@@ -82,6 +82,15 @@ pub enum Error {
     #[error("runtime: {0}")]
     Runtime(String),
 
+    /// A live query's consumer fell behind: its buffer of `capacity` events
+    /// filled up, so the subscription was ended (others were not affected).
+    /// Subscribe again from the last `_seq` processed to continue.
+    #[error("the live query's consumer fell behind (buffer of {capacity} events full); subscription ended")]
+    SubscriptionLagged {
+        /// The buffer size.
+        capacity: usize,
+    },
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,
@@ -327,11 +336,7 @@ impl ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "server answered {} {}: {}",
-            self.status, self.code, self.message
-        )
+        write!(f, "server answered {} {}: {}", self.status, self.code, self.message)
     }
 }
 

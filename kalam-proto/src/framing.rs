@@ -64,9 +64,7 @@ impl Endpoints {
         }
         let authority = uri.authority().ok_or_else(|| bad("the URL has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(bad(
-                "credentials in the URL are refused; use the auth options",
-            ));
+            return Err(bad("credentials in the URL are refused; use the auth options"));
         }
         if authority.host().is_empty() {
             return Err(bad("the URL has no host"));
@@ -75,14 +73,8 @@ impl Endpoints {
             return Err(bad("the base URL may not have a query or fragment"));
         }
         let prefix = uri.path().trim_end_matches('/');
-        let base = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            authority,
-            prefix
-        );
-        let at =
-            |p: &str| -> Result<Uri> { format!("{base}{p}").parse().map_err(|_| bad("not a URL")) };
+        let base = format!("{}://{}{}", uri.scheme_str().unwrap_or("http"), authority, prefix);
+        let at = |p: &str| -> Result<Uri> { format!("{base}{p}").parse().map_err(|_| bad("not a URL")) };
         Ok(Endpoints {
             login: at(paths::LOGIN)?,
             refresh: at(paths::REFRESH)?,
@@ -110,11 +102,7 @@ impl Endpoints {
             .base
             .strip_prefix("https://")
             .map(|r| format!("wss://{r}"))
-            .or_else(|| {
-                self.base
-                    .strip_prefix("http://")
-                    .map(|r| format!("ws://{r}"))
-            })
+            .or_else(|| self.base.strip_prefix("http://").map(|r| format!("ws://{r}")))
             .unwrap_or_default();
         match query {
             Some(q) => format!("{rest}{}?{q}", paths::WS),
@@ -158,10 +146,8 @@ pub fn refresh_request(ep: &Endpoints, refresh_token: &Secret) -> Result<Request
     let mut req = Request::new(Vec::new());
     *req.method_mut() = Method::POST;
     *req.uri_mut() = ep.refresh.clone();
-    req.headers_mut().insert(
-        AUTHORIZATION,
-        crate::auth::bearer_header(refresh_token.expose())?,
-    );
+    req.headers_mut()
+        .insert(AUTHORIZATION, crate::auth::bearer_header(refresh_token.expose())?);
     Ok(req)
 }
 
@@ -177,8 +163,7 @@ pub fn logout_request(ep: &Endpoints) -> Request<Vec<u8>> {
 pub fn me_request(ep: &Endpoints, authorization: &HeaderValue) -> Request<Vec<u8>> {
     let mut req = Request::new(Vec::new());
     *req.uri_mut() = ep.me.clone();
-    req.headers_mut()
-        .insert(AUTHORIZATION, authorization.clone());
+    req.headers_mut().insert(AUTHORIZATION, authorization.clone());
     req
 }
 
@@ -255,11 +240,7 @@ impl From<String> for QueryRequest {
 
 /// `POST /v1/api/sql` with a prepared body, stamped with a cached
 /// `Authorization` value (none for anonymous access).
-pub fn sql_request(
-    ep: &Endpoints,
-    body: Vec<u8>,
-    authorization: Option<&HeaderValue>,
-) -> Request<Vec<u8>> {
+pub fn sql_request(ep: &Endpoints, body: Vec<u8>, authorization: Option<&HeaderValue>) -> Request<Vec<u8>> {
     let mut req = json_post(&ep.sql, body);
     if let Some(a) = authorization {
         req.headers_mut().insert(AUTHORIZATION, a.clone());
@@ -285,15 +266,12 @@ pub fn decode_query(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Res
     }
     // Peek at `status` first, so an error envelope in a 200 is never decoded
     // as a (malformed) success.
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
-    if v.get("status").and_then(Value::as_str) == Some("error")
-        || v.get("error").is_some_and(Value::is_object)
-    {
+    let v: Value = serde_json::from_slice(body).map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
+    if v.get("status").and_then(Value::as_str) == Some("error") || v.get("error").is_some_and(Value::is_object) {
         return Err(server_error_from_json(status, headers, &v, body).into());
     }
-    let resp: QueryResponse = serde_json::from_value(v)
-        .map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
+    let resp: QueryResponse =
+        serde_json::from_value(v).map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
     debug_assert_eq!(resp.status, QueryStatus::Success);
     Ok(resp)
 }
@@ -333,12 +311,7 @@ pub fn decode_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Ser
     }
 }
 
-fn server_error_from_json(
-    status: StatusCode,
-    headers: &HeaderMap,
-    v: &Value,
-    body: &[u8],
-) -> ServerError {
+fn server_error_from_json(status: StatusCode, headers: &HeaderMap, v: &Value, body: &[u8]) -> ServerError {
     let s = |x: Option<&Value>| x.and_then(Value::as_str).map(str::to_owned);
     let (code, message, details) = match v.get("error") {
         // SQL envelope.
@@ -360,10 +333,7 @@ fn server_error_from_json(
         code: code.unwrap_or(ErrorCode::Unspecified),
         message: message.unwrap_or_else(|| text_message(status, body)),
         details,
-        retry_after_secs: retry_after(
-            headers,
-            v.get("retry_after_seconds").and_then(Value::as_u64),
-        ),
+        retry_after_secs: retry_after(headers, v.get("retry_after_seconds").and_then(Value::as_u64)),
     }
 }
 
@@ -401,10 +371,7 @@ mod tests {
             "ws://localhost:2900/v1/ws?compress=false"
         );
         let ep = Endpoints::new("https://db.example.com/kalam").unwrap();
-        assert_eq!(
-            ep.login.to_string(),
-            "https://db.example.com/kalam/v1/api/auth/login"
-        );
+        assert_eq!(ep.login.to_string(), "https://db.example.com/kalam/v1/api/auth/login");
         assert_eq!(ep.ws_url(None), "wss://db.example.com/kalam/v1/ws");
         for bad in [
             "",
@@ -439,9 +406,7 @@ mod tests {
             br#"{"sql":"SELECT 1"}"#
         );
         assert!(matches!(
-            QueryRequest::new("x")
-                .param(serde_json::json!([1]))
-                .to_body(),
+            QueryRequest::new("x").param(serde_json::json!([1])).to_body(),
             Err(Error::InvalidInput(_))
         ));
     }
@@ -460,7 +425,11 @@ mod tests {
             br#"{"error":"unauthorized","message":"Invalid credentials"}"#,
         );
         assert_eq!(e.code, ErrorCode::Unauthorized);
-        let e = decode_error(StatusCode::FORBIDDEN, &h, br#"{"error":"Topic consumption requires service, dba, or system role","code":"FORBIDDEN"}"#);
+        let e = decode_error(
+            StatusCode::FORBIDDEN,
+            &h,
+            br#"{"error":"Topic consumption requires service, dba, or system role","code":"FORBIDDEN"}"#,
+        );
         assert_eq!(e.code, ErrorCode::Forbidden);
         assert!(e.message.starts_with("Topic"));
         let mut h2 = HeaderMap::new();
@@ -481,12 +450,7 @@ mod tests {
         let e = decode_error(StatusCode::BAD_GATEWAY, &h, &[0xff, 0xfe, b'<']);
         assert_eq!(e.status, 502);
         let big = vec![b'x'; 100_000];
-        assert!(
-            decode_error(StatusCode::INTERNAL_SERVER_ERROR, &h, &big)
-                .message
-                .len()
-                < 600
-        );
+        assert!(decode_error(StatusCode::INTERNAL_SERVER_ERROR, &h, &big).message.len() < 600);
     }
 
     #[test]
@@ -496,11 +460,7 @@ mod tests {
         assert!(r.unwrap_err().is_token_expired());
         let r = decode_query(StatusCode::OK, &h, br#"{"status":"success","results":[{"schema":[{"name":"x","data_type":"Int","index":0}],"rows":[[1]],"row_count":1,"as_user":"root"}],"took":1.5,"error":null}"#);
         assert_eq!(r.unwrap().results[0].row_count, 1);
-        let r = decode_query(
-            StatusCode::OK,
-            &h,
-            br#"{"status":"success","results":[{"schema":[]"#,
-        );
+        let r = decode_query(StatusCode::OK, &h, br#"{"status":"success","results":[{"schema":[]"#);
         assert!(matches!(r, Err(Error::Decode(_))));
     }
 }

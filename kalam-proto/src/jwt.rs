@@ -72,8 +72,7 @@ pub enum JwtError {
 /// checking its signature.
 pub fn inspect(token: &str) -> Result<JwtClaims, JwtError> {
     let mut parts = token.split('.');
-    let (Some(_header), Some(payload), Some(_sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(_header), Some(payload), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::NotAJwt);
     };
@@ -81,12 +80,9 @@ pub fn inspect(token: &str) -> Result<JwtClaims, JwtError> {
         return Err(JwtError::NotAJwt);
     }
     let bytes = B64URL.decode(payload).map_err(|_| JwtError::BadBase64)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| JwtError::BadClaims(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| JwtError::BadClaims(e.to_string()))?;
     if !value.is_object() {
-        return Err(JwtError::BadClaims(
-            "the payload is not a JSON object".into(),
-        ));
+        return Err(JwtError::BadClaims("the payload is not a JSON object".into()));
     }
     serde_json::from_value(value).map_err(|e| JwtError::BadClaims(e.to_string()))
 }

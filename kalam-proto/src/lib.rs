@@ -92,6 +92,7 @@ mod error;
 pub mod framing;
 pub mod gzip;
 pub mod jwt;
+mod live;
 mod machine;
 mod options;
 mod secret;
@@ -104,16 +105,17 @@ pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use framing::{Endpoints, QueryRequest};
+pub use live::LiveRows;
 pub use machine::{
-    AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, OpId, Operation,
-    Output, Reply, RequestId, RequestKind,
+    AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, OpId, Operation, Output, Reply,
+    RequestId, RequestKind,
 };
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;
 pub use time::{Instant, Now};
 pub use types::{
-    CellError, ColumnRef, FromValue, KalamDataType, LoginResponse, MeResponse, QueryResponse,
-    QueryResult, QueryStatus, Row, SchemaField, UserInfo,
+    CellError, ColumnRef, FromValue, KalamDataType, LoginResponse, MeResponse, QueryResponse, QueryResult, QueryStatus,
+    Row, SchemaField, UserInfo,
 };
 pub use ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
 pub use ws_messages::{LiveRow, SubscriptionOptions};

@@ -398,8 +398,7 @@ impl AuthMachine {
             },
             _ => Vec::new(),
         };
-        let fresh = matches!(operation, Operation::Token { fresh: true })
-            && self.config.has_dynamic_provider;
+        let fresh = matches!(operation, Operation::Token { fresh: true }) && self.config.has_dynamic_provider;
         let explicit = match &operation {
             Operation::Login { user, password } => Some((
                 RequestKind::Login,
@@ -457,20 +456,11 @@ impl AuthMachine {
     }
 
     /// Feeds the answer to a request from [`Output::Transmit`].
-    pub fn handle_response<B: AsRef<[u8]>>(
-        &mut self,
-        id: RequestId,
-        response: &Response<B>,
-        now: Now,
-    ) {
+    pub fn handle_response<B: AsRef<[u8]>>(&mut self, id: RequestId, response: &Response<B>, now: Now) {
         let Some(inflight) = self.inflight.remove(&id) else {
             return; // not waited for (any more)
         };
-        let (status, headers, body) = (
-            response.status(),
-            response.headers(),
-            response.body().as_ref(),
-        );
+        let (status, headers, body) = (response.status(), response.headers(), response.body().as_ref());
         match inflight {
             InFlight::Op { op, token_gen } => {
                 let Some(pending) = self.ops.get(&op) else {
@@ -514,17 +504,9 @@ impl AuthMachine {
     }
 
     /// Feeds the application's answer to [`Output::FetchCredentials`].
-    pub fn handle_credentials(
-        &mut self,
-        id: CredentialRequestId,
-        result: Result<AuthProvider>,
-        now: Now,
-    ) {
+    pub fn handle_credentials(&mut self, id: CredentialRequestId, result: Result<AuthProvider>, now: Now) {
         let source = match self.phase {
-            Phase::Fetching {
-                id: current,
-                source,
-            } if current == id => source,
+            Phase::Fetching { id: current, source } if current == id => source,
             _ => return, // forgotten by set_credentials
         };
         self.phase = Phase::Idle;
@@ -545,10 +527,7 @@ impl AuthMachine {
             Ok(AuthProvider::BasicAuth { user, password }) => {
                 let request = framing::login_request(&self.endpoints, &user, &password);
                 let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
-                self.phase = Phase::LoggingIn {
-                    req,
-                    configured: false,
-                };
+                self.phase = Phase::LoggingIn { req, configured: false };
             }
             Ok(AuthProvider::None) => self.anonymous_ok = true,
             Err(e) => self.last_error = Some(Error::CredentialCallback(std::sync::Arc::new(e))),
@@ -624,12 +603,7 @@ impl AuthMachine {
         self.last_error = None;
     }
 
-    fn transmit(
-        &mut self,
-        kind: RequestKind,
-        request: Request<Vec<u8>>,
-        inflight: InFlight,
-    ) -> RequestId {
+    fn transmit(&mut self, kind: RequestKind, request: Request<Vec<u8>>, inflight: InFlight) -> RequestId {
         let id = RequestId(self.fresh_id());
         self.inflight.insert(id, inflight);
         self.out.push_back(Output::Transmit { id, kind, request });
@@ -728,11 +702,7 @@ impl AuthMachine {
         };
         match &pending.operation {
             Operation::Query(_) => {
-                let request = framing::sql_request(
-                    &self.endpoints,
-                    pending.body.clone(),
-                    token.map(|t| &t.header),
-                );
+                let request = framing::sql_request(&self.endpoints, pending.body.clone(), token.map(|t| &t.header));
                 self.transmit(RequestKind::Query, request, inflight);
             }
             Operation::Me => match token {
@@ -765,12 +735,7 @@ impl AuthMachine {
             [Rung::Provider, Rung::Refresher]
         };
         let order = if self.prefer_provider {
-            [
-                Rung::Provider,
-                Rung::RefreshToken,
-                Rung::Refresher,
-                Rung::Login,
-            ]
+            [Rung::Provider, Rung::RefreshToken, Rung::Refresher, Rung::Login]
         } else {
             [Rung::RefreshToken, callbacks[0], callbacks[1], Rung::Login]
         };
@@ -795,8 +760,7 @@ impl AuthMachine {
                     };
                     match framing::refresh_request(&self.endpoints, secret) {
                         Ok(request) => {
-                            let req =
-                                self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
+                            let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
                             self.phase = Phase::Refreshing { req };
                         }
                         Err(e) => {
@@ -821,10 +785,7 @@ impl AuthMachine {
                     };
                     let request = framing::login_request(&self.endpoints, user, password);
                     let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
-                    self.phase = Phase::LoggingIn {
-                        req,
-                        configured: true,
-                    };
+                    self.phase = Phase::LoggingIn { req, configured: true };
                 }
             }
             return true;

@@ -24,8 +24,11 @@ pub struct ConnectionOptions {
     pub disable_compression: bool,
     /// Most idle HTTP connections kept per host (default 32).
     pub http_pool_max_idle: usize,
-    /// Largest HTTP answer body accepted (default 64 MiB).
+    /// Largest HTTP answer body or WebSocket message accepted (default 64 MiB).
     pub max_response_bytes: usize,
+    /// Events buffered per live query before a slow consumer's
+    /// subscription is ended (default 1024).
+    pub subscription_buffer: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -40,6 +43,7 @@ impl Default for ConnectionOptions {
             disable_compression: false,
             http_pool_max_idle: 32,
             max_response_bytes: 64 << 20,
+            subscription_buffer: 1024,
         }
     }
 }
@@ -88,9 +92,15 @@ impl ConnectionOptions {
         self
     }
 
-    /// Largest HTTP answer body accepted.
+    /// Largest HTTP answer body or WebSocket message accepted.
     pub fn with_max_response_bytes(mut self, n: usize) -> Self {
         self.max_response_bytes = n;
+        self
+    }
+
+    /// Events buffered per live query.
+    pub fn with_subscription_buffer(mut self, n: usize) -> Self {
+        self.subscription_buffer = n.max(1);
         self
     }
 }

@@ -234,9 +234,7 @@ impl<'de> Deserialize<'de> for KalamDataType {
             },
             Value::Object(map) if map.len() == 1 => {
                 if let Some(dim) = map.get("Embedding") {
-                    let dim = dim
-                        .as_u64()
-                        .ok_or_else(|| D::Error::custom("bad Embedding"))?;
+                    let dim = dim.as_u64().ok_or_else(|| D::Error::custom("bad Embedding"))?;
                     Embedding(u32::try_from(dim).map_err(D::Error::custom)?)
                 } else if let Some(dec) = map.get("Decimal") {
                     let get = |k: &str| {
@@ -285,9 +283,7 @@ impl<'a> Row<'a> {
     /// server as strings, read back as `i64`/`u64`.
     pub fn get<T: FromValue<'a>, C: ColumnRef>(&self, col: C) -> Result<T, CellError> {
         let label = col.label();
-        let value = self
-            .value(col)
-            .ok_or_else(|| CellError::NoSuchColumn(label.clone()))?;
+        let value = self.value(col).ok_or_else(|| CellError::NoSuchColumn(label.clone()))?;
         T::from_value(value).ok_or_else(|| CellError::WrongType {
             column: label,
             expected: T::EXPECTED,
@@ -476,18 +472,9 @@ mod tests {
         assert_eq!(row.get::<&str, _>(1).unwrap(), "añil 🍏");
         assert_eq!(row.get::<Option<i32>, _>("qty").unwrap(), None);
         assert_eq!(row.get::<f64, _>("price").unwrap(), 200.75);
-        assert!(matches!(
-            row.get::<i64, _>("name"),
-            Err(CellError::WrongType { .. })
-        ));
-        assert!(matches!(
-            row.get::<i64, _>("nope"),
-            Err(CellError::NoSuchColumn(_))
-        ));
-        assert!(matches!(
-            row.get::<i64, _>(17),
-            Err(CellError::NoSuchColumn(_))
-        ));
+        assert!(matches!(row.get::<i64, _>("name"), Err(CellError::WrongType { .. })));
+        assert!(matches!(row.get::<i64, _>("nope"), Err(CellError::NoSuchColumn(_))));
+        assert!(matches!(row.get::<i64, _>(17), Err(CellError::NoSuchColumn(_))));
         assert!(format!("{row:?}").contains("\"id\""));
     }
 }

@@ -41,8 +41,8 @@ use crate::secret::Secret;
 use crate::time::{Instant, Now};
 use crate::types::SchemaField;
 use crate::ws_messages::{
-    self, BatchControl, ChangeType, ClientMessage, LiveRow, MAX_BATCH_SIZE, MAX_CLIENT_FRAME,
-    Protocol, ServerMessage, Subscription, SubscriptionOptions,
+    self, BatchControl, ChangeType, ClientMessage, LiveRow, MAX_BATCH_SIZE, MAX_CLIENT_FRAME, Protocol, ServerMessage,
+    Subscription, SubscriptionOptions,
 };
 
 /// A subscription's handle within one session.
@@ -86,11 +86,7 @@ pub struct WsConfig {
 
 impl WsConfig {
     /// Settings from the client options.
-    pub fn from_options(
-        options: &ConnectionOptions,
-        timeouts: &KalamLinkTimeouts,
-        seed: u64,
-    ) -> Self {
+    pub fn from_options(options: &ConnectionOptions, timeouts: &KalamLinkTimeouts, seed: u64) -> Self {
         let ping = options
             .ping_interval
             .min(Duration::from_secs(5))
@@ -112,11 +108,7 @@ impl WsConfig {
 
 impl Default for WsConfig {
     fn default() -> Self {
-        WsConfig::from_options(
-            &ConnectionOptions::default(),
-            &KalamLinkTimeouts::default(),
-            0x5eed,
-        )
+        WsConfig::from_options(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 0x5eed)
     }
 }
 
@@ -302,11 +294,7 @@ impl WsSession {
     /// A session for the server at `endpoints`. Nothing happens until
     /// [`connect`](Self::connect) or [`subscribe`](Self::subscribe).
     pub fn new(endpoints: &Endpoints, config: WsConfig) -> Self {
-        let query = if config.gzip {
-            None
-        } else {
-            Some("compress=false")
-        };
+        let query = if config.gzip { None } else { Some("compress=false") };
         WsSession {
             url: endpoints.ws_url(query),
             rng: SplitMix64(config.seed),
@@ -482,8 +470,7 @@ impl WsSession {
         if attempt != self.attempt || !matches!(self.conn, Conn::Connecting { .. }) {
             return false;
         }
-        let Conn::Connecting { token, .. } = std::mem::replace(&mut self.conn, Conn::Disconnected)
-        else {
+        let Conn::Connecting { token, .. } = std::mem::replace(&mut self.conn, Conn::Disconnected) else {
             return false;
         };
         let text = ClientMessage::Authenticate {
@@ -503,9 +490,7 @@ impl WsSession {
 
     /// The socket of `attempt` closed, dropped, or could not be opened.
     pub fn handle_closed(&mut self, attempt: u64, code: Option<u16>, reason: &str, now: Now) {
-        if attempt != self.attempt
-            || !(self.socket_open() || matches!(self.conn, Conn::Connecting { .. }))
-        {
+        if attempt != self.attempt || !(self.socket_open() || matches!(self.conn, Conn::Connecting { .. })) {
             return;
         }
         let why = match code {
@@ -513,6 +498,9 @@ impl WsSession {
             None if reason.is_empty() => "connection lost".to_owned(),
             None => reason.to_owned(),
         };
+        if matches!(self.conn, Conn::Connecting { .. }) {
+            self.event(WsEvent::Error(Error::Transport(TransportError::Connect(why.clone()))));
+        }
         self.lost(&why, now);
     }
 
@@ -639,11 +627,7 @@ impl WsSession {
                 until: now.instant + delay,
             };
         } else {
-            self.conn = if self.wanted {
-                Conn::Failed
-            } else {
-                Conn::Disconnected
-            };
+            self.conn = if self.wanted { Conn::Failed } else { Conn::Disconnected };
         }
         if was_ready || !will_reconnect {
             self.event(WsEvent::Disconnected {
@@ -657,10 +641,7 @@ impl WsSession {
     fn backoff(&mut self) -> Duration {
         let base = self.config.reconnect_delay.as_millis() as u64;
         let max = self.config.max_reconnect_delay.as_millis() as u64;
-        let exp = base
-            .saturating_mul(1u64 << self.attempts.min(20))
-            .min(max)
-            .max(1);
+        let exp = base.saturating_mul(1u64 << self.attempts.min(20)).min(max).max(1);
         let half = exp / 2;
         Duration::from_millis(half + self.rng.next() % (exp - half + 1))
     }
@@ -738,13 +719,7 @@ impl WsSession {
                     SubPhase::Live
                 };
                 let resumed_from = s.resumed_from;
-                self.sub_event(
-                    id,
-                    LiveEvent::Subscribed {
-                        schema,
-                        resumed_from,
-                    },
-                );
+                self.sub_event(id, LiveEvent::Subscribed { schema, resumed_from });
                 if !expects_batches {
                     self.sub_event(id, LiveEvent::Ready);
                 }
@@ -761,9 +736,7 @@ impl WsSession {
                     s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
                 }
                 let BatchControl {
-                    has_more,
-                    last_seq_id,
-                    ..
+                    has_more, last_seq_id, ..
                 } = batch_control;
                 if !has_more {
                     s.phase = SubPhase::Live;

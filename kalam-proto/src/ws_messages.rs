@@ -240,14 +240,12 @@ pub fn decode_text(text: &str) -> Result<ServerMessage, DecodeError> {
 /// feature), else JSON. MessagePack is not spoken by this client.
 pub fn decode_binary(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let json = crate::gzip::gunzip(bytes, MAX_INFLATED)
-            .map_err(|e| DecodeError::new(0, "gzip WebSocket frame", e))?;
-        return serde_json::from_slice(&json)
-            .map_err(|e| DecodeError::new(0, "WebSocket message", e));
+        let json =
+            crate::gzip::gunzip(bytes, MAX_INFLATED).map_err(|e| DecodeError::new(0, "gzip WebSocket frame", e))?;
+        return serde_json::from_slice(&json).map_err(|e| DecodeError::new(0, "WebSocket message", e));
     }
     if bytes.first() == Some(&b'{') {
-        return serde_json::from_slice(bytes)
-            .map_err(|e| DecodeError::new(0, "WebSocket message", e));
+        return serde_json::from_slice(bytes).map_err(|e| DecodeError::new(0, "WebSocket message", e));
     }
     Err(DecodeError::new(
         0,
@@ -303,14 +301,9 @@ mod tests {
         let m = decode_text(r#"{"type":"subscription_ack","subscription_id":"items","total_rows":0,"batch_control":{"batch_num":0,"has_more":false,"status":"ready","last_seq_id":382978040937680897},"schema":[{"name":"id","data_type":"BigInt","index":0,"flags":["pk"]}]}"#).unwrap();
         match m {
             ServerMessage::SubscriptionAck {
-                batch_control,
-                schema,
-                ..
+                batch_control, schema, ..
             } => {
-                assert_eq!(
-                    batch_control.unwrap().last_seq_id,
-                    Some(382_978_040_937_680_897)
-                );
+                assert_eq!(batch_control.unwrap().last_seq_id, Some(382_978_040_937_680_897));
                 assert!(schema[0].is_primary_key());
             }
             other => panic!("{other:?}"),
@@ -327,14 +320,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for bad in [
-            "",
-            "{",
-            "[]",
-            r#"{"type":"nope"}"#,
-            r#"{"type":"change"}"#,
-            "\u{0}",
-        ] {
+        for bad in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"change"}"#, "\u{0}"] {
             assert!(decode_text(bad).is_err(), "{bad:?}");
         }
         assert!(decode_binary(&[0x93, 1, 2]).is_err());

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use kalam_proto::{
-    Endpoints, Error, Incoming, LiveEvent, Now, Secret, SubId, SubscriptionOptions, WsConfig,
-    WsEvent, WsOutput, WsSession, WsState,
+    Endpoints, Error, Incoming, LiveEvent, Now, Secret, SubId, SubscriptionOptions, WsConfig, WsEvent, WsOutput,
+    WsSession, WsState,
 };
 
 fn t(ms: u64) -> Now {
@@ -45,10 +45,7 @@ fn connect_attempt(out: &[WsOutput]) -> u64 {
 /// after auth_success and the attempt id.
 fn bring_up(s: &mut WsSession, tok: &str, at: u64) -> (Vec<WsOutput>, u64) {
     let out = drain(s);
-    assert!(
-        out.iter().any(|o| matches!(o, WsOutput::NeedToken { .. })),
-        "{out:?}"
-    );
+    assert!(out.iter().any(|o| matches!(o, WsOutput::NeedToken { .. })), "{out:?}");
     s.handle_token(Ok(Secret::new(tok)), t(at));
     let out = drain(s);
     let attempt = connect_attempt(&out);
@@ -119,21 +116,12 @@ fn initial_pages_then_changes_track_seq() {
     assert_eq!(next["last_seq_id"].as_i64(), Some(382_978_087_716_753_410));
     s.handle_frame(Incoming::Text(&format!(r#"{{"type":"initial_data_batch","subscription_id":"{wire}","rows":[],"batch_control":{{"batch_num":1,"has_more":false,"status":"ready","last_seq_id":null}}}}"#)), t(3));
     let out = drain(&mut s);
-    assert!(matches!(
-        &out[1],
-        WsOutput::Event(WsEvent::Sub(_, LiveEvent::Ready))
-    ));
+    assert!(matches!(&out[1], WsOutput::Event(WsEvent::Sub(_, LiveEvent::Ready))));
     assert!(texts(&out).is_empty(), "no next_batch after the last page");
     s.handle_frame(Incoming::Text(&format!(r#"{{"type":"change","subscription_id":"{wire}","change_type":"delete","old_values":[{{"id":"1","_seq":"382978087716760000","_deleted":true}}]}}"#)), t(4));
     let out = drain(&mut s);
-    assert!(
-        matches!(&out[0], WsOutput::Event(WsEvent::Sub(_, LiveEvent::Delete { old })) if old["id"] == "1")
-    );
-    assert_eq!(
-        s.last_seq(a),
-        Some(382_978_087_716_760_000),
-        "a deletion's _seq counts"
-    );
+    assert!(matches!(&out[0], WsOutput::Event(WsEvent::Sub(_, LiveEvent::Delete { old })) if old["id"] == "1"));
+    assert_eq!(s.last_seq(a), Some(382_978_087_716_760_000), "a deletion's _seq counts");
 }
 
 #[test]
@@ -142,7 +130,12 @@ fn reconnect_resubscribes_from_last_seq_with_fresh_credentials() {
     let a = s.subscribe("SELECT * FROM demo.items", None, t(0)).unwrap();
     let (_, attempt) = bring_up(&mut s, "tok", 0);
     s.handle_frame(Incoming::Text(r#"{"type":"subscription_ack","subscription_id":"k1","total_rows":0,"batch_control":{"batch_num":0,"has_more":false,"status":"ready","last_seq_id":null},"schema":[]}"#), t(1));
-    s.handle_frame(Incoming::Text(r#"{"type":"change","subscription_id":"k1","change_type":"insert","rows":[{"id":"7","_seq":"1000"}]}"#), t(2));
+    s.handle_frame(
+        Incoming::Text(
+            r#"{"type":"change","subscription_id":"k1","change_type":"insert","rows":[{"id":"7","_seq":"1000"}]}"#,
+        ),
+        t(2),
+    );
     drain(&mut s);
     // The server drops the socket.
     s.handle_closed(attempt, None, "", t(3));
@@ -177,15 +170,9 @@ fn reconnect_resubscribes_from_last_seq_with_fresh_credentials() {
     );
     let out = drain(&mut s);
     let sub = &texts(&out)[0];
-    assert_eq!(
-        sub["subscription"]["options"]["from"].as_i64(),
-        Some(1000),
-        "{sub}"
-    );
+    assert_eq!(sub["subscription"]["options"]["from"].as_i64(), Some(1000), "{sub}");
     s.handle_frame(
-        Incoming::Text(
-            r#"{"type":"subscription_ack","subscription_id":"k1","total_rows":0,"schema":[]}"#,
-        ),
+        Incoming::Text(r#"{"type":"subscription_ack","subscription_id":"k1","total_rows":0,"schema":[]}"#),
         t(at),
     );
     let out = drain(&mut s);
@@ -202,10 +189,7 @@ fn backoff_grows_with_jitter_is_capped_and_deterministic() {
         ..WsConfig::default()
     };
     let schedule = |seed: u64| {
-        let mut s = session(WsConfig {
-            seed,
-            ..config.clone()
-        });
+        let mut s = session(WsConfig { seed, ..config.clone() });
         s.connect(t(0));
         let mut now = 0u64;
         let mut delays = vec![];
@@ -296,10 +280,7 @@ fn auth_error_reports_rejects_token_and_never_reuses_it() {
     // After the backoff, new credentials are asked for…
     let wake = s.poll_timeout().unwrap();
     s.handle_timeout(Now::new(wake, t(0).unix));
-    assert!(matches!(
-        drain(&mut s)[..],
-        [WsOutput::NeedToken { fresh: true }]
-    ));
+    assert!(matches!(drain(&mut s)[..], [WsOutput::NeedToken { fresh: true }]));
     // …and if the only answer is the same refused token, the session stops.
     s.handle_token(Ok(Secret::new("bad")), t(7));
     let out = drain(&mut s);
@@ -334,24 +315,15 @@ fn pings_when_idle_and_detects_silence() {
     s.connect(t(0));
     bring_up(&mut s, "tok", 0);
     // Nothing sent since the authenticate at 0: ping at 5 s.
-    assert_eq!(
-        s.poll_timeout(),
-        Some(kalam_proto::Instant::from_millis(5000))
-    );
+    assert_eq!(s.poll_timeout(), Some(kalam_proto::Instant::from_millis(5000)));
     s.handle_timeout(t(5000));
     assert!(matches!(drain(&mut s)[..], [WsOutput::SendPing]));
     s.handle_frame(Incoming::Control, t(5001)); // pong
-    assert_eq!(
-        s.poll_timeout(),
-        Some(kalam_proto::Instant::from_millis(10_000))
-    );
+    assert_eq!(s.poll_timeout(), Some(kalam_proto::Instant::from_millis(10_000)));
     // A frame sent pushes the next ping back without re-arming anything.
     let _ = s.subscribe("SELECT * FROM demo.x", None, t(7000)).unwrap();
     drain(&mut s);
-    assert_eq!(
-        s.poll_timeout(),
-        Some(kalam_proto::Instant::from_millis(12_000))
-    );
+    assert_eq!(s.poll_timeout(), Some(kalam_proto::Instant::from_millis(12_000)));
     // No answer to anything for the silence limit (15 s since 5001): dead.
     for ms in [12_000, 17_000] {
         s.handle_timeout(t(ms));
@@ -359,10 +331,7 @@ fn pings_when_idle_and_detects_silence() {
     }
     s.handle_timeout(t(20_001));
     let out = drain(&mut s);
-    assert!(
-        out.iter().any(|o| matches!(o, WsOutput::Close { .. })),
-        "{out:?}"
-    );
+    assert!(out.iter().any(|o| matches!(o, WsOutput::Close { .. })), "{out:?}");
     assert_eq!(s.state(), WsState::BackingOff);
 }
 
@@ -383,14 +352,8 @@ fn subscription_errors_and_connection_errors_are_routed() {
     assert!(
         matches!(&out[1], WsOutput::Event(WsEvent::Error(e)) if e.code() == Some(&kalam_proto::ErrorCode::RateLimitExceeded))
     );
-    assert!(matches!(
-        &out[2],
-        WsOutput::Event(WsEvent::Error(Error::Decode(_)))
-    ));
-    assert!(matches!(
-        &out[3],
-        WsOutput::Event(WsEvent::Error(Error::Decode(_)))
-    ));
+    assert!(matches!(&out[2], WsOutput::Event(WsEvent::Error(Error::Decode(_)))));
+    assert!(matches!(&out[3], WsOutput::Event(WsEvent::Error(Error::Decode(_)))));
     assert_eq!(s.subscriptions(), 1);
     assert_eq!(s.state(), WsState::Ready, "bad frames lose nothing else");
     s.unsubscribe(b, t(4));
@@ -406,14 +369,8 @@ fn subscription_errors_and_connection_errors_are_routed() {
 fn too_long_subscription_is_refused_locally() {
     let mut s = session(WsConfig::default());
     let sql = format!("SELECT * FROM demo.t WHERE name = '{}'", "é".repeat(40_000));
-    assert!(matches!(
-        s.subscribe(sql, None, t(0)),
-        Err(Error::InvalidInput(_))
-    ));
-    assert!(
-        drain(&mut s).is_empty(),
-        "nothing sent, no connection opened"
-    );
+    assert!(matches!(s.subscribe(sql, None, t(0)), Err(Error::InvalidInput(_))));
+    assert!(drain(&mut s).is_empty(), "nothing sent, no connection opened");
 }
 
 #[test]
@@ -424,9 +381,7 @@ fn disconnect_ends_subscriptions_and_stops() {
     s.disconnect(t(1));
     let out = drain(&mut s);
     assert!(matches!(out[0], WsOutput::Close { code: 1000, .. }));
-    assert!(
-        matches!(&out[1], WsOutput::Event(WsEvent::Sub(id, LiveEvent::Closed(None))) if *id == a)
-    );
+    assert!(matches!(&out[1], WsOutput::Event(WsEvent::Sub(id, LiveEvent::Closed(None))) if *id == a));
     assert!(matches!(
         &out[2],
         WsOutput::Event(WsEvent::Disconnected {

@@ -4,16 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kalam_proto::{
-    AuthConfig, AuthMachine, AuthProvider, AuthRefreshCallback, ConnectionOptions,
-    DynamicAuthProvider, Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest,
-    QueryResponse, Reply, Result,
+    AuthConfig, AuthMachine, AuthProvider, AuthRefreshCallback, ConnectionOptions, DynamicAuthProvider, Endpoints,
+    Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubscriptionOptions,
+    WsConfig, WsSession,
 };
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Callbacks, Command, Driver};
+use crate::driver::{Callbacks, Command, Driver, WsTransport};
 use crate::http::HttpClient;
+use crate::live::{LiveEvents, LiveQuery};
 
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:2900";
@@ -76,13 +77,8 @@ impl KalamLinkClient {
     }
 
     /// Runs SQL with positional parameters for `$1`, `$2`, ….
-    pub async fn execute_query_with_params(
-        &self,
-        sql: &str,
-        params: Vec<serde_json::Value>,
-    ) -> Result<QueryResponse> {
-        self.execute(QueryRequest::new(sql).with_params(params))
-            .await
+    pub async fn execute_query_with_params(&self, sql: &str, params: Vec<serde_json::Value>) -> Result<QueryResponse> {
+        self.execute(QueryRequest::new(sql).with_params(params)).await
     }
 
     /// Runs a [`QueryRequest`] (SQL, parameters, default namespace).
@@ -157,6 +153,59 @@ impl KalamLinkClient {
         rx.await.map_err(|_| Error::Closed)
     }
 
+    /// Opens the WebSocket now and waits until it is authenticated, so that
+    /// the first live query does not pay for the set-up. Without it the
+    /// first [`live`](Self::live) / [`live_events`](Self::live_events) opens
+    /// the socket. All live queries share this one socket.
+    pub async fn connect(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Connect(Some(tx)))?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Closes the WebSocket; every live query ends. HTTP queries still work.
+    pub async fn disconnect(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Disconnect(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// A live query's typed change events, with its initial rows first.
+    /// `sql` is `SELECT … FROM namespace.table [WHERE …]`.
+    pub async fn live_events(&self, sql: &str) -> Result<LiveEvents> {
+        self.live_events_with(sql, Some(SubscriptionOptions::default().with_batch_size(500)))
+            .await
+    }
+
+    /// Like [`live_events`](Self::live_events) with explicit options:
+    /// `None` for changes only (no initial rows), or batch size, last rows,
+    /// resume point.
+    pub async fn live_events_with(&self, sql: &str, options: Option<SubscriptionOptions>) -> Result<LiveEvents> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Subscribe {
+            sql: sql.to_owned(),
+            options,
+            reply: tx,
+        })?;
+        let (sub, source) = rx.await.map_err(|_| Error::Closed)??;
+        Ok(LiveEvents::new(sub, source, self.inner.commands.clone()))
+    }
+
+    /// A live query's current result set, kept up to date.
+    pub async fn live(&self, sql: &str) -> Result<LiveQuery> {
+        Ok(LiveQuery::new(self.live_events(sql).await?))
+    }
+
+    /// Like [`live`](Self::live) with explicit options.
+    pub async fn live_with(&self, sql: &str, options: SubscriptionOptions) -> Result<LiveQuery> {
+        Ok(LiveQuery::new(self.live_events_with(sql, Some(options)).await?))
+    }
+
+    fn command(&self, command: Command) -> Result<()> {
+        self.inner.commands.send(command).map_err(|_| Error::Closed)
+    }
+
     async fn submit(&self, op: Operation) -> Result<Reply> {
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -168,9 +217,7 @@ impl KalamLinkClient {
 }
 
 fn unexpected(reply: Reply) -> Error {
-    Error::Runtime(format!(
-        "the driver answered with the wrong kind of reply: {reply:?}"
-    ))
+    Error::Runtime(format!("the driver answered with the wrong kind of reply: {reply:?}"))
 }
 
 /// Builds a [`KalamLinkClient`].
@@ -182,6 +229,8 @@ pub struct KalamLinkClientBuilder {
     options: ConnectionOptions,
     timeouts: KalamLinkTimeouts,
     auth_config: AuthConfig,
+    hooks: Callbacks,
+    seed: Option<u64>,
 }
 
 impl Default for KalamLinkClientBuilder {
@@ -194,6 +243,8 @@ impl Default for KalamLinkClientBuilder {
             options: ConnectionOptions::default(),
             timeouts: KalamLinkTimeouts::default(),
             auth_config: AuthConfig::default(),
+            hooks: Callbacks::default(),
+            seed: None,
         }
     }
 }
@@ -265,27 +316,68 @@ impl KalamLinkClientBuilder {
         self
     }
 
+    /// Called (on the driver task; keep it short) when the WebSocket is
+    /// authenticated, after every (re)connect.
+    pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.hooks.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when the WebSocket drops or closes, with the reason.
+    pub fn on_disconnect(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.hooks.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for connection-level errors of the WebSocket (refused
+    /// authentication, protocol errors, undecodable frames).
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.hooks.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Seed of the reconnect jitter (default: random per client). Fixed
+    /// seeds make reconnect schedules reproducible in tests.
+    pub fn reconnect_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// Builds the client and starts its driver task. Must be called inside
     /// a Tokio runtime. Fails with a typed error (never panics) for a bad
     /// URL or outside a runtime.
     pub fn build(self) -> Result<KalamLinkClient> {
         let endpoints = Endpoints::new(&self.base_url)?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Runtime("KalamLinkClient must be built inside a Tokio runtime".into())
-        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Runtime("KalamLinkClient must be built inside a Tokio runtime".into()))?;
         let http = HttpClient::new(&endpoints, &self.options, &self.timeouts)?;
         let mut auth_config = self.auth_config;
         auth_config.has_dynamic_provider = self.provider.is_some();
         auth_config.has_refresher = self.refresher.is_some();
         let base_url = endpoints.base().to_owned();
+        let seed = self.seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new().build_hasher().finish()
+        });
+        let ws = WsSession::new(&endpoints, WsConfig::from_options(&self.options, &self.timeouts, seed));
         let machine = AuthMachine::new(endpoints, self.auth, auth_config);
         let callbacks = Callbacks {
             provider: self.provider.clone(),
             refresher: self.refresher,
             timeout: self.timeouts.receive_timeout,
+            ..self.hooks
+        };
+        let transport = WsTransport {
+            connect_timeout: self.timeouts.connection_timeout,
+            max_frame: self.options.max_response_bytes,
+            buffer: self.options.subscription_buffer,
         };
         let (commands, rx) = mpsc::unbounded_channel();
-        runtime.spawn(Driver::new(machine, http, callbacks).run(rx));
+        if !self.options.ws_lazy_connect {
+            // Eager warm-up: open the socket now; nobody waits for it.
+            let _ = commands.send(Command::Connect(None));
+        }
+        runtime.spawn(Driver::new(machine, ws, http, transport, callbacks).run(rx));
         Ok(KalamLinkClient {
             inner: Arc::new(Inner {
                 commands,

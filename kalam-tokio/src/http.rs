@@ -66,10 +66,7 @@ impl HttpClient {
     }
 
     /// Sends one request and reads the whole answer, within the receive timeout.
-    pub(crate) async fn send(
-        &self,
-        request: http::Request<Vec<u8>>,
-    ) -> Result<http::Response<Bytes>, TransportError> {
+    pub(crate) async fn send(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Bytes>, TransportError> {
         let request = request.map(|body| Full::new(Bytes::from(body)));
         let exchange = async {
             let response = self.inner.request(request).await.map_err(client_error)?;
@@ -78,12 +75,8 @@ impl HttpClient {
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        TransportError::BodyTooLarge {
-                            limit: self.max_body,
-                        }
+                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                        TransportError::BodyTooLarge { limit: self.max_body }
                     } else {
                         TransportError::Io(e.to_string())
                     }

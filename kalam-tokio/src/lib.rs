@@ -30,11 +30,14 @@
 mod client;
 mod driver;
 mod http;
+mod live;
+mod ws;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
 pub use kalam_proto::{
-    AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error,
-    ErrorCode, KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest,
-    QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, TransportError,
-    UserInfo,
+    AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
+    KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest, QueryResponse, QueryResult, Result, Row,
+    SchemaField, Secret, ServerError, TransportError, UserInfo,
 };
+pub use kalam_proto::{LiveEvent, LiveRow, LiveRows, SubId, SubscriptionOptions};
+pub use live::{LiveEvents, LiveQuery};
