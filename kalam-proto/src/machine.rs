@@ -818,8 +818,15 @@ impl AuthMachine {
         };
         let was_refresh = matches!(self.phase, Phase::Refreshing { .. });
         self.phase = Phase::Idle;
+        let skew = self.config.skew;
         match result.and_then(|login| {
             let token = Token::new(Secret::new(login.access_token), Origin::Issued)?;
+            if !token.usable_at(now, skew) {
+                // Already expired by this client's clock (a token lifetime
+                // shorter than the skew, or clocks far apart). Using it would
+                // break the rule; retrying would loop. This rung fails.
+                return Err(Error::TokenExpired);
+            }
             let refresh_exp = jwt::inspect(&login.refresh_token).ok().and_then(|c| c.exp);
             Ok((token, Secret::new(login.refresh_token), refresh_exp))
         }) {
