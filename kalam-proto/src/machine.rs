@@ -552,7 +552,12 @@ impl AuthMachine {
     /// operation that needs one recovers as after `TOKEN_EXPIRED`.
     pub fn handle_token_rejected(&mut self, token: &Secret, now: Now) {
         if self.access.as_ref().is_some_and(|t| &t.secret == token) {
-            self.access = None;
+            if let Some(t) = self.access.take()
+                && t.origin == Origin::Configured
+            {
+                // The application's own token: final until it gives another.
+                self.rejected = Some(Error::WsAuthFailed("the server refused the configured token".into()));
+            }
             self.token_gen += 1;
         }
         self.update_timer(now);

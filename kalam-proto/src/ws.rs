@@ -282,6 +282,8 @@ pub struct WsSession {
     /// Identifies the current socket (see [`WsOutput::Connect`]).
     attempt: u64,
     rejected: Option<Secret>,
+    /// The last `auth_error`, reported if the session gives up.
+    auth_failure: Option<Error>,
     subs: BTreeMap<SubId, Sub>,
     next_sub: u64,
     last_sent: Instant,
@@ -304,6 +306,7 @@ impl WsSession {
             attempts: 0,
             attempt: 0,
             rejected: None,
+            auth_failure: None,
             subs: BTreeMap::new(),
             next_sub: 1,
             last_sent: Instant::ZERO,
@@ -441,9 +444,10 @@ impl WsSession {
         match token {
             Ok(t) if self.rejected.as_ref() == Some(&t) => {
                 // The same token the server just refused: no blind retry.
-                self.fail(Error::WsAuthFailed(
-                    "no new credentials after the server refused the token".into(),
-                ));
+                let e = self.auth_failure.take().unwrap_or_else(|| {
+                    Error::WsAuthFailed("no new credentials after the server refused the token".into())
+                });
+                self.fail(e);
             }
             Ok(token) => {
                 self.attempt += 1;
@@ -460,7 +464,12 @@ impl WsSession {
                 self.event(WsEvent::Error(e));
                 self.lost("could not get credentials", now);
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                // After a refused authentication, the refusal says more than
+                // the failed attempt to renew credentials.
+                let e = self.auth_failure.take().unwrap_or(e);
+                self.fail(e);
+            }
         }
     }
 
@@ -604,9 +613,19 @@ impl WsSession {
     }
 
     /// Gives up until something changes; subscriptions stay registered.
+    /// Gives up until new credentials or an explicit connect: the error is
+    /// reported once, and every subscription ends with it.
     fn fail(&mut self, e: Error) {
         self.conn = Conn::Failed;
-        self.event(WsEvent::Error(e));
+        self.auth_failure = None;
+        self.event(WsEvent::Error(e.clone()));
+        self.end_all(Some(e));
+    }
+
+    fn end_all(&mut self, e: Option<Error>) {
+        for (id, _) in std::mem::take(&mut self.subs) {
+            self.sub_event(id, LiveEvent::Closed(e.clone()));
+        }
     }
 
     /// The connection is gone: back off and reconnect, or stop.
@@ -634,6 +653,13 @@ impl WsSession {
                 reason: reason.to_owned(),
                 will_reconnect,
             });
+        }
+        if !will_reconnect && self.wanted {
+            // Given up: subscriptions end with the reason.
+            match self.auth_failure.take() {
+                Some(e) => self.fail(e),
+                None => self.end_all(Some(Error::Transport(TransportError::Connect(reason.to_owned())))),
+            }
         }
     }
 
@@ -687,17 +713,24 @@ impl WsSession {
                     self.conn = Conn::Ready;
                     self.attempts = 0;
                     self.rejected = None;
+                    self.auth_failure = None;
                     self.event(WsEvent::Connected);
                     self.resubscribe_all(now);
                 }
             }
             ServerMessage::AuthError { message } => {
-                if let Conn::Authenticating { token, .. } = &self.conn {
+                // The server's auth rate limit says nothing about the token.
+                let rate_limited = message.contains("Too many");
+                if let Conn::Authenticating { token, .. } = &self.conn
+                    && !rate_limited
+                {
                     let token = token.clone();
                     self.out.push_back(WsOutput::TokenRejected(token.clone()));
                     self.rejected = Some(token);
                 }
-                self.event(WsEvent::Error(Error::WsAuthFailed(message)));
+                // Reported once: when the session gives up (no new
+                // credentials), not if a reconnect with new ones succeeds.
+                self.auth_failure = Some(Error::WsAuthFailed(message));
                 self.out.push_back(WsOutput::Close {
                     code: 1000,
                     reason: "authentication failed",

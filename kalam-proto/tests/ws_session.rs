@@ -254,9 +254,9 @@ fn gives_up_after_max_attempts() {
 }
 
 #[test]
-fn auth_error_reports_rejects_token_and_never_reuses_it() {
+fn auth_error_rejects_token_never_reuses_it_and_surfaces_once() {
     let mut s = session(WsConfig::default());
-    s.connect(t(0));
+    let sub = s.subscribe("SELECT * FROM demo.items", None, t(0)).unwrap();
     drain(&mut s);
     s.handle_token(Ok(Secret::new("bad")), t(0));
     let attempt = connect_attempt(&drain(&mut s));
@@ -268,12 +268,11 @@ fn auth_error_reports_rejects_token_and_never_reuses_it() {
     );
     let out = drain(&mut s);
     assert!(matches!(&out[0], WsOutput::TokenRejected(tok) if tok.expose() == "bad"));
-    let errors: Vec<_> = out
-        .iter()
-        .filter(|o| matches!(o, WsOutput::Event(WsEvent::Error(Error::WsAuthFailed(_)))))
-        .collect();
-    assert_eq!(errors.len(), 1, "one typed error: {out:?}");
     assert!(out.iter().any(|o| matches!(o, WsOutput::Close { .. })));
+    assert!(
+        !out.iter().any(|o| matches!(o, WsOutput::Event(WsEvent::Error(_)))),
+        "not reported yet: new credentials may fix it: {out:?}"
+    );
     // The server's close 1008 arrives after: nothing more happens.
     s.handle_closed(attempt, Some(1008), "Authentication failed", t(6));
     assert!(drain(&mut s).is_empty());
@@ -281,17 +280,76 @@ fn auth_error_reports_rejects_token_and_never_reuses_it() {
     let wake = s.poll_timeout().unwrap();
     s.handle_timeout(Now::new(wake, t(0).unix));
     assert!(matches!(drain(&mut s)[..], [WsOutput::NeedToken { fresh: true }]));
-    // …and if the only answer is the same refused token, the session stops.
+    // …and if the only answer is the same refused token, the session stops,
+    // reporting the refusal once, to the hook and in the subscription.
     s.handle_token(Ok(Secret::new("bad")), t(7));
     let out = drain(&mut s);
     assert!(
         out.iter().all(|o| !matches!(o, WsOutput::Connect { .. })),
         "no blind retry: {out:?}"
     );
+    let errors = out
+        .iter()
+        .filter(|o| matches!(o, WsOutput::Event(WsEvent::Error(Error::WsAuthFailed(m))) if m == "Invalid credentials"))
+        .count();
+    assert_eq!(errors, 1, "{out:?}");
+    assert!(out.iter().any(|o| matches!(o,
+        WsOutput::Event(WsEvent::Sub(id, LiveEvent::Closed(Some(Error::WsAuthFailed(_))))) if *id == sub)));
     assert_eq!(s.state(), WsState::Failed);
+    assert_eq!(s.poll_timeout(), None);
     // New credentials revive it.
     s.handle_credentials_changed(t(8));
     assert!(matches!(drain(&mut s)[..], [WsOutput::NeedToken { .. }]));
+}
+
+#[test]
+fn auth_error_then_fresh_credentials_reconnects_silently() {
+    let mut s = session(WsConfig::default());
+    s.connect(t(0));
+    drain(&mut s);
+    s.handle_token(Ok(Secret::new("old")), t(0));
+    let attempt = connect_attempt(&drain(&mut s));
+    s.handle_connected(attempt, t(0));
+    s.handle_frame(
+        Incoming::Text(r#"{"type":"auth_error","message":"Invalid credentials"}"#),
+        t(1),
+    );
+    drain(&mut s);
+    let wake = s.poll_timeout().unwrap();
+    s.handle_timeout(Now::new(wake, t(0).unix));
+    drain(&mut s);
+    let at = wake.as_duration().as_millis() as u64;
+    let (out, _) = {
+        s.handle_token(Ok(Secret::new("new")), t(at));
+        let attempt = connect_attempt(&drain(&mut s));
+        assert!(s.handle_connected(attempt, t(at)));
+        drain(&mut s);
+        s.handle_frame(
+            Incoming::Text(r#"{"type":"auth_success","user":"root","role":"system"}"#),
+            t(at),
+        );
+        (drain(&mut s), ())
+    };
+    assert!(matches!(out[0], WsOutput::Event(WsEvent::Connected)));
+    assert!(!out.iter().any(|o| matches!(o, WsOutput::Event(WsEvent::Error(_)))));
+}
+
+#[test]
+fn auth_rate_limit_does_not_reject_the_token() {
+    let mut s = session(WsConfig::default());
+    s.connect(t(0));
+    drain(&mut s);
+    s.handle_token(Ok(Secret::new("good")), t(0));
+    let attempt = connect_attempt(&drain(&mut s));
+    s.handle_connected(attempt, t(0));
+    drain(&mut s);
+    s.handle_frame(
+        Incoming::Text(r#"{"type":"auth_error","message":"Too many authentication attempts. Please retry shortly."}"#),
+        t(1),
+    );
+    let out = drain(&mut s);
+    assert!(!out.iter().any(|o| matches!(o, WsOutput::TokenRejected(_))), "{out:?}");
+    assert_eq!(s.state(), WsState::BackingOff);
 }
 
 #[test]
