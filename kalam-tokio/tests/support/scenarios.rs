@@ -1,0 +1,581 @@
+//! The conformance scenarios. Each takes any [`Backend`] (the in-process test
+//! kit or the real server) and puts the fault proxy in front of it, so what
+//! crossed the wire can be counted the same way against both.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kalam_tokio::{
+    AuthProvider, AuthRefreshCallback, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode, KalamLinkClient,
+    LiveEvent, LiveEvents, Result, TransportError,
+};
+
+use super::proxy::FaultProxy;
+use super::{Backend, mint, unix_now};
+
+/// Upper bound for anything the tests wait for (a guard against hangs, not
+/// a synchronisation device).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn proxy(b: &dyn Backend) -> FaultProxy {
+    FaultProxy::start(&b.url()).await.expect("start proxy")
+}
+
+fn root(b: &dyn Backend, url: &str) -> KalamLinkClient {
+    KalamLinkClient::builder()
+        .base_url(url)
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .build()
+        .expect("client")
+}
+
+/// A refresher that logs in as root with a bootstrap client, counting calls.
+fn counting_refresher(b: &dyn Backend) -> (AuthRefreshCallback, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let bootstrap = KalamLinkClient::builder().base_url(b.url()).build().expect("client");
+    let password = b.root_password();
+    let counter = calls.clone();
+    let refresher: AuthRefreshCallback = Arc::new(move || {
+        let (bootstrap, password, counter) = (bootstrap.clone(), password.clone(), counter.clone());
+        Box::pin(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let login = bootstrap.login("root", &password).await?;
+            Ok(AuthProvider::jwt_token(login.access_token))
+        }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
+    });
+    (refresher, calls)
+}
+
+/// A DynamicAuthProvider that logs in as root, counting calls.
+struct CountingProvider {
+    bootstrap: KalamLinkClient,
+    password: String,
+    calls: AtomicUsize,
+}
+
+impl CountingProvider {
+    fn new(b: &dyn Backend) -> Arc<Self> {
+        Arc::new(CountingProvider {
+            bootstrap: KalamLinkClient::builder().base_url(b.url()).build().expect("client"),
+            password: b.root_password(),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl DynamicAuthProvider for CountingProvider {
+    fn get_auth(&self) -> Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send + '_>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let login = self.bootstrap.login("root", &self.password).await?;
+            Ok(AuthProvider::jwt_token(login.access_token))
+        })
+    }
+}
+
+async fn next_event(s: &mut LiveEvents) -> LiveEvent {
+    match tokio::time::timeout(PATIENCE, s.next()).await {
+        Ok(Some(Ok(e))) => e,
+        other => panic!("expected a live event, got {other:?}"),
+    }
+}
+
+/// Reads events until the initial data is complete.
+async fn until_ready(s: &mut LiveEvents) {
+    loop {
+        if matches!(next_event(s).await, LiveEvent::Ready) {
+            return;
+        }
+    }
+}
+
+async fn setup_table(client: &KalamLinkClient, ns: &str) -> String {
+    client
+        .execute_query(&format!("CREATE NAMESPACE IF NOT EXISTS {ns}"))
+        .await
+        .expect("create namespace");
+    client
+        .execute_query(&format!(
+            "CREATE TABLE IF NOT EXISTS {ns}.items (id BIGINT PRIMARY KEY, name TEXT, qty INT)"
+        ))
+        .await
+        .expect("create table");
+    format!("{ns}.items")
+}
+
+fn id_of(row: &kalam_tokio::LiveRow) -> i64 {
+    row.get("id")
+        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64()))
+        .expect("row has an id")
+}
+
+// ------------------------------------------------------------------- HTTP
+
+/// Basic credentials: N concurrent first queries cause exactly one login,
+/// and no Basic header (nor a missing one) ever reaches the SQL endpoint.
+pub async fn one_login_for_concurrent_first_queries(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let client = root(b, &proxy.url());
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move { c.execute_query(&format!("SELECT {i}")).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.expect("task").expect("query");
+        let v: i64 = r.rows().next().expect("a row").get(0).expect("a number");
+        assert_eq!(v, i as i64);
+    }
+    assert_eq!(proxy.count("/v1/api/auth/login"), 1, "{:?}", proxy.requests());
+    let sql: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/api/sql")
+        .collect();
+    assert_eq!(sql.len(), 16);
+    assert!(
+        sql.iter().all(|r| r.auth_scheme.as_deref() == Some("Bearer")),
+        "{sql:?}"
+    );
+}
+
+/// A wrong password is a typed error, and final: later queries fail the
+/// same way without sending the password again.
+pub async fn refused_password_is_typed_and_final(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .auth(AuthProvider::basic_auth("root".into(), "not-the-password".into()))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let e = client.execute_query("SELECT 1").await.unwrap_err();
+        let s = e.server().unwrap_or_else(|| panic!("a server error, got {e:?}"));
+        assert_eq!((s.status, &s.code), (401, &ErrorCode::Unauthorized));
+        assert!(e.is_credentials_rejected());
+    }
+    assert_eq!(proxy.count("/v1/api/auth/login"), 1, "no retry loop");
+    assert_eq!(proxy.count("/v1/api/sql"), 0);
+    // New credentials lift the refusal.
+    client.update_shared_auth(AuthProvider::system_user_auth(b.root_password()));
+    client.execute_query("SELECT 1").await.expect("new credentials work");
+}
+
+/// An expired token is never sent: the refresher is called once for all
+/// concurrent waiters, and the queries go out with its token.
+pub async fn refresher_called_once_for_expired_token(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let now = unix_now();
+    let expired = mint(&b.jwt_secret(), "root", "system", "access", now - 7200, now - 3600);
+    let (refresher, calls) = counting_refresher(b);
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .jwt_token(expired)
+        .auth_refresher(refresher)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.execute_query("SELECT 1").await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("query after refresh");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        proxy.count("/v1/api/sql"),
+        8,
+        "each query sent once, none with the expired token"
+    );
+}
+
+/// The server's TOKEN_EXPIRED answer: the machine's clock is set two hours
+/// behind so it believes an expired token fresh; the server refuses it, the
+/// refresher is asked once, and the query is retried once, successfully.
+/// (This drives kalam-proto's AuthMachine directly: no adapter can send a
+/// token its own clock sees expired.)
+pub async fn token_expired_answer_is_recovered_once(b: &dyn Backend) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use kalam_proto::{AuthConfig, AuthMachine, Endpoints, Instant, Now, Operation, Output, QueryRequest, Reply};
+
+    let proxy = proxy(b).await;
+    let real_now = unix_now();
+    let expired = mint(
+        &b.jwt_secret(),
+        "root",
+        "system",
+        "access",
+        real_now - 7200,
+        real_now - 3600,
+    );
+    let mut m = AuthMachine::new(
+        Endpoints::new(&proxy.url()).unwrap(),
+        AuthProvider::jwt_token(expired),
+        AuthConfig {
+            has_refresher: true,
+            ..AuthConfig::default()
+        },
+    );
+    let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
+    let http =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let bootstrap = KalamLinkClient::builder().base_url(b.url()).build().unwrap();
+    let op = m.submit(Operation::Query(QueryRequest::new("SELECT 42")), now);
+    let mut refreshes = 0;
+    let result = loop {
+        match m.poll_output() {
+            Some(Output::Transmit { id, request, .. }) => {
+                let response = http.request(request.map(|b| Full::new(Bytes::from(b)))).await.unwrap();
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                m.handle_response(id, &http::Response::from_parts(parts, body), now);
+            }
+            Some(Output::FetchCredentials { id, .. }) => {
+                refreshes += 1;
+                let login = bootstrap.login("root", &b.root_password()).await.unwrap();
+                m.handle_credentials(id, Ok(AuthProvider::jwt_token(login.access_token)), now);
+            }
+            Some(Output::Done { op: done, result }) => {
+                assert_eq!(done, op);
+                break result;
+            }
+            None => panic!("the machine stalled"),
+        }
+    };
+    let Ok(Reply::Query(r)) = result else {
+        panic!("{result:?}")
+    };
+    let v: i64 = r.rows().next().unwrap().get(0).unwrap();
+    assert_eq!(v, 42);
+    assert_eq!(refreshes, 1);
+    assert_eq!(
+        proxy.count("/v1/api/sql"),
+        2,
+        "sent, refused TOKEN_EXPIRED, retried once"
+    );
+}
+
+/// A DynamicAuthProvider is asked for HTTP queries too, before any connect().
+pub async fn provider_asked_for_http_without_connect(b: &dyn Backend) {
+    let provider = CountingProvider::new(b);
+    let client = KalamLinkClient::builder()
+        .base_url(b.url())
+        .auth_provider(provider.clone())
+        .build()
+        .unwrap();
+    let me = client.current_user().await.expect("auth/me");
+    assert_eq!(me.user.id, "root");
+    client.execute_query("SELECT 1").await.expect("query");
+    assert_eq!(provider.calls(), 1, "asked once, the token reused");
+    // fresh_auth re-runs the provider.
+    let fresh = client.fresh_auth().await.unwrap();
+    assert!(matches!(fresh, AuthProvider::JwtToken(_)));
+    assert_eq!(provider.calls(), 2);
+}
+
+/// Non-ASCII SQL and parameters round-trip; 64-bit values read back exactly.
+pub async fn unicode_and_bigint_round_trip(b: &dyn Backend) {
+    let client = root(b, &b.url());
+    let table = setup_table(&client, "conf_unicode").await;
+    let text = "añil 🍏 中文 \"quoted\" 'single' \\ back";
+    client
+        .execute_query_with_params(
+            &format!("INSERT INTO {table} (id, name, qty) VALUES ($1, $2, $3)"),
+            vec![
+                serde_json::json!(9_007_199_254_740_993i64),
+                serde_json::json!(text),
+                serde_json::json!(-7),
+            ],
+        )
+        .await
+        .expect("insert");
+    let r = client
+        .execute_query(&format!(
+            "SELECT id, name, qty FROM {table} WHERE name = 'añil 🍏 中文 \"quoted\" ''single'' \\ back'"
+        ))
+        .await
+        .expect("select with unicode literal");
+    let row = r.rows().next().expect("the row");
+    assert_eq!(row.get::<i64, _>("id").unwrap(), 9_007_199_254_740_993);
+    assert_eq!(row.get::<&str, _>("name").unwrap(), text);
+    assert_eq!(row.get::<i32, _>("qty").unwrap(), -7);
+}
+
+/// Bad input of every kind is a typed error; nothing panics or hangs.
+pub async fn bad_input_is_typed(b: &dyn Backend) {
+    let client = root(b, &b.url());
+    let e = client.execute_query("SELEC 1").await.unwrap_err();
+    assert_eq!(e.code(), Some(&ErrorCode::InvalidSql), "{e:?}");
+    let e = client.execute_query("").await.unwrap_err();
+    assert_eq!(e.code(), Some(&ErrorCode::EmptySql), "{e:?}");
+    let e = client.execute_query("SELECT * FROM nowhere.nothing").await.unwrap_err();
+    assert!(e.server().is_some_and(|s| s.status == 400), "{e:?}");
+    // A refused connection.
+    let proxy = proxy(b).await;
+    proxy.set_refuse(true);
+    let dead = root(b, &proxy.url());
+    let e = dead.execute_query("SELECT 1").await.unwrap_err();
+    assert!(matches!(e, Error::Transport(_)), "{e:?}");
+    // Nothing listening at all.
+    let nobody = KalamLinkClient::builder()
+        .base_url("http://127.0.0.1:9")
+        .build()
+        .unwrap();
+    assert!(matches!(
+        nobody.execute_query("SELECT 1").await,
+        Err(Error::Transport(TransportError::Connect(_)))
+    ));
+    // A URL that is not one: a typed error at build time.
+    assert!(matches!(
+        KalamLinkClient::builder().base_url("not a url").build(),
+        Err(Error::InvalidUrl { .. })
+    ));
+}
+
+/// Explicit login and refresh; a refresh token offered as an access token
+/// is refused locally, and never sent.
+pub async fn explicit_login_refresh_and_refresh_token_misuse(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let bootstrap = KalamLinkClient::builder().base_url(proxy.url()).build().unwrap();
+    let login = bootstrap.login("root", &b.root_password()).await.expect("login");
+    assert_eq!(login.user.id, "root");
+    let refreshed = bootstrap
+        .refresh_access_token(&login.refresh_token)
+        .await
+        .expect("refresh");
+    assert!(!refreshed.access_token.is_empty());
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .jwt_token(refreshed.access_token.clone())
+        .build()
+        .unwrap();
+    client.execute_query("SELECT 1").await.expect("refreshed token works");
+    let misuse = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .jwt_token(login.refresh_token.clone())
+        .build()
+        .unwrap();
+    let before = proxy.count("/v1/api/sql");
+    assert!(matches!(
+        misuse.execute_query("SELECT 1").await,
+        Err(Error::RefreshTokenAsAccessToken)
+    ));
+    assert_eq!(proxy.count("/v1/api/sql"), before, "never sent");
+    // A refresh with an access token is the server's typed refusal.
+    let e = bootstrap.refresh_access_token(&login.access_token).await.unwrap_err();
+    assert_eq!(e.server().map(|s| s.status), Some(401), "{e:?}");
+    // Debug output never shows the secrets.
+    let dbg = format!("{:?} {:?}", AuthProvider::jwt_token(login.access_token.clone()), client);
+    assert!(!dbg.contains(&login.access_token));
+}
+
+// ------------------------------------------------------------------- live
+
+/// Several live queries share one socket (one upgrade), and each gets the
+/// changes that match it.
+pub async fn subscriptions_share_one_socket(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let client = root(b, &proxy.url());
+    let table = setup_table(&client, "conf_share").await;
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        let mut s = client.live_events(&format!("SELECT * FROM {table}")).await.unwrap();
+        until_ready(&mut s).await;
+        subs.push(s);
+    }
+    let mut filtered = client
+        .live_events_with(&format!("SELECT * FROM {table} WHERE qty > 10"), None)
+        .await
+        .unwrap();
+    until_ready(&mut filtered).await;
+    client
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (1, 'small', 1)"))
+        .await
+        .unwrap();
+    client
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (2, 'big', 50)"))
+        .await
+        .unwrap();
+    for s in &mut subs {
+        for expected in [1, 2] {
+            match next_event(s).await {
+                LiveEvent::Insert { row } => assert_eq!(id_of(&row), expected),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    match next_event(&mut filtered).await {
+        LiveEvent::Insert { row } => assert_eq!(id_of(&row), 2, "only the matching row"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(proxy.ws_upgrades(), 1, "{:?}", proxy.requests());
+}
+
+/// The socket dies (cut by the proxy, no close frame); rows inserted
+/// meanwhile arrive after the automatic reconnect and resubscribe-from-_seq.
+pub async fn dropped_socket_loses_no_change(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let direct = root(b, &b.url());
+    let table = setup_table(&direct, "conf_drop").await;
+    direct
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (1, 'before', 1)"))
+        .await
+        .unwrap();
+    let mut s = client.live_events(&format!("SELECT * FROM {table}")).await.unwrap();
+    until_ready(&mut s).await;
+    proxy.drop_all();
+    for id in 2..=4 {
+        direct
+            .execute_query(&format!(
+                "INSERT INTO {table} (id, name, qty) VALUES ({id}, 'meanwhile', 1)"
+            ))
+            .await
+            .unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut resumed = false;
+    while seen.len() < 3 {
+        match next_event(&mut s).await {
+            LiveEvent::Subscribed { resumed_from, .. } => resumed |= resumed_from.is_some(),
+            LiveEvent::InitialRows { rows, .. } => seen.extend(rows.iter().map(id_of)),
+            LiveEvent::Insert { row } => {
+                seen.insert(id_of(&row));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert!(proxy.ws_upgrades() >= 2, "it reconnected");
+    let _ = resumed; // a resume, or changes that raced the cut: both lose nothing
+}
+
+/// Every reconnect asks the DynamicAuthProvider again.
+pub async fn reconnect_asks_provider_again(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let provider = CountingProvider::new(b);
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counter = connects.clone();
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .auth_provider(provider.clone())
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .on_connect(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let table = setup_table(&client, "conf_provider").await;
+    client.connect().await.expect("connect");
+    let mut s = client.live_events(&format!("SELECT * FROM {table}")).await.unwrap();
+    until_ready(&mut s).await;
+    let before = provider.calls();
+    proxy.drop_all();
+    // The reconnect re-subscribes: a Subscribed event marks it.
+    loop {
+        if let LiveEvent::Subscribed { .. } = next_event(&mut s).await {
+            break;
+        }
+    }
+    assert!(provider.calls() > before, "asked again on reconnect");
+    assert_eq!(connects.load(Ordering::SeqCst), 2);
+}
+
+/// A refused WebSocket authentication is reported once to on_error and once
+/// in the stream, and not retried with the same credentials.
+pub async fn refused_ws_auth_surfaces_once(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let now = unix_now();
+    let forged = mint(
+        "not-the-server-secret-at-all-0123456789",
+        "root",
+        "system",
+        "access",
+        now,
+        now + 3600,
+    );
+    let errors = Arc::new(AtomicUsize::new(0));
+    let counter = errors.clone();
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .jwt_token(forged)
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .on_error(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let mut s = client.live_events("SELECT * FROM conf_refused.items").await.unwrap();
+    match tokio::time::timeout(PATIENCE, s.next()).await {
+        Ok(Some(Err(Error::WsAuthFailed(_)))) => {}
+        other => panic!("expected the refusal in the stream, got {other:?}"),
+    }
+    assert!(matches!(tokio::time::timeout(PATIENCE, s.next()).await, Ok(None)));
+    assert_eq!(errors.load(Ordering::SeqCst), 1, "reported once");
+    assert_eq!(proxy.ws_upgrades(), 1, "no blind retry");
+}
+
+/// A consumer that stops reading loses its own subscription (after the
+/// buffered events, with SubscriptionLagged) and never delays another.
+pub async fn stalled_subscriber_does_not_delay_another(b: &dyn Backend) {
+    let client = KalamLinkClient::builder()
+        .base_url(b.url())
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .connection_options(ConnectionOptions::default().with_subscription_buffer(4))
+        .build()
+        .unwrap();
+    let table = setup_table(&client, "conf_stall").await;
+    let mut stalled = client
+        .live_events_with(&format!("SELECT * FROM {table}"), None)
+        .await
+        .unwrap();
+    let mut healthy = client
+        .live_events_with(&format!("SELECT * FROM {table}"), None)
+        .await
+        .unwrap();
+    until_ready(&mut healthy).await;
+    for id in 1..=12 {
+        client
+            .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES ({id}, 'x', 1)"))
+            .await
+            .unwrap();
+    }
+    for id in 1..=12 {
+        match next_event(&mut healthy).await {
+            LiveEvent::Insert { row } => assert_eq!(id_of(&row), id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut delivered = 0;
+    loop {
+        match tokio::time::timeout(PATIENCE, stalled.next()).await {
+            Ok(Some(Ok(_))) => delivered += 1,
+            Ok(Some(Err(Error::SubscriptionLagged { capacity: 4 }))) => break,
+            other => panic!("expected SubscriptionLagged, got {other:?}"),
+        }
+    }
+    assert!(delivered <= 4, "only what fit in the buffer: {delivered}");
+    assert!(matches!(tokio::time::timeout(PATIENCE, stalled.next()).await, Ok(None)));
+}
