@@ -93,7 +93,7 @@ pub mod framing;
 pub mod gzip;
 pub mod jwt;
 mod live;
-mod machine;
+pub mod machine;
 mod options;
 mod secret;
 mod time;
