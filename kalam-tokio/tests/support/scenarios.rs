@@ -579,3 +579,39 @@ pub async fn stalled_subscriber_does_not_delay_another(b: &dyn Backend) {
     assert!(delivered <= 4, "only what fit in the buffer: {delivered}");
     assert!(matches!(tokio::time::timeout(PATIENCE, stalled.next()).await, Ok(None)));
 }
+
+/// Nothing the client logs, at any level, carries a password or a token.
+pub async fn no_secrets_in_logs(b: &dyn Backend) {
+    let logs = super::logs::capture();
+    let password = b.root_password();
+    let client = root(b, &b.url());
+    let table = setup_table(&client, "conf_logs").await;
+    client.execute_query("SELECT 1").await.unwrap();
+    let _ = client.execute_query("SELEC broken").await;
+    let mut s = client.live_events(&format!("SELECT * FROM {table}")).await.unwrap();
+    until_ready(&mut s).await;
+    let login = client.login("root", &password).await.unwrap();
+    let _ = KalamLinkClient::builder()
+        .base_url(b.url())
+        .auth(AuthProvider::basic_auth("root".into(), "wrong-pass-XYZZY".into()))
+        .build()
+        .unwrap()
+        .execute_query("SELECT 1")
+        .await;
+    client.disconnect().await;
+    let text = logs.text();
+    assert!(text.contains("kalam.http"), "the client did log: {text}");
+    for secret in [
+        password.as_str(),
+        "wrong-pass-XYZZY",
+        &login.access_token,
+        &login.refresh_token,
+    ] {
+        assert!(!text.contains(secret), "a secret reached the logs");
+    }
+    // Tokens start with the JWT header's base64: none may appear at all.
+    assert!(
+        !text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"),
+        "a token reached the logs"
+    );
+}
