@@ -662,9 +662,11 @@ impl AuthMachine {
             self.prefer_provider = false;
         }
         while !self.waiting.is_empty() {
-            if let Some(token) = self.access.clone() {
+            // A clone of the cached header value is a reference-count bump:
+            // dispatching allocates nothing but each request's own body.
+            if let Some(header) = self.access.as_ref().map(|t| t.header.clone()) {
                 while let Some(op) = self.waiting.pop_front() {
-                    self.dispatch(op, Some(&token));
+                    self.dispatch(op, Some(&header));
                 }
                 return;
             }
@@ -697,7 +699,7 @@ impl AuthMachine {
                 && !self.config.has_refresher)
     }
 
-    fn dispatch(&mut self, op: OpId, token: Option<&Token>) {
+    fn dispatch(&mut self, op: OpId, authorization: Option<&HeaderValue>) {
         let Some(pending) = self.ops.get(&op) else {
             return;
         };
@@ -707,18 +709,20 @@ impl AuthMachine {
         };
         match &pending.operation {
             Operation::Query(_) => {
-                let request = framing::sql_request(&self.endpoints, pending.body.clone(), token.map(|t| &t.header));
+                let request = framing::sql_request(&self.endpoints, pending.body.clone(), authorization);
                 self.transmit(RequestKind::Query, request, inflight);
             }
-            Operation::Me => match token {
-                Some(t) => {
-                    let request = framing::me_request(&self.endpoints, &t.header);
+            Operation::Me => match authorization {
+                Some(a) => {
+                    let request = framing::me_request(&self.endpoints, a);
                     self.transmit(RequestKind::Me, request, inflight);
                 }
                 None => self.finish(op, Err(Error::MissingCredentials)),
             },
             Operation::Token { .. } => {
-                let r = token
+                let r = self
+                    .access
+                    .as_ref()
                     .map(|t| Reply::Token(t.secret.clone()))
                     .ok_or(Error::MissingCredentials);
                 self.finish(op, r);
