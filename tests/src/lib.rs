@@ -1,0 +1,586 @@
+//! # kalam-testkit: an in-process KalamDB-compatible server
+//!
+//! A server that speaks KalamDB's wire protocol (HTTP and WebSocket, as in
+//! `../shared/PROTOCOL.md`) inside the test process, bound to 127.0.0.1 on a
+//! free port, with a real SQL engine (SQLite) behind `POST /v1/api/sql`,
+//! real HS256 JWTs, and controls to make it misbehave on purpose.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use kalam_testkit::{Mint, TestServer};
+//!
+//! let server = TestServer::builder().token_lifetime(Duration::from_secs(3600)).start().await;
+//! let url = server.url(); // http://127.0.0.1:PORT, root / kalamdb123
+//! let expired = server.mint_token(Mint::access("root").expired());
+//! server.force_expire_all(); // every token issued so far now answers TOKEN_EXPIRED
+//! assert_eq!(server.counters().logins, 0);
+//! server.shutdown().await;
+//! # let _ = (url, expired);
+//! # }
+//! ```
+//!
+//! It is not KalamDB: it has no Raft, no storage, no topics or files, and
+//! SQL is SQLite's with KalamDB's namespaces, types and answer shapes on top.
+
+mod http;
+mod jwt;
+mod proxy;
+mod sql;
+mod ws;
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, watch};
+
+pub use jwt::Claims;
+pub use proxy::{FaultProxy, SeenRequest as ProxiedRequest};
+pub use sql::Change;
+
+/// The root password unless the builder says otherwise.
+pub const DEFAULT_ROOT_PASSWORD: &str = "kalamdb123";
+/// The JWT secret unless the builder says otherwise (the real server's test secret).
+pub const DEFAULT_JWT_SECRET: &str = "local-test-secret-0123456789abcdefghijklmnop";
+/// The server version the kit claims.
+pub const VERSION: &str = "0.4.3-rc.4";
+
+/// Counters of what the server saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Successful logins.
+    pub logins: usize,
+    /// Refused logins.
+    pub failed_logins: usize,
+    /// Successful refreshes.
+    pub refreshes: usize,
+    /// `POST /v1/api/sql` requests (answered in any way).
+    pub queries: usize,
+    /// WebSocket upgrades.
+    pub ws_upgrades: usize,
+    /// Successful WebSocket authentications.
+    pub ws_auths: usize,
+}
+
+/// One request, as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// Method.
+    pub method: String,
+    /// Path (without query).
+    pub path: String,
+    /// The raw `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+impl SeenRequest {
+    /// The scheme of the `Authorization` header (`Bearer`, `Basic`…).
+    pub fn auth_scheme(&self) -> Option<&str> {
+        self.authorization.as_deref().and_then(|a| a.split(' ').next())
+    }
+}
+
+/// An answer to give instead of the real one (see [`TestServer::fail_next`]).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Only requests to this path (any path if `None`).
+    pub path: Option<String>,
+    /// Status.
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// Content type.
+    pub content_type: String,
+}
+
+impl Fault {
+    /// A fault answering `status` with a JSON `body`.
+    pub fn json(status: u16, body: impl Into<String>) -> Self {
+        Fault {
+            path: None,
+            status,
+            body: body.into(),
+            content_type: "application/json".into(),
+        }
+    }
+
+    /// A fault answering `status` with a plain-text (or HTML) `body`.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Fault {
+            path: None,
+            status,
+            body: body.into(),
+            content_type: "text/html".into(),
+        }
+    }
+
+    /// Only for requests to `path`.
+    pub fn on(mut self, path: &str) -> Self {
+        self.path = Some(path.to_owned());
+        self
+    }
+}
+
+/// A token to mint with [`TestServer::mint_token`].
+#[derive(Debug, Clone)]
+pub struct Mint {
+    /// User id.
+    pub user: String,
+    /// Role (default: the user's role, else `user`).
+    pub role: Option<String>,
+    /// `access` or `refresh`.
+    pub token_type: String,
+    /// Issued at (default now).
+    pub iat: Option<u64>,
+    /// Expiry (default now + the server's lifetime).
+    pub exp: Option<u64>,
+    /// Sign with another secret.
+    pub wrong_signature: bool,
+}
+
+impl Mint {
+    /// An access token for `user`.
+    pub fn access(user: &str) -> Self {
+        Mint {
+            user: user.to_owned(),
+            role: None,
+            token_type: "access".into(),
+            iat: None,
+            exp: None,
+            wrong_signature: false,
+        }
+    }
+
+    /// A refresh token for `user`.
+    pub fn refresh(user: &str) -> Self {
+        Mint {
+            token_type: "refresh".into(),
+            ..Mint::access(user)
+        }
+    }
+
+    /// Expired an hour ago (well past the 60 s leeway).
+    pub fn expired(mut self) -> Self {
+        let now = unix_now();
+        self.iat = Some(now - 7200);
+        self.exp = Some(now - 3600);
+        self
+    }
+
+    /// Expires in `secs` seconds.
+    pub fn expires_in(mut self, secs: u64) -> Self {
+        self.exp = Some(unix_now() + secs);
+        self
+    }
+
+    /// Explicit `iat` and `exp`.
+    pub fn times(mut self, iat: u64, exp: u64) -> Self {
+        self.iat = Some(iat);
+        self.exp = Some(exp);
+        self
+    }
+
+    /// With a role claim.
+    pub fn role(mut self, role: &str) -> Self {
+        self.role = Some(role.to_owned());
+        self
+    }
+
+    /// Signed with the wrong secret.
+    pub fn wrong_signature(mut self) -> Self {
+        self.wrong_signature = true;
+        self
+    }
+}
+
+/// Controls of the WebSocket side.
+pub(crate) struct WsControls {
+    pub(crate) refuse_auth: AtomicBool,
+    pub(crate) stall: watch::Sender<bool>,
+    /// Bumped to drop every socket.
+    pub(crate) drop_generation: watch::Sender<u64>,
+    /// Bumped to send one malformed frame on every socket.
+    pub(crate) malformed_generation: watch::Sender<u64>,
+    pub(crate) idle_timeout: Mutex<Duration>,
+}
+
+/// The server's shared state.
+pub(crate) struct State {
+    pub(crate) root_password: String,
+    pub(crate) secret: String,
+    pub(crate) lifetime: Duration,
+    pub(crate) engine: Mutex<sql::Engine>,
+    pub(crate) changes: broadcast::Sender<Arc<Change>>,
+    pub(crate) counters: Mutex<Counters>,
+    pub(crate) seen: Mutex<Vec<SeenRequest>>,
+    pub(crate) issued: Mutex<HashSet<String>>,
+    pub(crate) expired: Mutex<HashSet<String>>,
+    pub(crate) faults: Mutex<VecDeque<(usize, Fault)>>,
+    pub(crate) latency: Mutex<Duration>,
+    pub(crate) ws: WsControls,
+    pub(crate) open_sockets: AtomicUsize,
+}
+
+impl State {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Counters)) {
+        if let Ok(mut c) = self.counters.lock() {
+            f(&mut c);
+        }
+    }
+
+    /// Issues a token (recorded, so `force_expire_all` can expire it).
+    pub(crate) fn issue(&self, user: &str, role: &str, email: Option<String>, token_type: &str) -> (String, u64) {
+        let now = unix_now();
+        let lifetime = self.lifetime.as_secs();
+        let exp = now
+            + if token_type == "refresh" {
+                lifetime * 7
+            } else {
+                lifetime
+            };
+        let claims = Claims {
+            sub: user.to_owned(),
+            iss: "kalamdb".into(),
+            exp,
+            iat: now,
+            email,
+            role: role.to_owned(),
+            token_type: token_type.to_owned(),
+        };
+        let token = jwt::sign(&self.secret, &claims);
+        if let Ok(mut i) = self.issued.lock() {
+            i.insert(token.clone());
+        }
+        (token, exp)
+    }
+
+    /// Verifies a token of `token_type` against the user store.
+    pub(crate) fn verify(&self, token: &str, token_type: &str) -> Result<(Claims, String), jwt::Refusal> {
+        let claims = jwt::verify(&self.secret, token, unix_now(), 60)?;
+        if self.expired.lock().map(|e| e.contains(token)).unwrap_or(false) {
+            return Err(jwt::Refusal::Expired);
+        }
+        if claims.token_type != token_type {
+            return Err(jwt::Refusal::Invalid);
+        }
+        let engine = self.engine.lock().map_err(|_| jwt::Refusal::Invalid)?;
+        let user = engine.users.get(&claims.sub).ok_or(jwt::Refusal::Invalid)?;
+        if user.role != claims.role {
+            return Err(jwt::Refusal::Invalid);
+        }
+        let role = user.role.clone();
+        Ok((claims, role))
+    }
+}
+
+/// Builds a [`TestServer`].
+#[derive(Debug, Clone)]
+pub struct TestServerBuilder {
+    root_password: String,
+    secret: String,
+    lifetime: Duration,
+    latency: Duration,
+    idle_timeout: Duration,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        TestServerBuilder {
+            root_password: DEFAULT_ROOT_PASSWORD.into(),
+            secret: DEFAULT_JWT_SECRET.into(),
+            lifetime: Duration::from_secs(24 * 3600),
+            latency: Duration::ZERO,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TestServerBuilder {
+    /// The root password (default `kalamdb123`).
+    pub fn root_password(mut self, p: &str) -> Self {
+        self.root_password = p.to_owned();
+        self
+    }
+
+    /// The HS256 secret.
+    pub fn jwt_secret(mut self, s: &str) -> Self {
+        self.secret = s.to_owned();
+        self
+    }
+
+    /// Lifetime of new access tokens (refresh tokens last 7×). Default 24 h.
+    pub fn token_lifetime(mut self, d: Duration) -> Self {
+        self.lifetime = d;
+        self
+    }
+
+    /// Added latency before every answer.
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+
+    /// How long a silent WebSocket client is kept (default 10 s, as the server).
+    pub fn ws_idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Binds 127.0.0.1 on a free port and starts serving.
+    pub async fn start(self) -> TestServer {
+        let (changes, _) = broadcast::channel(4096);
+        let mut engine = sql::Engine::new(changes.clone());
+        let hash = bcrypt::hash(&self.root_password, 4).expect("bcrypt");
+        engine.users.insert(
+            "root".into(),
+            sql::UserRecord {
+                role: "system".into(),
+                hash,
+                email: Some("root@localhost".into()),
+                created_at: now_rfc3339_millis(),
+            },
+        );
+        let state = Arc::new(State {
+            root_password: self.root_password,
+            secret: self.secret,
+            lifetime: self.lifetime,
+            engine: Mutex::new(engine),
+            changes,
+            counters: Mutex::new(Counters::default()),
+            seen: Mutex::new(Vec::new()),
+            issued: Mutex::new(HashSet::new()),
+            expired: Mutex::new(HashSet::new()),
+            faults: Mutex::new(VecDeque::new()),
+            latency: Mutex::new(self.latency),
+            ws: WsControls {
+                refuse_auth: AtomicBool::new(false),
+                stall: watch::channel(false).0,
+                drop_generation: watch::channel(0).0,
+                malformed_generation: watch::channel(0).0,
+                idle_timeout: Mutex::new(self.idle_timeout),
+            },
+            open_sockets: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(http::serve(listener, state.clone(), stopped));
+        TestServer {
+            addr,
+            state,
+            stop,
+            task: Some(task),
+        }
+    }
+}
+
+/// A running in-process server. Stops on [`shutdown`](Self::shutdown) or drop.
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestServer {
+    /// A server with the defaults (root / `kalamdb123`).
+    pub async fn start() -> TestServer {
+        TestServerBuilder::default().start().await
+    }
+
+    /// A builder.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The root password.
+    pub fn root_password(&self) -> &str {
+        &self.state.root_password
+    }
+
+    /// The JWT secret.
+    pub fn jwt_secret(&self) -> &str {
+        &self.state.secret
+    }
+
+    /// Mints a token with any user, role, type, `iat`, `exp` or signature.
+    pub fn mint_token(&self, m: Mint) -> String {
+        let now = unix_now();
+        let role = m.role.unwrap_or_else(|| {
+            self.state
+                .engine
+                .lock()
+                .ok()
+                .and_then(|e| e.users.get(&m.user).map(|u| u.role.clone()))
+                .unwrap_or_else(|| "user".into())
+        });
+        let claims = Claims {
+            sub: m.user,
+            iss: "kalamdb".into(),
+            exp: m.exp.unwrap_or(now + self.state.lifetime.as_secs()),
+            iat: m.iat.unwrap_or(now),
+            email: None,
+            role,
+            token_type: m.token_type,
+        };
+        let secret = if m.wrong_signature {
+            "a-different-secret-entirely-0123456789"
+        } else {
+            &self.state.secret
+        };
+        let t = jwt::sign(secret, &claims);
+        if let Ok(mut i) = self.state.issued.lock() {
+            i.insert(t.clone());
+        }
+        t
+    }
+
+    /// Every token issued or minted so far answers `TOKEN_EXPIRED` from now on.
+    pub fn force_expire_all(&self) {
+        let issued: Vec<String> = self
+            .state
+            .issued
+            .lock()
+            .map(|i| i.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Ok(mut e) = self.state.expired.lock() {
+            e.extend(issued);
+        }
+    }
+
+    /// What the server counted so far.
+    pub fn counters(&self) -> Counters {
+        self.state.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Every HTTP request seen so far, in order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The next `n` requests (to the fault's path, if it has one) get this
+    /// answer instead of the real one.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        if let Ok(mut f) = self.state.faults.lock() {
+            f.push_back((n, fault));
+        }
+    }
+
+    /// Added latency before every answer from now on.
+    pub fn set_latency(&self, d: Duration) {
+        if let Ok(mut l) = self.state.latency.lock() {
+            *l = d;
+        }
+    }
+
+    /// Drops every open WebSocket now, without a close frame.
+    pub fn drop_all_sockets(&self) {
+        self.state.ws.drop_generation.send_modify(|g| *g += 1);
+    }
+
+    /// Refuse WebSocket authentication (`auth_error` + close 1008) while `on`.
+    pub fn refuse_ws_auth(&self, on: bool) {
+        self.state.ws.refuse_auth.store(on, Ordering::SeqCst);
+    }
+
+    /// Stop sending anything on WebSockets while `on` (frames are held back).
+    pub fn stall_ws(&self, on: bool) {
+        self.state.ws.stall.send_replace(on);
+    }
+
+    /// Send one malformed (non-JSON) text frame on every open socket.
+    pub fn send_malformed_frame(&self) {
+        self.state.ws.malformed_generation.send_modify(|g| *g += 1);
+    }
+
+    /// WebSockets open right now.
+    pub fn open_sockets(&self) -> usize {
+        self.state.open_sockets.load(Ordering::SeqCst)
+    }
+
+    /// A receiver of every committed row change.
+    pub fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.state.changes.subscribe()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.drop_all_sockets();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.drop_all_sockets();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Now as RFC 3339 with milliseconds and `+00:00`, like the server.
+pub(crate) fn now_rfc3339_millis() -> String {
+    rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(), 3)
+}
+
+/// RFC 3339 (UTC, `+00:00`) with `digits` fractional digits.
+pub(crate) fn rfc3339(since_epoch: Duration, digits: usize) -> String {
+    let secs = since_epoch.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    let nanos = format!("{:09}", since_epoch.subsec_nanos());
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        &nanos[..digits.min(9)]
+    )
+}
