@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod logs;
-pub mod proxy;
 pub mod scenarios;
 
 use std::path::PathBuf;
@@ -24,6 +23,20 @@ pub trait Backend: Send + Sync {
     fn root_password(&self) -> String;
     /// The server's HS256 secret, to mint tokens it accepts (or rejects).
     fn jwt_secret(&self) -> String;
+}
+
+pub use kalam_testkit::FaultProxy;
+
+impl Backend for kalam_testkit::TestServer {
+    fn url(&self) -> String {
+        kalam_testkit::TestServer::url(self)
+    }
+    fn root_password(&self) -> String {
+        kalam_testkit::TestServer::root_password(self).to_owned()
+    }
+    fn jwt_secret(&self) -> String {
+        kalam_testkit::TestServer::jwt_secret(self).to_owned()
+    }
 }
 
 /// Unix seconds now.
