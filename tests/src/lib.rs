@@ -25,8 +25,9 @@
 //! SQL is SQLite's with KalamDB's namespaces, types and answer shapes on top.
 
 mod http;
-mod jwt;
+pub mod jwt;
 mod proxy;
+pub mod real;
 mod sql;
 mod ws;
 
@@ -38,8 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
 
-pub use jwt::Claims;
+pub use jwt::{Claims, Refusal, sign as sign_jwt, verify as verify_jwt};
 pub use proxy::{FaultProxy, SeenRequest as ProxiedRequest};
+pub use real::RealServer;
 pub use sql::Change;
 
 /// The root password unless the builder says otherwise.

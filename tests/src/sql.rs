@@ -587,7 +587,7 @@ impl Engine {
             prepared.raw_bind_parameter(i, value).map_err(internal)?;
         }
         if first == "SELECT" || first == "WITH" {
-            let names: Vec<String> = prepared.column_names().iter().map(|s| s.to_string()).collect();
+            let names: Vec<String> = prepared.column_names().iter().map(|s| datafusion_name(s)).collect();
             let decls: Vec<Option<String>> = prepared
                 .columns()
                 .iter()
@@ -1260,6 +1260,19 @@ fn translate_word(w: &str) -> String {
         "NOW" => "kalam_now_us".into(),
         _ => w.to_owned(),
     }
+}
+
+/// KalamDB (DataFusion) names an unaliased literal column by its type:
+/// `SELECT 1` has a column `Int64(1)`, `SELECT 'a'` one called `Utf8("a")`.
+fn datafusion_name(sqlite_name: &str) -> String {
+    let n = sqlite_name.trim();
+    if !n.is_empty() && n.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) {
+        return format!("Int64({n})");
+    }
+    if let Some(inner) = n.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        return format!("Utf8(\"{inner}\")");
+    }
+    sqlite_name.to_owned()
 }
 
 fn has_limit(stmt: &str) -> bool {

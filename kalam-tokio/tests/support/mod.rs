@@ -6,8 +6,6 @@
 pub mod logs;
 pub mod scenarios;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -62,80 +60,17 @@ pub fn mint(secret: &str, sub: &str, role: &str, token_type: &str, iat: u64, exp
     format!("{signing_input}.{sig}")
 }
 
-/// A throwaway real KalamDB server (../shared/kalamdb-server), stopped on drop.
-pub struct RealServer {
-    url: String,
-    pid: String,
-    data_dir: String,
-    dir: PathBuf,
-}
-
-/// Where the real server's scripts are.
-pub fn real_server_dir() -> PathBuf {
-    std::env::var_os("KALAMDB_SERVER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kalamdb-server")))
-}
-
-pub const REAL_ROOT_PASSWORD: &str = "kalamdb123";
-pub const REAL_JWT_SECRET: &str = "local-test-secret-0123456789abcdefghijklmnop";
-
-impl RealServer {
-    /// Starts a server. These tests run only when asked for (`--ignored`),
-    /// so a missing server is a failure here, never a silent pass.
-    pub fn start() -> RealServer {
-        let dir = real_server_dir();
-        let script = dir.join("start.sh");
-        assert!(
-            script.exists(),
-            "the real KalamDB server is not at {} (set KALAMDB_SERVER_DIR)",
-            dir.display()
-        );
-        let out = Command::new("bash")
-            .arg(&script)
-            .env("KALAMDB_ROOT_PASSWORD", REAL_ROOT_PASSWORD)
-            .env("KALAMDB_JWT_SECRET", REAL_JWT_SECRET)
-            .output()
-            .expect("run start.sh");
-        assert!(
-            out.status.success(),
-            "start.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout).to_string();
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|kv| kv.strip_prefix(k))
-                .unwrap_or_else(|| panic!("no {k} in start.sh output {line:?}"))
-                .to_owned()
-        };
-        RealServer {
-            url: field("URL="),
-            pid: field("PID="),
-            data_dir: field("DATA_DIR="),
-            dir,
-        }
-    }
-}
+pub use kalam_testkit::RealServer;
+pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
 
 impl Backend for RealServer {
     fn url(&self) -> String {
-        self.url.clone()
+        RealServer::url(self)
     }
     fn root_password(&self) -> String {
         REAL_ROOT_PASSWORD.into()
     }
     fn jwt_secret(&self) -> String {
         REAL_JWT_SECRET.into()
-    }
-}
-
-impl Drop for RealServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.dir.join("stop.sh"))
-            .arg(&self.pid)
-            .arg(&self.data_dir)
-            .output();
     }
 }

@@ -1,0 +1,348 @@
+//! The kit against the recorded exchanges of `../shared/wire-samples` and,
+//! when asked, against the real server.
+//!
+//! Every HTTP sample's requests are replayed, in the order they were
+//! recorded, against one fresh server. Bearer tokens are re-minted with the
+//! same claims and their times shifted to now (signed with the server's
+//! secret only if the original verified under it), so expired, forged and
+//! garbage tokens keep their meaning. Each answer's *shape* is compared with
+//! the recorded one: status, content type, JSON structure (keys, value
+//! types, array lengths), error codes and row counts. Messages, tokens,
+//! times and `_seq` values may differ.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, Refusal, TestServer, sign_jwt, verify_jwt};
+use serde_json::Value;
+
+fn samples_dir() -> PathBuf {
+    std::env::var_os("KALAM_WIRE_SAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire-samples")))
+}
+
+struct Exchange {
+    file: String,
+    index: usize,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    status: u16,
+    content_type: String,
+    response: Option<Value>,
+}
+
+/// Every HTTP exchange of every sample, in recording order.
+fn exchanges() -> Vec<Exchange> {
+    let dir = samples_dir();
+    let mut files: Vec<(String, String, Value)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the wire samples are not at {} ({e}); set KALAM_WIRE_SAMPLES",
+                dir.display()
+            )
+        })
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("http_"))
+        })
+        .map(|p| {
+            let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let at = v["captured_at"].as_str().unwrap_or_default().to_owned();
+            (at, p.file_name().unwrap().to_string_lossy().into_owned(), v)
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(files.len() >= 20, "expected the HTTP samples, found {}", files.len());
+    let mut out = Vec::new();
+    for (_, file, v) in files {
+        let captured = v["captured_at"].as_str().unwrap_or_default().to_owned();
+        for (index, e) in v["exchanges"].as_array().into_iter().flatten().enumerate() {
+            let req = &e["request"];
+            let resp = &e["response"];
+            let headers: Vec<(String, String)> = req["headers"]
+                .as_object()
+                .map(|h| {
+                    h.iter()
+                        .filter(|(k, _)| !["host", "content-length"].contains(&k.to_ascii_lowercase().as_str()))
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers = headers
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("authorization") {
+                        remint(&v, &captured)
+                    } else {
+                        v
+                    };
+                    (k, v)
+                })
+                .collect();
+            let content_type = resp["headers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case("content-type")))
+                .and_then(|h| h[1].as_str())
+                .unwrap_or("")
+                .to_owned();
+            out.push(Exchange {
+                file: file.clone(),
+                index,
+                method: req["method"].as_str().unwrap_or("GET").to_owned(),
+                path: req["path"].as_str().unwrap_or("/").to_owned(),
+                headers,
+                body: req["body_raw"].as_str().unwrap_or_default().as_bytes().to_vec(),
+                status: resp["status"].as_u64().unwrap_or(0) as u16,
+                content_type,
+                response: serde_json::from_str(resp["body_raw"].as_str().unwrap_or_default()).ok(),
+            });
+        }
+    }
+    out
+}
+
+/// Re-mints a recorded `Bearer` token: same claims, times moved to now.
+fn remint(header: &str, captured_at: &str) -> String {
+    let Some(token) = header.strip_prefix("Bearer ") else {
+        return header.to_owned();
+    };
+    let Some(payload) = token.split('.').nth(1) else {
+        return header.to_owned();
+    };
+    let Some(claims) = B64
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
+    else {
+        return header.to_owned(); // garbage stays garbage
+    };
+    let captured = unix_of(captured_at);
+    let valid_then = !matches!(
+        verify_jwt(DEFAULT_JWT_SECRET, token, captured, 60),
+        Err(Refusal::Invalid)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let shift = |t: u64| (t as i64 + now as i64 - captured as i64) as u64;
+    let moved = Claims {
+        exp: shift(claims.exp),
+        iat: shift(claims.iat),
+        ..claims
+    };
+    let secret = if valid_then {
+        DEFAULT_JWT_SECRET
+    } else {
+        "some-other-secret-0123456789abcdef"
+    };
+    format!("Bearer {}", sign_jwt(secret, &moved))
+}
+
+/// `2026-11-22T19:37:57.900+00:00` → Unix seconds.
+fn unix_of(rfc3339: &str) -> u64 {
+    let date = &rfc3339[..10];
+    let mut p = date.split('-').map(|x| x.parse::<i64>().unwrap());
+    let (y, m, d) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let t: Vec<i64> = rfc3339[11..19].split(':').map(|x| x.parse().unwrap()).collect();
+    (days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) as u64
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    json: Option<Value>,
+}
+
+async fn replay(base: &str, exchanges: &[Exchange]) -> Vec<Answer> {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut out = Vec::new();
+    for e in exchanges {
+        let mut req = http::Request::builder()
+            .method(e.method.as_str())
+            .uri(format!("{base}{}", e.path));
+        for (k, v) in &e.headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(e.body.clone()))).unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        out.push(Answer {
+            status,
+            content_type,
+            json: serde_json::from_slice(&body).ok(),
+        });
+    }
+    out
+}
+
+/// Differences in shape between an expected and an actual JSON value.
+fn shape_diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(a), Value::Object(b)) => {
+            for k in a.keys() {
+                match b.get(k) {
+                    Some(v) => shape_diff(&format!("{path}.{k}"), &a[k], v, out),
+                    None => out.push(format!("{path}.{k}: missing")),
+                }
+            }
+            for k in b.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{path}.{k}: unexpected"));
+            }
+            // Codes and counts are part of the shape.
+            for k in [
+                "code",
+                "row_count",
+                "status",
+                "data_type",
+                "name",
+                "flags",
+                "as_user",
+                "admin_ui_access",
+            ] {
+                if let (Some(x), Some(y)) = (a.get(k), b.get(k))
+                    && (x.is_string() || x.is_number() || x.is_boolean() || x.is_array())
+                    && x != y
+                {
+                    out.push(format!("{path}.{k}: expected {x}, got {y}"));
+                }
+            }
+            if (path.ends_with("error") || path == "$")
+                && let (Some(Value::String(x)), Some(Value::String(y))) = (a.get("error"), b.get("error"))
+                && x != y
+            {
+                out.push(format!("{path}.error: expected {x:?}, got {y:?}"));
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            if a.len() != b.len() {
+                out.push(format!("{path}: expected {} items, got {}", a.len(), b.len()));
+            }
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                shape_diff(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        (a, b) => {
+            let kind = |v: &Value| match v {
+                Value::Null => "null",
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                _ => "composite",
+            };
+            if kind(a) != kind(b) {
+                out.push(format!("{path}: expected a {}, got a {} ({b})", kind(a), kind(b)));
+            }
+        }
+    }
+}
+
+fn json_family(ct: &str) -> bool {
+    ct.starts_with("application/json")
+}
+
+fn compare(exchanges: &[Exchange], expected: &[Answer], actual: &[Answer]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for ((e, want), got) in exchanges.iter().zip(expected).zip(actual) {
+        let mut diffs = Vec::new();
+        if want.status != got.status {
+            diffs.push(format!("status: expected {}, got {}", want.status, got.status));
+        }
+        if json_family(&want.content_type) != json_family(&got.content_type) {
+            diffs.push(format!(
+                "content type: expected {:?}, got {:?}",
+                want.content_type, got.content_type
+            ));
+        }
+        match (&want.json, &got.json) {
+            (Some(a), Some(b)) => shape_diff("$", a, b, &mut diffs),
+            (None, None) => {}
+            (a, b) => diffs.push(format!("JSON body: expected {}, got {}", a.is_some(), b.is_some())),
+        }
+        for d in diffs {
+            problems.push(format!("{}#{} {} {}: {d}", e.file, e.index, e.method, e.path));
+        }
+    }
+    problems
+}
+
+fn recorded(exchanges: &[Exchange]) -> Vec<Answer> {
+    exchanges
+        .iter()
+        .map(|e| Answer {
+            status: e.status,
+            content_type: e.content_type.clone(),
+            json: e.response.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_http_sample_replays_with_the_recorded_shape() {
+    let exchanges = exchanges();
+    let server = TestServer::builder()
+        .token_lifetime(Duration::from_secs(24 * 3600))
+        .start()
+        .await;
+    let answers = replay(&server.url(), &exchanges).await;
+    let problems = compare(&exchanges, &recorded(&exchanges), &answers);
+    assert!(
+        problems.is_empty(),
+        "{} of {} exchanges differ from the recording:\n{}",
+        problems.len(),
+        exchanges.len(),
+        problems.join("\n")
+    );
+    server.shutdown().await;
+}
+
+/// The same exchanges against the real server and the kit: same shapes.
+#[tokio::test]
+#[ignore = "needs the real KalamDB server: cargo test -p kalam-testkit --test wire_samples -- --ignored"]
+async fn the_kit_answers_like_the_real_server() {
+    let exchanges = exchanges();
+    let real = RealServer::start();
+    let real_answers = replay(&real.url(), &exchanges).await;
+    // The real server must still match its own recording (a guard for the
+    // replay itself)…
+    let drift = compare(&exchanges, &recorded(&exchanges), &real_answers);
+    assert!(
+        drift.is_empty(),
+        "the real server drifted from the recording:\n{}",
+        drift.join("\n")
+    );
+    // …and the kit must match the real server.
+    let kit = TestServer::start().await;
+    let kit_answers = replay(&kit.url(), &exchanges).await;
+    let problems = compare(&exchanges, &real_answers, &kit_answers);
+    assert!(
+        problems.is_empty(),
+        "the kit differs from the real server:\n{}",
+        problems.join("\n")
+    );
+}
