@@ -345,6 +345,11 @@ impl WsSession {
     pub fn connect(&mut self, now: Now) {
         self.wanted = true;
         if matches!(self.conn, Conn::Disconnected | Conn::Failed) {
+            // An explicit request is not a blind retry: the application may
+            // know the server changed its mind, so a refused token may be
+            // tried once more.
+            self.rejected = None;
+            self.auth_failure = None;
             self.attempts = 0;
             self.request_token(false, now);
         }

@@ -451,3 +451,35 @@ fn disconnect_ends_subscriptions_and_stops() {
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.poll_timeout(), None);
 }
+
+#[test]
+fn explicit_connect_after_giving_up_may_try_the_refused_token_once() {
+    let mut s = session(WsConfig::default());
+    s.connect(t(0));
+    drain(&mut s);
+    s.handle_token(Ok(Secret::new("tok")), t(0));
+    let attempt = connect_attempt(&drain(&mut s));
+    s.handle_connected(attempt, t(0));
+    s.handle_frame(
+        Incoming::Text(r#"{"type":"auth_error","message":"Invalid credentials"}"#),
+        t(1),
+    );
+    let wake = s.poll_timeout().unwrap();
+    s.handle_timeout(Now::new(wake, t(0).unix));
+    drain(&mut s);
+    s.handle_token(Ok(Secret::new("tok")), t(2));
+    assert_eq!(
+        s.state(),
+        WsState::Failed,
+        "automatic retry with the refused token: refused"
+    );
+    drain(&mut s);
+    // The application asks again (connect() or a new subscription).
+    let _ = s.subscribe("SELECT * FROM demo.x", None, t(3)).unwrap();
+    assert!(matches!(drain(&mut s)[..], [WsOutput::NeedToken { fresh: false }]));
+    s.handle_token(Ok(Secret::new("tok")), t(3));
+    assert!(
+        drain(&mut s).iter().any(|o| matches!(o, WsOutput::Connect { .. })),
+        "one explicit attempt"
+    );
+}
