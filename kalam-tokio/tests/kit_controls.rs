@@ -1,0 +1,339 @@
+//! Behaviour only the test kit's controls can provoke: tokens the server
+//! expires behind the client's back, broken answers, malformed frames,
+//! server-side socket drops, refused WebSocket authentication.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kalam_testkit::{Fault, TestServer};
+use kalam_tokio::{
+    AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, LiveEvent, LiveEvents,
+    Result,
+};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn root(server: &TestServer) -> KalamLinkClient {
+    KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(20), Duration::from_millis(100)),
+        )
+        .build()
+        .unwrap()
+}
+
+async fn next(s: &mut LiveEvents) -> LiveEvent {
+    match tokio::time::timeout(PATIENCE, s.next()).await {
+        Ok(Some(Ok(e))) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn table(client: &KalamLinkClient, ns: &str) -> String {
+    client
+        .execute_query(&format!("CREATE NAMESPACE IF NOT EXISTS {ns}"))
+        .await
+        .unwrap();
+    client
+        .execute_query(&format!("CREATE TABLE {ns}.t (id BIGINT PRIMARY KEY, v TEXT)"))
+        .await
+        .unwrap();
+    format!("{ns}.t")
+}
+
+/// The server expires every token behind the client's back. The query is
+/// answered TOKEN_EXPIRED; the refresh token (expired too) is refused; the
+/// stored basic credentials log in again; the query is retried once.
+#[tokio::test]
+async fn server_side_expiry_recovers_through_refresh_then_login() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    client.execute_query("SELECT 1").await.unwrap();
+    assert_eq!(server.counters().logins, 1);
+    server.force_expire_all();
+    let r = client.execute_query("SELECT 2").await.expect("recovered");
+    assert_eq!(r.rows().next().unwrap().get::<i64, _>(0).unwrap(), 2);
+    let c = server.counters();
+    assert_eq!(c.logins, 2, "one new login");
+    assert_eq!(c.queries, 3, "SELECT 1, SELECT 2 refused, SELECT 2 retried");
+    let refreshes = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/api/auth/refresh")
+        .count();
+    assert_eq!(refreshes, 1, "the refresh token was tried first, once");
+    server.shutdown().await;
+}
+
+/// TOKEN_EXPIRED for many concurrent queries: the refresher runs once and
+/// each query is retried once, successfully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_expiry_with_refresher_runs_it_once() {
+    let server = TestServer::start().await;
+    let first = server.mint_token(kalam_testkit::Mint::access("root"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher: AuthRefreshCallback = {
+        let (calls, secret) = (calls.clone(), server.jwt_secret().to_owned());
+        Arc::new(move || {
+            let (calls, secret) = (calls.clone(), secret.clone());
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // A token minted now, after the server expired the old ones.
+                let now = support::unix_now();
+                let claims = kalam_testkit::Claims {
+                    sub: "root".into(),
+                    iss: "kalamdb".into(),
+                    exp: now + 3600,
+                    iat: now,
+                    email: None,
+                    role: "system".into(),
+                    token_type: "access".into(),
+                };
+                Ok(AuthProvider::jwt_token(kalam_testkit::sign_jwt(&secret, &claims)))
+            }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
+        })
+    };
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .jwt_token(first)
+        .auth_refresher(refresher)
+        .build()
+        .unwrap();
+    client.execute_query("SELECT 1").await.unwrap();
+    server.force_expire_all();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move { c.execute_query(&format!("SELECT {i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().expect("recovered after one refresh");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the refresher ran once for all");
+    // How many of the ten went out with the old token depends on timing (the
+    // first refusal can land before the last are submitted); each went out at
+    // most twice, and at least one was refused.
+    let sent = server.counters().queries - 1;
+    assert!((11..=20).contains(&sent), "{sent} requests for 10 queries");
+    server.shutdown().await;
+}
+
+/// A retry answered TOKEN_EXPIRED again is a typed error: no third attempt.
+#[tokio::test]
+async fn expired_again_after_recovery_is_final() {
+    let server = TestServer::start().await;
+    let stale = server.mint_token(kalam_testkit::Mint::access("root"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher: AuthRefreshCallback = {
+        let (calls, stale) = (calls.clone(), stale.clone());
+        Arc::new(move || {
+            let (calls, stale) = (calls.clone(), stale.clone());
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(AuthProvider::jwt_token(stale)) // also expired on the server
+            }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
+        })
+    };
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .jwt_token(server.mint_token(kalam_testkit::Mint::access("root")))
+        .auth_refresher(refresher)
+        .build()
+        .unwrap();
+    server.force_expire_all();
+    let e = client.execute_query("SELECT 1").await.unwrap_err();
+    assert!(e.is_token_expired(), "{e:?}");
+    assert_eq!(server.counters().queries, 2, "sent, retried once, no more");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}
+
+/// A 5xx HTML page, a non-JSON 200, a truncated body, a JSON error with an
+/// unknown shape: each a typed error, and the next query works.
+#[tokio::test]
+async fn broken_answers_are_typed_errors_and_lose_nothing() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    client.execute_query("SELECT 1").await.unwrap();
+
+    server.fail_next(
+        1,
+        Fault::text(502, "<html><body>502 Bad Gateway</body></html>").on("/v1/api/sql"),
+    );
+    let e = client.execute_query("SELECT 1").await.unwrap_err();
+    let s = e.server().expect("a server error");
+    assert_eq!((s.status, &s.code), (502, &ErrorCode::Unspecified));
+    assert!(s.message.contains("Bad Gateway"));
+
+    server.fail_next(
+        1,
+        Fault::json(200, "{\"status\":\"success\",\"results\":[{\"rows\":[[1]").on("/v1/api/sql"),
+    );
+    assert!(matches!(client.execute_query("SELECT 1").await, Err(Error::Decode(_))));
+
+    server.fail_next(1, Fault::text(200, "not json at all").on("/v1/api/sql"));
+    assert!(matches!(client.execute_query("SELECT 1").await, Err(Error::Decode(_))));
+
+    server.fail_next(1, Fault::json(503, r#"{"weird":true}"#).on("/v1/api/sql"));
+    let e = client.execute_query("SELECT 1").await.unwrap_err();
+    assert_eq!(e.server().map(|s| s.status), Some(503));
+
+    server.fail_next(
+        1,
+        Fault::json(
+            429,
+            r#"{"error":"RATE_LIMIT_EXCEEDED","message":"slow down","retry_after_seconds":1}"#,
+        )
+        .on("/v1/api/sql"),
+    );
+    let e = client.execute_query("SELECT 1").await.unwrap_err();
+    let s = e.server().unwrap();
+    assert_eq!((&s.code, s.retry_after_secs), (&ErrorCode::RateLimitExceeded, Some(1)));
+
+    // A login answered with garbage: typed, and not a sticky refusal.
+    let fresh = root(&server);
+    server.fail_next(1, Fault::text(500, "oops").on("/v1/api/auth/login"));
+    assert!(fresh.execute_query("SELECT 1").await.is_err());
+    fresh.execute_query("SELECT 1").await.expect("the next attempt logs in");
+
+    let r = client.execute_query("SELECT 'still fine'").await.unwrap();
+    assert_eq!(r.rows().next().unwrap().get::<&str, _>(0).unwrap(), "still fine");
+    server.shutdown().await;
+}
+
+/// The server drops every socket without a close frame: the client
+/// reconnects, resubscribes from its last _seq, and loses no change.
+#[tokio::test]
+async fn server_dropping_sockets_loses_no_change() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    let t = table(&client, "kit_drop").await;
+    let mut s = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
+    loop {
+        if matches!(next(&mut s).await, LiveEvent::Ready) {
+            break;
+        }
+    }
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'a')"))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut s).await, LiveEvent::Insert { .. }));
+    server.drop_all_sockets();
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (2, 'b')"))
+        .await
+        .unwrap();
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (3, 'c')"))
+        .await
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut resumed = None;
+    while ids.len() < 2 {
+        match next(&mut s).await {
+            LiveEvent::Subscribed { resumed_from, .. } => resumed = resumed_from,
+            LiveEvent::InitialRows { rows, .. } => {
+                ids.extend(rows.iter().map(|r| r["id"].as_str().unwrap().to_owned()))
+            }
+            LiveEvent::Insert { row } => {
+                ids.insert(row["id"].as_str().unwrap().to_owned());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["2", "3"]);
+    assert!(resumed.is_some(), "resubscribed from the last _seq");
+    assert_eq!(server.counters().ws_upgrades, 2);
+    server.shutdown().await;
+}
+
+/// A malformed frame is reported once to on_error and loses nothing else.
+#[tokio::test]
+async fn malformed_frame_is_reported_and_the_session_goes_on() {
+    let server = TestServer::start().await;
+    let errors = Arc::new(AtomicUsize::new(0));
+    let counter = errors.clone();
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .on_error(move |e| {
+            assert!(matches!(e, Error::Decode(_)), "{e:?}");
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let t = table(&client, "kit_bad_frame").await;
+    let mut s = client
+        .live_events_with(&format!("SELECT * FROM {t}"), None)
+        .await
+        .unwrap();
+    loop {
+        if matches!(next(&mut s).await, LiveEvent::Ready) {
+            break;
+        }
+    }
+    server.send_malformed_frame();
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'after')"))
+        .await
+        .unwrap();
+    match next(&mut s).await {
+        LiveEvent::Insert { row } => assert_eq!(row["v"], "after"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 1);
+    assert_eq!(server.counters().ws_upgrades, 1, "no reconnect for a bad frame");
+    server.shutdown().await;
+}
+
+/// The server refuses WebSocket authentication: with basic credentials the
+/// client logs in afresh once and tries again; refused again, it reports
+/// once and ends the stream.
+#[tokio::test]
+async fn refused_ws_auth_retries_only_with_fresh_credentials() {
+    let server = TestServer::start().await;
+    let errors = Arc::new(AtomicUsize::new(0));
+    let counter = errors.clone();
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(20), Duration::from_millis(50)),
+        )
+        .on_error(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    client.execute_query("SELECT 1").await.unwrap();
+    server.refuse_ws_auth(true);
+    let mut s = client.live_events("SELECT * FROM kit.nothing").await.unwrap();
+    match tokio::time::timeout(PATIENCE, s.next()).await {
+        Ok(Some(Err(Error::WsAuthFailed(_)))) => {}
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert!(matches!(tokio::time::timeout(PATIENCE, s.next()).await, Ok(None)));
+    assert_eq!(errors.load(Ordering::SeqCst), 1);
+    // New credentials were sought (the refresh token from the login) before
+    // any retry; a retry happens only with a token that differs from the
+    // refused one (a refresh in the same second yields the same token).
+    let c = server.counters();
+    assert!(c.refreshes + c.logins >= 2, "{c:?}");
+    assert!(c.ws_upgrades <= 2, "no blind retries: {c:?}");
+    // HTTP still works, and the next live query (after the refusal is lifted) too.
+    server.refuse_ws_auth(false);
+    client.execute_query("SELECT 1").await.unwrap();
+    let t = table(&client, "kit_after").await;
+    let mut s = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
+    assert!(matches!(next(&mut s).await, LiveEvent::Subscribed { .. }));
+    server.shutdown().await;
+}
