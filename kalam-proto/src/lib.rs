@@ -44,9 +44,9 @@
 //! # }
 //! let endpoints = Endpoints::new("http://localhost:2900")?;
 //! let auth = AuthProvider::system_user_auth("kalamdb123".into());
-//! let mut machine = AuthMachine::new(endpoints, auth, AuthConfig::default());
-//!
 //! let mut now = Now::from_secs(0, 1_800_000_000);
+//! let mut machine = AuthMachine::new(endpoints, auth, AuthConfig::default(), now);
+//!
 //! let op = machine.submit(Operation::Query(QueryRequest::new("SELECT 1")), now);
 //! loop {
 //!     match machine.poll_output() {

@@ -311,8 +311,9 @@ pub struct AuthMachine {
 
 impl AuthMachine {
     /// A machine for the server at `endpoints` with the application's
-    /// credentials. Nothing is sent until an operation needs it.
-    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: AuthConfig) -> Self {
+    /// credentials. Nothing is sent until an operation needs it; a token
+    /// given here arms the expiry timer at once.
+    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: AuthConfig, now: Now) -> Self {
         let mut m = AuthMachine {
             endpoints,
             config,
@@ -336,6 +337,7 @@ impl AuthMachine {
             next_id: 1,
         };
         m.install_credentials(credentials);
+        m.update_timer(now);
         m
     }
 

@@ -38,6 +38,7 @@ fn issued_token_already_expired_does_not_loop() {
         Endpoints::new("http://127.0.0.1:1").unwrap(),
         AuthProvider::system_user_auth("pw".into()),
         AuthConfig::default(),
+        now,
     );
     let op = m.submit(Operation::Query(QueryRequest::new("SELECT 1")), now);
     let mut logins = 0;

@@ -360,7 +360,8 @@ impl KalamLinkClientBuilder {
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         });
         let ws = WsSession::new(&endpoints, WsConfig::from_options(&self.options, &self.timeouts, seed));
-        let machine = AuthMachine::new(endpoints, self.auth, auth_config);
+        let origin = tokio::time::Instant::now();
+        let machine = AuthMachine::new(endpoints, self.auth, auth_config, crate::driver::now_at(origin));
         let callbacks = Callbacks {
             provider: self.provider.clone(),
             refresher: self.refresher,
@@ -377,7 +378,7 @@ impl KalamLinkClientBuilder {
             // Eager warm-up: open the socket now; nobody waits for it.
             let _ = commands.send(Command::Connect(None));
         }
-        runtime.spawn(Driver::new(machine, ws, http, transport, callbacks).run(rx));
+        runtime.spawn(Driver::new(machine, ws, http, transport, callbacks, origin).run(rx));
         Ok(KalamLinkClient {
             inner: Arc::new(Inner {
                 commands,

@@ -81,10 +81,15 @@ struct Clock {
     origin: tokio::time::Instant,
 }
 
+/// Both clocks now, the monotonic one measured from `origin`.
+pub(crate) fn now_at(origin: tokio::time::Instant) -> Now {
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Now::new(Instant::from_duration(origin.elapsed()), unix)
+}
+
 impl Clock {
     fn now(&self) -> Now {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Now::new(Instant::from_duration(self.origin.elapsed()), unix)
+        now_at(self.origin)
     }
 
     fn deadline(&self, at: Instant) -> tokio::time::Instant {
@@ -117,6 +122,7 @@ impl Driver {
         http: HttpClient,
         transport: WsTransport,
         callbacks: Callbacks,
+        origin: tokio::time::Instant,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Driver {
@@ -125,9 +131,7 @@ impl Driver {
             http,
             transport,
             callbacks,
-            clock: Clock {
-                origin: tokio::time::Instant::now(),
-            },
+            clock: Clock { origin },
             waiters: HashMap::new(),
             ws_token_op: None,
             socket: None,

@@ -225,6 +225,7 @@ pub async fn token_expired_answer_is_recovered_once(b: &dyn Backend) {
             has_refresher: true,
             ..AuthConfig::default()
         },
+        Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200)),
     );
     let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
     let http =
