@@ -264,15 +264,36 @@ pub fn decode_query(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Res
     if !status.is_success() {
         return Err(decode_error(status, headers, body).into());
     }
-    // Peek at `status` first, so an error envelope in a 200 is never decoded
-    // as a (malformed) success.
+    // One pass into the typed envelope; an error envelope (also inside a
+    // 200) is recognised by its `status` or its `error` object.
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        status: QueryStatus,
+        #[serde(default)]
+        results: Vec<crate::types::QueryResult>,
+        #[serde(default)]
+        took: Option<f64>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+        if env.status == QueryStatus::Success && !env.error.as_ref().is_some_and(Value::is_object) {
+            return Ok(QueryResponse {
+                status: env.status,
+                results: env.results,
+                took: env.took,
+            });
+        }
+        let v = serde_json::json!({ "error": env.error });
+        return Err(server_error_from_json(status, headers, &v, body).into());
+    }
+    // Not the usual shape: look closer, for an error or a precise complaint.
     let v: Value = serde_json::from_slice(body).map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
     if v.get("status").and_then(Value::as_str) == Some("error") || v.get("error").is_some_and(Value::is_object) {
         return Err(server_error_from_json(status, headers, &v, body).into());
     }
     let resp: QueryResponse =
         serde_json::from_value(v).map_err(|e| DecodeError::new(status.as_u16(), "SQL answer", e))?;
-    debug_assert_eq!(resp.status, QueryStatus::Success);
     Ok(resp)
 }
 

@@ -84,6 +84,8 @@
 //! `clippy.toml` in this crate forbids `Instant::now`, `SystemTime::now`,
 //! threads and `std::net`, so the discipline is checked, not just promised.
 
+#![forbid(unsafe_code)]
+
 #![warn(missing_docs)]
 
 mod auth;

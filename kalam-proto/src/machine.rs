@@ -220,6 +220,10 @@ impl Token {
             return Err(Error::RefreshTokenAsAccessToken);
         }
         let header = bearer_header(secret.expose())?;
+        // The first clone of a value built from a String moves its buffer to
+        // shared storage (one allocation). Pay it here, once per token, so
+        // that stamping requests never allocates.
+        drop(header.clone());
         Ok(Token {
             secret,
             header,

@@ -209,50 +209,60 @@ pub enum KalamDataType {
     Other(Value),
 }
 
+impl KalamDataType {
+    fn from_name(s: &str) -> Option<KalamDataType> {
+        use KalamDataType::*;
+        Some(match s {
+            "Boolean" => Boolean,
+            "SmallInt" => SmallInt,
+            "Int" => Int,
+            "BigInt" => BigInt,
+            "Float" => Float,
+            "Double" => Double,
+            "Text" => Text,
+            "Timestamp" => Timestamp,
+            "Date" => Date,
+            "DateTime" => DateTime,
+            "Time" => Time,
+            "Json" => Json,
+            "Bytes" => Bytes,
+            "Uuid" => Uuid,
+            "File" => File,
+            _ => return None,
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for KalamDataType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use KalamDataType::*;
-        let v = Value::deserialize(d)?;
-        Ok(match &v {
-            Value::String(s) => match s.as_str() {
-                "Boolean" => Boolean,
-                "SmallInt" => SmallInt,
-                "Int" => Int,
-                "BigInt" => BigInt,
-                "Float" => Float,
-                "Double" => Double,
-                "Text" => Text,
-                "Timestamp" => Timestamp,
-                "Date" => Date,
-                "DateTime" => DateTime,
-                "Time" => Time,
-                "Json" => Json,
-                "Bytes" => Bytes,
-                "Uuid" => Uuid,
-                "File" => File,
-                _ => Other(v),
-            },
-            Value::Object(map) if map.len() == 1 => {
-                if let Some(dim) = map.get("Embedding") {
-                    let dim = dim.as_u64().ok_or_else(|| D::Error::custom("bad Embedding"))?;
-                    Embedding(u32::try_from(dim).map_err(D::Error::custom)?)
-                } else if let Some(dec) = map.get("Decimal") {
-                    let get = |k: &str| {
-                        dec.get(k)
-                            .and_then(Value::as_u64)
-                            .and_then(|n| u32::try_from(n).ok())
-                            .ok_or_else(|| D::Error::custom("bad Decimal"))
-                    };
-                    Decimal {
-                        precision: get("precision")?,
-                        scale: get("scale")?,
-                    }
-                } else {
-                    Other(v)
-                }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = KalamDataType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a KalamDB data type")
             }
-            _ => Other(v),
-        })
+            // The common case, a type name, allocates nothing.
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<KalamDataType, E> {
+                Ok(KalamDataType::from_name(s).unwrap_or_else(|| KalamDataType::Other(Value::String(s.to_owned()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<KalamDataType, A::Error> {
+                let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let obj = v.as_object().filter(|o| o.len() == 1);
+                if let Some(dim) = obj.and_then(|o| o.get("Embedding")) {
+                    let dim = dim.as_u64().and_then(|n| u32::try_from(n).ok());
+                    return dim.map(KalamDataType::Embedding).ok_or_else(|| A::Error::custom("bad Embedding"));
+                }
+                if let Some(dec) = obj.and_then(|o| o.get("Decimal")) {
+                    let get = |k: &str| dec.get(k).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());
+                    return match (get("precision"), get("scale")) {
+                        (Some(precision), Some(scale)) => Ok(KalamDataType::Decimal { precision, scale }),
+                        _ => Err(A::Error::custom("bad Decimal")),
+                    };
+                }
+                Ok(KalamDataType::Other(v))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -27,6 +27,8 @@
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
 //! [`KalamLinkClient::refresh_access_token`]), `rustls` (https).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod driver;
 mod http;

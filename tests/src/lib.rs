@@ -24,6 +24,8 @@
 //! It is not KalamDB: it has no Raft, no storage, no topics or files, and
 //! SQL is SQLite's with KalamDB's namespaces, types and answer shapes on top.
 
+#![forbid(unsafe_code)]
+
 mod http;
 pub mod jwt;
 mod proxy;
