@@ -588,3 +588,48 @@ fn explicit_login_and_refresh_change_nothing() {
         "still root's token"
     );
 }
+
+#[test]
+fn a_token_about_to_expire_is_refreshed_before_it_is_handed_out() {
+    let (mut h, old, _) = H::logged_in(100);
+    // 75 s later the token is inside the 30 s skew.
+    h.advance(75);
+    let op = h.m.submit(Operation::Token { fresh: false }, h.now);
+    h.pump();
+    assert!(!h.done.iter().any(|(o, _)| *o == op), "not handed out");
+    assert_eq!(h.last().kind, RequestKind::Refresh);
+    let new = jwt("access", T0 + 75 + 3600, "fresh");
+    let rid = h.last().id;
+    h.answer(rid, 200, &login_body(&new, &jwt("refresh", T0 + 99_999, "r2")));
+    match h.result(op) {
+        Ok(Reply::Token(t)) => {
+            assert_eq!(t.expose(), new);
+            assert_ne!(t.expose(), old);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_fresh_token_request_asks_the_provider_again() {
+    let mut h = H::new(
+        AuthProvider::none(),
+        AuthConfig {
+            has_dynamic_provider: true,
+            ..AuthConfig::default()
+        },
+    );
+    let first = h.m.submit(Operation::Token { fresh: false }, h.now);
+    h.pump();
+    let f = h.fetches[0].0;
+    h.give(f, Ok(AuthProvider::jwt_token(jwt("access", T0 + 3600, "p1"))));
+    assert!(matches!(h.result(first), Ok(Reply::Token(_))));
+    // A cached token would do, but a reconnect asks for fresh credentials.
+    let again = h.m.submit(Operation::Token { fresh: true }, h.now);
+    h.pump();
+    assert_eq!(h.fetches.len(), 2, "the provider is asked again");
+    let f = h.fetches[1].0;
+    let p2 = jwt("access", T0 + 3600, "p2");
+    h.give(f, Ok(AuthProvider::jwt_token(p2.clone())));
+    assert!(matches!(h.result(again), Ok(Reply::Token(t)) if t.expose() == p2));
+}

@@ -337,3 +337,67 @@ async fn refused_ws_auth_retries_only_with_fresh_credentials() {
     assert!(matches!(next(&mut s).await, LiveEvent::Subscribed { .. }));
     server.shutdown().await;
 }
+
+/// Dropping a live stream unsubscribes on the server.
+#[tokio::test]
+async fn dropping_a_stream_unsubscribes() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    let t = table(&client, "kit_unsub").await;
+    let mut a = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
+    loop {
+        if matches!(next(&mut a).await, LiveEvent::Ready) {
+            break;
+        }
+    }
+    drop(a);
+    // Commands and frames keep their order: once the next subscription is
+    // acknowledged, the server has read the unsubscribe.
+    let mut b = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
+    assert!(matches!(next(&mut b).await, LiveEvent::Subscribed { .. }));
+    let c = server.counters();
+    assert_eq!((c.ws_subscribes, c.ws_unsubscribes), (2, 1));
+    server.shutdown().await;
+}
+
+/// With the gzip feature the client accepts compressed frames, and large
+/// messages (a big initial batch) arrive gzipped and decode.
+#[cfg(feature = "gzip")]
+#[tokio::test]
+async fn gzip_frames_from_the_server_decode() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    assert!(!client.connection_options().disable_compression);
+    let t = table(&client, "kit_gzip").await;
+    let values: Vec<String> = (1..=40).map(|i| format!("({i}, 'row number {i} with some padding text')")).collect();
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let mut live = client.live(&format!("SELECT * FROM {t}")).await.unwrap();
+    let rows = tokio::time::timeout(PATIENCE, live.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(rows.len(), 40);
+    server.shutdown().await;
+}
+
+/// Frames the server holds back (stall) are delivered when it resumes.
+#[tokio::test]
+async fn a_stalled_server_delivers_what_it_held_when_it_resumes() {
+    let server = TestServer::start().await;
+    let client = root(&server);
+    let t = table(&client, "kit_stall").await;
+    let mut s = client.live_events_with(&format!("SELECT * FROM {t}"), None).await.unwrap();
+    loop {
+        if matches!(next(&mut s).await, LiveEvent::Ready) {
+            break;
+        }
+    }
+    server.stall_ws(true);
+    client.execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'held')")).await.unwrap();
+    server.stall_ws(false);
+    match next(&mut s).await {
+        LiveEvent::Insert { row } => assert_eq!(row["v"], "held"),
+        other => panic!("{other:?}"),
+    }
+    server.shutdown().await;
+}

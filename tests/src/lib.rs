@@ -68,6 +68,10 @@ pub struct Counters {
     pub ws_upgrades: usize,
     /// Successful WebSocket authentications.
     pub ws_auths: usize,
+    /// `subscribe` messages received.
+    pub ws_subscribes: usize,
+    /// `unsubscribe` messages received.
+    pub ws_unsubscribes: usize,
 }
 
 /// One request, as the server saw it.

@@ -263,6 +263,7 @@ impl Session {
                 Step::Continue
             }
             "subscribe" => {
+                self.state.count(|c| c.ws_subscribes += 1);
                 let Some(sub) = v.get("subscription") else {
                     return invalid("missing field `subscription`");
                 };
@@ -296,6 +297,7 @@ impl Session {
                 Step::Continue
             }
             "unsubscribe" => {
+                self.state.count(|c| c.ws_unsubscribes += 1);
                 if let Some(id) = v.get("subscription_id").and_then(Value::as_str) {
                     self.subs.remove(id);
                 }
