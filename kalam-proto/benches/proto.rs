@@ -12,8 +12,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kalam_proto::{AuthConfig, AuthMachine, AuthProvider, Endpoints, Instant, Now, Operation, Output, QueryRequest};
 
 fn token() -> String {
-    let claims = r#"{"sub":"root","iss":"kalamdb","exp":1900000000,"iat":1800000000,"role":"system","token_type":"access"}"#;
-    format!("{}.{}.c2lnbmF0dXJl", B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#), B64.encode(claims))
+    let claims =
+        r#"{"sub":"root","iss":"kalamdb","exp":1900000000,"iat":1800000000,"role":"system","token_type":"access"}"#;
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#),
+        B64.encode(claims)
+    )
 }
 
 const ANSWER: &[u8] = br#"{"status":"success","results":[{"schema":[{"name":"id","data_type":"BigInt","index":0,"flags":["pk","nn","uq"]},{"name":"name","data_type":"Text","index":1}],"rows":[["1","apple"]],"row_count":1,"as_user":"root"}],"took":1.2,"error":null}"#;
@@ -42,12 +47,22 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let mut m = AuthMachine::new(Endpoints::new("http://127.0.0.1:2900").unwrap(), auth, AuthConfig::default(), now);
+    let mut m = AuthMachine::new(
+        Endpoints::new("http://127.0.0.1:2900").unwrap(),
+        auth,
+        AuthConfig::default(),
+        now,
+    );
     let response = http::Response::new(ANSWER.to_vec());
     c.bench_function("round trip: submit, drain request, answer, drain result", |b| {
         b.iter(|| {
-            m.submit(Operation::Query(QueryRequest::new("SELECT id, name FROM demo.items WHERE id = 1")), now);
-            let Some(Output::Transmit { id, request, .. }) = m.poll_output() else { unreachable!() };
+            m.submit(
+                Operation::Query(QueryRequest::new("SELECT id, name FROM demo.items WHERE id = 1")),
+                now,
+            );
+            let Some(Output::Transmit { id, request, .. }) = m.poll_output() else {
+                unreachable!()
+            };
             black_box(&request);
             // Answer it so the machine does not accumulate operations.
             m.handle_response(id, &response, now);

@@ -85,7 +85,6 @@
 //! threads and `std::net`, so the discipline is checked, not just promised.
 
 #![forbid(unsafe_code)]
-
 #![warn(missing_docs)]
 
 mod auth;

@@ -250,7 +250,9 @@ impl<'de> Deserialize<'de> for KalamDataType {
                 let obj = v.as_object().filter(|o| o.len() == 1);
                 if let Some(dim) = obj.and_then(|o| o.get("Embedding")) {
                     let dim = dim.as_u64().and_then(|n| u32::try_from(n).ok());
-                    return dim.map(KalamDataType::Embedding).ok_or_else(|| A::Error::custom("bad Embedding"));
+                    return dim
+                        .map(KalamDataType::Embedding)
+                        .ok_or_else(|| A::Error::custom("bad Embedding"));
                 }
                 if let Some(dec) = obj.and_then(|o| o.get("Decimal")) {
                     let get = |k: &str| dec.get(k).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok());

@@ -31,8 +31,13 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn stamping_a_cached_token_does_not_allocate() {
-    let claims = r#"{"sub":"root","iss":"kalamdb","exp":1800003600,"iat":1800000000,"role":"system","token_type":"access"}"#;
-    let token = format!("{}.{}.sig", B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#), B64.encode(claims));
+    let claims =
+        r#"{"sub":"root","iss":"kalamdb","exp":1800003600,"iat":1800000000,"role":"system","token_type":"access"}"#;
+    let token = format!(
+        "{}.{}.sig",
+        B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#),
+        B64.encode(claims)
+    );
     let now = Now::new(Instant::ZERO, Duration::from_secs(1_800_000_000));
     let machine = AuthMachine::new(
         Endpoints::new("http://127.0.0.1:2900").unwrap(),
@@ -48,5 +53,9 @@ fn stamping_a_cached_token_does_not_allocate() {
         request.headers_mut().insert(http::header::AUTHORIZATION, value);
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
-    assert_eq!(after - before, 0, "allocations while stamping a cached token 1000 times");
+    assert_eq!(
+        after - before,
+        0,
+        "allocations while stamping a cached token 1000 times"
+    );
 }

@@ -369,13 +369,19 @@ async fn gzip_frames_from_the_server_decode() {
     let client = root(&server);
     assert!(!client.connection_options().disable_compression);
     let t = table(&client, "kit_gzip").await;
-    let values: Vec<String> = (1..=40).map(|i| format!("({i}, 'row number {i} with some padding text')")).collect();
+    let values: Vec<String> = (1..=40)
+        .map(|i| format!("({i}, 'row number {i} with some padding text')"))
+        .collect();
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES {}", values.join(", ")))
         .await
         .unwrap();
     let mut live = client.live(&format!("SELECT * FROM {t}")).await.unwrap();
-    let rows = tokio::time::timeout(PATIENCE, live.next()).await.unwrap().unwrap().unwrap();
+    let rows = tokio::time::timeout(PATIENCE, live.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(rows.len(), 40);
     server.shutdown().await;
 }
@@ -386,14 +392,20 @@ async fn a_stalled_server_delivers_what_it_held_when_it_resumes() {
     let server = TestServer::start().await;
     let client = root(&server);
     let t = table(&client, "kit_stall").await;
-    let mut s = client.live_events_with(&format!("SELECT * FROM {t}"), None).await.unwrap();
+    let mut s = client
+        .live_events_with(&format!("SELECT * FROM {t}"), None)
+        .await
+        .unwrap();
     loop {
         if matches!(next(&mut s).await, LiveEvent::Ready) {
             break;
         }
     }
     server.stall_ws(true);
-    client.execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'held')")).await.unwrap();
+    client
+        .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'held')"))
+        .await
+        .unwrap();
     server.stall_ws(false);
     match next(&mut s).await {
         LiveEvent::Insert { row } => assert_eq!(row["v"], "held"),
