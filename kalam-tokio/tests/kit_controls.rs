@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use kalam_testkit::{Fault, TestServer};
 use kalam_tokio::{
-    AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, LiveEvent, LiveEvents,
-    Result,
+    AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, LiveEvent, Result,
 };
+use support::scenarios::{next_event as next, until_ready};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -27,13 +27,6 @@ fn root(server: &TestServer) -> KalamLinkClient {
         )
         .build()
         .unwrap()
-}
-
-async fn next(s: &mut LiveEvents) -> LiveEvent {
-    match tokio::time::timeout(PATIENCE, s.next()).await {
-        Ok(Some(Ok(e))) => e,
-        other => panic!("expected an event, got {other:?}"),
-    }
 }
 
 async fn table(client: &KalamLinkClient, ns: &str) -> String {
@@ -217,11 +210,7 @@ async fn server_dropping_sockets_loses_no_change() {
     let client = root(&server);
     let t = table(&client, "kit_drop").await;
     let mut s = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
-    loop {
-        if matches!(next(&mut s).await, LiveEvent::Ready) {
-            break;
-        }
-    }
+    until_ready(&mut s).await;
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'a')"))
         .await
@@ -276,11 +265,7 @@ async fn malformed_frame_is_reported_and_the_session_goes_on() {
         .live_events_with(&format!("SELECT * FROM {t}"), None)
         .await
         .unwrap();
-    loop {
-        if matches!(next(&mut s).await, LiveEvent::Ready) {
-            break;
-        }
-    }
+    until_ready(&mut s).await;
     server.send_malformed_frame();
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'after')"))
@@ -345,11 +330,7 @@ async fn dropping_a_stream_unsubscribes() {
     let client = root(&server);
     let t = table(&client, "kit_unsub").await;
     let mut a = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
-    loop {
-        if matches!(next(&mut a).await, LiveEvent::Ready) {
-            break;
-        }
-    }
+    until_ready(&mut a).await;
     drop(a);
     // Commands and frames keep their order: once the next subscription is
     // acknowledged, the server has read the unsubscribe.
@@ -396,11 +377,7 @@ async fn a_stalled_server_delivers_what_it_held_when_it_resumes() {
         .live_events_with(&format!("SELECT * FROM {t}"), None)
         .await
         .unwrap();
-    loop {
-        if matches!(next(&mut s).await, LiveEvent::Ready) {
-            break;
-        }
-    }
+    until_ready(&mut s).await;
     server.stall_ws(true);
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'held')"))

@@ -6,6 +6,29 @@
 pub mod logs;
 pub mod scenarios;
 
+/// Calls `$m!` with the name of every conformance scenario, so each backend
+/// runs the same list.
+#[allow(unused_macros)]
+macro_rules! for_each_scenario {
+    ($m:ident) => {
+        $m!(
+            one_login_for_concurrent_first_queries,
+            refused_password_is_typed_and_final,
+            refresher_called_once_for_expired_token,
+            token_expired_answer_is_recovered_once,
+            provider_asked_for_http_without_connect,
+            unicode_and_bigint_round_trip,
+            bad_input_is_typed,
+            explicit_login_refresh_and_refresh_token_misuse,
+            subscriptions_share_one_socket,
+            dropped_socket_loses_no_change,
+            reconnect_asks_provider_again,
+            refused_ws_auth_surfaces_once,
+            stalled_subscriber_does_not_delay_another,
+        );
+    };
+}
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;

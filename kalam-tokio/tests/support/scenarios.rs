@@ -79,7 +79,8 @@ impl DynamicAuthProvider for CountingProvider {
     }
 }
 
-async fn next_event(s: &mut LiveEvents) -> LiveEvent {
+/// The next event of a live query (failing the test after a long wait).
+pub async fn next_event(s: &mut LiveEvents) -> LiveEvent {
     match tokio::time::timeout(PATIENCE, s.next()).await {
         Ok(Some(Ok(e))) => e,
         other => panic!("expected a live event, got {other:?}"),
@@ -87,7 +88,7 @@ async fn next_event(s: &mut LiveEvents) -> LiveEvent {
 }
 
 /// Reads events until the initial data is complete.
-async fn until_ready(s: &mut LiveEvents) {
+pub async fn until_ready(s: &mut LiveEvents) {
     loop {
         if matches!(next_event(s).await, LiveEvent::Ready) {
             return;
