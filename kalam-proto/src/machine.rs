@@ -496,6 +496,30 @@ impl AuthMachine {
         self.update_timer(now);
     }
 
+    /// Feeds the answer to a [`RequestKind::Query`] request already decoded
+    /// with [`framing::decode_query`]. Same effect as
+    /// [`handle_response`](Self::handle_response) with the raw answer; it
+    /// lets a driver decode answers in parallel, off its own task, while
+    /// every decision (retry, refusal, recovery) stays here.
+    pub fn handle_query_answer(&mut self, id: RequestId, answer: Result<QueryResponse>, now: Now) {
+        match self.inflight.get(&id) {
+            Some(InFlight::Op { op, .. })
+                if self
+                    .ops
+                    .get(op)
+                    .is_some_and(|p| matches!(p.operation, Operation::Query(_))) => {}
+            _ => return, // not a query this machine waits for
+        }
+        let Some(InFlight::Op { op, token_gen }) = self.inflight.remove(&id) else {
+            return;
+        };
+        match answer {
+            Ok(r) => self.finish(op, Ok(Reply::Query(r))),
+            Err(e) => self.op_failed(op, token_gen, e, now),
+        }
+        self.update_timer(now);
+    }
+
     /// Feeds a request's failure to get an answer.
     pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
         let Some(inflight) = self.inflight.remove(&id) else {

@@ -633,3 +633,35 @@ fn a_fresh_token_request_asks_the_provider_again() {
     h.give(f, Ok(AuthProvider::jwt_token(p2.clone())));
     assert!(matches!(h.result(again), Ok(Reply::Token(t)) if t.expose() == p2));
 }
+
+#[test]
+fn a_query_answer_decoded_elsewhere_is_handled_like_the_raw_one() {
+    let (mut h, _, _) = H::logged_in(3600);
+    // Success.
+    let op = h.query("SELECT 2");
+    let q = h.last().id;
+    let decoded = kalam_proto::framing::decode_query(http::StatusCode::OK, &http::HeaderMap::new(), OK.as_bytes());
+    h.m.handle_query_answer(q, decoded, h.now);
+    h.pump();
+    assert!(h.ok(op));
+    // TOKEN_EXPIRED decoded elsewhere still triggers the refresh and one retry.
+    let op = h.query("SELECT 3");
+    let q = h.last().id;
+    let decoded = kalam_proto::framing::decode_query(
+        http::StatusCode::UNAUTHORIZED,
+        &http::HeaderMap::new(),
+        EXPIRED.as_bytes(),
+    );
+    h.m.handle_query_answer(q, decoded, h.now);
+    h.pump();
+    assert_eq!(h.last().kind, RequestKind::Refresh);
+    assert!(!h.done.iter().any(|(o, _)| *o == op));
+    // Not a query it waits for: ignored (a login's id, an unknown id).
+    let refresh = h.last().id;
+    let before = h.done.len();
+    h.m.handle_query_answer(refresh, Err(Error::TokenExpired), h.now);
+    h.m.handle_query_answer(RequestId(424_242), Err(Error::TokenExpired), h.now);
+    h.pump();
+    assert_eq!(h.done.len(), before);
+    assert_eq!(h.last().id, refresh, "the refresh is still awaited");
+}

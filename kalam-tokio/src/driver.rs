@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use kalam_proto::{
     AuthMachine, AuthProvider, AuthRefreshCallback, CredentialRequestId, CredentialSource, DynamicAuthProvider, Error,
-    Incoming, Instant, LiveEvent, Now, OpId, Operation, Output, Reply, RequestId, Result, SubId, SubscriptionOptions,
-    TransportError, WsEvent, WsOutput, WsSession,
+    Incoming, Instant, LiveEvent, Now, OpId, Operation, Output, Reply, RequestId, RequestKind, Result, SubId,
+    SubscriptionOptions, TransportError, WsEvent, WsOutput, WsSession,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
@@ -49,6 +49,8 @@ pub(crate) enum Command {
 /// What the driver's own tasks report back.
 enum Event {
     Http(RequestId, std::result::Result<http::Response<Bytes>, TransportError>),
+    /// A query's answer, decoded in the request's own task.
+    Query(RequestId, Result<kalam_proto::QueryResponse>),
     Credentials(CredentialRequestId, Result<AuthProvider>),
     Socket(u64, SocketEvent),
 }
@@ -144,6 +146,11 @@ impl Driver {
 
     /// Runs until every client handle is gone.
     pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // One timer for the life of the driver, moved only when the machines'
+        // next deadline changes: events do not re-arm it.
+        let timer = tokio::time::sleep_until(self.clock.origin);
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             self.perform();
             let deadline = [self.auth.poll_timeout(), self.ws.poll_timeout()]
@@ -151,13 +158,21 @@ impl Driver {
                 .flatten()
                 .min()
                 .map(|t| self.clock.deadline(t));
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d);
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
                 Some(event) = self.events_rx.recv() => self.on_event(event),
-                _ = sleep_until(deadline) => {
+                _ = &mut timer, if armed.is_some() => {
+                    // Fired: re-arm from the machines' new deadline next turn.
+                    armed = None;
                     let now = self.clock.now();
                     self.auth.handle_timeout(now);
                     self.ws.handle_timeout(now);
@@ -220,6 +235,7 @@ impl Driver {
         match event {
             Event::Http(id, Ok(response)) => self.auth.handle_response(id, &response, now),
             Event::Http(id, Err(e)) => self.auth.handle_transport_error(id, e, now),
+            Event::Query(id, answer) => self.auth.handle_query_answer(id, answer, now),
             Event::Credentials(id, result) => self.auth.handle_credentials(id, result, now),
             Event::Socket(attempt, SocketEvent::Open(tx)) => {
                 if self.ws.handle_connected(attempt, now) {
@@ -277,7 +293,16 @@ impl Driver {
                             Ok(r) => tracing::debug!(status = r.status().as_u16(), "answered"),
                             Err(e) => tracing::debug!(error = %e, "failed"),
                         }
-                        let _ = events.send(Event::Http(id, result));
+                        let event = match result {
+                            // Decode here, in parallel with other requests, with
+                            // kalam-proto's decoder; the machine decides the rest.
+                            Ok(r) if kind == RequestKind::Query => Event::Query(
+                                id,
+                                kalam_proto::framing::decode_query(r.status(), r.headers(), r.body()),
+                            ),
+                            other => Event::Http(id, other),
+                        };
+                        let _ = events.send(event);
                     }
                     .instrument(span),
                 );
@@ -418,12 +443,5 @@ impl Driver {
                 .unwrap_or_else(|_| Err(Error::msg("the credential callback panicked")));
             let _ = events.send(Event::Credentials(id, result));
         });
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
