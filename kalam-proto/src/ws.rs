@@ -835,7 +835,8 @@ impl WsSession {
                     details: None,
                     retry_after_secs: None,
                 });
-                match SubId::from_wire(&subscription_id).filter(|id| self.subs.contains_key(id)) {
+                let routed = self.route(&subscription_id).map(|(id, _)| id);
+                match routed {
                     Some(id) => {
                         self.subs.remove(&id);
                         self.sub_event(id, LiveEvent::Closed(Some(error)));
@@ -846,9 +847,18 @@ impl WsSession {
         }
     }
 
+    /// The subscription a frame is for: only on an authenticated socket,
+    /// and only one that was sent on it (a frame out of turn, from a
+    /// misbehaving server or proxy, is ignored).
     fn route(&mut self, wire: &str) -> Option<(SubId, &mut Sub)> {
+        if !matches!(self.conn, Conn::Ready) {
+            return None;
+        }
         let id = SubId::from_wire(wire)?;
-        self.subs.get_mut(&id).map(|s| (id, s))
+        self.subs
+            .get_mut(&id)
+            .filter(|s| s.phase != SubPhase::Queued)
+            .map(|s| (id, s))
     }
 
     fn sub_event(&mut self, id: SubId, e: LiveEvent) {
