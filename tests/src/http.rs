@@ -2,26 +2,108 @@
 //! the status codes, error shapes and key orders of the real server.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::sql::{Outcome, SqlError};
-use crate::{SeenRequest, State, VERSION, jwt, rfc3339, unix_now};
+use crate::{SeenRequest, State, VERSION, http_date, jwt, rfc3339, unix_now};
 
-type Answer = Response<Full<Bytes>>;
+type Answer = Response<KitBody>;
 
 /// Bodies over this are refused with 413, like the server.
 const MAX_BODY: usize = 10 << 20;
+/// JSON bodies over this are refused by the server's JSON extractor.
+const MAX_JSON: usize = 2 << 20;
+/// SQL text over this is refused as `INVALID_SQL`.
+const MAX_SQL: usize = 1 << 20;
+/// At most this many `params`.
+const MAX_PARAMS: usize = 50;
+
+/// A response body in one piece: sent with a `Content-Length`, or chunked
+/// like the server's streamed single-SELECT answers.
+pub(crate) struct KitBody {
+    data: Option<Bytes>,
+    chunked: bool,
+}
+
+impl KitBody {
+    /// A body sent with a `Content-Length`.
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        KitBody {
+            data: (!data.is_empty()).then_some(data),
+            chunked: false,
+        }
+    }
+
+    /// A body sent with `Transfer-Encoding: chunked`.
+    fn chunked(data: impl Into<Bytes>) -> Self {
+        KitBody {
+            chunked: true,
+            ..KitBody::full(data)
+        }
+    }
+}
+
+impl Default for KitBody {
+    fn default() -> Self {
+        KitBody::full(Bytes::new())
+    }
+}
+
+impl Body for KitBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.data, self.chunked) {
+            (_, true) => SizeHint::default(),
+            (Some(d), false) => SizeHint::with_exact(d.len() as u64),
+            (None, false) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The login body, as the server reads it (same serde error texts).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Deserialized only for its errors and fields below.
+struct LoginRequest {
+    #[serde(alias = "username")]
+    user: String,
+    password: String,
+}
+
+/// The SQL body, as the server reads it (unknown fields are ignored).
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    params: Option<Vec<Value>>,
+    #[serde(default)]
+    namespace_id: Option<String>,
+}
 
 pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
     loop {
@@ -76,7 +158,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         return Response::builder()
             .status(fault.status)
             .header(CONTENT_TYPE, fault.content_type)
-            .body(Full::new(Bytes::from(fault.body)))
+            .body(KitBody::full(fault.body))
             .unwrap_or_default();
     }
     if path == "/v1/ws" && req.method() == Method::GET {
@@ -84,14 +166,22 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
     }
     let method = req.method().clone();
     let headers = req.headers().clone();
+    let too_large = |size: u64| {
+        json_answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "BODY_TOO_LARGE", "max_bytes": MAX_BODY, "message": "Request body exceeds maximum allowed size", "size_bytes": size}),
+        )
+    };
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > MAX_BODY as u64) {
+        return too_large(n);
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return json_answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "BODY_TOO_LARGE", "message": "Request body too large"}),
-            );
-        }
+        Err(_) => return too_large(MAX_BODY as u64 + 1),
     };
     let is_json = headers
         .get(CONTENT_TYPE)
@@ -104,11 +194,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         (Method::GET, "/v1/api/auth/me") => me(&state, &headers),
         (Method::GET, "/v1/api/auth/status") => json_answer(
             StatusCode::OK,
-            json!({"needs_setup": false, "message": "Server is configured"}),
+            json!({"message": "Server is configured and ready.", "needs_setup": false}),
         ),
         (Method::GET, "/health") | (Method::GET, "/v1/api/healthcheck") => json_answer(
             StatusCode::OK,
-            json!({"status": "healthy", "version": VERSION, "api_version": "v1", "build_date": "kalam-testkit"}),
+            json!({"api_version": "v1", "build_date": "kalam-testkit", "status": "healthy", "version": VERSION}),
         ),
         (Method::POST, "/v1/api/sql") => {
             state.count(|c| c.queries += 1);
@@ -116,7 +206,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::new()))
+            .body(KitBody::default())
             .unwrap_or_default(),
     }
 }
@@ -143,7 +233,7 @@ fn raw_json(status: StatusCode, body: String) -> Answer {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(KitBody::full(body))
         .unwrap_or_default()
 }
 
@@ -151,7 +241,7 @@ fn text(status: StatusCode, body: String) -> Answer {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
+        .body(KitBody::full(body))
         .unwrap_or_default()
 }
 
@@ -182,7 +272,7 @@ fn token_pair(state: &State, id: &str) -> Answer {
     let cookie = |name: &str, value: &str, exp: u64| {
         format!(
             "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Expires={}",
-            rfc3339(Duration::from_secs(exp), 0)
+            http_date(exp)
         )
     };
     Response::builder()
@@ -190,7 +280,7 @@ fn token_pair(state: &State, id: &str) -> Answer {
         .header(CONTENT_TYPE, "application/json")
         .header(SET_COOKIE, cookie("kalamdb_auth", &access, exp))
         .header(SET_COOKIE, cookie("kalamdb_refresh", &refresh, rexp))
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(KitBody::full(body.to_string()))
         .unwrap_or_default()
 }
 
@@ -198,38 +288,14 @@ fn login(state: &State, is_json: bool, body: &[u8]) -> Answer {
     if !is_json {
         return text(StatusCode::BAD_REQUEST, "Content type error".into());
     }
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    if body.len() > MAX_JSON {
+        return text(StatusCode::BAD_REQUEST, json_overflow(body.len()));
+    }
+    let request: LoginRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Json deserialize error: {e}")),
     };
-    let Some(obj) = v.as_object() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Json deserialize error: invalid type: expected struct LoginRequest".into(),
-        );
-    };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["user", "username", "password"].contains(&k.as_str()))
-    {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("Json deserialize error: unknown field `{k}`, expected one of `user`, `username`, `password`"),
-        );
-    }
-    let user = obj.get("user").or_else(|| obj.get("username")).and_then(Value::as_str);
-    let Some(user) = user else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Json deserialize error: missing field `user`".into(),
-        );
-    };
-    let Some(password) = obj.get("password").and_then(Value::as_str) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Json deserialize error: missing field `password`".into(),
-        );
-    };
+    let (user, password) = (request.user.as_str(), request.password.as_str());
     let hash = state
         .engine
         .lock()
@@ -242,6 +308,11 @@ fn login(state: &State, is_json: bool, body: &[u8]) -> Answer {
     }
     state.count(|c| c.logins += 1);
     token_pair(state, user)
+}
+
+/// actix's text for a JSON body over the limit.
+fn json_overflow(len: usize) -> String {
+    format!("JSON payload ({len} bytes) is larger than allowed (limit: {MAX_JSON} bytes).")
 }
 
 fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
@@ -285,7 +356,14 @@ fn refresh(state: &State, headers: &http::HeaderMap) -> Answer {
             Err(jwt::Refusal::Expired) => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials"),
             Err(jwt::Refusal::Invalid) => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "User no longer valid"),
         },
-        Err(_) => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials"),
+        Err(_) => match jwt::header_problem(&token) {
+            Some(p) => auth_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &format!("Invalid JWT header: {p}"),
+            ),
+            None => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials"),
+        },
     }
 }
 
@@ -301,7 +379,7 @@ fn logout() -> Answer {
             SET_COOKIE,
             "kalamdb_refresh=; HttpOnly; SameSite=Strict; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
         )
-        .body(Full::new(Bytes::from(r#"{"message":"Logged out successfully"}"#)))
+        .body(KitBody::full(r#"{"message":"Logged out successfully"}"#))
         .unwrap_or_default()
 }
 
@@ -333,10 +411,18 @@ fn me(state: &State, headers: &http::HeaderMap) -> Answer {
                 json!({"user": user_json(&claims.sub, &user), "admin_ui_access": admin}),
             )
         }
-        Err(_) => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials"),
+        Err(_) => match jwt::header_problem(&token) {
+            Some(p) => auth_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                &format!("JWT validation failed: Invalid JWT header: {p}"),
+            ),
+            None => auth_error(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid credentials"),
+        },
     }
 }
 
+/// Milliseconds since `started`, rounded to 3 decimals (the SQL envelope).
 fn took(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
@@ -348,7 +434,7 @@ fn bearer_refusal(code: &str, message: &str, started: Instant) -> Answer {
         StatusCode::UNAUTHORIZED,
         format!(
             r#"{{"error":{{"code":"{code}","message":"{message}"}},"results":[],"status":"error","took":{}}}"#,
-            took(started)
+            started.elapsed().as_secs_f64() * 1000.0 // unrounded here
         ),
     )
 }
@@ -390,68 +476,53 @@ fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], sta
     };
     let admin = role == "dba" || role == "system";
     if !is_json {
-        let e = SqlError {
-            status: 400,
-            code: "INVALID_INPUT",
-            message: "Invalid JSON payload: Content type error".into(),
-            details: None,
-        };
+        let e = SqlError::new(400, "INVALID_INPUT", "Invalid JSON payload: Content type error");
         return sql_error(e, admin, started);
     }
-    let request: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    let input_error = |message: String| SqlError::new(400, "INVALID_INPUT", message);
+    if body.len() > MAX_JSON {
+        return sql_error(
+            input_error(format!("Invalid JSON payload: {}", json_overflow(body.len()))),
+            admin,
+            started,
+        );
+    }
+    let request: SqlRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
         Err(e) => {
-            let e = SqlError {
-                status: 400,
-                code: "INVALID_INPUT",
-                message: format!("Invalid JSON payload: Json deserialize error: {e}"),
-                details: None,
-            };
+            let e = input_error(format!("Invalid JSON payload: Json deserialize error: {e}"));
             return sql_error(e, admin, started);
         }
     };
-    let Some(sql_text) = request.get("sql").and_then(Value::as_str) else {
-        let e = SqlError {
-            status: 400,
-            code: "INVALID_INPUT",
-            message: "Invalid JSON payload: Json deserialize error: missing field `sql`".into(),
-            details: None,
-        };
+    if request.sql.len() > MAX_SQL {
+        let e = SqlError::new(
+            400,
+            "INVALID_SQL",
+            format!(
+                "SQL query too long: {} bytes (maximum {MAX_SQL} bytes)",
+                request.sql.len()
+            ),
+        );
         return sql_error(e, admin, started);
-    };
-    let params: Vec<Value> = match request.get("params") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => {
-            if let Some(i) = a.iter().position(|p| p.is_array() || p.is_object()) {
-                let e = SqlError {
-                    status: 400,
-                    code: "INVALID_PARAMETER",
-                    message: format!("Parameter ${} invalid: arrays and objects are not supported", i + 1),
-                    details: None,
-                };
-                return sql_error(e, admin, started);
-            }
-            a.clone()
-        }
-        Some(_) => {
-            let e = SqlError {
-                status: 400,
-                code: "INVALID_PARAMETER",
-                message: "params must be an array".into(),
-                details: None,
-            };
-            return sql_error(e, admin, started);
-        }
-    };
-    let namespace = request.get("namespace_id").and_then(Value::as_str);
+    }
+    let params = request.params.unwrap_or_default();
+    let parameter_error = |message: String| SqlError::new(400, "INVALID_PARAMETER", message);
+    if params.len() > MAX_PARAMS {
+        let e = parameter_error(format!("Too many parameters: {} (at most {MAX_PARAMS})", params.len()));
+        return sql_error(e, admin, started);
+    }
+    if let Some(i) = params.iter().position(|p| p.is_array() || p.is_object()) {
+        let e = parameter_error(format!(
+            "Parameter ${} invalid: arrays and objects are not supported",
+            i + 1
+        ));
+        return sql_error(e, admin, started);
+    }
+    let sql_text = request.sql.as_str();
+    let namespace = request.namespace_id.as_deref();
     let outcome = match state.engine.lock() {
         Ok(mut engine) => engine.run(&claims.sub, &role, sql_text, &params, namespace),
-        Err(_) => Err(SqlError {
-            status: 500,
-            code: "INTERNAL_ERROR",
-            message: "SQL request failed".into(),
-            details: None,
-        }),
+        Err(_) => Err(SqlError::new(500, "INTERNAL_ERROR", "SQL request failed")),
     };
     let outcomes = match outcome {
         Ok(o) => o,
@@ -501,13 +572,18 @@ fn success(outcomes: Vec<(Outcome, String)>, started: Instant) -> Answer {
         }
     }
     let results = Value::Array(results);
-    let body = if single_select {
-        format!(
+    if single_select {
+        // Streamed by the server: chunked, and with `"error":null`.
+        let body = format!(
             r#"{{"status":"success","results":{results},"took":{},"error":null}}"#,
             took(started)
-        )
-    } else {
-        format!(r#"{{"status":"success","results":{results},"took":{}}}"#, took(started))
-    };
+        );
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/json")
+            .body(KitBody::chunked(body))
+            .unwrap_or_default();
+    }
+    let body = format!(r#"{{"status":"success","results":{results},"took":{}}}"#, took(started));
     raw_json(StatusCode::OK, body)
 }

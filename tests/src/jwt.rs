@@ -62,13 +62,31 @@ pub fn verify(secret: &str, token: &str, now: u64, leeway: u64) -> Result<Claims
     }
     let claims: Claims =
         serde_json::from_slice(&B64.decode(p).map_err(|_| Refusal::Invalid)?).map_err(|_| Refusal::Invalid)?;
-    if claims.iss != "kalamdb" || claims.iat > now + leeway {
+    if claims.iss != "kalamdb" || claims.iat > now.saturating_add(leeway) {
         return Err(Refusal::Invalid);
     }
-    if now > claims.exp + leeway {
+    if now > claims.exp.saturating_add(leeway) {
         return Err(Refusal::Expired);
     }
     Ok(claims)
+}
+
+/// What a JWT library finds wrong with a token's header, in the words the
+/// server leaks on `/auth/refresh` and `/auth/me` (`Base64 error: …`,
+/// `JSON error: …`, `InvalidToken`); `None` if the header parses.
+pub fn header_problem(token: &str) -> Option<String> {
+    let mut parts = token.rsplitn(3, '.');
+    let (Some(_signature), Some(_payload), Some(header)) = (parts.next(), parts.next(), parts.next()) else {
+        return Some("InvalidToken".into());
+    };
+    let bytes = match B64.decode(header) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("Base64 error: {e}")),
+    };
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(_) => None,
+        Err(e) => Some(format!("JSON error: {e}")),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -101,6 +119,32 @@ mod tests {
             Err(Refusal::Invalid),
             "iat too far in the future"
         );
+    }
+
+    #[test]
+    fn header_problems_in_the_servers_words() {
+        // wire-samples/http_refresh_errors.json
+        assert_eq!(
+            header_problem("garbage.token.value").as_deref(),
+            Some("Base64 error: Invalid last symbol 101, offset 6.")
+        );
+        assert_eq!(header_problem("garbage").as_deref(), Some("InvalidToken"));
+        assert!(header_problem("aaa.bbb.ccc").is_some_and(|p| p.starts_with("Base64 error: ")));
+        // "notjson", base64url-encoded.
+        assert!(header_problem("bm90anNvbg.e30.c2ln").is_some_and(|p| p.starts_with("JSON error: ")));
+        let t = sign(
+            "s",
+            &Claims {
+                sub: "a".into(),
+                iss: "kalamdb".into(),
+                exp: 1,
+                iat: 1,
+                email: None,
+                role: "user".into(),
+                token_type: "access".into(),
+            },
+        );
+        assert_eq!(header_problem(&t), None);
     }
 
     #[test]

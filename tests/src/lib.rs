@@ -181,7 +181,7 @@ impl Mint {
 
     /// Expires in `secs` seconds.
     pub fn expires_in(mut self, secs: u64) -> Self {
-        self.exp = Some(unix_now() + secs);
+        self.exp = Some(unix_now().saturating_add(secs));
         self
     }
 
@@ -244,12 +244,11 @@ impl State {
     pub(crate) fn issue(&self, user: &str, role: &str, email: Option<String>, token_type: &str) -> (String, u64) {
         let now = unix_now();
         let lifetime = self.lifetime.as_secs();
-        let exp = now
-            + if token_type == "refresh" {
-                lifetime * 7
-            } else {
-                lifetime
-            };
+        let exp = now.saturating_add(if token_type == "refresh" {
+            lifetime.saturating_mul(7)
+        } else {
+            lifetime
+        });
         let claims = Claims {
             sub: user.to_owned(),
             iss: "kalamdb".into(),
@@ -266,7 +265,7 @@ impl State {
         // Move it a second on (well within the 60 s leeway) until it is new.
         while self.expired.lock().map(|e| e.contains(&token)).unwrap_or(false) {
             claims.iat += 1;
-            claims.exp += 1;
+            claims.exp = claims.exp.saturating_add(1);
             token = jwt::sign(&self.secret, &claims);
         }
         if let Ok(mut i) = self.issued.lock() {
@@ -359,6 +358,7 @@ impl TestServerBuilder {
                 hash,
                 email: Some("root@localhost".into()),
                 created_at: now_rfc3339_millis(),
+                created_ms: unix_now_ms(),
             },
         );
         let state = Arc::new(State {
@@ -444,23 +444,27 @@ impl TestServer {
         &self.state.secret
     }
 
-    /// Mints a token with any user, role, type, `iat`, `exp` or signature.
+    /// Mints a token with any user, role, type, `iat`, `exp` or signature
+    /// (role and e-mail default to the user's). Counted as issued, so
+    /// [`force_expire_all`](Self::force_expire_all) expires it too.
     pub fn mint_token(&self, m: Mint) -> String {
         let now = unix_now();
-        let role = m.role.unwrap_or_else(|| {
-            self.state
-                .engine
-                .lock()
-                .ok()
-                .and_then(|e| e.users.get(&m.user).map(|u| u.role.clone()))
-                .unwrap_or_else(|| "user".into())
-        });
-        let claims = Claims {
+        let known = self
+            .state
+            .engine
+            .lock()
+            .ok()
+            .and_then(|e| e.users.get(&m.user).map(|u| (u.role.clone(), u.email.clone())));
+        let (role, email) = match known {
+            Some((role, email)) => (m.role.unwrap_or(role), email),
+            None => (m.role.unwrap_or_else(|| "user".into()), None),
+        };
+        let mut claims = Claims {
             sub: m.user,
             iss: "kalamdb".into(),
-            exp: m.exp.unwrap_or(now + self.state.lifetime.as_secs()),
+            exp: m.exp.unwrap_or(now.saturating_add(self.state.lifetime.as_secs())),
             iat: m.iat.unwrap_or(now),
-            email: None,
+            email,
             role,
             token_type: m.token_type,
         };
@@ -469,7 +473,17 @@ impl TestServer {
         } else {
             &self.state.secret
         };
-        let t = jwt::sign(secret, &claims);
+        let mut t = jwt::sign(secret, &claims);
+        // As in `State::issue`: with default times, never hand out a token
+        // that `force_expire_all` already expired (tokens are a pure
+        // function of their claims).
+        while m.iat.is_none() && self.state.expired.lock().map(|e| e.contains(&t)).unwrap_or(false) {
+            claims.iat += 1;
+            if m.exp.is_none() {
+                claims.exp = claims.exp.saturating_add(1);
+            }
+            t = jwt::sign(secret, &claims);
+        }
         if let Ok(mut i) = self.state.issued.lock() {
             i.insert(t.clone());
         }
@@ -497,6 +511,22 @@ impl TestServer {
     /// Every HTTP request seen so far, in order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The `Authorization` header of every request to `path` so far, in
+    /// order (`None` where there was none): e.g. to prove that no `Basic`
+    /// header ever reached `/v1/api/sql`.
+    pub fn authorizations(&self, path: &str) -> Vec<Option<String>> {
+        self.state
+            .seen
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|r| r.path == path)
+                    .map(|r| r.authorization.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The next `n` requests (to the fault's path, if it has one) get this
@@ -571,17 +601,21 @@ pub(crate) fn unix_now() -> u64 {
         .as_secs()
 }
 
+pub(crate) fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
 /// Now as RFC 3339 with milliseconds and `+00:00`, like the server.
 pub(crate) fn now_rfc3339_millis() -> String {
     rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(), 3)
 }
 
-/// RFC 3339 (UTC, `+00:00`) with `digits` fractional digits.
-pub(crate) fn rfc3339(since_epoch: Duration, digits: usize) -> String {
-    let secs = since_epoch.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
+/// `(year, month, day)` of a day count since the Unix epoch (Howard
+/// Hinnant's civil-from-days).
+fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -591,13 +625,62 @@ pub(crate) fn rfc3339(since_epoch: Duration, digits: usize) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// RFC 3339 (UTC, `+00:00`) with `digits` fractional digits.
+pub(crate) fn rfc3339(since_epoch: Duration, digits: usize) -> String {
+    let secs = since_epoch.as_secs() as i64;
+    let (y, m, d) = civil(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
     let nanos = format!("{:09}", since_epoch.subsec_nanos());
+    let frac = &nanos[..digits.min(9)];
+    let dot = if frac.is_empty() { "" } else { "." };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{}+00:00",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{dot}{frac}+00:00",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        &nanos[..digits.min(9)]
     )
+}
+
+/// An HTTP date (`Mon, 23 Nov 2026 19:37:56 GMT`), as in cookie `Expires`.
+pub(crate) fn http_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = unix_secs as i64;
+    let days = secs.div_euclid(86_400);
+    let (y, m, d) = civil(days);
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1).clamp(0, 11) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_as_the_server_writes_them() {
+        // From wire-samples/http_login_success.json (exp 1795462676).
+        assert_eq!(http_date(1_795_462_676), "Mon, 23 Nov 2026 19:37:56 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            rfc3339(Duration::new(1_795_462_676, 625_643_585), 9),
+            "2026-11-23T19:37:56.625643585+00:00"
+        );
+        assert_eq!(
+            rfc3339(Duration::new(1_795_462_676, 0), 3),
+            "2026-11-23T19:37:56.000+00:00"
+        );
+        assert_eq!(rfc3339(Duration::new(951_782_400, 0), 0), "2000-02-29T00:00:00+00:00");
+    }
 }

@@ -34,15 +34,18 @@ pub struct SqlError {
     pub message: String,
     /// The failing statement (sent to admins only).
     pub details: Option<String>,
+    /// The column of a violated primary key (to name the value afterwards).
+    pub duplicate_column: Option<String>,
 }
 
 impl SqlError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         SqlError {
             status,
             code,
             message: message.into(),
             details: None,
+            duplicate_column: None,
         }
     }
     fn exec(n: usize, detail: impl std::fmt::Display) -> Self {
@@ -55,10 +58,18 @@ impl SqlError {
 pub enum TableKind {
     /// Rows are owned by users.
     User,
-    /// One set of rows for all.
+    /// One set of rows for all (the default of a plain `CREATE TABLE`), for
+    /// admins only (access level `private`).
     Shared,
-    /// Append-mostly, shared here.
+    /// Append-mostly; rows are owned by users, like USER tables.
     Stream,
+}
+
+impl TableKind {
+    /// Whether each user has their own rows.
+    pub fn per_user(self) -> bool {
+        self != TableKind::Shared
+    }
 }
 
 /// A column of a table.
@@ -89,9 +100,10 @@ pub struct TableDef {
 
 impl TableDef {
     fn sqlite_name(&self) -> String {
-        match self.kind {
-            TableKind::User => quote(&self.full),
-            _ => format!("shared.{}", quote(&self.full)),
+        if self.kind.per_user() {
+            quote(&self.full)
+        } else {
+            format!("shared.{}", quote(&self.full))
         }
     }
 
@@ -146,6 +158,40 @@ pub struct UserRecord {
     pub email: Option<String>,
     /// RFC 3339.
     pub created_at: String,
+    /// The same, as Unix milliseconds (how `system.users` shows it).
+    pub created_ms: i64,
+}
+
+/// `system.users` as the server declares it (timestamps in milliseconds).
+fn system_users_def() -> TableDef {
+    let col = |name: &str, ktype: &'static str, pk: bool, not_null: bool| ColumnDef {
+        name: name.into(),
+        ktype,
+        pk,
+        not_null,
+        default_now: false,
+    };
+    TableDef {
+        full: "system.users".into(),
+        kind: TableKind::Shared,
+        columns: vec![
+            col("user_id", "Text", true, true),
+            col("password_hash", "Text", false, true),
+            col("role", "Text", false, true),
+            col("email", "Text", false, false),
+            col("auth_type", "Text", false, true),
+            col("auth_data", "Json", false, false),
+            col("storage_mode", "Text", false, true),
+            col("storage_id", "Text", false, false),
+            col("failed_login_attempts", "Int", false, true),
+            col("locked_until", "Timestamp", false, false),
+            col("last_login_at", "Timestamp", false, false),
+            col("created_at", "Timestamp", false, true),
+            col("updated_at", "Timestamp", false, true),
+            col("last_seen", "Timestamp", false, false),
+            col("deleted_at", "Timestamp", false, false),
+        ],
+    }
 }
 
 /// The engine. Not `Sync`: the server keeps it behind a mutex and never
@@ -162,6 +208,8 @@ pub struct Engine {
     pub users: BTreeMap<String, UserRecord>,
     /// bcrypt cost for new users.
     pub bcrypt_cost: u32,
+    /// The open explicit transaction of the current request: user and id.
+    transaction: Option<(String, String)>,
 }
 
 /// A `_changes` row: kind, table, old JSON, new JSON, from the per-user database.
@@ -214,6 +262,7 @@ impl Engine {
             changes,
             users: BTreeMap::new(),
             bcrypt_cost: 4,
+            transaction: None,
         }
     }
 
@@ -248,7 +297,7 @@ impl Engine {
             )
             .map_err(internal)?;
             c.execute_batch(CHANGES_TABLE).map_err(internal)?;
-            for t in self.tables.values().filter(|t| t.kind == TableKind::User) {
+            for t in self.tables.values().filter(|t| t.kind.per_user()) {
                 c.execute_batch(&create_sqlite_table(t)).map_err(internal)?;
             }
             self.conns.insert(user.to_owned(), c);
@@ -278,17 +327,39 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (i, stmt) in statements.iter().enumerate() {
-            let r = self
-                .statement(i + 1, user, role, stmt, params, namespace)
-                .map_err(|mut e| {
-                    if e.code == "SQL_EXECUTION_ERROR" && e.details.is_none() {
+            let r = self.statement(i + 1, user, role, stmt, params, namespace);
+            match r {
+                Ok(r) => out.push(r),
+                Err(mut e) => {
+                    self.roll_back_open_transaction();
+                    let statement_failed = matches!(e.code, "SQL_EXECUTION_ERROR" | "PERMISSION_DENIED")
+                        && e.message.starts_with("Statement ");
+                    if statement_failed && e.details.is_none() {
                         e.details = Some(stmt.to_string());
                     }
-                    e
-                })?;
-            out.push(r);
+                    return Err(e);
+                }
+            }
+        }
+        if self.roll_back_open_transaction() {
+            return Err(SqlError::new(
+                400,
+                "SQL_EXECUTION_ERROR",
+                "Request completed with an open explicit transaction; rolled back automatically",
+            ));
         }
         Ok(out)
+    }
+
+    /// Rolls back a transaction a request left open; whether there was one.
+    fn roll_back_open_transaction(&mut self) -> bool {
+        let Some((owner, _)) = self.transaction.take() else {
+            return false;
+        };
+        if let Some(c) = self.conns.get(&owner) {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        true
     }
 
     fn statement(
@@ -311,18 +382,59 @@ impl Engine {
             ("EXECUTE", "AS") => {
                 let (target, inner) = parse_execute_as(stmt)
                     .ok_or_else(|| SqlError::new(400, "INVALID_SQL", "SQL statement is invalid or not allowed"))?;
+                if inner.is_empty() {
+                    return Err(SqlError::new(
+                        400,
+                        "INVALID_INPUT",
+                        "EXECUTE AS USER requires a non-empty inner SQL statement",
+                    ));
+                }
+                if inner
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("EXECUTE"))
+                {
+                    return Err(SqlError::new(
+                        400,
+                        "INVALID_SQL",
+                        "sql parser error: EXECUTE AS USER cannot be nested",
+                    ));
+                }
+                let target_role = self.users.get(&target).map(|u| u.role.clone());
                 if !admin {
                     return Err(SqlError::new(
                         403,
                         "PERMISSION_DENIED",
-                        "EXECUTE AS USER requires an admin role",
+                        format!(
+                            "Unauthorized: EXECUTE AS USER is not authorized: actor '{user}' with role {} cannot target '{target}' with role {}",
+                            capitalize(role),
+                            capitalize(target_role.as_deref().unwrap_or("user"))
+                        ),
                     ));
                 }
-                let target_role = self
-                    .users
-                    .get(&target)
-                    .map(|u| u.role.clone())
-                    .ok_or_else(|| SqlError::exec(n, format!("User '{target}' not found")))?;
+                let target_role = target_role.ok_or_else(|| SqlError::exec(n, format!("User '{target}' not found")))?;
+                // Writes to SHARED tables cannot be impersonated (reads run
+                // as the target, who is then refused if not an admin).
+                let reads = inner
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("SELECT") || w.eq_ignore_ascii_case("WITH"));
+                let touched = self.rewrite(n, &inner, namespace).map(|r| r.1).unwrap_or_default();
+                if let Some(shared) = touched
+                    .iter()
+                    .filter_map(|t| self.table(t))
+                    .find(|d| d.kind == TableKind::Shared)
+                    .filter(|_| !reads)
+                {
+                    return Err(SqlError::new(
+                        400,
+                        "SQL_EXECUTION_ERROR",
+                        format!(
+                            "EXECUTE AS USER is not allowed on SHARED tables (table '{}'). AS USER impersonation is only supported for USER and STREAM tables.",
+                            shared.full.replacen('.', ":", 1)
+                        ),
+                    ));
+                }
                 self.statement(n, &target, &target_role, &inner, params, namespace)
             }
             ("CREATE", "NAMESPACE") | ("DROP", "NAMESPACE") => {
@@ -343,7 +455,7 @@ impl Engine {
                         "Admin privileges (DBA or System role) required for DDL",
                     ));
                 }
-                if w(1) == "USER" {
+                if w(1) == "USER" && w(2) != "TABLE" {
                     return self.create_user(n, stmt).map(|o| (o, user.to_owned()));
                 }
                 if w(0) == "DROP" {
@@ -361,8 +473,30 @@ impl Engine {
             ("SELECT", _) | ("INSERT", _) | ("UPDATE", _) | ("DELETE", _) | ("WITH", _) => self
                 .dml(n, user, role, stmt, params, namespace)
                 .map(|o| (o, user.to_owned())),
-            ("BEGIN", _) | ("COMMIT", _) | ("ROLLBACK", _) | ("START", _) => {
-                Ok((Outcome::Message("OK".into()), user.to_owned()))
+            ("BEGIN", _) | ("START", "TRANSACTION") => {
+                let id = transaction_id(self.seq.next());
+                self.conn(user)?
+                    .execute_batch("BEGIN")
+                    .map_err(|e| SqlError::exec(n, e))?;
+                self.transaction = Some((user.to_owned(), id.clone()));
+                Ok((Outcome::Message(format!("Transaction started ({id})")), user.to_owned()))
+            }
+            ("COMMIT", _) | ("ROLLBACK", _) => {
+                let (verb, done) = if w(0) == "COMMIT" {
+                    ("COMMIT", "committed")
+                } else {
+                    ("ROLLBACK", "rolled back")
+                };
+                let id = match self.transaction.take() {
+                    Some((owner, id)) if owner == user => id,
+                    other => {
+                        self.transaction = other;
+                        return Err(SqlError::exec(n, "Execution error: no transaction is active"));
+                    }
+                };
+                self.conn(user)?.execute_batch(verb).map_err(|e| SqlError::exec(n, e))?;
+                self.drain_changes(user)?;
+                Ok((Outcome::Message(format!("Transaction {done} ({id})")), user.to_owned()))
             }
             _ => Err(SqlError::new(
                 400,
@@ -445,6 +579,7 @@ impl Engine {
                 hash,
                 email: find("EMAIL"),
                 created_at: crate::now_rfc3339_millis(),
+                created_ms: crate::unix_now_ms(),
             },
         );
         Ok(Outcome::Message(format!("User '{name}' created")))
@@ -475,13 +610,18 @@ impl Engine {
             ));
         }
         let tail = upper[close..].to_string();
-        let kind = if head.iter().any(|w| w.eq_ignore_ascii_case("SHARED")) || tail.contains("'SHARED'") {
-            TableKind::Shared
-        } else if head.iter().any(|w| w.eq_ignore_ascii_case("STREAM")) || tail.contains("'STREAM'") {
+        // `CREATE [USER|SHARED|STREAM] TABLE` or `WITH (TYPE = '…')`; a
+        // plain CREATE TABLE is a SHARED table, as on the server.
+        let says =
+            |kind: &str| head.iter().any(|w| w.eq_ignore_ascii_case(kind)) || tail.contains(&format!("'{kind}'"));
+        let kind = if says("USER") {
+            TableKind::User
+        } else if says("STREAM") {
             TableKind::Stream
         } else {
-            TableKind::User
+            TableKind::Shared
         };
+        let columns = parse_columns(&stmt[open + 1..close])?;
         if !self.namespaces.contains(ns) {
             return Err(SqlError::exec(n, format!("Not found: Namespace '{ns}' does not exist")));
         }
@@ -495,23 +635,19 @@ impl Engine {
                 format!("Already exists: Table '{full}' already exists"),
             ));
         }
-        let columns = parse_columns(&stmt[open + 1..close])?;
         let def = TableDef {
             full: full.clone(),
             kind,
             columns,
         };
         let ddl = create_sqlite_table(&def);
-        match kind {
-            TableKind::User => {
-                for c in self.conns.values() {
-                    c.execute_batch(&ddl).map_err(|e| SqlError::exec(n, e))?;
-                }
-            }
-            _ => {
-                let c = self.conn("root")?;
+        if kind.per_user() {
+            for c in self.conns.values() {
                 c.execute_batch(&ddl).map_err(|e| SqlError::exec(n, e))?;
             }
+        } else {
+            let c = self.conn("root")?;
+            c.execute_batch(&ddl).map_err(|e| SqlError::exec(n, e))?;
         }
         self.tables.insert(key, def);
         let kind_name = match kind {
@@ -526,6 +662,13 @@ impl Engine {
 
     fn drop_table(&mut self, n: usize, stmt: &str) -> Result<Outcome, SqlError> {
         let toks: Vec<&str> = stmt.split_whitespace().collect();
+        if toks.len() < 3 {
+            return Err(SqlError::new(
+                400,
+                "INVALID_SQL",
+                "sql parser error: Expected: identifier, found: EOF",
+            ));
+        }
         let if_exists = toks.len() >= 5 && toks[2].eq_ignore_ascii_case("IF");
         let full = toks.last().map(|s| s.trim_matches('"').to_owned()).unwrap_or_default();
         let Some(def) = self.tables.remove(&full.to_ascii_lowercase()) else {
@@ -564,28 +707,33 @@ impl Engine {
         }
         let first = stmt.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
         let defs: Vec<TableDef> = tables.iter().filter_map(|t| self.table(t).cloned()).collect();
+        // SHARED tables have the access level `private` here: admins only.
+        if !admin && let Some(shared) = defs.iter().find(|d| d.kind == TableKind::Shared) {
+            let (planning, what) = if first == "SELECT" || first == "WITH" {
+                ("Error during planning: ", "access")
+            } else {
+                ("", "write")
+            };
+            return Err(SqlError::new(
+                403,
+                "PERMISSION_DENIED",
+                format!(
+                    "Statement {n} failed: Permission denied: {planning}Access denied: Role '{}' cannot access table '{}'. Shared table {what} denied (access_level=Private)",
+                    capitalize(role),
+                    shared.full
+                ),
+            ));
+        }
         let system_users = tables.iter().any(|t| t == "system.users");
+        let mut defs = defs;
         if system_users {
             self.sync_system_users(user)?;
+            defs.push(system_users_def());
         }
         let bind: Vec<rusqlite::types::Value> = params.iter().map(json_to_sql).collect();
         let conn = self.conn(user)?;
         let mut prepared = conn.prepare(&rewritten).map_err(|e| classify(n, e))?;
-        // `$N` are named parameters to SQLite, numbered by first appearance:
-        // bind each by its name.
-        for i in 1..=prepared.parameter_count() {
-            let name = prepared.parameter_name(i).unwrap_or("").to_owned();
-            let k: usize = name.trim_start_matches('$').parse().unwrap_or(0);
-            let value = k.checked_sub(1).and_then(|k| bind.get(k)).ok_or_else(|| {
-                SqlError::exec(
-                    n,
-                    format!(
-                        "Parameter binding error: Error during planning: No value found for placeholder with id {name}"
-                    ),
-                )
-            })?;
-            prepared.raw_bind_parameter(i, value).map_err(internal)?;
-        }
+        bind_params(&mut prepared, &bind, n)?;
         if first == "SELECT" || first == "WITH" {
             let names: Vec<String> = prepared.column_names().iter().map(|s| datafusion_name(s)).collect();
             let decls: Vec<Option<String>> = prepared
@@ -629,9 +777,27 @@ impl Engine {
                 .collect();
             return Ok(Outcome::Rows { schema, rows: rows_out });
         }
-        let count = prepared.raw_execute().map_err(|e| classify(n, e))?;
+        let count = match prepared.raw_execute() {
+            Ok(count) => count,
+            Err(e) => {
+                drop(prepared);
+                let mut e = classify(n, e);
+                if let (Some(column), Some(def), "INSERT") = (e.duplicate_column.take(), defs.first(), first.as_str())
+                    && let Some(value) = duplicate_key(conn, &rewritten, &bind, def, &column)
+                {
+                    e.message = format!(
+                        "Statement {n} failed: Execution error: Raft error: Internal error: Provider error: Execution error: Failed to insert batch: Already exists: Primary key violation: value '{value}' already exists in column '{column}'"
+                    );
+                }
+                return Err(e);
+            }
+        };
         drop(prepared);
-        self.drain_changes(user)?;
+        // Inside a transaction, changes are announced at COMMIT (and a
+        // ROLLBACK takes them back with the rows).
+        if conn.is_autocommit() {
+            self.drain_changes(user)?;
+        }
         Ok(match first.as_str() {
             "INSERT" => Outcome::Inserted(count),
             "UPDATE" => Outcome::Updated(count),
@@ -639,19 +805,48 @@ impl Engine {
         })
     }
 
+    /// Fills a temporary `system.users` (the server's columns) from the users.
     fn sync_system_users(&mut self, user: &str) -> Result<(), SqlError> {
         let users: Vec<(String, UserRecord)> = self.users.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let def = system_users_def();
+        let columns: Vec<String> = def
+            .columns
+            .iter()
+            .map(|c| {
+                let mut col = format!("{} {}", c.name, decl_type(c.ktype));
+                if c.pk {
+                    col.push_str(" PRIMARY KEY");
+                }
+                col
+            })
+            .collect();
         let conn = self.conn(user)?;
-        let mut batch = String::from(
-            "CREATE TEMP TABLE IF NOT EXISTS \"system.users\" (user_id TEXT PRIMARY KEY, role TEXT, email TEXT, created_at TEXT); DELETE FROM temp.\"system.users\";",
+        let mut batch = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS \"system.users\" ({}); DELETE FROM temp.\"system.users\";",
+            columns.join(", ")
         );
         for (id, u) in users {
-            batch.push_str(&format!(
-                "INSERT INTO temp.\"system.users\" VALUES ({}, {}, {}, {});",
+            let ms = u.created_ms.to_string();
+            let values = [
                 sql_str(&id),
+                sql_str(&u.hash),
                 sql_str(&u.role),
                 u.email.as_deref().map(sql_str).unwrap_or_else(|| "NULL".into()),
-                sql_str(&u.created_at)
+                "'Password'".into(),
+                "NULL".into(),
+                "'Table'".into(),
+                "NULL".into(),
+                "0".into(),
+                "NULL".into(),
+                "NULL".into(),
+                ms.clone(),
+                ms,
+                "NULL".into(),
+                "NULL".into(),
+            ];
+            batch.push_str(&format!(
+                "INSERT INTO temp.\"system.users\" VALUES ({});",
+                values.join(", ")
             ));
         }
         conn.execute_batch(&batch).map_err(internal)
@@ -739,6 +934,7 @@ impl Engine {
                     out.push_str("temp.\"system.users\"");
                     tables.push("system.users".into());
                     i += 3;
+                    prev_kw.clear();
                     continue;
                 }
                 if self.namespaces.contains(a_clean) || matches!(prev_kw.as_str(), "FROM" | "INTO" | "UPDATE" | "JOIN")
@@ -952,7 +1148,7 @@ const CHANGES_TABLE: &str =
 fn create_sqlite_table(def: &TableDef) -> String {
     let name = def.sqlite_name();
     let bare = quote(&def.full);
-    let schema = if def.kind == TableKind::User { "" } else { "shared." };
+    let schema = if def.kind.per_user() { "" } else { "shared." };
     let pks: Vec<&ColumnDef> = def.columns.iter().filter(|c| c.pk).collect();
     let mut cols: Vec<String> = def
         .columns
@@ -1076,7 +1272,9 @@ fn parse_columns(body: &str) -> Result<Vec<ColumnDef>, SqlError> {
         let part = part.trim();
         let upper = part.to_ascii_uppercase();
         if upper.starts_with("PRIMARY KEY") {
-            if let (Some(a), Some(b)) = (part.find('('), part.rfind(')')) {
+            if let (Some(a), Some(b)) = (part.find('('), part.rfind(')'))
+                && a < b
+            {
                 table_pk = part[a + 1..b]
                     .split(',')
                     .map(|s| s.trim().trim_matches('"').to_owned())
@@ -1214,21 +1412,103 @@ fn json_cell_to_sql(v: &Value, ktype: &str) -> rusqlite::types::Value {
 
 fn classify(n: usize, e: rusqlite::Error) -> SqlError {
     let msg = e.to_string();
+    // The statement was classified already (its first word is known), so
+    // like the server a parse failure now is an execution error.
     if msg.contains("syntax error") || msg.contains("incomplete input") || msg.contains("unrecognized token") {
-        return SqlError::new(400, "INVALID_SQL", format!("sql parser error: {msg}"));
+        return SqlError::exec(n, format!("Execution error: SQL error: ParserError(\"{msg}\")"));
     }
-    if msg.contains("UNIQUE constraint failed") {
-        return SqlError::exec(
+    if let Some(cols) = msg.strip_prefix("UNIQUE constraint failed: ") {
+        let mut e = SqlError::exec(
             n,
             format!(
                 "Execution error: Raft error: Internal error: Provider error: Execution error: Failed to insert batch: Already exists: Primary key violation: {msg}"
             ),
         );
+        // `ns.table.column` (one column) names the key column.
+        if !cols.contains(',') {
+            e.duplicate_column = cols.rsplit('.').next().map(str::to_owned);
+        }
+        return e;
     }
     if msg.contains("no such table") {
         return SqlError::exec(n, format!("Table not found: Error during planning: {msg}"));
     }
     SqlError::exec(n, format!("Execution error: {msg}"))
+}
+
+/// Binds `$N` parameters. To SQLite they are named parameters numbered by
+/// first appearance, so each is bound by its name.
+fn bind_params(st: &mut rusqlite::Statement<'_>, bind: &[rusqlite::types::Value], n: usize) -> Result<(), SqlError> {
+    for i in 1..=st.parameter_count() {
+        let name = st.parameter_name(i).unwrap_or("").to_owned();
+        let k: usize = name.trim_start_matches('$').parse().unwrap_or(0);
+        let value = k.checked_sub(1).and_then(|k| bind.get(k)).ok_or_else(|| {
+            SqlError::exec(
+                n,
+                format!(
+                    "Parameter binding error: Error during planning: No value found for placeholder with id {name}"
+                ),
+            )
+        })?;
+        st.raw_bind_parameter(i, value).map_err(internal)?;
+    }
+    Ok(())
+}
+
+/// The first key value of a failed INSERT that is already in the table (or
+/// repeats within the statement): the statement is run again into an empty
+/// scratch copy of the table, which is then compared with the table.
+fn duplicate_key(
+    conn: &Connection,
+    rewritten: &str,
+    bind: &[rusqlite::types::Value],
+    def: &TableDef,
+    column: &str,
+) -> Option<String> {
+    let target = def.sqlite_name();
+    let at = rewritten.find(&target)?;
+    let probe_sql = format!(
+        "{}temp._kalam_probe{}",
+        &rewritten[..at],
+        &rewritten[at + target.len()..]
+    );
+    conn.execute_batch(&format!(
+        "DROP TABLE IF EXISTS temp._kalam_probe; CREATE TEMP TABLE _kalam_probe AS SELECT * FROM {target} WHERE 0;"
+    ))
+    .ok()?;
+    let found = (|| {
+        let mut st = conn.prepare(&probe_sql).ok()?;
+        bind_params(&mut st, bind, 1).ok()?;
+        st.raw_execute().ok()?;
+        let col = quote(column);
+        conn.query_row(
+            &format!(
+                "SELECT CAST(p.{col} AS TEXT) FROM temp._kalam_probe p
+                 WHERE p.{col} IN (SELECT {col} FROM {target})
+                    OR (SELECT COUNT(*) FROM temp._kalam_probe q WHERE q.{col} = p.{col}) > 1
+                 ORDER BY p.rowid LIMIT 1"
+            ),
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+    })();
+    let _ = conn.execute_batch("DROP TABLE IF EXISTS temp._kalam_probe");
+    found
+}
+
+/// A UUIDv7-shaped transaction id from a Snowflake-like `_seq` value.
+fn transaction_id(seq: i64) -> String {
+    let ms = ((seq >> 22) + 1_704_067_200_000) as u64;
+    let n = (seq & 0x3f_ffff) as u64;
+    format!(
+        "{:08x}-{:04x}-7{:03x}-8{:03x}-{:012x}",
+        ms >> 16,
+        ms & 0xffff,
+        (n >> 12) & 0xfff,
+        n & 0xfff,
+        std::process::id()
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> SqlError {
@@ -1288,7 +1568,7 @@ fn parse_execute_as(stmt: &str) -> Option<(String, String)> {
     let head: Vec<&str> = stmt[..open].split_whitespace().collect();
     let user = head.get(3)?.trim_matches(|c| c == '\'' || c == '"').to_owned();
     let inner = stmt[open + 1..close].trim().to_owned();
-    (!inner.is_empty()).then_some((user, inner))
+    Some((user, inner))
 }
 
 fn matching_paren(s: &str, open: usize) -> Option<usize> {
@@ -1421,6 +1701,9 @@ pub fn parse_timestamp_us(s: &str) -> Option<i64> {
     let sec = hms.next().unwrap_or("0");
     let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
     let whole: i64 = whole.parse().ok()?;
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
     let frac_us: i64 = format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()?;
     Some(((days * 86_400 + h * 3600 + m * 60 + whole) * 1_000_000) + frac_us)
 }
@@ -1456,6 +1739,8 @@ mod tests {
             parse_timestamp_us("2024-01-02T03:04:05.123456Z"),
             Some(1_704_164_645_123_456)
         );
+        // Not a timestamp, and no panic on a multi-byte character at the cut.
+        assert_eq!(parse_timestamp_us("2024-01-02T03:04:05.12345é"), None);
     }
 
     #[test]

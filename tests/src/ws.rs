@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
@@ -21,7 +20,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use crate::sql::{Change, LivePage, TableKind, live_schema, project};
+use crate::http::KitBody;
+use crate::sql::{Change, LivePage, live_schema, project};
 use crate::{State, jwt};
 
 /// Server → client messages of this size and more are gzipped when
@@ -30,7 +30,7 @@ const GZIP_THRESHOLD: usize = 512;
 /// How long an unauthenticated socket may stay silent.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Response<Full<Bytes>> {
+pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Response<KitBody> {
     let is_upgrade = req
         .headers()
         .get(UPGRADE)
@@ -39,7 +39,7 @@ pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Respon
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned().filter(|_| is_upgrade) else {
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)
-            .body(Full::new(Bytes::from_static(b"WebSocket upgrade expected")))
+            .body(KitBody::full(Bytes::from_static(b"WebSocket upgrade expected")))
             .unwrap_or_default();
     };
     let query = req.uri().query().unwrap_or("").to_ascii_lowercase();
@@ -63,7 +63,7 @@ pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Respon
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "Upgrade")
         .header(SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Full::new(Bytes::new()))
+        .body(KitBody::full(Bytes::new()))
         .unwrap_or_default()
 }
 
@@ -372,7 +372,7 @@ impl Session {
             snapshot_seq: 0,
             buffered: Vec::new(),
         };
-        let owner = if def.kind == TableKind::User {
+        let owner = if def.kind.per_user() {
             user.clone()
         } else {
             "root".to_owned()
@@ -440,11 +440,7 @@ impl Session {
         let Some(def) = engine.table(&sub.table).cloned() else {
             return;
         };
-        let owner = if def.kind == TableKind::User {
-            user
-        } else {
-            "root".to_owned()
-        };
+        let owner = if def.kind.per_user() { user } else { "root".to_owned() };
         let cols: Vec<String> = sub
             .columns
             .iter()
@@ -611,7 +607,9 @@ fn parse_live_sql(sql: &str) -> Result<(String, Vec<String>, Option<String>), St
         }
     }
     let from = upper.find(" FROM ").ok_or("Invalid SQL: missing FROM")?;
-    let columns: Vec<String> = s[7..from]
+    let columns: Vec<String> = s
+        .get(7..from)
+        .ok_or("Invalid SQL: missing columns")?
         .split(',')
         .map(|c| c.trim().trim_matches('"').to_owned())
         .collect();
@@ -671,6 +669,7 @@ mod tests {
                 .contains("namespace.table")
         );
         assert!(parse_live_sql("SELECT * FROM a.b ORDER BY x").is_err());
+        assert!(parse_live_sql("SELECT FROM a.b").is_err(), "no columns, and no panic");
     }
 
     #[test]
