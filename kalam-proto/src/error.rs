@@ -91,6 +91,11 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// The server did not acknowledge a subscription in time
+    /// ([`KalamLinkTimeouts::subscribe_timeout`](crate::KalamLinkTimeouts::subscribe_timeout)).
+    #[error("the server did not acknowledge the subscription within {0:?}")]
+    SubscribeTimeout(std::time::Duration),
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,

@@ -89,6 +89,7 @@
 
 mod auth;
 mod callbacks;
+pub mod client;
 mod error;
 pub mod framing;
 pub mod gzip;
@@ -104,12 +105,13 @@ pub mod ws_messages;
 
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
+pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use framing::{Endpoints, QueryRequest};
 pub use live::LiveRows;
 pub use machine::{
-    AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, OpId, Operation, Output, Reply,
-    RequestId, RequestKind,
+    AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, Decoded, OpId, Operation, Output, Reply,
+    RequestId, RequestKind, decode,
 };
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;
@@ -118,5 +120,6 @@ pub use types::{
     CellError, ColumnRef, FromValue, KalamDataType, LoginResponse, MeResponse, QueryResponse, QueryResult, QueryStatus,
     Row, SchemaField, UserInfo,
 };
+pub use ws::{DEFAULT_SEND_BURST, DEFAULT_SEND_RATE};
 pub use ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
 pub use ws_messages::{LiveRow, SubscriptionOptions};

@@ -138,6 +138,30 @@ pub enum RequestKind {
     Query,
 }
 
+/// An HTTP answer decoded by [`decode`], ready for
+/// [`AuthMachine::handle_decoded`].
+#[derive(Debug)]
+pub enum Decoded {
+    /// The answer to a [`RequestKind::Query`].
+    Query(Result<QueryResponse>),
+    /// The answer to a [`RequestKind::Me`].
+    Me(Result<MeResponse>),
+    /// The answer to a [`RequestKind::Login`] or [`RequestKind::Refresh`].
+    Login(Result<LoginResponse>),
+}
+
+/// Decodes an answer with the decoder its request's kind calls for. Pure and
+/// `Send`: a driver may run it in the request's own task, in parallel with
+/// other answers, and feed the result to [`AuthMachine::handle_decoded`];
+/// every decision (retry, refusal, recovery) stays in the machine.
+pub fn decode(kind: RequestKind, status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Decoded {
+    match kind {
+        RequestKind::Query => Decoded::Query(framing::decode_query(status, headers, body)),
+        RequestKind::Me => Decoded::Me(framing::decode_me(status, headers, body)),
+        RequestKind::Login | RequestKind::Refresh => Decoded::Login(framing::decode_login(status, headers, body)),
+    }
+}
+
 /// Whose credentials the driver must fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialSource {
@@ -303,7 +327,7 @@ pub struct AuthMachine {
     last_error: Option<Error>,
     waiting: VecDeque<OpId>,
     ops: BTreeMap<OpId, PendingOp>,
-    inflight: BTreeMap<RequestId, InFlight>,
+    inflight: BTreeMap<RequestId, (RequestKind, InFlight)>,
     out: VecDeque<Output>,
     timer: Option<Instant>,
     /// The token generation for which a refresh ahead of expiry was tried.
@@ -463,33 +487,31 @@ impl AuthMachine {
 
     /// Feeds the answer to a request from [`Output::Transmit`].
     pub fn handle_response<B: AsRef<[u8]>>(&mut self, id: RequestId, response: &Response<B>, now: Now) {
-        let Some(inflight) = self.inflight.remove(&id) else {
+        let Some(&(kind, _)) = self.inflight.get(&id) else {
             return; // not waited for (any more)
         };
-        let (status, headers, body) = (response.status(), response.headers(), response.body().as_ref());
+        let decoded = decode(kind, response.status(), response.headers(), response.body().as_ref());
+        self.handle_decoded(id, decoded, now);
+    }
+
+    /// Feeds an answer already decoded with [`decode`] (same effect as
+    /// [`handle_response`](Self::handle_response) with the raw answer).
+    pub fn handle_decoded(&mut self, id: RequestId, decoded: Decoded, now: Now) {
+        let Some((_, inflight)) = self.inflight.remove(&id) else {
+            return; // not waited for (any more)
+        };
         match inflight {
-            InFlight::Op { op, token_gen } => {
-                let Some(pending) = self.ops.get(&op) else {
-                    return;
-                };
-                match &pending.operation {
-                    Operation::Query(_) => match framing::decode_query(status, headers, body) {
-                        Ok(r) => self.finish(op, Ok(Reply::Query(r))),
-                        Err(e) => self.op_failed(op, token_gen, e, now),
-                    },
-                    Operation::Me => {
-                        let r = framing::decode_me(status, headers, body).map(Reply::Me);
-                        self.finish(op, r);
-                    }
-                    Operation::Login { .. } | Operation::Refresh { .. } => {
-                        let r = framing::decode_login(status, headers, body).map(Reply::Login);
-                        self.finish(op, r);
-                    }
-                    Operation::Token { .. } => {}
-                }
-            }
+            InFlight::Op { op, token_gen } => match decoded {
+                Decoded::Query(Ok(r)) => self.finish(op, Ok(Reply::Query(r))),
+                Decoded::Query(Err(e)) => self.op_failed(op, token_gen, e, now),
+                Decoded::Me(r) => self.finish(op, r.map(Reply::Me)),
+                Decoded::Login(r) => self.finish(op, r.map(Reply::Login)),
+            },
             InFlight::Recovery => {
-                let result = framing::decode_login(status, headers, body);
+                let result = match decoded {
+                    Decoded::Login(r) => r,
+                    other => Err(Error::Runtime(format!("a login answer was expected, got {other:?}"))),
+                };
                 self.recovery_answered(id, result, now);
             }
         }
@@ -497,32 +519,16 @@ impl AuthMachine {
     }
 
     /// Feeds the answer to a [`RequestKind::Query`] request already decoded
-    /// with [`framing::decode_query`]. Same effect as
-    /// [`handle_response`](Self::handle_response) with the raw answer; it
-    /// lets a driver decode answers in parallel, off its own task, while
-    /// every decision (retry, refusal, recovery) stays here.
+    /// with [`framing::decode_query`]. Ignored for any other request.
     pub fn handle_query_answer(&mut self, id: RequestId, answer: Result<QueryResponse>, now: Now) {
-        match self.inflight.get(&id) {
-            Some(InFlight::Op { op, .. })
-                if self
-                    .ops
-                    .get(op)
-                    .is_some_and(|p| matches!(p.operation, Operation::Query(_))) => {}
-            _ => return, // not a query this machine waits for
+        if matches!(self.inflight.get(&id), Some((RequestKind::Query, _))) {
+            self.handle_decoded(id, Decoded::Query(answer), now);
         }
-        let Some(InFlight::Op { op, token_gen }) = self.inflight.remove(&id) else {
-            return;
-        };
-        match answer {
-            Ok(r) => self.finish(op, Ok(Reply::Query(r))),
-            Err(e) => self.op_failed(op, token_gen, e, now),
-        }
-        self.update_timer(now);
     }
 
     /// Feeds a request's failure to get an answer.
     pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
-        let Some(inflight) = self.inflight.remove(&id) else {
+        let Some((_, inflight)) = self.inflight.remove(&id) else {
             return;
         };
         match inflight {
@@ -540,6 +546,11 @@ impl AuthMachine {
             _ => return, // forgotten by set_credentials
         };
         self.phase = Phase::Idle;
+        // What the application's callback returns becomes the current
+        // credentials: setting the earlier ones again is then a change.
+        if let Ok(credentials @ (AuthProvider::JwtToken(_) | AuthProvider::BasicAuth { .. })) = &result {
+            self.credentials = credentials.clone();
+        }
         match result {
             Ok(AuthProvider::JwtToken(secret)) => match Token::new(secret, Origin::Callback) {
                 Ok(t) if !t.usable_at(now, self.config.skew) => {
@@ -555,6 +566,8 @@ impl AuthMachine {
                 Err(e) => self.last_error = Some(e),
             },
             Ok(AuthProvider::BasicAuth { user, password }) => {
+                // This login is the login rung of this episode.
+                self.tried.push(Rung::Login);
                 let request = framing::login_request(&self.endpoints, &user, &password);
                 let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
                 self.phase = Phase::LoggingIn { req, configured: false };
@@ -640,7 +653,7 @@ impl AuthMachine {
 
     fn transmit(&mut self, kind: RequestKind, request: Request<Vec<u8>>, inflight: InFlight) -> RequestId {
         let id = RequestId(self.fresh_id());
-        self.inflight.insert(id, inflight);
+        self.inflight.insert(id, (kind, inflight));
         self.out.push_back(Output::Transmit { id, kind, request });
         id
     }

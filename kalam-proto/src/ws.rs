@@ -31,7 +31,7 @@
 //!   the connection counts as dead when nothing at all arrived for
 //!   `silence_limit`. Deadlines are compared, not re-armed per frame.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::error::{Error, ErrorCode, ServerError, TransportError};
@@ -50,12 +50,24 @@ use crate::ws_messages::{
 pub struct SubId(pub u64);
 
 impl SubId {
-    fn wire(self) -> String {
-        format!("k{}", self.0)
+    /// The id on the wire: `k7` for the first subscribe of subscription 7,
+    /// `k7.2` for its second retry after a rate-limit refusal (so that a
+    /// late answer to an earlier attempt is told apart, never taken twice).
+    fn wire(self, generation: u32) -> String {
+        if generation == 0 {
+            format!("k{}", self.0)
+        } else {
+            format!("k{}.{generation}", self.0)
+        }
     }
 
-    fn from_wire(id: &str) -> Option<SubId> {
-        id.strip_prefix('k')?.parse().ok().map(SubId)
+    fn from_wire(id: &str) -> Option<(SubId, u32)> {
+        let rest = id.strip_prefix('k')?;
+        let (sub, generation) = match rest.split_once('.') {
+            Some((sub, g)) => (sub, g.parse().ok()?),
+            None => (rest, 0),
+        };
+        Some((SubId(sub.parse().ok()?), generation))
     }
 }
 
@@ -82,6 +94,15 @@ pub struct WsConfig {
     pub gzip: bool,
     /// Seed of the jitter generator.
     pub seed: u64,
+    /// A subscription not acknowledged this long after it was asked for
+    /// ends with [`Error::SubscribeTimeout`].
+    pub subscribe_timeout: Duration,
+    /// Text frames the session may send at once on a fresh socket.
+    pub send_burst: u32,
+    /// Text frames per second after the burst. The server allows 50 per
+    /// second per connection (a token bucket of 50) and drops the excess
+    /// (PROTOCOL §6), so the session stays well below.
+    pub send_rate: u32,
 }
 
 impl WsConfig {
@@ -102,6 +123,9 @@ impl WsConfig {
             max_reconnect_attempts: options.max_reconnect_attempts,
             gzip: !options.disable_compression && crate::gzip::SUPPORTED,
             seed,
+            subscribe_timeout: timeouts.subscribe_timeout,
+            send_burst: DEFAULT_SEND_BURST,
+            send_rate: DEFAULT_SEND_RATE,
         }
     }
 }
@@ -111,6 +135,11 @@ impl Default for WsConfig {
         WsConfig::from_options(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 0x5eed)
     }
 }
+
+/// Text frames sent at once on a fresh socket (the server's bucket holds 50).
+pub const DEFAULT_SEND_BURST: u32 = 40;
+/// Text frames per second after the burst (the server refills 50 per second).
+pub const DEFAULT_SEND_RATE: u32 = 30;
 
 /// A frame the driver received.
 #[derive(Debug, Clone)]
@@ -221,7 +250,7 @@ pub enum LiveEvent {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SubPhase {
-    /// Waiting for a ready connection.
+    /// Waiting for a ready connection, or in the send queue.
     Queued,
     /// Subscribe sent, waiting for the ack.
     Subscribing,
@@ -238,6 +267,72 @@ struct Sub {
     last_seq: Option<i64>,
     phase: SubPhase,
     resumed_from: Option<i64>,
+    /// Attempt number of the subscribe on this socket (see [`SubId::wire`]).
+    generation: u32,
+    /// The last initial page taken (a page repeated by a retry is dropped).
+    last_batch: Option<u32>,
+    /// When the acknowledgement is due (while one is awaited).
+    deadline: Option<Instant>,
+}
+
+/// A text frame waiting for the pacer. Frames are built when sent, from the
+/// state at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Subscribe(SubId),
+    NextBatch { sub: SubId, last_seq_id: Option<i64> },
+    Unsubscribe(String),
+}
+
+/// A text frame sent on this socket and not yet known to be handled. The
+/// server handles frames strictly in order and answers `subscribe` and
+/// `next_batch` in order, so an answer settles every frame before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sent {
+    Subscribe(SubId, u32),
+    NextBatch {
+        sub: SubId,
+        generation: u32,
+        last_seq_id: Option<i64>,
+    },
+    Unsubscribe(String),
+}
+
+/// Paces text frames below the server's per-connection rate: a generic cell
+/// rate algorithm (a token bucket with integer time), so `send_burst` frames
+/// may leave at once and then one every `1 s / send_rate`.
+#[derive(Debug, Clone)]
+struct Pacer {
+    interval: Duration,
+    tolerance: Duration,
+    /// Theoretical arrival time of the next frame.
+    tat: Instant,
+}
+
+impl Pacer {
+    fn new(burst: u32, rate: u32) -> Self {
+        let interval = Duration::from_secs(1) / rate.max(1);
+        Pacer {
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            tat: Instant::ZERO,
+        }
+    }
+
+    /// When the next frame may leave.
+    fn ready_at(&self) -> Instant {
+        self.tat - self.tolerance
+    }
+
+    /// Takes one slot (callers check [`ready_at`](Self::ready_at) first,
+    /// except for `authenticate`, which must go at once).
+    fn take(&mut self, now: Instant) {
+        self.tat = self.tat.max(now) + self.interval;
+    }
+
+    fn reset(&mut self, now: Instant) {
+        self.tat = now;
+    }
 }
 
 #[derive(Debug)]
@@ -285,9 +380,20 @@ pub struct WsSession {
     /// The last `auth_error`, reported if the session gives up.
     auth_failure: Option<Error>,
     subs: BTreeMap<SubId, Sub>,
+    /// Acknowledgement deadlines, earliest first.
+    deadlines: BTreeSet<(Instant, SubId)>,
     next_sub: u64,
     last_sent: Instant,
     last_recv: Instant,
+    /// Text frames waiting for the pacer.
+    queue: VecDeque<Pending>,
+    /// Text frames sent and not yet known to be handled.
+    unsettled: VecDeque<Sent>,
+    pacer: Pacer,
+    /// After a rate-limit refusal, nothing is sent until then.
+    paused_until: Option<Instant>,
+    /// Rate-limit refusals in a row (the pause doubles with each).
+    strikes: u32,
     rng: SplitMix64,
     out: VecDeque<WsOutput>,
 }
@@ -300,6 +406,7 @@ impl WsSession {
         WsSession {
             url: endpoints.ws_url(query),
             rng: SplitMix64(config.seed),
+            pacer: Pacer::new(config.send_burst, config.send_rate),
             config,
             conn: Conn::Disconnected,
             wanted: false,
@@ -308,9 +415,14 @@ impl WsSession {
             rejected: None,
             auth_failure: None,
             subs: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             next_sub: 1,
             last_sent: Instant::ZERO,
             last_recv: Instant::ZERO,
+            queue: VecDeque::new(),
+            unsettled: VecDeque::new(),
+            paused_until: None,
+            strikes: 0,
             out: VecDeque::new(),
         }
     }
@@ -336,6 +448,19 @@ impl WsSession {
     /// The highest `_seq` delivered on a subscription.
     pub fn last_seq(&self, sub: SubId) -> Option<i64> {
         self.subs.get(&sub).and_then(|s| s.last_seq)
+    }
+
+    /// Whether the server has acknowledged the subscription on the current
+    /// socket.
+    pub fn is_acknowledged(&self, sub: SubId) -> bool {
+        self.subs
+            .get(&sub)
+            .is_some_and(|s| matches!(s.phase, SubPhase::Loading | SubPhase::Live))
+    }
+
+    /// Text frames waiting for the pacer.
+    pub fn queued_frames(&self) -> usize {
+        self.queue.len()
     }
 
     // ----------------------------------------------------------------- inputs
@@ -366,6 +491,8 @@ impl WsSession {
         }
         let was_up = !matches!(self.conn, Conn::Disconnected | Conn::Failed);
         self.conn = Conn::Disconnected;
+        self.forget_socket();
+        self.deadlines.clear();
         for (id, _) in std::mem::take(&mut self.subs) {
             self.out
                 .push_back(WsOutput::Event(WsEvent::Sub(id, LiveEvent::Closed(None))));
@@ -389,6 +516,9 @@ impl WsSession {
 
     /// Adds a subscription; connects if needed. Refused (typed error, nothing
     /// sent) if its subscribe message would exceed the server's 64 KiB frame.
+    /// The server's acknowledgement is due within
+    /// [`WsConfig::subscribe_timeout`]; otherwise the subscription ends with
+    /// [`Error::SubscribeTimeout`].
     pub fn subscribe(
         &mut self,
         sql: impl Into<String>,
@@ -401,7 +531,12 @@ impl WsSession {
             o
         });
         let id = SubId(self.next_sub);
-        let probe = subscribe_text(id, &sql, options.as_ref());
+        // The longest form this frame can take (a retry's id, a resume point).
+        let probe_options = SubscriptionOptions {
+            from: Some(i64::MIN),
+            ..options.clone().unwrap_or_default()
+        };
+        let probe = subscribe_text(id, u32::MAX, &sql, Some(&probe_options));
         if probe.len() > MAX_CLIENT_FRAME {
             return Err(Error::InvalidInput(format!(
                 "subscription SQL too long: the subscribe frame would be {} bytes (limit {MAX_CLIENT_FRAME})",
@@ -417,10 +552,15 @@ impl WsSession {
                 last_seq: None,
                 phase: SubPhase::Queued,
                 resumed_from: None,
+                generation: 0,
+                last_batch: None,
+                deadline: None,
             },
         );
+        self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
         if matches!(self.conn, Conn::Ready) {
-            self.send_subscribe(id, probe, now);
+            self.queue.push_back(Pending::Subscribe(id));
+            self.flush(now);
         } else {
             self.connect(now);
         }
@@ -429,15 +569,14 @@ impl WsSession {
 
     /// Removes a subscription (sends `unsubscribe` if the server knows it).
     pub fn unsubscribe(&mut self, sub: SubId, now: Now) {
+        self.set_deadline(sub, None);
         let Some(s) = self.subs.remove(&sub) else {
             return;
         };
+        // A subscribe still in the queue is simply not sent.
         if matches!(self.conn, Conn::Ready) && s.phase != SubPhase::Queued {
-            let text = ClientMessage::Unsubscribe {
-                subscription_id: &sub.wire(),
-            }
-            .to_text();
-            self.send(text, now);
+            self.queue.push_back(Pending::Unsubscribe(sub.wire(s.generation)));
+            self.flush(now);
         }
     }
 
@@ -498,7 +637,11 @@ impl WsSession {
             deadline: now.instant + self.config.auth_timeout,
         };
         self.last_recv = now.instant;
-        self.send(text, now);
+        // A fresh socket has a fresh (full) bucket at the server.
+        self.forget_socket();
+        self.pacer.reset(now.instant);
+        self.pacer.take(now.instant);
+        self.emit_text(text, now);
         true
     }
 
@@ -534,6 +677,7 @@ impl WsSession {
             // Bad input loses nothing else: report it and carry on.
             Err(e) => self.event(WsEvent::Error(Error::Decode(e))),
         }
+        self.flush(now);
     }
 
     /// Call when [`poll_timeout`](Self::poll_timeout) is reached.
@@ -572,6 +716,11 @@ impl WsSession {
                 self.out.push_back(WsOutput::SendPing);
             }
         }
+        self.expire_subscriptions(now);
+        if self.paused_until.is_some_and(|p| p <= t) {
+            self.paused_until = None;
+        }
+        self.flush(now);
     }
 
     // ---------------------------------------------------------------- outputs
@@ -588,13 +737,21 @@ impl WsSession {
             let dead = self.last_recv + self.config.silence_limit;
             ping.min(dead)
         };
-        match &self.conn {
+        let conn = match &self.conn {
             Conn::Connecting { deadline, .. } => Some(*deadline),
             Conn::Authenticating { deadline, .. } => Some((*deadline).min(keepalive())),
             Conn::Ready => Some(keepalive()),
             Conn::BackingOff { until } => Some(*until),
             _ => None,
-        }
+        };
+        let send = if matches!(self.conn, Conn::Ready) && !self.queue.is_empty() {
+            let ready = self.pacer.ready_at();
+            Some(self.paused_until.map_or(ready, |p| p.max(ready)))
+        } else {
+            None
+        };
+        let ack = self.deadlines.first().map(|(at, _)| *at);
+        [conn, send, ack].into_iter().flatten().min()
     }
 
     // -------------------------------------------------------------- internals
@@ -607,9 +764,96 @@ impl WsSession {
         self.out.push_back(WsOutput::Event(e));
     }
 
-    fn send(&mut self, text: String, now: Now) {
+    fn emit_text(&mut self, text: String, now: Now) {
         self.last_sent = now.instant;
         self.out.push_back(WsOutput::SendText(text));
+    }
+
+    /// Sends what the pacer allows from the queue.
+    fn flush(&mut self, now: Now) {
+        if !matches!(self.conn, Conn::Ready) || self.paused_until.is_some_and(|p| p > now.instant) {
+            return;
+        }
+        while self.pacer.ready_at() <= now.instant {
+            let Some(pending) = self.queue.pop_front() else {
+                return;
+            };
+            let (text, sent) = match pending {
+                Pending::Subscribe(id) => {
+                    let Some(s) = self.subs.get_mut(&id) else {
+                        continue; // unsubscribed while queued
+                    };
+                    s.phase = SubPhase::Subscribing;
+                    s.last_batch = None;
+                    let options = resume_options(s);
+                    let text = subscribe_text(id, s.generation, &s.sql, options.as_ref());
+                    (text, Sent::Subscribe(id, s.generation))
+                }
+                Pending::NextBatch { sub, last_seq_id } => {
+                    let Some(s) = self.subs.get(&sub) else {
+                        continue;
+                    };
+                    let text = ClientMessage::NextBatch {
+                        subscription_id: &sub.wire(s.generation),
+                        last_seq_id,
+                    }
+                    .to_text();
+                    let sent = Sent::NextBatch {
+                        sub,
+                        generation: s.generation,
+                        last_seq_id,
+                    };
+                    (text, sent)
+                }
+                Pending::Unsubscribe(wire) => {
+                    let text = ClientMessage::Unsubscribe { subscription_id: &wire }.to_text();
+                    (text, Sent::Unsubscribe(wire))
+                }
+            };
+            self.pacer.take(now.instant);
+            self.unsettled.push_back(sent);
+            self.emit_text(text, now);
+        }
+    }
+
+    /// Forgets what was queued for or sent on the current socket.
+    fn forget_socket(&mut self) {
+        self.queue.clear();
+        self.unsettled.clear();
+        self.paused_until = None;
+        self.strikes = 0;
+    }
+
+    fn set_deadline(&mut self, id: SubId, deadline: Option<Instant>) {
+        let Some(s) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = s.deadline.take() {
+            self.deadlines.remove(&(old, id));
+        }
+        if let Some(new) = deadline {
+            s.deadline = Some(new);
+            self.deadlines.insert((new, id));
+        }
+    }
+
+    /// Ends every subscription whose acknowledgement is overdue.
+    fn expire_subscriptions(&mut self, now: Now) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now.instant {
+                return;
+            }
+            self.deadlines.pop_first();
+            let Some(s) = self.subs.remove(&id) else {
+                continue;
+            };
+            if matches!(self.conn, Conn::Ready) && s.phase != SubPhase::Queued {
+                // It may still be answered: make sure it stops.
+                self.queue.push_back(Pending::Unsubscribe(id.wire(s.generation)));
+            }
+            let error = Error::SubscribeTimeout(self.config.subscribe_timeout);
+            self.sub_event(id, LiveEvent::Closed(Some(error)));
+        }
     }
 
     fn request_token(&mut self, fresh: bool, _now: Now) {
@@ -617,7 +861,6 @@ impl WsSession {
         self.out.push_back(WsOutput::NeedToken { fresh });
     }
 
-    /// Gives up until something changes; subscriptions stay registered.
     /// Gives up until new credentials or an explicit connect: the error is
     /// reported once, and every subscription ends with it.
     fn fail(&mut self, e: Error) {
@@ -628,6 +871,7 @@ impl WsSession {
     }
 
     fn end_all(&mut self, e: Option<Error>) {
+        self.deadlines.clear();
         for (id, _) in std::mem::take(&mut self.subs) {
             self.sub_event(id, LiveEvent::Closed(e.clone()));
         }
@@ -636,8 +880,10 @@ impl WsSession {
     /// The connection is gone: back off and reconnect, or stop.
     fn lost(&mut self, reason: &str, now: Now) {
         let was_ready = matches!(self.conn, Conn::Ready);
+        self.forget_socket();
         for s in self.subs.values_mut() {
             s.phase = SubPhase::Queued;
+            s.generation = 0;
         }
         let give_up = self
             .config
@@ -677,13 +923,6 @@ impl WsSession {
         Duration::from_millis(half + self.rng.next() % (exp - half + 1))
     }
 
-    fn send_subscribe(&mut self, id: SubId, text: String, now: Now) {
-        if let Some(s) = self.subs.get_mut(&id) {
-            s.phase = SubPhase::Subscribing;
-        }
-        self.send(text, now);
-    }
-
     fn resubscribe_all(&mut self, now: Now) {
         let ids: Vec<SubId> = self.subs.keys().copied().collect();
         for id in ids {
@@ -692,23 +931,70 @@ impl WsSession {
             };
             // Resume after the last `_seq` seen: the server sends rows changed
             // meanwhile as initial data (deletions meanwhile are not reported).
-            let options = match (s.last_seq, &s.options) {
-                (Some(seq), Some(o)) => Some(SubscriptionOptions {
-                    batch_size: o.batch_size,
-                    last_rows: None,
-                    from: Some(seq),
-                }),
-                (Some(seq), None) => Some(SubscriptionOptions {
-                    batch_size: Some(MAX_BATCH_SIZE),
-                    last_rows: None,
-                    from: Some(seq),
-                }),
-                (None, o) => o.clone(),
-            };
             s.resumed_from = s.last_seq;
-            let text = subscribe_text(id, &s.sql, options.as_ref());
-            self.send_subscribe(id, text, now);
+            if s.deadline.is_none() {
+                // A resubscribe is due within the same limit as a subscribe;
+                // one still awaited by its caller keeps the caller's deadline.
+                self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
+            }
+            self.queue.push_back(Pending::Subscribe(id));
         }
+        self.flush(now);
+    }
+
+    /// Marks every frame up to the one `settles` matches as handled.
+    fn settle(&mut self, settles: impl Fn(&Sent) -> bool) {
+        if let Some(i) = self.unsettled.iter().position(settles) {
+            self.unsettled.drain(..=i);
+            self.strikes = 0;
+        }
+    }
+
+    /// The server dropped one frame for its rate limit. Frames are handled
+    /// in order, so it is the earliest unsettled one that expects an answer,
+    /// unless an `unsubscribe` (which gets none) came before it: then it is
+    /// taken for the answer-expecting one all the same, and a late answer to
+    /// it is recognised by its id (a retried subscribe gets a new one) or
+    /// its page number, and not delivered twice.
+    fn rate_limited(&mut self, now: Now) {
+        let found = self.unsettled.iter().position(|s| !matches!(s, Sent::Unsubscribe(_)));
+        let retry = match found {
+            Some(i) => match self.unsettled.remove(i) {
+                Some(Sent::Subscribe(id, generation)) => match self.subs.get_mut(&id) {
+                    Some(s) if s.generation == generation && s.phase == SubPhase::Subscribing => {
+                        s.generation += 1;
+                        s.phase = SubPhase::Queued;
+                        vec![Pending::Subscribe(id)]
+                    }
+                    _ => Vec::new(),
+                },
+                Some(Sent::NextBatch {
+                    sub,
+                    generation,
+                    last_seq_id,
+                }) if self.subs.get(&sub).is_some_and(|s| s.generation == generation) => {
+                    vec![Pending::NextBatch { sub, last_seq_id }]
+                }
+                _ => Vec::new(),
+            },
+            // Only unsubscribes are unsettled: one of them was dropped.
+            None => self
+                .unsettled
+                .drain(..)
+                .filter_map(|s| match s {
+                    Sent::Unsubscribe(w) => Some(Pending::Unsubscribe(w)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        for p in retry.into_iter().rev() {
+            self.queue.push_front(p);
+        }
+        // The server's bucket refills in a second; wait at least that long,
+        // longer after refusals in a row.
+        let pause = Duration::from_secs(1) * (1u32 << self.strikes.min(3));
+        self.strikes = self.strikes.saturating_add(1);
+        self.paused_until = Some(now.instant + pause);
     }
 
     fn on_message(&mut self, message: ServerMessage, now: Now) {
@@ -747,9 +1033,16 @@ impl WsSession {
                 schema,
                 ..
             } => {
-                let Some((id, s)) = self.route(&subscription_id) else {
+                let Some((id, generation)) = self.answer_for(&subscription_id, true) else {
                     return;
                 };
+                self.set_deadline(id, None);
+                let Some(s) = self.subs.get_mut(&id) else {
+                    return;
+                };
+                if s.generation != generation || s.phase != SubPhase::Subscribing {
+                    return;
+                }
                 let expects_batches = s.options.is_some() || s.resumed_from.is_some();
                 s.phase = if expects_batches {
                     SubPhase::Loading
@@ -767,26 +1060,31 @@ impl WsSession {
                 rows,
                 batch_control,
             } => {
-                let Some((id, s)) = self.route(&subscription_id) else {
+                let Some((id, _)) = self.answer_for(&subscription_id, true) else {
                     return;
                 };
+                let Some(s) = self.subs.get_mut(&id) else {
+                    return;
+                };
+                let BatchControl {
+                    has_more,
+                    last_seq_id,
+                    batch_num,
+                    ..
+                } = batch_control;
+                if s.phase != SubPhase::Loading || s.last_batch.is_some_and(|b| batch_num <= b) {
+                    return; // a page already taken (answer to a retried next_batch)
+                }
+                s.last_batch = Some(batch_num);
                 for r in &rows {
                     s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
                 }
-                let BatchControl {
-                    has_more, last_seq_id, ..
-                } = batch_control;
                 if !has_more {
                     s.phase = SubPhase::Live;
                 }
                 self.sub_event(id, LiveEvent::InitialRows { rows, has_more });
                 if has_more {
-                    let text = ClientMessage::NextBatch {
-                        subscription_id: &subscription_id,
-                        last_seq_id,
-                    }
-                    .to_text();
-                    self.send(text, now);
+                    self.queue.push_back(Pending::NextBatch { sub: id, last_seq_id });
                 } else {
                     self.sub_event(id, LiveEvent::Ready);
                 }
@@ -797,7 +1095,10 @@ impl WsSession {
                 rows,
                 old_values,
             } => {
-                let Some((id, s)) = self.route(&subscription_id) else {
+                let Some((id, _)) = self.answer_for(&subscription_id, false) else {
+                    return;
+                };
+                let Some(s) = self.subs.get_mut(&id) else {
                     return;
                 };
                 for r in rows.iter().chain(old_values.iter()) {
@@ -828,19 +1129,27 @@ impl WsSession {
                 code,
                 message,
             } => {
+                let code = ErrorCode::parse(&code);
+                if subscription_id == "rate_limit" && code == ErrorCode::RateLimitExceeded {
+                    if matches!(self.conn, Conn::Ready) {
+                        self.rate_limited(now);
+                    }
+                    return;
+                }
                 let error = Error::Server(ServerError {
                     status: 0,
-                    code: ErrorCode::parse(&code),
+                    code,
                     message,
                     details: None,
                     retry_after_secs: None,
                 });
-                let routed = self.route(&subscription_id).map(|(id, _)| id);
-                match routed {
-                    Some(id) => {
+                match self.answer_for(&subscription_id, true) {
+                    Some((id, generation)) if self.subs.get(&id).is_some_and(|s| s.generation == generation) => {
+                        self.set_deadline(id, None);
                         self.subs.remove(&id);
                         self.sub_event(id, LiveEvent::Closed(Some(error)));
                     }
+                    Some(_) => {} // an earlier attempt's late refusal
                     None => self.event(WsEvent::Error(error)),
                 }
             }
@@ -848,17 +1157,40 @@ impl WsSession {
     }
 
     /// The subscription a frame is for: only on an authenticated socket,
-    /// and only one that was sent on it (a frame out of turn, from a
-    /// misbehaving server or proxy, is ignored).
-    fn route(&mut self, wire: &str) -> Option<(SubId, &mut Sub)> {
+    /// and only one whose subscribe was sent on it (a frame out of turn,
+    /// from a misbehaving server or proxy, is ignored). With `answer`, the
+    /// frame answers a subscribe or next_batch: every frame sent before it
+    /// is settled. A late answer to an earlier attempt (after a retry) gets
+    /// its subscription stopped and is not routed.
+    fn answer_for(&mut self, wire: &str, answer: bool) -> Option<(SubId, u32)> {
         if !matches!(self.conn, Conn::Ready) {
             return None;
         }
-        let id = SubId::from_wire(wire)?;
-        self.subs
-            .get_mut(&id)
-            .filter(|s| s.phase != SubPhase::Queued)
-            .map(|s| (id, s))
+        let (id, generation) = SubId::from_wire(wire)?;
+        if answer {
+            self.settle(|s| match s {
+                Sent::Subscribe(i, g)
+                | Sent::NextBatch {
+                    sub: i, generation: g, ..
+                } => *i == id && *g == generation,
+                Sent::Unsubscribe(_) => false,
+            });
+        }
+        let s = self.subs.get(&id)?;
+        if s.phase == SubPhase::Queued && s.generation == generation {
+            return None;
+        }
+        if s.generation != generation {
+            if generation < s.generation && answer {
+                // The server took an attempt we believed refused: stop it.
+                let pending = Pending::Unsubscribe(id.wire(generation));
+                if !self.queue.contains(&pending) {
+                    self.queue.push_back(pending);
+                }
+            }
+            return None;
+        }
+        Some((id, generation))
     }
 
     fn sub_event(&mut self, id: SubId, e: LiveEvent) {
@@ -866,10 +1198,28 @@ impl WsSession {
     }
 }
 
-fn subscribe_text(id: SubId, sql: &str, options: Option<&SubscriptionOptions>) -> String {
+/// The options of a (re)subscribe: after a reconnect, resume after the last
+/// `_seq` seen.
+fn resume_options(s: &Sub) -> Option<SubscriptionOptions> {
+    match (s.resumed_from, &s.options) {
+        (Some(seq), Some(o)) => Some(SubscriptionOptions {
+            batch_size: o.batch_size,
+            last_rows: None,
+            from: Some(seq),
+        }),
+        (Some(seq), None) => Some(SubscriptionOptions {
+            batch_size: Some(MAX_BATCH_SIZE),
+            last_rows: None,
+            from: Some(seq),
+        }),
+        (None, o) => o.clone(),
+    }
+}
+
+fn subscribe_text(id: SubId, generation: u32, sql: &str, options: Option<&SubscriptionOptions>) -> String {
     ClientMessage::Subscribe {
         subscription: Subscription {
-            id: &id.wire(),
+            id: &id.wire(generation),
             sql,
             options,
         },

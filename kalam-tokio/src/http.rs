@@ -9,7 +9,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, TransportError};
+use kalam_client::HttpSettings;
+use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
 
 #[cfg(feature = "rustls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -18,7 +19,7 @@ type Connector = HttpConnector;
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
-pub(crate) struct HttpClient {
+pub struct HttpClient {
     inner: Client<Connector, Full<Bytes>>,
     receive_timeout: Duration,
     max_body: usize,
@@ -28,10 +29,10 @@ impl HttpClient {
     pub(crate) fn new(
         endpoints: &Endpoints,
         options: &ConnectionOptions,
-        timeouts: &KalamLinkTimeouts,
+        settings: &HttpSettings,
     ) -> Result<Self, Error> {
         let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(timeouts.connection_timeout));
+        http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
         #[cfg(feature = "rustls")]
         let connector = {
@@ -60,8 +61,8 @@ impl HttpClient {
             .build(connector);
         Ok(HttpClient {
             inner,
-            receive_timeout: timeouts.receive_timeout,
-            max_body: options.max_response_bytes,
+            receive_timeout: settings.receive_timeout,
+            max_body: settings.max_body,
         })
     }
 

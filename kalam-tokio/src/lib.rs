@@ -1,10 +1,19 @@
 //! # kalam-tokio: a KalamDB client on Tokio
 //!
-//! A thin driver of the [`kalam_proto`] machines: one task per client owns
-//! the auth machine, sends the requests it asks for over a pooled hyper
-//! client, calls the application's credential callbacks, and arms its timer.
-//! All protocol logic (login, token expiry, refresh, `TOKEN_EXPIRED`
-//! recovery, error decoding) lives in `kalam-proto`.
+//! The kalam client for Tokio applications. This crate is I/O only: it
+//! gives [`kalam_client`] a Tokio runtime ([`rt::Tokio`]: spawn, clock, timer,
+//! a pooled hyper client, tokio-tungstenite sockets). The client's API and
+//! its driver task are written once, in `kalam-client`; every protocol
+//! decision (login, token expiry, refresh, `TOKEN_EXPIRED` recovery,
+//! subscriptions, pacing, reconnects) is made by `kalam-proto`'s
+//! [`ClientCore`](kalam_proto::ClientCore).
+//!
+//! Following one query: [`KalamLinkClient::execute_query`] puts a command
+//! on the driver task's channel; the driver hands it to the core, which
+//! answers with the HTTP request to send; the driver runs the exchange
+//! itself (hyper, decoded with kalam-proto's decoder for that request kind),
+//! feeds the answer back, and the core's result goes to the caller's reply
+//! slot. Two task hops: caller → driver → caller.
 //!
 //! ```no_run
 //! use kalam_tokio::{AuthProvider, KalamLinkClient};
@@ -12,7 +21,7 @@
 //! # async fn run() -> kalam_tokio::Result<()> {
 //! let client = KalamLinkClient::builder()
 //!     .base_url("http://localhost:2900")
-//!     .auth(AuthProvider::basic_auth("admin".into(), "kalamdb123".into()))
+//!     .auth(AuthProvider::basic_auth("root".into(), "kalamdb123".into()))
 //!     .build()?;
 //!
 //! // Basic credentials are exchanged for a JWT at login, once; queries carry the JWT.
@@ -56,6 +65,15 @@
 //! # }
 //! ```
 //!
+//! `live()` and `live_events()` return once the server has acknowledged the
+//! subscription (within [`KalamLinkTimeouts::subscribe_timeout`]); a refused
+//! subscription is an `Err` from the call. Subscribe frames are paced below
+//! the server's 50 messages per second per connection.
+//!
+//! The driver task runs while any handle is alive: a client clone or a live
+//! stream. A live stream keeps delivering after the client is dropped;
+//! dropping the last handle closes the WebSocket and stops the task.
+//!
 //! When a live query's consumer falls behind and its buffer
 //! ([`ConnectionOptions::subscription_buffer`]) fills, that query alone
 //! ends with [`Error::SubscriptionLagged`] after the buffered events; the
@@ -67,17 +85,20 @@
 
 #![forbid(unsafe_code)]
 
-mod client;
-mod driver;
 mod http;
-mod live;
+pub mod rt;
 mod ws;
 
-pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+/// A KalamDB client on Tokio. See [`kalam_client::KalamLinkClient`] for
+/// every method.
+pub type KalamLinkClient = kalam_client::KalamLinkClient<rt::Tokio>;
+/// Builds a [`KalamLinkClient`].
+pub type KalamLinkClientBuilder = kalam_client::KalamLinkClientBuilder<rt::Tokio>;
+
+pub use kalam_client::{DEFAULT_BASE_URL, LiveEvents, LiveQuery};
 pub use kalam_proto::{
     AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
     KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest, QueryResponse, QueryResult, Result, Row,
     SchemaField, Secret, ServerError, TransportError, UserInfo,
 };
 pub use kalam_proto::{LiveEvent, LiveRow, LiveRows, SubId, SubscriptionOptions};
-pub use live::{LiveEvents, LiveQuery};

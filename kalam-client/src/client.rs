@@ -1,44 +1,61 @@
 //! `KalamLinkClient`: a cheap handle on the driver task.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kalam_proto::{
-    AuthConfig, AuthMachine, AuthProvider, AuthRefreshCallback, ConnectionOptions, DynamicAuthProvider, Endpoints,
-    Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubscriptionOptions,
-    WsConfig, WsSession,
+    Answer, AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider,
+    Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result,
+    SubscriptionOptions,
 };
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Callbacks, Command, Driver, WsTransport};
-use crate::http::HttpClient;
+use crate::driver::{Callbacks, Clock, Command, Driver};
 use crate::live::{LiveEvents, LiveQuery};
+use crate::rt::{HttpSettings, Runtime, SocketSettings};
+use crate::sync::{Sender, reply};
 
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "http://localhost:2900";
 
-/// A KalamDB client.
+/// A KalamDB client, on the runtime `R` (the adapters name it for you:
+/// `kalam_tokio::KalamLinkClient`, `kalam_async_std::KalamLinkClient`).
 ///
 /// Cheap to clone (`Arc` + channel sender), `Send + Sync`. All clones share
 /// one driver task, hence one auth state: a login, a refreshed token or
 /// [`update_shared_auth`](Self::update_shared_auth) on any clone is seen by
-/// every clone. The driver task stops when the last clone is dropped.
-#[derive(Clone)]
-pub struct KalamLinkClient {
+/// every clone.
+///
+/// **Lifetime.** The driver task runs while any handle is alive: a clone of
+/// the client, or a live stream ([`LiveEvents`], [`LiveQuery`]) it opened.
+/// A live stream therefore keeps delivering after the client itself is
+/// dropped. When the last handle is dropped, the WebSocket is closed (1000)
+/// and the task stops; HTTP calls still in flight are abandoned.
+pub struct KalamLinkClient<R: Runtime> {
     inner: Arc<Inner>,
+    _rt: PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> Clone for KalamLinkClient<R> {
+    fn clone(&self) -> Self {
+        KalamLinkClient {
+            inner: self.inner.clone(),
+            _rt: PhantomData,
+        }
+    }
 }
 
 struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Sender<Command>,
     base_url: String,
     provider: Option<Arc<dyn DynamicAuthProvider>>,
     options: ConnectionOptions,
     timeouts: KalamLinkTimeouts,
 }
 
-impl std::fmt::Debug for KalamLinkClient {
+impl<R: Runtime> std::fmt::Debug for KalamLinkClient<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KalamLinkClient")
             .field("base_url", &self.inner.base_url)
@@ -46,9 +63,9 @@ impl std::fmt::Debug for KalamLinkClient {
     }
 }
 
-impl KalamLinkClient {
+impl<R: Runtime> KalamLinkClient<R> {
     /// A builder with the defaults: `http://localhost:2900`, no credentials.
-    pub fn builder() -> KalamLinkClientBuilder {
+    pub fn builder() -> KalamLinkClientBuilder<R> {
         KalamLinkClientBuilder::default()
     }
 
@@ -84,7 +101,7 @@ impl KalamLinkClient {
     /// Runs a [`QueryRequest`] (SQL, parameters, default namespace).
     pub async fn execute(&self, request: impl Into<QueryRequest>) -> Result<QueryResponse> {
         match self.submit(Operation::Query(request.into())).await? {
-            Reply::Query(r) => Ok(r),
+            Answer::Reply(Reply::Query(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -92,7 +109,7 @@ impl KalamLinkClient {
     /// The authenticated user (`GET /v1/api/auth/me`).
     pub async fn current_user(&self) -> Result<MeResponse> {
         match self.submit(Operation::Me).await? {
-            Reply::Me(r) => Ok(r),
+            Answer::Reply(Reply::Me(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -107,7 +124,7 @@ impl KalamLinkClient {
             password: Secret::new(password),
         };
         match self.submit(op).await? {
-            Reply::Login(r) => Ok(r),
+            Answer::Reply(Reply::Login(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -120,7 +137,7 @@ impl KalamLinkClient {
             refresh_token: Secret::new(refresh_token),
         };
         match self.submit(op).await? {
-            Reply::Login(r) => Ok(r),
+            Answer::Reply(Reply::Login(r)) => Ok(r),
             other => Err(unexpected(other)),
         }
     }
@@ -145,12 +162,9 @@ impl KalamLinkClient {
         if let Some(p) = &self.inner.provider {
             return p.get_auth().await;
         }
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::GetAuth(tx))
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)
+        let (tx, rx) = reply();
+        self.command(Command::GetAuth(tx))?;
+        rx.await
     }
 
     /// Opens the WebSocket now and waits until it is authenticated, so that
@@ -158,14 +172,15 @@ impl KalamLinkClient {
     /// first [`live`](Self::live) / [`live_events`](Self::live_events) opens
     /// the socket. All live queries share this one socket.
     pub async fn connect(&self) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply();
         self.command(Command::Connect(Some(tx)))?;
-        rx.await.map_err(|_| Error::Closed)?
+        rx.await??;
+        Ok(())
     }
 
     /// Closes the WebSocket; every live query ends. HTTP queries still work.
     pub async fn disconnect(&self) {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply();
         if self.command(Command::Disconnect(tx)).is_ok() {
             let _ = rx.await;
         }
@@ -173,6 +188,13 @@ impl KalamLinkClient {
 
     /// A live query's typed change events, with its initial rows first.
     /// `sql` is `SELECT … FROM namespace.table [WHERE …]`.
+    ///
+    /// Returns once the server has acknowledged the subscription, so every
+    /// change committed after it returns is delivered. A refused
+    /// subscription (bad SQL, a missing table, the server's subscription
+    /// limit) is an `Err` from this call, and so is an acknowledgement that
+    /// does not come within [`KalamLinkTimeouts::subscribe_timeout`]
+    /// ([`Error::SubscribeTimeout`]).
     pub async fn live_events(&self, sql: &str) -> Result<LiveEvents> {
         self.live_events_with(sql, Some(SubscriptionOptions::default().with_batch_size(500)))
             .await
@@ -182,14 +204,18 @@ impl KalamLinkClient {
     /// `None` for changes only (no initial rows), or batch size, last rows,
     /// resume point.
     pub async fn live_events_with(&self, sql: &str, options: Option<SubscriptionOptions>) -> Result<LiveEvents> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = reply();
+        let (queue, source) = crate::sync::queue(self.inner.options.subscription_buffer);
         self.command(Command::Subscribe {
             sql: sql.to_owned(),
             options,
+            queue,
             reply: tx,
         })?;
-        let (sub, source) = rx.await.map_err(|_| Error::Closed)??;
-        Ok(LiveEvents::new(sub, source, self.inner.commands.clone()))
+        match rx.await?? {
+            Answer::Subscribed(sub) => Ok(LiveEvents::new(sub, source, self.inner.commands.clone())),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A live query's current result set, kept up to date.
@@ -206,34 +232,32 @@ impl KalamLinkClient {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
 
-    async fn submit(&self, op: Operation) -> Result<Reply> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Submit(op, tx))
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+    async fn submit(&self, op: Operation) -> Result<Answer> {
+        let (tx, rx) = reply();
+        self.command(Command::Submit(op, tx))?;
+        rx.await?
     }
 }
 
-fn unexpected(reply: Reply) -> Error {
+fn unexpected(reply: Answer) -> Error {
     Error::Runtime(format!("the driver answered with the wrong kind of reply: {reply:?}"))
 }
 
 /// Builds a [`KalamLinkClient`].
-pub struct KalamLinkClientBuilder {
+pub struct KalamLinkClientBuilder<R: Runtime> {
     base_url: String,
     auth: AuthProvider,
     provider: Option<Arc<dyn DynamicAuthProvider>>,
     refresher: Option<AuthRefreshCallback>,
     options: ConnectionOptions,
     timeouts: KalamLinkTimeouts,
-    auth_config: AuthConfig,
+    skew: Option<Duration>,
     hooks: Callbacks,
     seed: Option<u64>,
+    _rt: PhantomData<fn() -> R>,
 }
 
-impl Default for KalamLinkClientBuilder {
+impl<R: Runtime> Default for KalamLinkClientBuilder<R> {
     fn default() -> Self {
         KalamLinkClientBuilder {
             base_url: DEFAULT_BASE_URL.to_owned(),
@@ -242,14 +266,15 @@ impl Default for KalamLinkClientBuilder {
             refresher: None,
             options: ConnectionOptions::default(),
             timeouts: KalamLinkTimeouts::default(),
-            auth_config: AuthConfig::default(),
+            skew: None,
             hooks: Callbacks::default(),
             seed: None,
+            _rt: PhantomData,
         }
     }
 }
 
-impl std::fmt::Debug for KalamLinkClientBuilder {
+impl<R: Runtime> std::fmt::Debug for KalamLinkClientBuilder<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KalamLinkClientBuilder")
             .field("base_url", &self.base_url)
@@ -262,7 +287,7 @@ impl std::fmt::Debug for KalamLinkClientBuilder {
     }
 }
 
-impl KalamLinkClientBuilder {
+impl<R: Runtime> KalamLinkClientBuilder<R> {
     /// The server, e.g. `http://localhost:2900` (the default).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
@@ -312,7 +337,7 @@ impl KalamLinkClientBuilder {
 
     /// How long before its `exp` a token counts as expired (default 30 s).
     pub fn token_expiry_skew(mut self, skew: Duration) -> Self {
-        self.auth_config.skew = skew;
+        self.skew = Some(skew);
         self
     }
 
@@ -343,42 +368,42 @@ impl KalamLinkClientBuilder {
         self
     }
 
-    /// Builds the client and starts its driver task. Must be called inside
-    /// a Tokio runtime. Fails with a typed error (never panics) for a bad
-    /// URL or outside a runtime.
-    pub fn build(self) -> Result<KalamLinkClient> {
+    /// Builds the client and starts its driver task. Fails with a typed
+    /// error (never panics) for a bad URL, or where the runtime cannot run
+    /// it (for Tokio: outside a runtime).
+    pub fn build(self) -> Result<KalamLinkClient<R>> {
         let endpoints = Endpoints::new(&self.base_url)?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Runtime("KalamLinkClient must be built inside a Tokio runtime".into()))?;
-        let http = HttpClient::new(&endpoints, &self.options, &self.timeouts)?;
-        let mut auth_config = self.auth_config;
-        auth_config.has_dynamic_provider = self.provider.is_some();
-        auth_config.has_refresher = self.refresher.is_some();
-        let base_url = endpoints.base().to_owned();
+        R::check()?;
+        let http_settings = HttpSettings {
+            connect_timeout: self.timeouts.connection_timeout,
+            receive_timeout: self.timeouts.receive_timeout,
+            max_body: self.options.max_response_bytes,
+        };
+        let http = R::http_client(&endpoints, &self.options, &http_settings)?;
         let seed = self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
         });
-        let ws = WsSession::new(&endpoints, WsConfig::from_options(&self.options, &self.timeouts, seed));
-        let origin = tokio::time::Instant::now();
-        let machine = AuthMachine::new(endpoints, self.auth, auth_config, crate::driver::now_at(origin));
+        let mut config = ClientConfig::new(&self.options, &self.timeouts, seed)
+            .with_dynamic_provider(self.provider.is_some())
+            .with_refresher(self.refresher.is_some());
+        if let Some(skew) = self.skew {
+            config = config.with_token_expiry_skew(skew);
+        }
+        let base_url = endpoints.base().to_owned();
+        let clock = Clock::<R>::start();
+        let core = ClientCore::new(endpoints, self.auth, config, clock.now());
         let callbacks = Callbacks {
             provider: self.provider.clone(),
             refresher: self.refresher,
-            timeout: self.timeouts.receive_timeout,
             ..self.hooks
         };
-        let transport = WsTransport {
+        let sockets = SocketSettings {
             connect_timeout: self.timeouts.connection_timeout,
             max_frame: self.options.max_response_bytes,
-            buffer: self.options.subscription_buffer,
         };
-        let (commands, rx) = mpsc::unbounded_channel();
-        if !self.options.ws_lazy_connect {
-            // Eager warm-up: open the socket now; nobody waits for it.
-            let _ = commands.send(Command::Connect(None));
-        }
-        runtime.spawn(Driver::new(machine, ws, http, transport, callbacks, origin).run(rx));
+        let (commands, rx) = crate::sync::channel();
+        R::spawn(Driver::<R>::new(core, http, sockets, callbacks, clock).run(rx));
         Ok(KalamLinkClient {
             inner: Arc::new(Inner {
                 commands,
@@ -387,6 +412,7 @@ impl KalamLinkClientBuilder {
                 options: self.options,
                 timeouts: self.timeouts,
             }),
+            _rt: PhantomData,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! Live-query streams: one bounded channel per subscription, from the
-//! driver task straight to the application.
+//! Live-query streams: one bounded queue per subscription, from the driver
+//! task straight to the application.
 //!
 //! **When a subscription's buffer is full** (its consumer is slower than
 //! the changes arrive), that subscription ends: the consumer first reads
@@ -10,66 +10,15 @@
 //! [`SubscriptionOptions::with_from`] set to the last `_seq` you processed.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use futures_core::Stream;
 #[cfg(doc)]
-use kalam_proto::SubscriptionOptions;
-use kalam_proto::{Error, LiveEvent, LiveRows, Result, SubId};
-use tokio::sync::{mpsc, oneshot};
+use kalam_proto::{Error, SubscriptionOptions};
+use kalam_proto::{LiveEvent, LiveRows, Result, SubId};
 
 use crate::driver::Command;
-
-/// The driver's end of a subscription.
-pub(crate) struct SubscriberSink {
-    events: mpsc::Sender<LiveEvent>,
-    end: oneshot::Sender<Error>,
-    capacity: usize,
-}
-
-/// The application's end, before it is wrapped in a stream.
-pub(crate) struct SubscriberSource {
-    events: mpsc::Receiver<LiveEvent>,
-    end: oneshot::Receiver<Error>,
-}
-
-pub(crate) fn channel(capacity: usize) -> (SubscriberSink, SubscriberSource) {
-    let capacity = capacity.max(1);
-    let (events_tx, events_rx) = mpsc::channel(capacity);
-    let (end_tx, end_rx) = oneshot::channel();
-    (
-        SubscriberSink {
-            events: events_tx,
-            end: end_tx,
-            capacity,
-        },
-        SubscriberSource {
-            events: events_rx,
-            end: end_rx,
-        },
-    )
-}
-
-impl SubscriberSink {
-    /// Hands an event over without waiting. `Err` when the buffer is full.
-    pub(crate) fn deliver(&self, event: LiveEvent) -> std::result::Result<(), Error> {
-        match self.events.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::SubscriptionLagged {
-                capacity: self.capacity,
-            }),
-            // The application dropped the stream; its unsubscribe is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-        }
-    }
-
-    /// Ends the stream, with a final error or cleanly.
-    pub(crate) fn finish(self, error: Option<Error>) {
-        if let Some(e) = error {
-            let _ = self.end.send(e);
-        }
-    }
-}
+use crate::sync::{Next, QueueRx, Sender};
 
 /// The typed change events of one live query (from
 /// [`KalamLinkClient::live_events`](crate::KalamLinkClient::live_events)).
@@ -78,10 +27,13 @@ impl SubscriberSink {
 /// `Ready`, then `Insert` / `Update` / `Delete` as they happen. A failed
 /// subscription yields one `Err` and ends. Dropping it unsubscribes.
 /// It is a [`Stream`], and also has an inherent [`next`](Self::next).
+///
+/// The stream keeps the client's driver running while it is alive, even
+/// after every client handle is dropped.
 pub struct LiveEvents {
     sub: SubId,
-    source: SubscriberSource,
-    commands: mpsc::UnboundedSender<Command>,
+    source: QueueRx,
+    commands: Sender<Command>,
     finished: bool,
 }
 
@@ -94,7 +46,7 @@ impl std::fmt::Debug for LiveEvents {
 }
 
 impl LiveEvents {
-    pub(crate) fn new(sub: SubId, source: SubscriberSource, commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub(crate) fn new(sub: SubId, source: QueueRx, commands: Sender<Command>) -> Self {
         LiveEvents {
             sub,
             source,
@@ -115,7 +67,7 @@ impl LiveEvents {
 
     /// An event if one is already buffered, without waiting.
     fn try_next(&mut self) -> Option<LiveEvent> {
-        self.source.events.try_recv().ok()
+        self.source.try_next()
     }
 }
 
@@ -126,17 +78,17 @@ impl Stream for LiveEvents {
         if self.finished {
             return Poll::Ready(None);
         }
-        if let Some(event) = ready!(self.source.events.poll_recv(cx)) {
-            return Poll::Ready(Some(Ok(event)));
+        match self.source.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Next::Event(e)) => Poll::Ready(Some(Ok(e))),
+            Poll::Ready(Next::Error(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Next::End) => {
+                self.finished = true;
+                Poll::Ready(None)
+            }
         }
-        // The driver closed the channel: a final error, or a clean end.
-        let end = ready!(Pin::new(&mut self.source.end).poll(cx));
-        self.finished = true;
-        Poll::Ready(end.ok().map(Err))
     }
 }
-
-use std::future::Future as _;
 
 impl Drop for LiveEvents {
     fn drop(&mut self) {

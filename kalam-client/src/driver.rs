@@ -1,0 +1,391 @@
+//! The driver task: the one owner of the client core.
+//!
+//! It is a single loop over four sources: commands from the handles, the
+//! HTTP exchanges and credential callbacks in flight (polled right here, so
+//! a query costs two task hops: caller → driver → caller), reports of the
+//! socket tasks, and the core's next timeout. It performs what the core
+//! asks (`perform`) and feeds back what happened (`on_command`, `on_event`);
+//! every decision is the core's. There are no locks held across `.await`.
+//!
+//! Following one query: `KalamLinkClient::execute` sends `Command::Submit`
+//! → [`Driver::on_command`] calls `ClientCore::submit` → [`Driver::perform`]
+//! gets `CoreOutput::SendHttp` and starts the exchange in `in_flight` → the
+//! decoded answer comes back as `Event::Http` → [`Driver::on_event`] calls
+//! `ClientCore::handle_http` → `perform` gets `CoreOutput::Complete` and
+//! answers the caller's reply slot.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use kalam_proto::{
+    Answer, AuthProvider, AuthRefreshCallback, ClientCore, CoreOutput, CredentialRequestId, CredentialSource, Decoded,
+    DynamicAuthProvider, Error, Hook, Instant, Now, Operation, RequestId, RequestKind, Result, SubId,
+    SubscriptionOptions, TransportError,
+};
+
+use crate::rt::{OutFrame, Runtime, Socket, SocketReport, SocketSettings};
+use crate::sync::{QueueTx, Receiver, ReplyTx, Sender};
+
+/// A waiter: the reply slot of one call.
+pub(crate) type Waiter = ReplyTx<Result<Answer>>;
+
+/// What the handles ask of the driver.
+pub(crate) enum Command {
+    Submit(Operation, Waiter),
+    SetAuth(AuthProvider),
+    GetAuth(ReplyTx<AuthProvider>),
+    Connect(Option<Waiter>),
+    Disconnect(Waiter),
+    Subscribe {
+        sql: String,
+        options: Option<SubscriptionOptions>,
+        queue: QueueTx,
+        reply: Waiter,
+    },
+    Unsubscribe(SubId),
+}
+
+/// What comes back to the driver: answers of its own futures and reports of
+/// the socket tasks.
+pub(crate) enum Event<F> {
+    Http(RequestId, std::result::Result<Decoded, TransportError>),
+    Credentials(CredentialRequestId, CallbackOutcome),
+    Socket(u64, SocketReport<F>),
+}
+
+pub(crate) enum CallbackOutcome {
+    Answered(Result<AuthProvider>),
+    Panicked,
+    /// The core's limit passed first (it has already given up on it).
+    Abandoned,
+}
+
+pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// The application's callbacks and hooks.
+#[derive(Clone, Default)]
+pub(crate) struct Callbacks {
+    pub(crate) provider: Option<Arc<dyn DynamicAuthProvider>>,
+    pub(crate) refresher: Option<AuthRefreshCallback>,
+    pub(crate) on_connect: Option<ConnectHook>,
+    pub(crate) on_disconnect: Option<DisconnectHook>,
+    pub(crate) on_error: Option<ErrorHook>,
+}
+
+/// Both clocks, from the runtime's monotonic clock and the system clock.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock<R> {
+    origin: std::time::Instant,
+    _rt: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Runtime> Clock<R> {
+    pub(crate) fn start() -> Self {
+        Clock {
+            origin: R::now(),
+            _rt: std::marker::PhantomData,
+        }
+    }
+
+    pub(crate) fn now(&self) -> Now {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Now::new(
+            Instant::from_duration(R::now().saturating_duration_since(self.origin)),
+            unix,
+        )
+    }
+
+    fn deadline(&self, at: Instant) -> std::time::Instant {
+        self.origin + at.as_duration()
+    }
+}
+
+type Task<F> = Pin<Box<dyn Future<Output = Event<F>> + Send>>;
+
+pub(crate) struct Driver<R: Runtime> {
+    core: ClientCore<Waiter>,
+    http: R::Http,
+    socket_settings: SocketSettings,
+    callbacks: Callbacks,
+    callback_limit: Duration,
+    clock: Clock<R>,
+    /// Subscriber queues, by subscription.
+    queues: HashMap<SubId, QueueTx>,
+    /// The open socket: its attempt and its frames' way out.
+    socket: Option<(u64, Sender<OutFrame>)>,
+    /// HTTP exchanges and credential callbacks in progress.
+    in_flight: FuturesUnordered<Task<R::Frame>>,
+    events_tx: Sender<Event<R::Frame>>,
+    events: Receiver<Event<R::Frame>>,
+    timer: Option<(std::time::Instant, Pin<Box<R::Sleep>>)>,
+}
+
+enum Step<F> {
+    Command(Option<Command>),
+    Event(Event<F>),
+    Timeout,
+}
+
+impl<R: Runtime> Driver<R> {
+    pub(crate) fn new(
+        core: ClientCore<Waiter>,
+        http: R::Http,
+        socket_settings: SocketSettings,
+        callbacks: Callbacks,
+        clock: Clock<R>,
+    ) -> Self {
+        let (events_tx, events) = crate::sync::channel();
+        Driver {
+            callback_limit: core.config().callback_timeout,
+            core,
+            http,
+            socket_settings,
+            callbacks,
+            clock,
+            queues: HashMap::new(),
+            socket: None,
+            in_flight: FuturesUnordered::new(),
+            events_tx,
+            events,
+            timer: None,
+        }
+    }
+
+    /// Runs until every handle (client clone or live stream) is gone.
+    pub(crate) async fn run(mut self, mut commands: Receiver<Command>) {
+        let mut turn = false;
+        loop {
+            self.perform();
+            self.arm_timer();
+            turn = !turn;
+            let step = std::future::poll_fn(|cx| self.poll_step(cx, &mut commands, turn)).await;
+            match step {
+                Step::Command(Some(command)) => self.on_command(command),
+                Step::Command(None) => break,
+                Step::Event(event) => self.on_event(event),
+                Step::Timeout => {
+                    self.timer = None;
+                    self.core.handle_timeout(self.clock.now());
+                }
+            }
+        }
+        if let Some((_, tx)) = self.socket.take() {
+            let _ = tx.send(OutFrame::Close(1000, "client dropped"));
+        }
+        tracing::debug!("kalam client driver stopped");
+    }
+
+    /// The next thing to handle; commands and events take turns, so neither
+    /// starves the other.
+    fn poll_step(
+        &mut self,
+        cx: &mut Context<'_>,
+        commands: &mut Receiver<Command>,
+        commands_first: bool,
+    ) -> Poll<Step<R::Frame>> {
+        for i in 0..2 {
+            if (i == 0) == commands_first {
+                if let Poll::Ready(c) = commands.poll_recv(cx) {
+                    return Poll::Ready(Step::Command(c));
+                }
+            } else {
+                if let Poll::Ready(Some(e)) = self.events.poll_recv(cx) {
+                    return Poll::Ready(Step::Event(e));
+                }
+                if let Poll::Ready(Some(e)) = self.in_flight.poll_next_unpin(cx) {
+                    return Poll::Ready(Step::Event(e));
+                }
+            }
+        }
+        if let Some((_, sleep)) = &mut self.timer
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Step::Timeout);
+        }
+        Poll::Pending
+    }
+
+    /// One timer for the core's next deadline, replaced only when it moves.
+    fn arm_timer(&mut self) {
+        let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
+        match (deadline, &self.timer) {
+            (Some(d), Some((armed, _))) if *armed == d => {}
+            (Some(d), _) => self.timer = Some((d, Box::pin(R::sleep_until(d)))),
+            (None, _) => self.timer = None,
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = self.clock.now();
+        match command {
+            Command::Submit(operation, reply) => self.core.submit(operation, reply, now),
+            Command::SetAuth(auth) => self.core.set_credentials(auth, now),
+            Command::GetAuth(reply) => reply.send(self.core.credentials().clone()),
+            Command::Connect(reply) => self.core.connect(reply, now),
+            Command::Disconnect(reply) => self.core.disconnect(Some(reply), now),
+            Command::Subscribe {
+                sql,
+                options,
+                queue,
+                reply,
+            } => {
+                if let Some(sub) = self.core.subscribe(sql, options, reply, now) {
+                    self.queues.insert(sub, queue);
+                }
+            }
+            Command::Unsubscribe(sub) => self.core.unsubscribe(sub, now),
+        }
+    }
+
+    fn on_event(&mut self, event: Event<R::Frame>) {
+        let now = self.clock.now();
+        match event {
+            Event::Http(id, Ok(decoded)) => self.core.handle_http(id, decoded, now),
+            Event::Http(id, Err(e)) => self.core.handle_http_error(id, e, now),
+            Event::Credentials(id, CallbackOutcome::Answered(result)) => self.core.handle_credentials(id, result, now),
+            Event::Credentials(id, CallbackOutcome::Panicked) => self.core.handle_callback_panicked(id, now),
+            Event::Credentials(_, CallbackOutcome::Abandoned) => {}
+            Event::Socket(attempt, SocketReport::Open(tx)) => {
+                if self.core.handle_socket_open(attempt, now) {
+                    self.socket = Some((attempt, tx));
+                }
+                // Otherwise `tx` drops here and the unwanted socket closes.
+            }
+            Event::Socket(attempt, SocketReport::Frame(frame)) => {
+                self.core.handle_frame(attempt, R::incoming(&frame), now);
+            }
+            Event::Socket(attempt, SocketReport::Closed(code, reason)) => {
+                if self.socket.as_ref().is_some_and(|(a, _)| *a == attempt) {
+                    self.socket = None;
+                }
+                self.core.handle_socket_closed(attempt, code, &reason, now);
+            }
+        }
+    }
+
+    /// Does what the core asks, until it asks nothing more.
+    fn perform(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                CoreOutput::SendHttp { id, kind, request } => self.start_http(id, kind, request),
+                CoreOutput::OpenSocket { url, attempt } => {
+                    tracing::debug!(attempt, "opening WebSocket");
+                    let socket = Socket {
+                        attempt,
+                        report: self.events_tx.clone(),
+                    };
+                    R::open_socket(url, self.socket_settings, socket);
+                }
+                CoreOutput::SendText(text) => self.send_frame(OutFrame::Text(text)),
+                CoreOutput::SendPing => self.send_frame(OutFrame::Ping),
+                CoreOutput::CloseSocket { code, reason } => {
+                    if let Some((_, tx)) = self.socket.take() {
+                        let _ = tx.send(OutFrame::Close(code, reason));
+                    }
+                }
+                CoreOutput::FetchCredentials { id, source } => self.start_callback(id, source),
+                CoreOutput::Complete { waiter, result } => waiter.send(result),
+                CoreOutput::Deliver { sub, events } => {
+                    let full = self.queues.get(&sub).is_some_and(|q| q.push(events).is_err());
+                    if full {
+                        self.core.handle_subscriber_full(sub, self.clock.now());
+                    }
+                }
+                CoreOutput::EndSubscription { sub, error } => {
+                    if let Some(q) = self.queues.remove(&sub) {
+                        q.end(error);
+                    }
+                }
+                CoreOutput::Hook(hook) => self.notify(hook),
+            }
+        }
+    }
+
+    fn send_frame(&mut self, frame: OutFrame) {
+        if let Some((_, tx)) = &self.socket {
+            let _ = tx.send(frame);
+        }
+    }
+
+    fn notify(&self, hook: Hook) {
+        match hook {
+            Hook::Connected => {
+                tracing::debug!("WebSocket ready");
+                if let Some(h) = &self.callbacks.on_connect {
+                    h();
+                }
+            }
+            Hook::Disconnected(reason) => {
+                tracing::debug!(%reason, "WebSocket disconnected");
+                if let Some(h) = &self.callbacks.on_disconnect {
+                    h(&reason);
+                }
+            }
+            Hook::Error(error) => {
+                tracing::debug!(%error, "WebSocket error");
+                if let Some(h) = &self.callbacks.on_error {
+                    h(&error);
+                }
+            }
+        }
+    }
+
+    /// Starts an HTTP exchange; it is decoded where it completes, with the
+    /// decoder kalam-proto picks for its kind.
+    fn start_http(&mut self, id: RequestId, kind: RequestKind, request: http::Request<Vec<u8>>) {
+        let exchange = R::send_http(self.http.clone(), request);
+        self.in_flight.push(Box::pin(async move {
+            let answer = exchange.await.map(|r| {
+                tracing::debug!(?kind, id = id.0, status = r.status().as_u16(), "answered");
+                kalam_proto::decode(kind, r.status(), r.headers(), r.body().as_ref())
+            });
+            if let Err(e) = &answer {
+                tracing::debug!(?kind, id = id.0, error = %e, "failed");
+            }
+            Event::Http(id, answer)
+        }));
+    }
+
+    /// Calls the application's credential callback, alongside other traffic.
+    /// A panic is reported as such; past the core's limit the call is
+    /// dropped (the core has given up on it already).
+    fn start_callback(&mut self, id: CredentialRequestId, source: CredentialSource) {
+        let callbacks = self.callbacks.clone();
+        let fetch = async move {
+            match source {
+                CredentialSource::DynamicProvider => match &callbacks.provider {
+                    Some(p) => p.get_auth().await,
+                    None => Err(Error::MissingCredentials),
+                },
+                CredentialSource::Refresher => match &callbacks.refresher {
+                    Some(r) => r().await,
+                    None => Err(Error::MissingCredentials),
+                },
+            }
+        };
+        let deadline = R::now() + self.callback_limit;
+        self.in_flight.push(Box::pin(async move {
+            let mut call = Box::pin(fetch);
+            let mut limit = Box::pin(R::sleep_until(deadline));
+            let outcome = std::future::poll_fn(|cx| {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(r)) => return Poll::Ready(CallbackOutcome::Answered(r)),
+                    Err(_) => return Poll::Ready(CallbackOutcome::Panicked),
+                    Ok(Poll::Pending) => {}
+                }
+                limit.as_mut().poll(cx).map(|()| CallbackOutcome::Abandoned)
+            })
+            .await;
+            Event::Credentials(id, outcome)
+        }));
+    }
+}

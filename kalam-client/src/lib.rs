@@ -1,0 +1,30 @@
+//! # kalam-client: the runtime-neutral half of the kalam client
+//!
+//! The application-facing API of the kalam KalamDB client, written once for
+//! every runtime: [`KalamLinkClient`] and its builder, the live-query
+//! streams [`LiveEvents`] and [`LiveQuery`], and the driver task that owns
+//! `kalam-proto`'s [`ClientCore`](kalam_proto::ClientCore). It is generic
+//! over a small [`Runtime`] trait (spawn, clock, timer, an HTTP client, a
+//! WebSocket), as sqlx keeps one core over several runtimes.
+//!
+//! Applications use an adapter crate, which names the types for its
+//! runtime: `kalam-tokio` (Tokio, hyper) or `kalam-async-std` (async-std,
+//! surf). Nothing here makes a protocol decision: those are all in
+//! `kalam-proto`; nothing here does I/O: that is the adapter's.
+//!
+//! The handle and stream plumbing (reply slots, the command channel,
+//! subscriber queues) is `std` `Mutex` + `Waker`, so it works on any
+//! executor; no lock is held across an `.await`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod driver;
+mod live;
+pub mod rt;
+mod sync;
+
+pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+pub use live::{LiveEvents, LiveQuery};
+pub use rt::{HttpSettings, OutFrame, Outgoing, Runtime, Socket, SocketSettings};

@@ -1,0 +1,372 @@
+//! Runtime-neutral plumbing between the handles and the driver task: a
+//! reply slot, an unbounded channel, and a bounded subscriber queue. Each is
+//! a `std` `Mutex` around plain data plus a `Waker`; no lock is held across
+//! an `.await`, and they work on any executor.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use kalam_proto::{Error, LiveEvent};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind
+    // (no invariant spans two fields), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn park(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+// ------------------------------------------------------------------ reply slot
+
+struct SlotState<T> {
+    value: Option<T>,
+    sender_gone: bool,
+    waker: Option<Waker>,
+}
+
+/// The sending half of a one-shot reply.
+pub(crate) struct ReplyTx<T>(Arc<Mutex<SlotState<T>>>);
+
+/// The receiving half: a future of the value, or [`Error::Closed`] if the
+/// sender was dropped without answering.
+pub(crate) struct ReplyRx<T>(Arc<Mutex<SlotState<T>>>);
+
+pub(crate) fn reply<T>() -> (ReplyTx<T>, ReplyRx<T>) {
+    let state = Arc::new(Mutex::new(SlotState {
+        value: None,
+        sender_gone: false,
+        waker: None,
+    }));
+    (ReplyTx(state.clone()), ReplyRx(state))
+}
+
+impl<T> ReplyTx<T> {
+    pub(crate) fn send(self, value: T) {
+        let waker = {
+            let mut s = lock(&self.0);
+            s.value = Some(value);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        // `Drop` runs next and finds the value in place.
+    }
+}
+
+impl<T> Drop for ReplyTx<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = lock(&self.0);
+            s.sender_gone = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ReplyTx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyTx")
+    }
+}
+
+impl<T> Future for ReplyRx<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = lock(&self.0);
+        if let Some(v) = s.value.take() {
+            return Poll::Ready(Ok(v));
+        }
+        if s.sender_gone {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        park(&mut s.waker, cx);
+        Poll::Pending
+    }
+}
+
+// ------------------------------------------------------------------- channel
+
+struct ChanState<T> {
+    items: VecDeque<T>,
+    senders: usize,
+    receiver_gone: bool,
+    waker: Option<Waker>,
+}
+
+/// The sending half of an unbounded channel. Cloning adds a sender; the
+/// receiver sees the end when the last one is dropped.
+pub(crate) struct Sender<T>(Arc<Mutex<ChanState<T>>>);
+
+/// The receiving half.
+pub(crate) struct Receiver<T>(Arc<Mutex<ChanState<T>>>);
+
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let state = Arc::new(Mutex::new(ChanState {
+        items: VecDeque::new(),
+        senders: 1,
+        receiver_gone: false,
+        waker: None,
+    }));
+    (Sender(state.clone()), Receiver(state))
+}
+
+impl<T> Sender<T> {
+    /// Queues `item`; `Err` (with the item) when the receiver is gone.
+    pub(crate) fn send(&self, item: T) -> Result<(), T> {
+        let waker = {
+            let mut s = lock(&self.0);
+            if s.receiver_gone {
+                return Err(item);
+            }
+            s.items.push_back(item);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        lock(&self.0).senders += 1;
+        Sender(self.0.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = lock(&self.0);
+            s.senders -= 1;
+            if s.senders == 0 { s.waker.take() } else { None }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The next item; `Ready(None)` once every sender is gone and the
+    /// queue is empty.
+    pub(crate) fn poll_recv(&mut self, cx: &Context<'_>) -> Poll<Option<T>> {
+        let mut s = lock(&self.0);
+        if let Some(item) = s.items.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        if s.senders == 0 {
+            return Poll::Ready(None);
+        }
+        park(&mut s.waker, cx);
+        Poll::Pending
+    }
+
+    /// The next item, waiting for it.
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0);
+        s.receiver_gone = true;
+        s.items.clear();
+    }
+}
+
+// ---------------------------------------------------------- subscriber queue
+
+struct QueueState {
+    events: VecDeque<LiveEvent>,
+    capacity: usize,
+    /// `Some` once the driver ended the subscription (with an error or not).
+    end: Option<Option<Error>>,
+    consumer_gone: bool,
+    waker: Option<Waker>,
+}
+
+/// The driver's end of a subscription's bounded queue.
+pub(crate) struct QueueTx(Arc<Mutex<QueueState>>);
+
+/// The application's end.
+pub(crate) struct QueueRx(Arc<Mutex<QueueState>>);
+
+/// The queue was full: the consumer fell behind.
+pub(crate) struct Full;
+
+pub(crate) fn queue(capacity: usize) -> (QueueTx, QueueRx) {
+    let state = Arc::new(Mutex::new(QueueState {
+        events: VecDeque::new(),
+        capacity: capacity.max(1),
+        end: None,
+        consumer_gone: false,
+        waker: None,
+    }));
+    (QueueTx(state.clone()), QueueRx(state))
+}
+
+impl QueueTx {
+    /// Queues the events that fit, in order, without waiting. `Err` when
+    /// some did not fit. Events for a consumer that is gone are dropped.
+    pub(crate) fn push(&self, events: Vec<LiveEvent>) -> Result<(), Full> {
+        let (waker, result) = {
+            let mut s = lock(&self.0);
+            if s.consumer_gone {
+                return Ok(());
+            }
+            let room = s.capacity.saturating_sub(s.events.len());
+            let fits = events.len() <= room;
+            s.events.extend(events.into_iter().take(room));
+            (s.waker.take(), if fits { Ok(()) } else { Err(Full) })
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        result
+    }
+
+    /// Ends the stream after the queued events, with a final error or not.
+    pub(crate) fn end(self, error: Option<Error>) {
+        let waker = {
+            let mut s = lock(&self.0);
+            s.end = Some(error);
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for QueueTx {
+    fn drop(&mut self) {
+        // A driver that stops without ending the stream ends it cleanly.
+        let waker = {
+            let mut s = lock(&self.0);
+            if s.end.is_none() {
+                s.end = Some(None);
+            }
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// What the consumer gets next.
+pub(crate) enum Next {
+    Event(LiveEvent),
+    Error(Error),
+    End,
+}
+
+impl QueueRx {
+    pub(crate) fn poll_next(&mut self, cx: &Context<'_>) -> Poll<Next> {
+        let mut s = lock(&self.0);
+        if let Some(e) = s.events.pop_front() {
+            return Poll::Ready(Next::Event(e));
+        }
+        match s.end.as_mut() {
+            Some(end) => Poll::Ready(end.take().map_or(Next::End, Next::Error)),
+            None => {
+                park(&mut s.waker, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// An event if one is queued, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<LiveEvent> {
+        lock(&self.0).events.pop_front()
+    }
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        let mut s = lock(&self.0);
+        s.consumer_gone = true;
+        s.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn cx_with() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn reply_delivers_value_or_closed() {
+        let (w, waker) = cx_with();
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = reply::<u32>();
+        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
+        tx.send(7);
+        assert_eq!(w.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(Pin::new(&mut rx).poll(&mut cx), Poll::Ready(Ok(7))));
+
+        let (tx, mut rx) = reply::<u32>();
+        drop(tx);
+        assert!(matches!(
+            Pin::new(&mut rx).poll(&mut cx),
+            Poll::Ready(Err(Error::Closed))
+        ));
+    }
+
+    #[test]
+    fn channel_ends_when_every_sender_is_gone() {
+        let (_, waker) = cx_with();
+        let cx = Context::from_waker(&waker);
+        let (tx, mut rx) = channel::<u32>();
+        let tx2 = tx.clone();
+        tx.send(1).ok();
+        drop(tx);
+        assert!(matches!(rx.poll_recv(&cx), Poll::Ready(Some(1))));
+        assert!(rx.poll_recv(&cx).is_pending());
+        drop(tx2);
+        assert!(matches!(rx.poll_recv(&cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn queue_reports_full_and_keeps_order() {
+        let (_, waker) = cx_with();
+        let cx = Context::from_waker(&waker);
+        let (tx, mut rx) = queue(2);
+        assert!(tx.push(vec![LiveEvent::Ready]).is_ok());
+        assert!(tx.push(vec![LiveEvent::Ready, LiveEvent::Ready]).is_err());
+        tx.end(Some(Error::Closed));
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(LiveEvent::Ready))));
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(LiveEvent::Ready))));
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Error(Error::Closed))));
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::End)));
+    }
+}

@@ -1,0 +1,592 @@
+//! The client core: both machines and every decision between them.
+//!
+//! [`ClientCore`] owns an [`AuthMachine`] and a [`WsSession`] and all that a
+//! client does with them: it routes the session's token requests to the
+//! auth machine, keeps the callers waiting on operations, connects and
+//! subscriptions (each identified by a value of the driver's choosing, `W`),
+//! decides when `connect()` fails, when a subscription is acknowledged,
+//! refused or overdue, what a full subscriber buffer means, how long a
+//! credential callback may take and what a panicking one means, and turns
+//! session events into hook notifications. A driver only performs the
+//! outputs and feeds back what happened; a second runtime needs no protocol
+//! code.
+//!
+//! Contract, as for the machines: inputs are `handle_*(…, now)` and the
+//! commands ([`submit`](ClientCore::submit), [`subscribe`](ClientCore::subscribe),
+//! …); outputs are drained with [`poll_output`](ClientCore::poll_output) until
+//! `None`; [`poll_timeout`](ClientCore::poll_timeout) says when to call
+//! [`handle_timeout`](ClientCore::handle_timeout). Nothing happens between
+//! calls.
+//!
+//! Rules it keeps:
+//! - Every waiter handed in is given back exactly once, in
+//!   [`CoreOutput::Complete`].
+//! - Every [`SubId`] returned by [`subscribe`](ClientCore::subscribe) gets
+//!   exactly one [`CoreOutput::EndSubscription`], after its last
+//!   [`CoreOutput::Deliver`]; a driver drops its queue then, and only then.
+//! - A subscribe's waiter is answered when the server acknowledges it (the
+//!   first [`LiveEvent::Subscribed`]), or with the server's refusal, or with
+//!   [`Error::SubscribeTimeout`] after [`KalamLinkTimeouts::subscribe_timeout`];
+//!   resubscribes after a reconnect wait on nobody.
+//! - A credential callback not answered within its limit counts as failed
+//!   with a timeout; a panicking one as failed
+//!   ([`ClientCore::handle_callback_panicked`]).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use crate::auth::AuthProvider;
+use crate::error::{Error, Result, TransportError};
+use crate::framing::Endpoints;
+use crate::machine::{
+    AuthConfig, AuthMachine, CredentialRequestId, CredentialSource, Decoded, OpId, Operation, Output, Reply, RequestId,
+    RequestKind,
+};
+use crate::options::{ConnectionOptions, KalamLinkTimeouts};
+use crate::time::{Instant, Now};
+use crate::ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
+use crate::ws_messages::SubscriptionOptions;
+
+/// Settings of a [`ClientCore`], derived from the application's options.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The auth machine's settings.
+    pub auth: AuthConfig,
+    /// The session's settings.
+    pub ws: WsConfig,
+    /// How long a credential callback may take.
+    pub callback_timeout: Duration,
+    /// Events a subscriber's queue holds before the subscription is ended as
+    /// lagging ([`ClientCore::handle_subscriber_full`]).
+    pub subscription_buffer: usize,
+    /// Open the WebSocket when the core is built, not at the first subscription.
+    pub eager_connect: bool,
+}
+
+impl ClientConfig {
+    /// Settings from the client's options. `seed` seeds the reconnect jitter.
+    pub fn new(options: &ConnectionOptions, timeouts: &KalamLinkTimeouts, seed: u64) -> Self {
+        ClientConfig {
+            auth: AuthConfig::default(),
+            ws: WsConfig::from_options(options, timeouts, seed),
+            // A callback is an exchange with the application's token source:
+            // it gets the time limit of one HTTP exchange.
+            callback_timeout: timeouts.receive_timeout,
+            subscription_buffer: options.subscription_buffer.max(1),
+            eager_connect: !options.ws_lazy_connect,
+        }
+    }
+
+    /// The application configured a `DynamicAuthProvider`.
+    pub fn with_dynamic_provider(mut self, configured: bool) -> Self {
+        self.auth.has_dynamic_provider = configured;
+        self
+    }
+
+    /// The application configured an `AuthRefreshCallback`.
+    pub fn with_refresher(mut self, configured: bool) -> Self {
+        self.auth.has_refresher = configured;
+        self
+    }
+
+    /// How long before its `exp` a token counts as expired.
+    pub fn with_token_expiry_skew(mut self, skew: Duration) -> Self {
+        self.auth.skew = skew;
+        self
+    }
+}
+
+/// A successful result for a waiter.
+// Moved once, from the core to the waiter: boxing the reply would cost an
+// allocation per query for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// An operation's reply ([`ClientCore::submit`]).
+    Reply(Reply),
+    /// The WebSocket is authenticated ([`ClientCore::connect`]).
+    Connected,
+    /// The WebSocket is closed ([`ClientCore::disconnect`]).
+    Disconnected,
+    /// The server acknowledged the subscription ([`ClientCore::subscribe`]).
+    Subscribed(SubId),
+}
+
+/// A notification for the application's hooks.
+#[derive(Debug, Clone)]
+pub enum Hook {
+    /// The WebSocket is authenticated (after every (re)connect).
+    Connected,
+    /// The WebSocket closed or dropped, with the reason.
+    Disconnected(String),
+    /// A connection-level error of the WebSocket.
+    Error(Error),
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+pub enum CoreOutput<W> {
+    /// Send this HTTP request; feed the answer to
+    /// [`ClientCore::handle_http`] (decoded with [`crate::decode`] for `kind`)
+    /// or [`ClientCore::handle_http_response`], or the failure to
+    /// [`ClientCore::handle_http_error`].
+    SendHttp {
+        /// Echo this back.
+        id: RequestId,
+        /// What the request is: it picks the decoder.
+        kind: RequestKind,
+        /// The request, complete with headers.
+        request: Request<Vec<u8>>,
+    },
+    /// Open a WebSocket; report [`ClientCore::handle_socket_open`] or
+    /// [`ClientCore::handle_socket_closed`] with the same `attempt`.
+    OpenSocket {
+        /// The URL.
+        url: String,
+        /// Identifies this socket in later reports.
+        attempt: u64,
+    },
+    /// Send a text frame on the open socket.
+    SendText(String),
+    /// Send a control ping on the open socket.
+    SendPing,
+    /// Close the open socket with this close frame (the core already counts
+    /// it as gone; later reports of it are ignored).
+    CloseSocket {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: &'static str,
+    },
+    /// Call the application's credential callback; feed the result to
+    /// [`ClientCore::handle_credentials`] (or report a panic with
+    /// [`ClientCore::handle_callback_panicked`]). The core enforces the time
+    /// limit itself.
+    FetchCredentials {
+        /// Echo this back.
+        id: CredentialRequestId,
+        /// Which callback.
+        source: CredentialSource,
+    },
+    /// Answer a waiter.
+    Complete {
+        /// The waiter handed in with the command.
+        waiter: W,
+        /// Its result.
+        result: Result<Answer>,
+    },
+    /// Hand these events, in order, to the subscriber's queue. If they do not
+    /// all fit, report [`ClientCore::handle_subscriber_full`].
+    Deliver {
+        /// The subscription.
+        sub: SubId,
+        /// Its events (all the events of one input, batched).
+        events: Vec<LiveEvent>,
+    },
+    /// The subscription is over: after the events already delivered, its
+    /// stream ends, with this error if any. Drop its queue.
+    EndSubscription {
+        /// The subscription.
+        sub: SubId,
+        /// Why, unless it ended cleanly.
+        error: Option<Error>,
+    },
+    /// Notify the application's hook.
+    Hook(Hook),
+}
+
+/// The client core. See the [module docs](self).
+#[derive(Debug)]
+pub struct ClientCore<W> {
+    auth: AuthMachine,
+    ws: WsSession,
+    config: ClientConfig,
+    ops: HashMap<OpId, W>,
+    /// The token request made for the WebSocket, if any.
+    ws_token: Option<OpId>,
+    connect_waiters: Vec<W>,
+    /// Live subscriptions, with their caller while it waits for the ack.
+    subs: HashMap<SubId, Option<W>>,
+    /// Credential callbacks in progress, by deadline.
+    callbacks: BTreeSet<(Instant, CredentialRequestId)>,
+    /// The open socket's attempt.
+    socket: Option<u64>,
+    out: VecDeque<CoreOutput<W>>,
+}
+
+impl<W> ClientCore<W> {
+    /// A core for the server at `endpoints` with the application's
+    /// credentials. With [`ClientConfig::eager_connect`], the socket is
+    /// asked for at once.
+    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: ClientConfig, now: Now) -> Self {
+        let ws = WsSession::new(&endpoints, config.ws.clone());
+        let auth = AuthMachine::new(endpoints, credentials, config.auth.clone(), now);
+        let mut core = ClientCore {
+            auth,
+            ws,
+            config,
+            ops: HashMap::new(),
+            ws_token: None,
+            connect_waiters: Vec::new(),
+            subs: HashMap::new(),
+            callbacks: BTreeSet::new(),
+            socket: None,
+            out: VecDeque::new(),
+        };
+        if core.config.eager_connect {
+            core.ws.connect(now);
+            core.pump(now);
+        }
+        core
+    }
+
+    /// The auth machine (read-only).
+    pub fn auth(&self) -> &AuthMachine {
+        &self.auth
+    }
+
+    /// The WebSocket session (read-only).
+    pub fn session(&self) -> &WsSession {
+        &self.ws
+    }
+
+    /// The credentials currently configured (the application's, or the last
+    /// ones its callbacks returned).
+    pub fn credentials(&self) -> &AuthProvider {
+        self.auth.credentials()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Waiters not yet answered (operations, connects, subscribes).
+    pub fn pending_waiters(&self) -> usize {
+        self.ops.len() + self.connect_waiters.len() + self.subs.values().filter(|w| w.is_some()).count()
+    }
+
+    /// Live subscriptions (acknowledged or not).
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    // --------------------------------------------------------------- commands
+
+    /// Runs an operation; `waiter` gets its [`Answer::Reply`].
+    pub fn submit(&mut self, operation: Operation, waiter: W, now: Now) {
+        let op = self.auth.submit(operation, now);
+        self.ops.insert(op, waiter);
+        self.pump(now);
+    }
+
+    /// Replaces the credentials (`set_auth` / `update_shared_auth`).
+    pub fn set_credentials(&mut self, credentials: AuthProvider, now: Now) {
+        self.auth.set_credentials(credentials, now);
+        self.ws.handle_credentials_changed(now);
+        self.pump(now);
+    }
+
+    /// Opens the WebSocket; `waiter` (if any) gets [`Answer::Connected`] once
+    /// it is authenticated, or the error that made the session give up.
+    pub fn connect(&mut self, waiter: Option<W>, now: Now) {
+        if self.ws.state() == WsState::Ready {
+            if let Some(waiter) = waiter {
+                self.complete(waiter, Ok(Answer::Connected));
+            }
+            return;
+        }
+        self.connect_waiters.extend(waiter);
+        self.ws.connect(now);
+        self.pump(now);
+    }
+
+    /// Closes the WebSocket; every subscription ends. `waiter` gets
+    /// [`Answer::Disconnected`].
+    pub fn disconnect(&mut self, waiter: Option<W>, now: Now) {
+        self.ws.disconnect(now);
+        self.pump(now);
+        for w in self.connect_waiters.drain(..) {
+            self.out.push_back(CoreOutput::Complete {
+                waiter: w,
+                result: Err(Error::Closed),
+            });
+        }
+        if let Some(waiter) = waiter {
+            self.complete(waiter, Ok(Answer::Disconnected));
+        }
+    }
+
+    /// Subscribes. `waiter` gets [`Answer::Subscribed`] when the server
+    /// acknowledges, or the refusal. Returns the id under which events will
+    /// be delivered, or `None` when the subscription was refused at once
+    /// (the waiter is answered).
+    pub fn subscribe(
+        &mut self,
+        sql: impl Into<String>,
+        options: Option<SubscriptionOptions>,
+        waiter: W,
+        now: Now,
+    ) -> Option<SubId> {
+        match self.ws.subscribe(sql, options, now) {
+            Ok(sub) => {
+                self.subs.insert(sub, Some(waiter));
+                self.pump(now);
+                Some(sub)
+            }
+            Err(e) => {
+                self.complete(waiter, Err(e));
+                None
+            }
+        }
+    }
+
+    /// The application dropped the subscription's stream.
+    pub fn unsubscribe(&mut self, sub: SubId, now: Now) {
+        self.ws.unsubscribe(sub, now);
+        self.end_subscription(sub, None);
+        self.pump(now);
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// A subscriber's queue could not take a [`CoreOutput::Deliver`]: its
+    /// consumer fell behind. That subscription alone ends with
+    /// [`Error::SubscriptionLagged`] after what was already queued; the
+    /// others are not delayed.
+    pub fn handle_subscriber_full(&mut self, sub: SubId, now: Now) {
+        if !self.subs.contains_key(&sub) {
+            return;
+        }
+        self.ws.unsubscribe(sub, now);
+        let capacity = self.config.subscription_buffer;
+        self.end_subscription(sub, Some(Error::SubscriptionLagged { capacity }));
+        self.pump(now);
+    }
+
+    /// An HTTP answer, decoded with [`crate::decode`] for the request's kind.
+    pub fn handle_http(&mut self, id: RequestId, decoded: Decoded, now: Now) {
+        self.auth.handle_decoded(id, decoded, now);
+        self.pump(now);
+    }
+
+    /// An HTTP answer, raw (the core decodes it).
+    pub fn handle_http_response<B: AsRef<[u8]>>(&mut self, id: RequestId, response: &Response<B>, now: Now) {
+        self.auth.handle_response(id, response, now);
+        self.pump(now);
+    }
+
+    /// An HTTP request failed to get an answer.
+    pub fn handle_http_error(&mut self, id: RequestId, error: TransportError, now: Now) {
+        self.auth.handle_transport_error(id, error, now);
+        self.pump(now);
+    }
+
+    /// A credential callback answered.
+    pub fn handle_credentials(&mut self, id: CredentialRequestId, result: Result<AuthProvider>, now: Now) {
+        self.callbacks.retain(|(_, c)| *c != id);
+        self.auth.handle_credentials(id, result, now);
+        self.pump(now);
+    }
+
+    /// A credential callback panicked: it counts as failed, like an error.
+    pub fn handle_callback_panicked(&mut self, id: CredentialRequestId, now: Now) {
+        self.handle_credentials(id, Err(Error::Runtime("the credential callback panicked".into())), now);
+    }
+
+    /// The socket of `attempt` is open. `false`: not wanted any more; the
+    /// driver closes it.
+    pub fn handle_socket_open(&mut self, attempt: u64, now: Now) -> bool {
+        let wanted = self.ws.handle_connected(attempt, now);
+        if wanted {
+            self.socket = Some(attempt);
+        }
+        self.pump(now);
+        wanted
+    }
+
+    /// A frame arrived on the socket of `attempt`.
+    pub fn handle_frame(&mut self, attempt: u64, frame: Incoming<'_>, now: Now) {
+        if self.socket == Some(attempt) {
+            self.ws.handle_frame(frame, now);
+            self.pump(now);
+        }
+    }
+
+    /// The socket of `attempt` closed, dropped, or could not be opened.
+    pub fn handle_socket_closed(&mut self, attempt: u64, code: Option<u16>, reason: &str, now: Now) {
+        if self.socket == Some(attempt) {
+            self.socket = None;
+        }
+        self.ws.handle_closed(attempt, code, reason, now);
+        self.pump(now);
+    }
+
+    /// Call when [`poll_timeout`](Self::poll_timeout) is reached.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(&(at, id)) = self.callbacks.first() {
+            if at > now.instant {
+                break;
+            }
+            self.callbacks.pop_first();
+            let timeout = Error::Transport(TransportError::Timeout(self.config.callback_timeout));
+            self.auth.handle_credentials(id, Err(timeout), now);
+        }
+        self.auth.handle_timeout(now);
+        self.ws.handle_timeout(now);
+        self.pump(now);
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next thing the driver must do, until `None`.
+    pub fn poll_output(&mut self) -> Option<CoreOutput<W>> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let callback = self.callbacks.first().map(|(at, _)| *at);
+        [self.auth.poll_timeout(), self.ws.poll_timeout(), callback]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    // -------------------------------------------------------------- internals
+
+    fn complete(&mut self, waiter: W, result: Result<Answer>) {
+        self.out.push_back(CoreOutput::Complete { waiter, result });
+    }
+
+    /// Drains both machines until neither has anything more (one machine's
+    /// output can be the other's input).
+    fn pump(&mut self, now: Now) {
+        loop {
+            let mut progressed = false;
+            while let Some(output) = self.auth.poll_output() {
+                progressed = true;
+                self.on_auth(output, now);
+            }
+            while let Some(output) = self.ws.poll_output() {
+                progressed = true;
+                self.on_ws(output, now);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_auth(&mut self, output: Output, now: Now) {
+        match output {
+            Output::Transmit { id, kind, request } => self.out.push_back(CoreOutput::SendHttp { id, kind, request }),
+            Output::FetchCredentials { id, source } => {
+                self.callbacks.insert((now.instant + self.config.callback_timeout, id));
+                self.out.push_back(CoreOutput::FetchCredentials { id, source });
+            }
+            Output::Done { op, result } => {
+                if self.ws_token == Some(op) {
+                    // The session asked for this token: route it there.
+                    self.ws_token = None;
+                    let token = result.and_then(|r| match r {
+                        Reply::Token(t) => Ok(t),
+                        other => Err(Error::Runtime(format!("expected a token, got {other:?}"))),
+                    });
+                    self.ws.handle_token(token, now);
+                } else if let Some(waiter) = self.ops.remove(&op) {
+                    self.complete(waiter, result.map(Answer::Reply));
+                }
+            }
+        }
+    }
+
+    fn on_ws(&mut self, output: WsOutput, now: Now) {
+        match output {
+            WsOutput::NeedToken { fresh } => {
+                let op = self.auth.submit(Operation::Token { fresh }, now);
+                self.ws_token = Some(op);
+            }
+            WsOutput::Connect { url, attempt } => self.out.push_back(CoreOutput::OpenSocket { url, attempt }),
+            WsOutput::SendText(text) => self.out.push_back(CoreOutput::SendText(text)),
+            WsOutput::SendPing => self.out.push_back(CoreOutput::SendPing),
+            WsOutput::Close { code, reason } => {
+                if self.socket.take().is_some() {
+                    self.out.push_back(CoreOutput::CloseSocket { code, reason });
+                }
+            }
+            WsOutput::TokenRejected(token) => self.auth.handle_token_rejected(&token, now),
+            WsOutput::Event(event) => self.on_ws_event(event),
+        }
+    }
+
+    fn on_ws_event(&mut self, event: WsEvent) {
+        match event {
+            WsEvent::Connected => {
+                for w in std::mem::take(&mut self.connect_waiters) {
+                    self.complete(w, Ok(Answer::Connected));
+                }
+                self.out.push_back(CoreOutput::Hook(Hook::Connected));
+            }
+            WsEvent::Disconnected { reason, will_reconnect } => {
+                if !will_reconnect {
+                    // Given up: nobody waits for a connection that will not come.
+                    let error = Error::Transport(TransportError::Connect(reason.clone()));
+                    for w in std::mem::take(&mut self.connect_waiters) {
+                        self.complete(w, Err(error.clone()));
+                    }
+                }
+                self.out.push_back(CoreOutput::Hook(Hook::Disconnected(reason)));
+            }
+            WsEvent::Error(error) => {
+                // An error before the socket is ready fails the connect.
+                for w in std::mem::take(&mut self.connect_waiters) {
+                    self.complete(w, Err(error.clone()));
+                }
+                self.out.push_back(CoreOutput::Hook(Hook::Error(error)));
+            }
+            WsEvent::Sub(sub, LiveEvent::Closed(error)) => self.end_subscription(sub, error),
+            WsEvent::Sub(sub, event) => {
+                let Some(waiter) = self.subs.get_mut(&sub) else {
+                    return;
+                };
+                if matches!(event, LiveEvent::Subscribed { .. })
+                    && let Some(w) = waiter.take()
+                {
+                    self.complete(w, Ok(Answer::Subscribed(sub)));
+                }
+                self.deliver(sub, event);
+            }
+        }
+    }
+
+    /// Queues an event, batched with the events just before it for the same
+    /// subscription.
+    fn deliver(&mut self, sub: SubId, event: LiveEvent) {
+        if let Some(CoreOutput::Deliver { sub: last, events }) = self.out.back_mut()
+            && *last == sub
+        {
+            events.push(event);
+            return;
+        }
+        self.out.push_back(CoreOutput::Deliver {
+            sub,
+            events: vec![event],
+        });
+    }
+
+    /// Ends a subscription once: a caller still waiting gets the error (or
+    /// [`Error::Closed`]); the stream ends.
+    fn end_subscription(&mut self, sub: SubId, error: Option<Error>) {
+        match self.subs.remove(&sub) {
+            Some(Some(waiter)) => {
+                self.complete(waiter, Err(error.unwrap_or(Error::Closed)));
+                self.out.push_back(CoreOutput::EndSubscription { sub, error: None });
+            }
+            Some(None) => self.out.push_back(CoreOutput::EndSubscription { sub, error }),
+            None => {}
+        }
+    }
+}
