@@ -12,8 +12,9 @@ use kalam_proto::{
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
 
-use crate::driver::{Callbacks, Clock, Command, Driver};
+use crate::driver::{Callbacks, Clock, Driver};
 use crate::live::{LiveEvents, LiveQuery};
+use crate::msg::Command;
 use crate::rt::{HttpSettings, Runtime, SocketSettings};
 use crate::sync::{Sender, reply};
 

@@ -25,47 +25,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use kalam_proto::{
-    Answer, AuthProvider, AuthRefreshCallback, ClientCore, CoreOutput, CredentialRequestId, CredentialSource, Decoded,
-    DynamicAuthProvider, Error, Hook, Instant, Now, Operation, RequestId, RequestKind, Result, SubId,
-    SubscriptionOptions, TransportError,
+    AuthRefreshCallback, ClientCore, CoreOutput, CredentialRequestId, CredentialSource, DynamicAuthProvider, Error,
+    Hook, Instant, Now, RequestId, RequestKind, SubId,
 };
 
-use crate::rt::{OutFrame, Runtime, Socket, SocketReport, SocketSettings};
-use crate::sync::{QueueTx, Receiver, ReplyTx, Sender};
-
-/// A waiter: the reply slot of one call.
-pub(crate) type Waiter = ReplyTx<Result<Answer>>;
-
-/// What the handles ask of the driver.
-pub(crate) enum Command {
-    Submit(Operation, Waiter),
-    SetAuth(AuthProvider),
-    GetAuth(ReplyTx<AuthProvider>),
-    Connect(Option<Waiter>),
-    Disconnect(Waiter),
-    Subscribe {
-        sql: String,
-        options: Option<SubscriptionOptions>,
-        queue: QueueTx,
-        reply: Waiter,
-    },
-    Unsubscribe(SubId),
-}
-
-/// What comes back to the driver: answers of its own futures and reports of
-/// the socket tasks.
-pub(crate) enum Event<F> {
-    Http(RequestId, std::result::Result<Decoded, TransportError>),
-    Credentials(CredentialRequestId, CallbackOutcome),
-    Socket(u64, SocketReport<F>),
-}
-
-pub(crate) enum CallbackOutcome {
-    Answered(Result<AuthProvider>),
-    Panicked,
-    /// The core's limit passed first (it has already given up on it).
-    Abandoned,
-}
+use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
+use crate::rt::{OutFrame, Runtime, Socket, SocketSettings};
+use crate::sync::{QueueTx, Receiver, Sender};
 
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -316,8 +282,10 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Calls the application's hook. A panicking hook is contained: the
+    /// driver, and every other handle, goes on.
     fn notify(&self, hook: Hook) {
-        match hook {
+        let call = || match &hook {
             Hook::Connected => {
                 tracing::debug!("WebSocket ready");
                 if let Some(h) = &self.callbacks.on_connect {
@@ -327,15 +295,18 @@ impl<R: Runtime> Driver<R> {
             Hook::Disconnected(reason) => {
                 tracing::debug!(%reason, "WebSocket disconnected");
                 if let Some(h) = &self.callbacks.on_disconnect {
-                    h(&reason);
+                    h(reason);
                 }
             }
             Hook::Error(error) => {
                 tracing::debug!(%error, "WebSocket error");
                 if let Some(h) = &self.callbacks.on_error {
-                    h(&error);
+                    h(error);
                 }
             }
+        };
+        if std::panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+            tracing::warn!("a connection hook panicked; the client goes on");
         }
     }
 

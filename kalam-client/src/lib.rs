@@ -22,6 +22,7 @@
 mod client;
 mod driver;
 mod live;
+mod msg;
 pub mod rt;
 mod sync;
 

@@ -17,7 +17,7 @@ use futures_core::Stream;
 use kalam_proto::{Error, SubscriptionOptions};
 use kalam_proto::{LiveEvent, LiveRows, Result, SubId};
 
-use crate::driver::Command;
+use crate::msg::Command;
 use crate::sync::{Next, QueueRx, Sender};
 
 /// The typed change events of one live query (from

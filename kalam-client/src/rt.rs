@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use kalam_proto::{ConnectionOptions, Endpoints, Incoming, Result, TransportError};
 
+pub use crate::msg::OutFrame;
+use crate::msg::{Event, SocketReport};
 use crate::sync::{Receiver, Sender};
 
 /// A runtime adapter: spawning, a clock and a timer, an HTTP client and
@@ -77,28 +79,10 @@ pub struct SocketSettings {
     pub max_frame: usize,
 }
 
-/// A frame to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutFrame {
-    /// A text frame.
-    Text(String),
-    /// A control ping.
-    Ping,
-    /// A close frame; the socket is closed after it.
-    Close(u16, &'static str),
-}
-
-/// What a socket task reports to the driver.
-pub(crate) enum SocketReport<F> {
-    Open(Sender<OutFrame>),
-    Frame(F),
-    Closed(Option<u16>, String),
-}
-
 /// A socket task's line to the driver, for one connection attempt.
 pub struct Socket<F> {
     pub(crate) attempt: u64,
-    pub(crate) report: Sender<crate::driver::Event<F>>,
+    pub(crate) report: Sender<Event<F>>,
 }
 
 /// The frames the driver wants sent, in order; `None` when the driver no
@@ -116,9 +100,7 @@ impl<F> Socket<F> {
     /// The handshake is done: returns the frames to send.
     pub fn open(&self) -> Outgoing {
         let (tx, rx) = crate::sync::channel();
-        let _ = self
-            .report
-            .send(crate::driver::Event::Socket(self.attempt, SocketReport::Open(tx)));
+        let _ = self.report.send(Event::Socket(self.attempt, SocketReport::Open(tx)));
         Outgoing(rx)
     }
 
@@ -126,15 +108,14 @@ impl<F> Socket<F> {
     pub fn frame(&self, frame: F) {
         let _ = self
             .report
-            .send(crate::driver::Event::Socket(self.attempt, SocketReport::Frame(frame)));
+            .send(Event::Socket(self.attempt, SocketReport::Frame(frame)));
     }
 
     /// The socket is gone, with the server's close code and reason if it
     /// sent a close frame, or why it failed.
     pub fn closed(self, code: Option<u16>, reason: String) {
-        let _ = self.report.send(crate::driver::Event::Socket(
-            self.attempt,
-            SocketReport::Closed(code, reason),
-        ));
+        let _ = self
+            .report
+            .send(Event::Socket(self.attempt, SocketReport::Closed(code, reason)));
     }
 }

@@ -5,35 +5,44 @@
 //! never draws a random number and never spawns a task. The runtime adapters
 //! (`kalam-tokio`, `kalam-async-std`) do that and feed the results in.
 //!
-//! ## Inputs and outputs
+//! ## The client core
 //!
-//! A machine takes three kinds of input:
+//! [`ClientCore`] is the whole client without its I/O. It owns the auth
+//! lifecycle machine ([`AuthMachine`]: login, expiry, refresh, `TOKEN_EXPIRED`
+//! recovery, single flight) and the WebSocket session ([`WsSession`]:
+//! authenticate, subscriptions, paging, keepalive, pacing, backoff, resume),
+//! and makes every decision between them. Each machine also works alone.
 //!
-//! - **user operations**: [`AuthMachine::submit`] (run SQL, fetch a token…),
-//!   [`AuthMachine::set_credentials`];
-//! - **network data**: [`AuthMachine::handle_response`] (an HTTP answer),
-//!   [`AuthMachine::handle_transport_error`];
-//! - **time**: [`AuthMachine::handle_timeout`] when [`AuthMachine::poll_timeout`]
-//!   is reached, and a [`Now`] with every other input.
+//! It takes three kinds of input, each with the current time ([`Now`]):
 //!
-//! It gives three kinds of output, drained with [`AuthMachine::poll_output`]:
-//! a request to send ([`Output::Transmit`]), a call for the application's
-//! credentials ([`Output::FetchCredentials`]), and an operation's result
-//! ([`Output::Done`]). Plus one timer: [`AuthMachine::poll_timeout`].
+//! - **commands**: [`submit`](ClientCore::submit) (SQL, `me`, login…),
+//!   [`subscribe`](ClientCore::subscribe), [`connect`](ClientCore::connect),
+//!   [`set_credentials`](ClientCore::set_credentials), …, each with a *waiter*:
+//!   any value of the driver's choosing (a reply channel, a number), given
+//!   back exactly once with its result;
+//! - **network and application data**: [`handle_http`](ClientCore::handle_http),
+//!   [`handle_frame`](ClientCore::handle_frame),
+//!   [`handle_credentials`](ClientCore::handle_credentials), …;
+//! - **time**: [`handle_timeout`](ClientCore::handle_timeout) when
+//!   [`poll_timeout`](ClientCore::poll_timeout) is reached.
 //!
-//! Everything is `&mut self`; nothing happens between calls, so every state
-//! transition can be tested by calling functions with hand-made times.
+//! What must happen next comes out of [`poll_output`](ClientCore::poll_output):
+//! send a request or a frame, open or close the socket, call a credential
+//! callback, answer a waiter, deliver events to a subscription, notify a hook.
+//! Everything is `&mut self`; nothing happens between calls; the crate never
+//! calls `Instant::now()`, spawns nothing and owns no threads.
 //!
 //! ## The run loop
 //!
-//! A driver is a loop like this (here with a fake transport that answers every
-//! login and query at once):
+//! A driver is one loop like this one, which answers HTTP from a fake server
+//! (a real driver runs exchanges concurrently, and decodes them with
+//! [`decode`] wherever it likes):
 //!
 //! ```
 //! use std::time::Duration;
-//! use kalam_proto::{AuthConfig, AuthMachine, AuthProvider, Endpoints, Now, Operation, Output, QueryRequest, Reply};
+//! use kalam_proto::*;
 //!
-//! # fn send(req: &http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
+//! # fn exchange(req: &http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
 //! #     let body = if req.uri().path().ends_with("/login") {
 //! #         r#"{"user":{"id":"root","role":"system","email":null},"admin_ui_access":true,
 //! #             "expires_at":"x","access_token":"t","refresh_token":"r","refresh_expires_at":"x"}"#
@@ -42,38 +51,59 @@
 //! #     };
 //! #     http::Response::new(body.as_bytes().to_vec())
 //! # }
-//! let endpoints = Endpoints::new("http://localhost:2900")?;
+//! let config = ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 42);
 //! let auth = AuthProvider::system_user_auth("kalamdb123".into());
 //! let mut now = Now::from_secs(0, 1_800_000_000);
-//! let mut machine = AuthMachine::new(endpoints, auth, AuthConfig::default(), now);
+//! let mut core = ClientCore::new(Endpoints::new("http://localhost:2900")?, auth, config, now);
 //!
-//! let op = machine.submit(Operation::Query(QueryRequest::new("SELECT 1")), now);
-//! loop {
-//!     match machine.poll_output() {
-//!         // A real driver sends this over HTTP, concurrently with other work.
-//!         Some(Output::Transmit { id, request, .. }) => {
-//!             let response = send(&request);
-//!             now = now.advance(Duration::from_millis(2));
-//!             machine.handle_response(id, &response, now);
+//! core.submit(Operation::Query(QueryRequest::new("SELECT 1")), "my query", now);
+//! 'run: loop {
+//!     while let Some(output) = core.poll_output() {
+//!         match output {
+//!             CoreOutput::SendHttp { id, request, .. } => {
+//!                 let response = exchange(&request);
+//!                 now = now.advance(Duration::from_millis(2));
+//!                 core.handle_http_response(id, &response, now);
+//!             }
+//!             CoreOutput::OpenSocket { attempt, .. } => {
+//!                 // Open it; report `handle_socket_open(attempt, now)`, every
+//!                 // frame with `handle_frame`, the end with `handle_socket_closed`.
+//!                 core.handle_socket_closed(attempt, None, "no sockets here", now);
+//!             }
+//!             CoreOutput::SendText(_) | CoreOutput::SendPing | CoreOutput::CloseSocket { .. } => {}
+//!             CoreOutput::FetchCredentials { id, .. } => {
+//!                 // Await the application's callback, then:
+//!                 core.handle_credentials(id, Err(Error::MissingCredentials), now);
+//!             }
+//!             CoreOutput::Deliver { sub, events } => {
+//!                 // Into the subscriber's bounded queue; if it is full:
+//!                 // core.handle_subscriber_full(sub, now);
+//!                 let _ = (sub, events);
+//!             }
+//!             CoreOutput::EndSubscription { .. } => {} // end that stream
+//!             CoreOutput::Hook(hook) => println!("{hook:?}"),
+//!             CoreOutput::Complete { waiter, result } => {
+//!                 assert_eq!(waiter, "my query");
+//!                 assert!(matches!(result?, Answer::Reply(Reply::Query(_))));
+//!                 break 'run;
+//!             }
 //!         }
-//!         Some(Output::FetchCredentials { .. }) => unreachable!("no callbacks configured"),
-//!         Some(Output::Done { op: done, result }) => {
-//!             assert_eq!(done, op);
-//!             assert!(matches!(result?, Reply::Query(_)));
-//!             break;
-//!         }
-//!         // Nothing to do: wait for the network or `machine.poll_timeout()`.
-//!         None => break,
 //!     }
+//!     // Nothing to do: wait for the network, or for the next deadline.
+//!     let Some(at) = core.poll_timeout() else { break };
+//!     now = now.advance(at.saturating_duration_since(now.instant));
+//!     core.handle_timeout(now);
 //! }
 //! # Ok::<(), kalam_proto::Error>(())
 //! ```
 //!
 //! The basic credentials went to the login endpoint once; the query carried
-//! the JWT that came back.
-//!
+//! the JWT that came back. `kalam-client` runs exactly this loop on any
+//! async runtime.
+
 //! ## What else is here
 //!
+//! - [`client`]: the core; [`machine`] and [`ws`]: the two machines.
 //! - [`framing`]: requests as `http::Request<Vec<u8>>` values and decoders for
 //!   every answer, including the server's three error body shapes.
 //! - [`jwt`]: reading a token's claims (`exp`, `token_type`…) without verifying it.

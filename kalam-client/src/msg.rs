@@ -1,0 +1,60 @@
+//! The messages between the handles, the driver and its tasks.
+
+use kalam_proto::{
+    Answer, AuthProvider, CredentialRequestId, Decoded, Operation, RequestId, Result, SubId, SubscriptionOptions,
+    TransportError,
+};
+
+use crate::sync::{QueueTx, ReplyTx, Sender};
+
+/// A waiter: the reply slot of one call.
+pub(crate) type Waiter = ReplyTx<Result<Answer>>;
+
+/// What the handles ask of the driver.
+pub(crate) enum Command {
+    Submit(Operation, Waiter),
+    SetAuth(AuthProvider),
+    GetAuth(ReplyTx<AuthProvider>),
+    Connect(Option<Waiter>),
+    Disconnect(Waiter),
+    Subscribe {
+        sql: String,
+        options: Option<SubscriptionOptions>,
+        queue: QueueTx,
+        reply: Waiter,
+    },
+    Unsubscribe(SubId),
+}
+
+/// What comes back to the driver: answers of its own futures and reports of
+/// the socket tasks.
+pub(crate) enum Event<F> {
+    Http(RequestId, std::result::Result<Decoded, TransportError>),
+    Credentials(CredentialRequestId, CallbackOutcome),
+    Socket(u64, SocketReport<F>),
+}
+
+pub(crate) enum CallbackOutcome {
+    Answered(Result<AuthProvider>),
+    Panicked,
+    /// The core's limit passed first (it has already given up on it).
+    Abandoned,
+}
+
+/// What a socket task reports to the driver.
+pub(crate) enum SocketReport<F> {
+    Open(Sender<OutFrame>),
+    Frame(F),
+    Closed(Option<u16>, String),
+}
+
+/// A frame to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutFrame {
+    /// A text frame.
+    Text(String),
+    /// A control ping.
+    Ping,
+    /// A close frame; the socket is closed after it.
+    Close(u16, &'static str),
+}
