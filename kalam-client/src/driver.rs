@@ -28,6 +28,7 @@ use kalam_proto::{
     AuthRefreshCallback, ClientCore, CoreOutput, CredentialRequestId, CredentialSource, DynamicAuthProvider, Error,
     Hook, Instant, Now, RequestId, RequestKind, SubId,
 };
+use tracing::Instrument as _;
 
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
 use crate::rt::{OutFrame, Runtime, Socket, SocketSettings};
@@ -314,16 +315,20 @@ impl<R: Runtime> Driver<R> {
     /// decoder kalam-proto picks for its kind.
     fn start_http(&mut self, id: RequestId, kind: RequestKind, request: http::Request<Vec<u8>>) {
         let exchange = R::send_http(self.http.clone(), request);
-        self.in_flight.push(Box::pin(async move {
-            let answer = exchange.await.map(|r| {
-                tracing::debug!(?kind, id = id.0, status = r.status().as_u16(), "answered");
-                kalam_proto::decode(kind, r.status(), r.headers(), r.body().as_ref())
-            });
-            if let Err(e) = &answer {
-                tracing::debug!(?kind, id = id.0, error = %e, "failed");
+        let span = tracing::debug_span!("kalam.http", ?kind, id = id.0);
+        self.in_flight.push(Box::pin(
+            async move {
+                let answer = exchange.await.map(|r| {
+                    tracing::debug!(status = r.status().as_u16(), "answered");
+                    kalam_proto::decode(kind, r.status(), r.headers(), r.body().as_ref())
+                });
+                if let Err(e) = &answer {
+                    tracing::debug!(error = %e, "failed");
+                }
+                Event::Http(id, answer)
             }
-            Event::Http(id, answer)
-        }));
+            .instrument(span),
+        ));
     }
 
     /// Calls the application's credential callback, alongside other traffic.
@@ -344,19 +349,23 @@ impl<R: Runtime> Driver<R> {
             }
         };
         let deadline = R::now() + self.callback_limit;
-        self.in_flight.push(Box::pin(async move {
-            let mut call = Box::pin(fetch);
-            let mut limit = Box::pin(R::sleep_until(deadline));
-            let outcome = std::future::poll_fn(|cx| {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
-                    Ok(Poll::Ready(r)) => return Poll::Ready(CallbackOutcome::Answered(r)),
-                    Err(_) => return Poll::Ready(CallbackOutcome::Panicked),
-                    Ok(Poll::Pending) => {}
-                }
-                limit.as_mut().poll(cx).map(|()| CallbackOutcome::Abandoned)
-            })
-            .await;
-            Event::Credentials(id, outcome)
-        }));
+        let span = tracing::debug_span!("kalam.credentials", ?source, id = id.0);
+        self.in_flight.push(Box::pin(
+            async move {
+                let mut call = Box::pin(fetch);
+                let mut limit = Box::pin(R::sleep_until(deadline));
+                let outcome = std::future::poll_fn(|cx| {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                        Ok(Poll::Ready(r)) => return Poll::Ready(CallbackOutcome::Answered(r)),
+                        Err(_) => return Poll::Ready(CallbackOutcome::Panicked),
+                        Ok(Poll::Pending) => {}
+                    }
+                    limit.as_mut().poll(cx).map(|()| CallbackOutcome::Abandoned)
+                })
+                .await;
+                Event::Credentials(id, outcome)
+            }
+            .instrument(span),
+        ));
     }
 }

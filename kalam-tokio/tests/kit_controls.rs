@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use kalam_testkit::{Fault, TestServer};
 use kalam_tokio::{
-    AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, LiveEvent, Result,
+    AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, KalamLinkTimeouts,
+    LiveEvent, Result,
 };
 use support::scenarios::{next_event as next, until_ready};
 
@@ -387,5 +388,120 @@ async fn a_stalled_server_delivers_what_it_held_when_it_resumes() {
         LiveEvent::Insert { row } => assert_eq!(row["v"], "held"),
         other => panic!("{other:?}"),
     }
+    server.shutdown().await;
+}
+
+/// A client whose subscriptions wait at most 300 ms for their acknowledgement.
+fn impatient(server: &TestServer) -> KalamLinkClient {
+    KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .timeouts(KalamLinkTimeouts::default().with_subscribe_timeout(Duration::from_millis(300)))
+        .build()
+        .unwrap()
+}
+
+/// `subscribe_timeout` bounds `live_events_with`: the socket is up and
+/// authenticated, the server reads the subscribe and never answers (it
+/// holds every frame back), and the call returns an `Err` rather than
+/// waiting for ever. (No clock is asserted: PATIENCE only guards the hang.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_returns_after_ack_subscribe_timeout() {
+    let server = TestServer::start().await;
+    let client = impatient(&server);
+    let t = table(&client, "kit_ack_timeout").await;
+    client.connect().await.expect("connected and authenticated");
+    server.stall_ws(true);
+    let call = tokio::time::timeout(PATIENCE, client.live_events_with(&format!("SELECT * FROM {t}"), None)).await;
+    match call {
+        Err(_) => panic!("live_events_with did not return: subscribe_timeout does not bound it"),
+        Ok(Ok(_)) => panic!("expected an Err when no acknowledgement comes within subscribe_timeout, got Ok"),
+        Ok(Err(_)) => {}
+    }
+    assert_eq!(server.counters().ws_subscribes, 1, "the subscribe was sent (and read)");
+    server.shutdown().await;
+}
+
+/// The same on a cold client: the server holds back even `auth_success`,
+/// and the call still returns an `Err` instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_returns_after_ack_subscribe_timeout_cold() {
+    let server = TestServer::start().await;
+    let client = impatient(&server);
+    let t = table(&client, "kit_ack_timeout_cold").await;
+    server.stall_ws(true);
+    let call = tokio::time::timeout(PATIENCE, client.live_events_with(&format!("SELECT * FROM {t}"), None)).await;
+    match call {
+        Err(_) => panic!("live_events_with did not return: subscribe_timeout does not bound it"),
+        Ok(Ok(_)) => panic!("expected an Err when no acknowledgement comes within subscribe_timeout, got Ok"),
+        Ok(Err(_)) => {}
+    }
+    server.shutdown().await;
+}
+
+/// The kit's view of `credentials_from_refresher_become_current`: the first
+/// token is expired on the server (not by its `exp`), the refresher swaps in
+/// a new one; then `update_shared_auth(<the first token>)` takes effect: the
+/// next query carries the first token again, is answered TOKEN_EXPIRED, and
+/// the refresher is called again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_refresher_become_current_on_the_kit() {
+    let server = TestServer::start().await;
+    let first = server.mint_token(kalam_testkit::Mint::access("root"));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refresher: AuthRefreshCallback = {
+        let (calls, secret) = (calls.clone(), server.jwt_secret().to_owned());
+        Arc::new(move || {
+            let (calls, secret) = (calls.clone(), secret.clone());
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let now = support::unix_now();
+                let claims = kalam_testkit::Claims {
+                    sub: "root".into(),
+                    iss: "kalamdb".into(),
+                    exp: now + 3600,
+                    iat: now,
+                    email: None,
+                    role: "system".into(),
+                    token_type: "access".into(),
+                };
+                Ok(AuthProvider::jwt_token(kalam_testkit::sign_jwt(&secret, &claims)))
+            }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
+        })
+    };
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .jwt_token(first.clone())
+        .auth_refresher(refresher)
+        .build()
+        .unwrap();
+    let bearer_first = format!("Bearer {first}");
+    client.execute_query("SELECT 1").await.unwrap();
+    server.force_expire_all();
+    client
+        .execute_query("SELECT 2")
+        .await
+        .expect("recovered through the refresher");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let sent = server.authorizations("/v1/api/sql");
+    assert_eq!(sent.len(), 3, "SELECT 1, SELECT 2 refused, SELECT 2 retried");
+    assert_ne!(
+        sent[2].as_deref(),
+        Some(bearer_first.as_str()),
+        "the retry carried the refresher's token"
+    );
+    client.update_shared_auth(AuthProvider::jwt_token(first.clone()));
+    client.execute_query("SELECT 3").await.expect("recovered again");
+    let sent = server.authorizations("/v1/api/sql");
+    assert!(
+        sent.get(3).and_then(|a| a.as_deref()) == Some(bearer_first.as_str()),
+        "update_shared_auth(<the first token>) was ignored: the next query did not carry it"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "its TOKEN_EXPIRED called the refresher again"
+    );
+    assert_eq!(sent.len(), 5, "SELECT 3 refused, then retried once");
     server.shutdown().await;
 }

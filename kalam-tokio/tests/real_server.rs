@@ -8,14 +8,14 @@
 #[macro_use]
 mod support;
 
-use support::{RealServer, scenarios};
+use support::{ServerSettings, scenarios};
 
 macro_rules! against_real_server {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         #[ignore = "needs the real KalamDB server: cargo test -p kalam-tokio --test real_server -- --ignored"]
         async fn $name() {
-            let server = RealServer::start();
+            let server = ServerSettings::for_scenario(stringify!($name)).start_real();
             scenarios::$name(&server).await;
         }
     )*};

@@ -4,14 +4,13 @@
 #[macro_use]
 mod support;
 
-use kalam_testkit::TestServer;
-use support::scenarios;
+use support::{ServerSettings, scenarios};
 
 macro_rules! against_the_kit {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let server = TestServer::start().await;
+            let server = ServerSettings::for_scenario(stringify!($name)).start_kit().await;
             scenarios::$name(&server).await;
             server.shutdown().await;
         }

@@ -21,6 +21,12 @@
 //! # }
 //! ```
 //!
+//! Like the server, it limits each WebSocket to 50 text messages a second
+//! (a burst over that is dropped, one `RATE_LIMIT_EXCEEDED` error frame per
+//! message) and each user to 10 live subscriptions across connections
+//! (`SUBSCRIPTION_LIMIT_EXCEEDED`); the builder can change both. A live
+//! query sees exactly the changes committed after the server registered it.
+//!
 //! It is not KalamDB: it has no Raft, no storage, no topics or files, and
 //! SQL is SQLite's with KalamDB's namespaces, types and answer shapes on top.
 
@@ -33,7 +39,7 @@ pub mod real;
 mod sql;
 mod ws;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +78,11 @@ pub struct Counters {
     pub ws_subscribes: usize,
     /// `unsubscribe` messages received.
     pub ws_unsubscribes: usize,
+    /// WebSocket text messages dropped by the per-connection message rate
+    /// limit (each answered with a `RATE_LIMIT_EXCEEDED` error frame).
+    pub ws_rate_limited: usize,
+    /// Subscriptions refused with `SUBSCRIPTION_LIMIT_EXCEEDED`.
+    pub ws_subscriptions_refused: usize,
 }
 
 /// One request, as the server saw it.
@@ -205,6 +216,20 @@ impl Mint {
     }
 }
 
+/// The real server's defaults of its WebSocket limits (PROTOCOL §6,
+/// `[rate_limit]`).
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_USER: usize = 10;
+/// Text messages per second per WebSocket connection (token bucket of this
+/// capacity, refilled at this rate).
+pub const DEFAULT_MAX_WS_MESSAGES_PER_SEC: u32 = 50;
+
+/// The server's WebSocket limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WsLimits {
+    pub(crate) max_subscriptions_per_user: usize,
+    pub(crate) max_messages_per_sec: u32,
+}
+
 /// Controls of the WebSocket side.
 pub(crate) struct WsControls {
     pub(crate) refuse_auth: AtomicBool,
@@ -214,6 +239,10 @@ pub(crate) struct WsControls {
     /// Bumped to send one malformed frame on every socket.
     pub(crate) malformed_generation: watch::Sender<u64>,
     pub(crate) idle_timeout: Mutex<Duration>,
+    pub(crate) limits: WsLimits,
+    /// Subscription slots taken per user, across all connections (as the
+    /// server counts them: see `ws::Session`).
+    pub(crate) subscriptions: Mutex<HashMap<String, usize>>,
 }
 
 /// The server's shared state.
@@ -301,6 +330,7 @@ pub struct TestServerBuilder {
     lifetime: Duration,
     latency: Duration,
     idle_timeout: Duration,
+    limits: WsLimits,
 }
 
 impl Default for TestServerBuilder {
@@ -311,6 +341,10 @@ impl Default for TestServerBuilder {
             lifetime: Duration::from_secs(24 * 3600),
             latency: Duration::ZERO,
             idle_timeout: Duration::from_secs(10),
+            limits: WsLimits {
+                max_subscriptions_per_user: DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
+                max_messages_per_sec: DEFAULT_MAX_WS_MESSAGES_PER_SEC,
+            },
         }
     }
 }
@@ -343,6 +377,27 @@ impl TestServerBuilder {
     /// How long a silent WebSocket client is kept (default 10 s, as the server).
     pub fn ws_idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
+        self
+    }
+
+    /// Live subscriptions one user may hold across all connections
+    /// (default 10, as the server's `rate_limit.max_subscriptions_per_user`).
+    /// One more is refused with a `SUBSCRIPTION_LIMIT_EXCEEDED` error frame;
+    /// a slot is freed by `unsubscribe` or when the socket closes.
+    pub fn max_subscriptions_per_user(mut self, n: usize) -> Self {
+        self.limits.max_subscriptions_per_user = n;
+        self
+    }
+
+    /// WebSocket text messages per second per connection (default 50, as
+    /// the server's `rate_limit.max_messages_per_sec`): a token bucket of
+    /// that capacity, refilled at that rate. A text message over the limit
+    /// (`authenticate` and `{"type":"ping"}` included; binary and control
+    /// frames are not counted) is dropped and answered with
+    /// `{"type":"error","subscription_id":"rate_limit","code":"RATE_LIMIT_EXCEEDED",…}`;
+    /// the connection stays open.
+    pub fn max_ws_messages_per_sec(mut self, n: u32) -> Self {
+        self.limits.max_messages_per_sec = n;
         self
     }
 
@@ -379,6 +434,8 @@ impl TestServerBuilder {
                 drop_generation: watch::channel(0).0,
                 malformed_generation: watch::channel(0).0,
                 idle_timeout: Mutex::new(self.idle_timeout),
+                limits: self.limits,
+                subscriptions: Mutex::new(HashMap::new()),
             },
             open_sockets: AtomicUsize::new(0),
         });
@@ -567,6 +624,17 @@ impl TestServer {
     /// WebSockets open right now.
     pub fn open_sockets(&self) -> usize {
         self.state.open_sockets.load(Ordering::SeqCst)
+    }
+
+    /// Subscription slots `user` holds right now, across all connections
+    /// (see [`TestServerBuilder::max_subscriptions_per_user`]).
+    pub fn subscriptions_of(&self, user: &str) -> usize {
+        self.state
+            .ws
+            .subscriptions
+            .lock()
+            .map(|s| s.get(user).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// A receiver of every committed row change.

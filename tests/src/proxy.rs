@@ -4,21 +4,25 @@
 //! KalamDB) to see what crossed the wire and to break things on purpose:
 //!
 //! - it counts HTTP requests by method and path (it parses the client's
-//!   HTTP/1.1 requests, keep-alive included) and WebSocket upgrades;
+//!   HTTP/1.1 requests, keep-alive included) and WebSocket upgrades, and
+//!   knows how many connections (and WebSockets among them) are open;
 //! - [`FaultProxy::drop_all`] cuts every open connection at once (a server
 //!   crash or network loss as the client sees it), without a close frame;
 //! - [`FaultProxy::set_refuse`] makes new connections fail;
-//! - [`FaultProxy::set_stall`] lets connections open but forwards nothing.
+//! - [`FaultProxy::set_stall`] lets connections open but forwards nothing;
+//! - [`FaultProxy::set_latency`] delays what the server sends back.
 //!
 //! It binds 127.0.0.1 on a free port and stops when dropped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// One request seen by the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +38,11 @@ pub struct SeenRequest {
 struct Shared {
     requests: Mutex<Vec<SeenRequest>>,
     connections: AtomicUsize,
+    open: AtomicUsize,
+    open_ws: AtomicUsize,
     refuse: AtomicBool,
     stall: watch::Sender<bool>,
+    latency: Mutex<Duration>,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`. See the module docs.
@@ -61,8 +68,11 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            open_ws: AtomicUsize::new(0),
             refuse: AtomicBool::new(false),
             stall: watch::channel(false).0,
+            latency: Mutex::new(Duration::ZERO),
         });
         let (generation, _) = watch::channel(0u64);
         let accept_task = {
@@ -119,6 +129,18 @@ impl FaultProxy {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
+    /// TCP connections open right now (HTTP keep-alive ones included).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Open connections that carried a WebSocket upgrade request: the
+    /// WebSockets open right now, as the client sees them. A connection
+    /// counts until both of its directions have ended (or it is cut).
+    pub fn open_websockets(&self) -> usize {
+        self.shared.open_ws.load(Ordering::SeqCst)
+    }
+
     /// Cuts every open connection now (no close frame, no FIN handshake
     /// from the server: the client sees the connection die).
     pub fn drop_all(&self) {
@@ -134,6 +156,15 @@ impl FaultProxy {
     pub fn set_stall(&self, on: bool) {
         self.shared.stall.send_replace(on);
     }
+
+    /// Hold everything the server sends back for `d` before passing it on
+    /// (each piece `d` after it arrived, in order: a slow network, not a slow
+    /// server). Applies to open connections too.
+    pub fn set_latency(&self, d: Duration) {
+        if let Ok(mut l) = self.shared.latency.lock() {
+            *l = d;
+        }
+    }
 }
 
 impl Drop for FaultProxy {
@@ -143,7 +174,40 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Counts a connection (and, once it asked for an upgrade, a WebSocket) as
+/// open for as long as it lives.
+struct OpenGuard {
+    shared: Arc<Shared>,
+    websocket: AtomicBool,
+}
+
+impl OpenGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard {
+            shared,
+            websocket: AtomicBool::new(false),
+        }
+    }
+
+    fn upgraded(&self) {
+        if !self.websocket.swap(true, Ordering::SeqCst) {
+            self.shared.open_ws.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.websocket.load(Ordering::SeqCst) {
+            self.shared.open_ws.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+    let guard = OpenGuard::new(shared.clone());
     let Ok(server) = TcpStream::connect(&upstream).await else {
         return;
     };
@@ -153,6 +217,7 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut
     let (mut sr, mut sw) = server.into_split();
     let up = {
         let shared = shared.clone();
+        let guard = &guard;
         async move {
             let mut parser = RequestParser::default();
             let mut buf = vec![0u8; 16 * 1024];
@@ -162,6 +227,9 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut
                     Ok(n) => n,
                 };
                 for seen in parser.feed(&buf[..n]) {
+                    if parser.upgraded {
+                        guard.upgraded();
+                    }
                     if let Ok(mut r) = shared.requests.lock() {
                         r.push(seen);
                     }
@@ -177,18 +245,35 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut
     let down = {
         let shared = shared.clone();
         async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match sr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let _ = shared.stall.subscribe().wait_for(|stalled| !stalled).await;
-                if cw.write_all(&buf[..n]).await.is_err() {
-                    break;
+            // Read and write apart, so that latency delays each chunk by the
+            // same amount instead of adding up.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+            let read = async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                        break;
+                    }
                 }
-            }
-            let _ = cw.shutdown().await;
+            };
+            let write = async move {
+                while let Some((arrived, chunk)) = rx.recv().await {
+                    let latency = shared.latency.lock().map(|l| *l).unwrap_or_default();
+                    if !latency.is_zero() {
+                        tokio::time::sleep_until(arrived + latency).await;
+                    }
+                    let _ = shared.stall.subscribe().wait_for(|stalled| !stalled).await;
+                    if cw.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            };
+            tokio::join!(read, write);
         }
     };
     let start = *cut.borrow_and_update();
@@ -196,7 +281,8 @@ async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut
         _ = async { tokio::join!(up, down) } => {}
         _ = cut.wait_for(|g| *g != start) => {}
     }
-    // Dropping the halves here closes both sockets.
+    // Dropping the halves here closes both sockets (and then the guard
+    // stops counting the connection).
 }
 
 /// Finds request heads in a client's byte stream: HTTP/1.1 with keep-alive

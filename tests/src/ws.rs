@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -76,6 +77,50 @@ struct Sub {
     loading: bool,
     snapshot_seq: i64,
     buffered: Vec<Arc<Change>>,
+    /// Changes are numbered in commit order as this session receives them;
+    /// the subscription sees only those numbered above this (committed
+    /// after it was registered), whatever order the session's loop happens
+    /// to take frames and changes in.
+    after: u64,
+}
+
+/// The server's per-connection message rate limit: a token bucket with
+/// continuous refill, as the server's `TokenBucket` (refills only after at
+/// least 10 ms, whole tokens, and the remainder is lost).
+struct Bucket {
+    capacity: u32,
+    tokens: u32,
+    per_sec: f64,
+    last_refill: Instant,
+}
+
+impl Bucket {
+    fn new(per_sec: u32) -> Self {
+        Bucket {
+            capacity: per_sec,
+            tokens: per_sec,
+            per_sec: f64::from(per_sec),
+            last_refill: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last_refill);
+        if elapsed >= Duration::from_millis(10) {
+            let add = (self.per_sec * elapsed.as_secs_f64()) as u32;
+            if add > 0 {
+                self.tokens = self.capacity.min(self.tokens.saturating_add(add));
+                self.last_refill = now;
+            }
+        }
+        if self.tokens >= 1 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct Session {
@@ -84,6 +129,9 @@ struct Session {
     user: Option<(String, String)>,
     subs: BTreeMap<String, Sub>,
     held: Vec<Message>,
+    bucket: Bucket,
+    /// Changes taken from the broadcast so far (the number of the last one).
+    received: u64,
 }
 
 enum Step {
@@ -94,12 +142,15 @@ enum Step {
 
 impl Session {
     fn new(state: Arc<State>, compress: bool) -> Self {
+        let bucket = Bucket::new(state.ws.limits.max_messages_per_sec);
         Session {
             state,
             compress,
             user: None,
             subs: BTreeMap::new(),
             held: Vec::new(),
+            bucket,
+            received: 0,
         }
     }
 
@@ -161,13 +212,13 @@ impl Session {
                 frame = stream.next() => match frame {
                     Some(Ok(m)) => {
                         last_heard = Instant::now();
-                        step = self.on_frame(m, &mut out);
+                        step = self.on_frame(m, &mut out, &changes);
                     }
                     _ => break,
                 },
                 change = changes.recv() => match change {
                     Ok(c) => self.on_change(&c, &mut out),
-                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Lagged(n)) => self.received += n,
                     Err(RecvError::Closed) => break,
                 },
                 _ = drops.changed() => break, // dropped without a close frame
@@ -183,7 +234,37 @@ impl Session {
                 }
             }
         }
+        // Closing the socket frees the slots of the subscriptions on it.
+        self.release_slots(self.subs.len());
         self.state.open_sockets.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether `user` may register one more subscription.
+    fn slot_free(&self, user: &str) -> bool {
+        let limit = self.state.ws.limits.max_subscriptions_per_user;
+        self.state
+            .ws
+            .subscriptions
+            .lock()
+            .map(|s| s.get(user).copied().unwrap_or(0) < limit)
+            .unwrap_or(true)
+    }
+
+    /// A subscription was registered: it takes a slot of the user.
+    fn take_slot(&self, user: &str) {
+        if let Ok(mut slots) = self.state.ws.subscriptions.lock() {
+            *slots.entry(user.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// Gives back `n` slots of this session's user (never below zero).
+    fn release_slots(&self, n: usize) {
+        let Some((user, _)) = &self.user else { return };
+        if let Ok(mut slots) = self.state.ws.subscriptions.lock()
+            && let Some(taken) = slots.get_mut(user)
+        {
+            *taken = taken.saturating_sub(n);
+        }
     }
 
     /// Queues a JSON message: text, or gzip binary when large and compression is on.
@@ -227,9 +308,19 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, m: Message, out: &mut Vec<Message>) -> Step {
+    /// One client frame. Frames are handled strictly in the order they
+    /// arrive, each answered before the next is read.
+    fn on_frame(&mut self, m: Message, out: &mut Vec<Message>, changes: &Receiver<Arc<Change>>) -> Step {
         let text = match m {
-            Message::Text(t) => t.to_string(),
+            Message::Text(t) => {
+                // Every text message counts, before it is even parsed.
+                if !self.bucket.try_take() {
+                    self.state.count(|c| c.ws_rate_limited += 1);
+                    self.push(out, json!({"type": "error", "subscription_id": "rate_limit", "code": "RATE_LIMIT_EXCEEDED", "message": "Too many messages"}));
+                    return Step::Continue;
+                }
+                t.to_string()
+            }
             Message::Binary(_) => {
                 self.push(out, json!({"type": "error", "subscription_id": "protocol", "code": "UNSUPPORTED_DATA", "message": "Binary not supported"}));
                 return Step::Continue;
@@ -281,7 +372,7 @@ impl Session {
                 {
                     return invalid("invalid type for `from`: expected i64");
                 }
-                self.subscribe(id, sql, sub.get("options"), out);
+                self.subscribe(id, sql, sub.get("options"), out, changes);
                 Step::Continue
             }
             "next_batch" => {
@@ -300,6 +391,9 @@ impl Session {
                 self.state.count(|c| c.ws_unsubscribes += 1);
                 if let Some(id) = v.get("subscription_id").and_then(Value::as_str) {
                     self.subs.remove(id);
+                    // The server gives a slot back for every unsubscribe,
+                    // known id or not.
+                    self.release_slots(1);
                 }
                 Step::Continue
             }
@@ -314,7 +408,14 @@ impl Session {
         );
     }
 
-    fn subscribe(&mut self, id: &str, sql: &str, options: Option<&Value>, out: &mut Vec<Message>) {
+    fn subscribe(
+        &mut self,
+        id: &str,
+        sql: &str,
+        options: Option<&Value>,
+        out: &mut Vec<Message>,
+        changes: &Receiver<Arc<Change>>,
+    ) {
         if id.trim().is_empty() {
             return self.sub_error(
                 out,
@@ -324,6 +425,12 @@ impl Session {
             );
         }
         let Some((user, role)) = self.user.clone() else { return };
+        // As the server: the per-user limit is checked first, the slot
+        // taken only when the subscription is registered.
+        if !self.slot_free(&user) {
+            self.state.count(|c| c.ws_subscriptions_refused += 1);
+            return self.sub_error(out, id, "SUBSCRIPTION_LIMIT_EXCEEDED", "Maximum subscriptions reached");
+        }
         let parsed = match parse_live_sql(sql) {
             Ok(p) => p,
             Err(m) => return self.sub_error(out, id, "INVALID_SQL", &m),
@@ -371,6 +478,10 @@ impl Session {
             loading: options.is_some(),
             snapshot_seq: 0,
             buffered: Vec::new(),
+            // Read under the engine's lock, which every commit holds while
+            // it broadcasts its changes: those already broadcast (waiting in
+            // this session's receiver) came before this registration.
+            after: self.received + changes.len() as u64,
         };
         let owner = if def.kind.per_user() {
             user.clone()
@@ -387,6 +498,7 @@ impl Session {
                     "schema": schema,
                 }),
             );
+            self.take_slot(&user);
             self.subs.insert(id.to_owned(), sub);
             return;
         }
@@ -423,6 +535,7 @@ impl Session {
             json!({"type": "initial_data_batch", "subscription_id": id, "rows": rows, "batch_control": control}),
         );
         sub.loading = has_more;
+        self.take_slot(&user);
         self.subs.insert(id.to_owned(), sub);
         if !has_more {
             self.flush_buffered(id, out);
@@ -497,16 +610,19 @@ impl Session {
         }
     }
 
+    /// The next change from the broadcast (commit order).
     fn on_change(&mut self, c: &Arc<Change>, out: &mut Vec<Message>) {
+        self.received += 1;
         let Some((user, _)) = self.user.clone() else { return };
         if c.owner.as_ref().is_some_and(|o| *o != user) {
             return; // another user's row
         }
         let table = c.table.to_ascii_lowercase();
+        let number = self.received;
         let ids: Vec<String> = self
             .subs
             .iter()
-            .filter(|(_, s)| s.table == table)
+            .filter(|(_, s)| s.table == table && number > s.after)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -675,5 +791,86 @@ mod tests {
     #[test]
     fn crc() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    fn texts(out: &mut Vec<Message>) -> Vec<Value> {
+        out.drain(..)
+            .map(|m| match m {
+                Message::Text(t) => serde_json::from_str(&t).unwrap(),
+                other => panic!("expected text, got {other:?}"),
+            })
+            .collect()
+    }
+
+    fn sql(state: &State, statement: &str) {
+        state
+            .engine
+            .lock()
+            .unwrap()
+            .run("root", "system", statement, &[], None)
+            .unwrap_or_else(|e| panic!("{statement}: {}", e.message));
+    }
+
+    /// However the session's loop happens to order a subscribe frame and a
+    /// change that was committed before it, the subscription sees only the
+    /// changes committed after it was registered (as on the server).
+    #[tokio::test]
+    async fn a_subscription_sees_only_changes_committed_after_it() {
+        let server = crate::TestServer::start().await;
+        let state = server.state.clone();
+        sql(&state, "CREATE NAMESPACE kit_order");
+        sql(&state, "CREATE TABLE kit_order.t (id BIGINT PRIMARY KEY, v TEXT)");
+        let mut changes = state.changes.subscribe();
+        let mut session = Session::new(state.clone(), false);
+        session.user = Some(("root".into(), "system".into()));
+        let mut out = Vec::new();
+        // Committed (and broadcast) before the subscribe is handled, but
+        // still waiting in the session's receiver.
+        sql(&state, "INSERT INTO kit_order.t (id, v) VALUES (1, 'before')");
+        let subscribe = json!({"type": "subscribe", "subscription": {"id": "s", "sql": "SELECT * FROM kit_order.t"}});
+        let step = session.on_frame(Message::Text(subscribe.to_string().into()), &mut out, &changes);
+        assert!(matches!(step, Step::Continue));
+        assert_eq!(texts(&mut out)[0]["type"], "subscription_ack");
+        sql(&state, "INSERT INTO kit_order.t (id, v) VALUES (2, 'after')");
+        while let Ok(c) = changes.try_recv() {
+            session.on_change(&c, &mut out);
+        }
+        let delivered = texts(&mut out);
+        assert_eq!(delivered.len(), 1, "{delivered:?}");
+        assert_eq!(delivered[0]["rows"][0]["id"], "2");
+    }
+
+    /// The message rate limit: a full bucket, then one error frame per
+    /// dropped message; binary frames do not count.
+    #[tokio::test]
+    async fn the_message_bucket_drops_text_beyond_its_capacity() {
+        let server = crate::TestServer::builder().max_ws_messages_per_sec(3).start().await;
+        let state = server.state.clone();
+        let changes = state.changes.subscribe();
+        let mut session = Session::new(state.clone(), false);
+        // Refills 3 per second: the next whole token is 333 ms away, far
+        // beyond these few calls.
+        session.bucket.last_refill = Instant::now() + Duration::from_secs(3600);
+        let mut out = Vec::new();
+        let ping = || Message::Text(r#"{"type":"ping"}"#.into());
+        for _ in 0..3 {
+            session.on_frame(ping(), &mut out, &changes);
+        }
+        assert!(out.is_empty(), "three pings pass unanswered");
+        session.on_frame(Message::Binary(Bytes::from_static(b"x")), &mut out, &changes);
+        assert_eq!(texts(&mut out)[0]["code"], "UNSUPPORTED_DATA", "binary does not count");
+        let step = session.on_frame(ping(), &mut out, &changes);
+        assert!(matches!(step, Step::Continue), "the connection stays");
+        assert_eq!(
+            texts(&mut out),
+            [
+                json!({"type": "error", "subscription_id": "rate_limit", "code": "RATE_LIMIT_EXCEEDED", "message": "Too many messages"})
+            ]
+        );
+        // Even a message the server cannot parse is counted first.
+        let step = session.on_frame(Message::Text("{garbage".into()), &mut out, &changes);
+        assert!(matches!(step, Step::Continue));
+        assert_eq!(texts(&mut out)[0]["code"], "RATE_LIMIT_EXCEEDED");
+        assert_eq!(server.counters().ws_rate_limited, 2);
     }
 }

@@ -1,11 +1,15 @@
 //! The kit's WebSocket side with a raw client: authentication by header on
-//! the upgrade, the idle drop, the auth timeout, protocol errors.
+//! the upgrade, the idle drop, the auth timeout, protocol errors, the
+//! server's message rate and subscription limits.
+
+mod support;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kalam_testkit::{Mint, TestServer};
 use serde_json::{Value, json};
+use support::Http;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -114,4 +118,112 @@ async fn protocol_errors_as_the_server() {
     // An unknown message type: close 1011.
     ws.send(Message::Text(r#"{"type":"nope"}"#.into())).await.unwrap();
     assert_eq!(close_code(&recv(&mut ws).await).0, 1011);
+}
+
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next text frame, skipping control frames.
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match recv(ws).await {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn subscribe(ws: &mut Ws, id: &str, sql: &str) -> Value {
+    send_json(ws, json!({"type": "subscribe", "subscription": {"id": id, "sql": sql}})).await;
+    next_json(ws).await
+}
+
+/// A burst over the message rate: the excess is answered with the
+/// server's `rate_limit` error frame, and the connection stays open.
+#[tokio::test]
+async fn a_burst_over_the_message_rate_is_refused_frame_by_frame() {
+    let server = TestServer::builder().max_ws_messages_per_sec(5).start().await;
+    let token = server.mint_token(Mint::access("root"));
+    let mut ws = open(&server, Some(&token)).await;
+    assert_eq!(next_json(&mut ws).await["type"], "auth_success");
+    for _ in 0..15 {
+        send_json(&mut ws, json!({"type": "ping"})).await;
+    }
+    // Pings get no answer; each refused one gets an error frame. Five pass
+    // at least (the full bucket), so at most ten are refused; at least one
+    // is, unless sending fifteen frames took two seconds.
+    let first = next_json(&mut ws).await;
+    assert_eq!(
+        first,
+        json!({"type": "error", "subscription_id": "rate_limit", "code": "RATE_LIMIT_EXCEEDED", "message": "Too many messages"})
+    );
+    let refused = server.counters().ws_rate_limited;
+    assert!((1..=10).contains(&refused), "{refused}");
+    // Still open: a control ping (not counted) is answered.
+    ws.send(Message::Ping(b"still there".to_vec().into())).await.unwrap();
+    loop {
+        match recv(&mut ws).await {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"still there");
+                break;
+            }
+            Message::Text(_) => {} // the other refusals
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Subscriptions per user, across connections: one over the limit is
+/// refused with its own id; `unsubscribe` and a closed socket free slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_user_are_limited_across_connections() {
+    let server = TestServer::builder().max_subscriptions_per_user(2).start().await;
+    let http = Http::new(&server.url());
+    let token = http.login("root", server.root_password()).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    http.ok(&token, "CREATE NAMESPACE kit_limit").await;
+    http.ok(&token, "CREATE TABLE kit_limit.t (id BIGINT PRIMARY KEY)")
+        .await;
+    let sql = "SELECT * FROM kit_limit.t";
+    let mut a = open(&server, Some(&token)).await;
+    let mut b = open(&server, Some(&token)).await;
+    assert_eq!(next_json(&mut a).await["type"], "auth_success");
+    assert_eq!(next_json(&mut b).await["type"], "auth_success");
+    assert_eq!(subscribe(&mut a, "a1", sql).await["type"], "subscription_ack");
+    assert_eq!(subscribe(&mut a, "a2", sql).await["type"], "subscription_ack");
+    assert_eq!(
+        subscribe(&mut a, "a3", sql).await,
+        json!({"type": "error", "subscription_id": "a3", "code": "SUBSCRIPTION_LIMIT_EXCEEDED", "message": "Maximum subscriptions reached"})
+    );
+    // The limit is the user's, not the connection's; it is checked first.
+    assert_eq!(
+        subscribe(&mut b, "b1", "SELECT * FROM kit_limit.missing").await["code"],
+        "SUBSCRIPTION_LIMIT_EXCEEDED"
+    );
+    assert_eq!(server.subscriptions_of("root"), 2);
+    // An unsubscribe frees a slot (no answer comes, so the next subscribe
+    // on the same socket shows it was read).
+    send_json(&mut a, json!({"type": "unsubscribe", "subscription_id": "a1"})).await;
+    assert_eq!(subscribe(&mut a, "a4", sql).await["type"], "subscription_ack");
+    assert_eq!(
+        subscribe(&mut b, "b2", sql).await["code"],
+        "SUBSCRIPTION_LIMIT_EXCEEDED"
+    );
+    // Closing a socket frees all of its slots.
+    drop(a);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.subscriptions_of("root") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed socket kept its slots"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(subscribe(&mut b, "b3", sql).await["type"], "subscription_ack");
+    assert_eq!(subscribe(&mut b, "b4", sql).await["type"], "subscription_ack");
+    assert_eq!(server.counters().ws_subscriptions_refused, 3);
 }

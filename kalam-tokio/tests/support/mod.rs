@@ -25,8 +25,55 @@ macro_rules! for_each_scenario {
             reconnect_asks_provider_again,
             refused_ws_auth_surfaces_once,
             stalled_subscriber_does_not_delay_another,
+            live_events_returns_after_ack_changes_only,
+            live_events_returns_after_ack_initial_rows,
+            live_events_returns_after_ack_refusal_is_err,
+            many_subscriptions_all_deliver,
+            credentials_from_refresher_become_current,
+            live_stream_outlives_client_handles,
         );
     };
+}
+
+/// Server settings a scenario needs beyond the server's defaults. Both
+/// runners (testkit.rs, real_server.rs) start each scenario's server with
+/// [`ServerSettings::for_scenario`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `rate_limit.max_subscriptions_per_user` (the server's default is 10).
+    pub max_subscriptions_per_user: Option<usize>,
+}
+
+impl ServerSettings {
+    /// What the scenario called `name` needs.
+    pub fn for_scenario(name: &str) -> ServerSettings {
+        match name {
+            "many_subscriptions_all_deliver" => ServerSettings {
+                max_subscriptions_per_user: Some(scenarios::MANY_SUBSCRIPTIONS_PER_USER_LIMIT),
+            },
+            _ => ServerSettings::default(),
+        }
+    }
+
+    /// An in-process kit with these settings.
+    pub async fn start_kit(&self) -> kalam_testkit::TestServer {
+        let mut builder = kalam_testkit::TestServer::builder();
+        if let Some(n) = self.max_subscriptions_per_user {
+            builder = builder.max_subscriptions_per_user(n);
+        }
+        builder.start().await
+    }
+
+    /// A real server with these settings (through `KALAMDB_EXTRA_TOML`).
+    pub fn start_real(&self) -> RealServer {
+        match self.max_subscriptions_per_user {
+            Some(n) => {
+                let toml = format!("[rate_limit]\nmax_subscriptions_per_user = {n}");
+                RealServer::start_with(&[("KALAMDB_EXTRA_TOML", &toml)])
+            }
+            None => RealServer::start(),
+        }
+    }
 }
 
 use std::time::{SystemTime, UNIX_EPOCH};

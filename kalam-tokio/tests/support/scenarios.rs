@@ -10,14 +10,22 @@ use std::time::Duration;
 
 use kalam_tokio::{
     AuthProvider, AuthRefreshCallback, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode, KalamLinkClient,
-    LiveEvent, LiveEvents, Result, TransportError,
+    LiveEvent, LiveEvents, LiveRow, Result, TransportError,
 };
 
 use super::{Backend, FaultProxy, mint, unix_now};
 
 /// Upper bound for anything the tests wait for (a guard against hangs, not
 /// a synchronisation device).
-const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How many live queries `many_subscriptions_all_deliver` opens on one client.
+pub const MANY_SUBSCRIPTIONS: usize = 80;
+
+/// The per-user subscription limit its server is started with: the 80, and
+/// the 80 again on a new socket while the server may not yet have freed
+/// the old socket's slots (the server's default is 10).
+pub const MANY_SUBSCRIPTIONS_PER_USER_LIMIT: usize = 200;
 
 async fn proxy(b: &dyn Backend) -> FaultProxy {
     FaultProxy::start(&b.url()).await.expect("start proxy")
@@ -110,7 +118,34 @@ async fn setup_table(client: &KalamLinkClient, ns: &str) -> String {
     format!("{ns}.items")
 }
 
-fn id_of(row: &kalam_tokio::LiveRow) -> i64 {
+/// Polls `condition` until it holds, failing with `what` after PATIENCE.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One line per event, for failure messages.
+fn describe(e: &LiveEvent) -> String {
+    match e {
+        LiveEvent::Subscribed { resumed_from, .. } => match resumed_from {
+            Some(seq) => format!("Subscribed(resumed from {seq})"),
+            None => "Subscribed".into(),
+        },
+        LiveEvent::InitialRows { rows, .. } => {
+            format!("InitialRows{:?}", rows.iter().map(id_of).collect::<Vec<_>>())
+        }
+        LiveEvent::Ready => "Ready".into(),
+        LiveEvent::Insert { row } => format!("Insert({})", id_of(row)),
+        LiveEvent::Update { row, .. } => format!("Update({})", id_of(row)),
+        LiveEvent::Delete { old } => format!("Delete({})", id_of(old)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn id_of(row: &LiveRow) -> i64 {
     row.get("id")
         .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64()))
         .expect("row has an id")
@@ -612,4 +647,321 @@ pub async fn no_secrets_in_logs(b: &dyn Backend) {
         !text.contains("eyJ0eXAi") && !text.contains("eyJhbGci"),
         "a token reached the logs"
     );
+}
+
+// ------------------------------------------------------- live: contracts
+
+async fn insert(client: &KalamLinkClient, table: &str, id: i64) {
+    client
+        .execute_query(&format!(
+            "INSERT INTO {table} (id, name, qty) VALUES ({id}, 'row', {id})"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("insert {id}: {e}"));
+}
+
+/// A cold client behind a proxy that delays every answer by 100 ms: a
+/// subscription that is not yet acknowledged when the call returns is
+/// registered well after the rows the test inserts at once.
+async fn slow_cold_client(b: &dyn Backend) -> (FaultProxy, KalamLinkClient) {
+    let proxy = proxy(b).await;
+    proxy.set_latency(Duration::from_millis(100));
+    let client = root(b, &proxy.url()); // cold: no login, no socket yet
+    (proxy, client)
+}
+
+/// Reads `s` up to `Ready`, inserts `sentinel`, and reads on until it
+/// arrives: every event up to the sentinel, as (initial row ids, inserted
+/// ids, descriptions).
+async fn events_until_sentinel(
+    s: &mut LiveEvents,
+    writer: &KalamLinkClient,
+    table: &str,
+    sentinel: i64,
+) -> (Vec<i64>, Vec<i64>, Vec<String>) {
+    let (mut initial, mut inserted, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ready = false;
+    while !ready {
+        let e = next_event(s).await;
+        events.push(describe(&e));
+        match e {
+            LiveEvent::InitialRows { rows, .. } => initial.extend(rows.iter().map(id_of)),
+            LiveEvent::Insert { row } => inserted.push(id_of(&row)),
+            LiveEvent::Ready => ready = true,
+            _ => {}
+        }
+    }
+    insert(writer, table, sentinel).await;
+    while !inserted.contains(&sentinel) {
+        let e = next_event(s).await;
+        events.push(describe(&e));
+        match e {
+            LiveEvent::InitialRows { rows, .. } => initial.extend(rows.iter().map(id_of)),
+            LiveEvent::Insert { row } => inserted.push(id_of(&row)),
+            _ => {}
+        }
+    }
+    (initial, inserted, events)
+}
+
+/// `live_events_with(sql, None)` (changes only) returns once the server has
+/// acknowledged the subscription: on a cold, lazily connected client, every
+/// row inserted right after the call returns arrives as an `Insert`.
+pub async fn live_events_returns_after_ack_changes_only(b: &dyn Backend) {
+    let writer = root(b, &b.url());
+    let table = setup_table(&writer, "conf_ack_changes").await;
+    let (_proxy, client) = slow_cold_client(b).await;
+    let mut s = tokio::time::timeout(
+        PATIENCE,
+        client.live_events_with(&format!("SELECT * FROM {table}"), None),
+    )
+    .await
+    .expect("live_events_with returned")
+    .expect("subscribed");
+    for id in 1..=20 {
+        insert(&writer, &table, id).await;
+    }
+    // Row 21 is inserted once the stream says it is live: it must arrive,
+    // and every row before it too.
+    let (initial, inserted, events) = events_until_sentinel(&mut s, &writer, &table, 21).await;
+    let lost: Vec<i64> = (1..=20).filter(|id| !inserted.contains(id)).collect();
+    assert!(
+        lost.is_empty() && initial.is_empty(),
+        "{} of the 20 rows inserted right after live_events_with returned were lost: {lost:?}; events {events:?}",
+        lost.len()
+    );
+    assert_eq!(inserted, (1..=21).collect::<Vec<_>>(), "in commit order");
+}
+
+/// With default options, `live_events` returns after the acknowledgement
+/// and the initial rows' snapshot: rows inserted right after the call
+/// returns arrive as `Insert`s, not inside `InitialRows`.
+pub async fn live_events_returns_after_ack_initial_rows(b: &dyn Backend) {
+    let writer = root(b, &b.url());
+    let table = setup_table(&writer, "conf_ack_initial").await;
+    insert(&writer, &table, 1).await;
+    let (_proxy, client) = slow_cold_client(b).await;
+    let mut s = tokio::time::timeout(PATIENCE, client.live_events(&format!("SELECT * FROM {table}")))
+        .await
+        .expect("live_events returned")
+        .expect("subscribed");
+    for id in 2..=6 {
+        insert(&writer, &table, id).await;
+    }
+    let (initial, inserted, events) = events_until_sentinel(&mut s, &writer, &table, 7).await;
+    assert_eq!(
+        (initial, inserted),
+        (vec![1], vec![2, 3, 4, 5, 6, 7]),
+        "(initial rows, inserts): rows inserted after live_events returned must arrive as inserts; events {events:?}"
+    );
+}
+
+/// A subscription the server refuses is an `Err` from the call itself,
+/// with the server's code: bad SQL, and a table that does not exist.
+pub async fn live_events_returns_after_ack_refusal_is_err(b: &dyn Backend) {
+    let client = root(b, &b.url());
+    let table = setup_table(&client, "conf_ack_refused").await;
+    let mut failures = Vec::new();
+    for (sql, code) in [
+        (format!("SELEC * FROM {table}"), "INVALID_SQL"),
+        ("SELECT * FROM conf_ack_refused.missing".to_owned(), "NOT_FOUND"),
+    ] {
+        match tokio::time::timeout(PATIENCE, client.live_events(&sql)).await {
+            Err(_) => failures.push(format!("{sql:?}: live_events did not return")),
+            Ok(Err(e)) if e.code().map(ErrorCode::as_str) == Some(code) => {}
+            Ok(Err(e)) => failures.push(format!("{sql:?}: expected {code}, got {e:?}")),
+            Ok(Ok(mut s)) => {
+                let then = tokio::time::timeout(PATIENCE, s.next()).await;
+                failures.push(format!(
+                    "{sql:?}: expected Err({code}) from live_events, got Ok; the stream then yielded {then:?}"
+                ));
+            }
+        }
+    }
+    // The refusals leave the client usable.
+    match tokio::time::timeout(PATIENCE, client.live_events(&format!("SELECT * FROM {table}"))).await {
+        Ok(Ok(mut s)) => until_ready(&mut s).await,
+        other => failures.push(format!("a good subscription after the refusals: {other:?}")),
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Reads every stream at once (one shared deadline) until it delivers row
+/// `id`, as an `Insert` or in `InitialRows` (a resume after a reconnect).
+/// Returns, for each stream that did not, why.
+async fn deliveries(subs: &mut [LiveEvents], id: i64) -> Vec<(usize, String)> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let reads = subs.iter_mut().enumerate().map(|(i, s)| async move {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, s.next()).await {
+                Ok(Some(Ok(LiveEvent::Insert { row }))) if id_of(&row) == id => return None,
+                Ok(Some(Ok(LiveEvent::InitialRows { rows, .. }))) if rows.iter().any(|r| id_of(r) == id) => {
+                    return None;
+                }
+                Ok(Some(Ok(e))) => seen.push(describe(&e)),
+                Ok(Some(Err(e))) => return Some((i, format!("ended with {e}"))),
+                Ok(None) => return Some((i, "ended".to_owned())),
+                Err(_) if seen.is_empty() => return Some((i, "no event at all".to_owned())),
+                Err(_) => return Some((i, format!("only {}", seen.join(", ")))),
+            }
+        }
+    });
+    futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `n× reason` per distinct reason.
+fn tally<'a>(reasons: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for r in reasons {
+        *counts.entry(r).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(r, n)| format!("{n}× {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// 80 live queries on one client (one socket) all subscribe, and each
+/// delivers an insert; after the connection is cut, all 80 resubscribe and
+/// each delivers the next insert. The server takes 50 text messages per
+/// second per connection (a burst over that is dropped, one error frame
+/// each) and, here, 200 subscriptions per user.
+pub async fn many_subscriptions_all_deliver(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = errors.clone();
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .connection_options(
+            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
+        )
+        .on_error(move |e| sink.lock().unwrap().push(e.to_string()))
+        .build()
+        .unwrap();
+    let writer = root(b, &b.url());
+    let table = setup_table(&writer, "conf_many").await;
+    let sql = format!("SELECT * FROM {table}");
+    let mut subs = Vec::new();
+    for i in 0..MANY_SUBSCRIPTIONS {
+        match tokio::time::timeout(PATIENCE, client.live_events_with(&sql, None)).await {
+            Ok(Ok(s)) => subs.push(s),
+            Ok(Err(e)) => panic!("subscription {i} of {MANY_SUBSCRIPTIONS} refused: {e}"),
+            Err(_) => panic!("subscription {i} of {MANY_SUBSCRIPTIONS} did not return"),
+        }
+    }
+    let report = |round: &str, missing: &[(usize, String)]| {
+        let errors = errors.lock().unwrap().clone();
+        format!(
+            "{round}: {} of {MANY_SUBSCRIPTIONS} subscriptions did not deliver ({}); connection-level errors: [{}]",
+            missing.len(),
+            tally(missing.iter().map(|(_, r)| r.as_str())),
+            tally(errors.iter().map(String::as_str)),
+        )
+    };
+    insert(&writer, &table, 1).await;
+    let missing = deliveries(&mut subs, 1).await;
+    assert!(missing.is_empty(), "{}", report("first insert", &missing));
+    assert_eq!(proxy.ws_upgrades(), 1, "one socket for all");
+    // Cut the connection (no close frame): every subscription is resent on
+    // the next socket, and resumes from the row it saw last.
+    proxy.drop_all();
+    insert(&writer, &table, 2).await;
+    let missing = deliveries(&mut subs, 2).await;
+    assert!(missing.is_empty(), "{}", report("after the reconnect", &missing));
+    assert!(proxy.ws_upgrades() >= 2, "it reconnected");
+}
+
+/// After an `auth_refresher` has replaced the token, the application's
+/// `update_shared_auth` with the credentials the client was built with
+/// takes effect: they are not "the current credentials" any more. Here
+/// they are an expired token (which no client ever sends), so the next
+/// query has to call the refresher again.
+pub async fn credentials_from_refresher_become_current(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let now = unix_now();
+    let initial = mint(&b.jwt_secret(), "root", "system", "access", now - 7200, now - 3600);
+    let (refresher, calls) = counting_refresher(b);
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .jwt_token(initial.clone())
+        .auth_refresher(refresher)
+        .build()
+        .unwrap();
+    client
+        .execute_query("SELECT 1")
+        .await
+        .expect("query with the refresher's token");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    client.update_shared_auth(AuthProvider::jwt_token(initial));
+    client
+        .execute_query("SELECT 2")
+        .await
+        .expect("query after update_shared_auth");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "update_shared_auth(the initial, expired token) was ignored: the next query went out with the refresher's \
+         token instead of asking the refresher again"
+    );
+    assert_eq!(proxy.count("/v1/api/sql"), 2, "the expired token is never sent");
+}
+
+/// The driver runs while any handle is alive: a client clone, a
+/// `LiveEvents` or a `LiveQuery`. With every client clone dropped, the live
+/// streams still deliver; when the last stream is dropped, the socket closes.
+pub async fn live_stream_outlives_client_handles(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let writer = root(b, &b.url());
+    let table = setup_table(&writer, "conf_outlive").await;
+    insert(&writer, &table, 1).await;
+    let client = root(b, &proxy.url());
+    let clone = client.clone();
+    let sql = format!("SELECT * FROM {table}");
+    let mut events = client.live_events_with(&sql, None).await.expect("live_events_with");
+    until_ready(&mut events).await;
+    let mut query = clone.live(&sql).await.expect("live");
+    let rows = tokio::time::timeout(PATIENCE, query.next()).await;
+    assert!(
+        matches!(&rows, Ok(Some(Ok(r))) if r.len() == 1),
+        "initial rows: {rows:?}"
+    );
+    assert_eq!(proxy.open_websockets(), 1, "one socket");
+    drop(client);
+    drop(clone);
+    // No client handle is left; the streams still are.
+    insert(&writer, &table, 2).await;
+    match next_event(&mut events).await {
+        LiveEvent::Insert { row } => assert_eq!(id_of(&row), 2),
+        other => panic!(
+            "expected the insert after the clients were dropped, got {}",
+            describe(&other)
+        ),
+    }
+    let rows = tokio::time::timeout(PATIENCE, query.next()).await;
+    assert!(
+        matches!(&rows, Ok(Some(Ok(r))) if r.len() == 2),
+        "LiveQuery after the clients were dropped: {rows:?}"
+    );
+    // A LiveQuery alone keeps the driver too.
+    drop(events);
+    insert(&writer, &table, 3).await;
+    let rows = tokio::time::timeout(PATIENCE, query.next()).await;
+    assert!(
+        matches!(&rows, Ok(Some(Ok(r))) if r.len() == 3),
+        "LiveQuery alone: {rows:?}"
+    );
+    assert_eq!(proxy.open_websockets(), 1, "still the one socket");
+    // The last handle goes: the driver stops and closes the socket.
+    drop(query);
+    eventually("the WebSocket stayed open after the last handle was dropped", || {
+        proxy.open_websockets() == 0
+    })
+    .await;
 }
