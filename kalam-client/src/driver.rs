@@ -30,8 +30,9 @@ use kalam_proto::{
 };
 use tracing::Instrument as _;
 
+use crate::msg::OutFrame;
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
-use crate::rt::{OutFrame, Runtime, Socket, SocketSettings};
+use crate::rt::{Runtime, SocketSettings};
 use crate::sync::{QueueTx, Receiver, Sender};
 
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
@@ -76,7 +77,7 @@ impl<R: Runtime> Clock<R> {
     }
 }
 
-type Task<F> = Pin<Box<dyn Future<Output = Event<F>> + Send>>;
+type Task = Pin<Box<dyn Future<Output = Event> + Send>>;
 
 pub(crate) struct Driver<R: Runtime> {
     core: ClientCore<Waiter>,
@@ -90,15 +91,15 @@ pub(crate) struct Driver<R: Runtime> {
     /// The open socket: its attempt and its frames' way out.
     socket: Option<(u64, Sender<OutFrame>)>,
     /// HTTP exchanges and credential callbacks in progress.
-    in_flight: FuturesUnordered<Task<R::Frame>>,
-    events_tx: Sender<Event<R::Frame>>,
-    events: Receiver<Event<R::Frame>>,
+    in_flight: FuturesUnordered<Task>,
+    events_tx: Sender<Event>,
+    events: Receiver<Event>,
     timer: Option<(std::time::Instant, Pin<Box<R::Sleep>>)>,
 }
 
-enum Step<F> {
+enum Step {
     Command(Option<Command>),
-    Event(Event<F>),
+    Event(Event),
     Timeout,
 }
 
@@ -158,7 +159,7 @@ impl<R: Runtime> Driver<R> {
         cx: &mut Context<'_>,
         commands: &mut Receiver<Command>,
         commands_first: bool,
-    ) -> Poll<Step<R::Frame>> {
+    ) -> Poll<Step> {
         for i in 0..2 {
             if (i == 0) == commands_first {
                 if let Poll::Ready(c) = commands.poll_recv(cx) {
@@ -213,7 +214,7 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    fn on_event(&mut self, event: Event<R::Frame>) {
+    fn on_event(&mut self, event: Event) {
         let now = self.clock.now();
         match event {
             Event::Http(id, Ok(decoded)) => self.core.handle_http(id, decoded, now),
@@ -228,7 +229,7 @@ impl<R: Runtime> Driver<R> {
                 // Otherwise `tx` drops here and the unwanted socket closes.
             }
             Event::Socket(attempt, SocketReport::Frame(frame)) => {
-                self.core.handle_frame(attempt, R::incoming(&frame), now);
+                self.core.handle_frame(attempt, crate::socket::incoming(&frame), now);
             }
             Event::Socket(attempt, SocketReport::Closed(code, reason)) => {
                 if self.socket.as_ref().is_some_and(|(a, _)| *a == attempt) {
@@ -246,11 +247,7 @@ impl<R: Runtime> Driver<R> {
                 CoreOutput::SendHttp { id, kind, request } => self.start_http(id, kind, request),
                 CoreOutput::OpenSocket { url, attempt } => {
                     tracing::debug!(attempt, "opening WebSocket");
-                    let socket = Socket {
-                        attempt,
-                        report: self.events_tx.clone(),
-                    };
-                    R::open_socket(url, self.socket_settings, socket);
+                    crate::socket::open::<R>(url, self.socket_settings, attempt, self.events_tx.clone());
                 }
                 CoreOutput::SendText(text) => self.send_frame(OutFrame::Text(text)),
                 CoreOutput::SendPing => self.send_frame(OutFrame::Ping),

@@ -24,8 +24,9 @@ mod driver;
 mod live;
 mod msg;
 pub mod rt;
+mod socket;
 mod sync;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
 pub use live::{LiveEvents, LiveQuery};
-pub use rt::{HttpSettings, OutFrame, Outgoing, Runtime, Socket, SocketSettings};
+pub use rt::{HttpSettings, Runtime, SocketSettings, socket_target};

@@ -28,10 +28,10 @@ pub(crate) enum Command {
 
 /// What comes back to the driver: answers of its own futures and reports of
 /// the socket tasks.
-pub(crate) enum Event<F> {
+pub(crate) enum Event {
     Http(RequestId, std::result::Result<Decoded, TransportError>),
     Credentials(CredentialRequestId, CallbackOutcome),
-    Socket(u64, SocketReport<F>),
+    Socket(u64, SocketReport),
 }
 
 pub(crate) enum CallbackOutcome {
@@ -42,9 +42,9 @@ pub(crate) enum CallbackOutcome {
 }
 
 /// What a socket task reports to the driver.
-pub(crate) enum SocketReport<F> {
+pub(crate) enum SocketReport {
     Open(Sender<OutFrame>),
-    Frame(F),
+    Frame(crate::socket::Frame),
     Closed(Option<u16>, String),
 }
 

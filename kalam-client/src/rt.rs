@@ -1,26 +1,23 @@
 //! The runtime surface: what an adapter provides. Everything else (the
-//! driver loop, the handles, the streams, every protocol decision) is
-//! written once, here and in `kalam-proto`.
+//! driver loop, the handles, the streams, the socket task, every protocol
+//! decision) is written once, here and in `kalam-proto`.
 
 use std::future::Future;
 use std::time::Duration;
 
-use kalam_proto::{ConnectionOptions, Endpoints, Incoming, Result, TransportError};
+use futures_io::{AsyncRead, AsyncWrite};
+use kalam_proto::{ConnectionOptions, Endpoints, Result, TransportError};
 
-pub use crate::msg::OutFrame;
-use crate::msg::{Event, SocketReport};
-use crate::sync::{Receiver, Sender};
-
-/// A runtime adapter: spawning, a clock and a timer, an HTTP client and
-/// WebSocket sockets. `kalam-tokio` implements it on Tokio and hyper,
-/// `kalam-async-std` on async-std and surf; both are a few hundred lines.
+/// A runtime adapter: spawning, a clock and a timer, an HTTP client, and
+/// TCP (or TLS) connections for the WebSocket. `kalam-tokio` implements it
+/// on Tokio and hyper, `kalam-async-std` on async-std and surf.
 pub trait Runtime: Send + Sync + Sized + 'static {
     /// A pooled HTTP/1.1 client.
     type Http: Clone + Send + Sync + 'static;
     /// An HTTP answer's body.
     type Body: AsRef<[u8]> + Send + 'static;
-    /// A frame received on a WebSocket.
-    type Frame: Send + 'static;
+    /// A connected byte stream for a WebSocket.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// A timer.
     type Sleep: Future<Output = ()> + Send + 'static;
 
@@ -50,13 +47,10 @@ pub trait Runtime: Send + Sync + Sized + 'static {
         request: http::Request<Vec<u8>>,
     ) -> impl Future<Output = std::result::Result<http::Response<Self::Body>, TransportError>> + Send + 'static;
 
-    /// Opens a WebSocket in the background and reports through `socket`:
-    /// [`Socket::open`] once the handshake is done, then every frame, then
-    /// [`Socket::closed`] (also when it could not be opened).
-    fn open_socket(url: String, settings: SocketSettings, socket: Socket<Self::Frame>);
-
-    /// A received frame as the session reads it.
-    fn incoming(frame: &Self::Frame) -> Incoming<'_>;
+    /// Connects the byte stream of a WebSocket (`url` is `ws://…` or
+    /// `wss://…`; TLS is the runtime's, where it has it). The handshake and
+    /// the framing are kalam-client's.
+    fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
 }
 
 /// Limits of the HTTP client.
@@ -79,43 +73,17 @@ pub struct SocketSettings {
     pub max_frame: usize,
 }
 
-/// A socket task's line to the driver, for one connection attempt.
-pub struct Socket<F> {
-    pub(crate) attempt: u64,
-    pub(crate) report: Sender<Event<F>>,
-}
-
-/// The frames the driver wants sent, in order; `None` when the driver no
-/// longer wants the socket (close it).
-pub struct Outgoing(Receiver<OutFrame>);
-
-impl Outgoing {
-    /// The next frame to send.
-    pub async fn recv(&mut self) -> Option<OutFrame> {
-        self.0.recv().await
-    }
-}
-
-impl<F> Socket<F> {
-    /// The handshake is done: returns the frames to send.
-    pub fn open(&self) -> Outgoing {
-        let (tx, rx) = crate::sync::channel();
-        let _ = self.report.send(Event::Socket(self.attempt, SocketReport::Open(tx)));
-        Outgoing(rx)
-    }
-
-    /// A frame arrived.
-    pub fn frame(&self, frame: F) {
-        let _ = self
-            .report
-            .send(Event::Socket(self.attempt, SocketReport::Frame(frame)));
-    }
-
-    /// The socket is gone, with the server's close code and reason if it
-    /// sent a close frame, or why it failed.
-    pub fn closed(self, code: Option<u16>, reason: String) {
-        let _ = self
-            .report
-            .send(Event::Socket(self.attempt, SocketReport::Closed(code, reason)));
-    }
+/// Host and port of a `ws://` / `wss://` URL, and whether it needs TLS.
+pub fn socket_target(url: &str) -> std::io::Result<(String, u16, bool)> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{why}: {url}"));
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        _ => return Err(bad("not a ws:// or wss:// URL")),
+    };
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host, port, tls))
 }

@@ -87,7 +87,6 @@
 
 mod http;
 pub mod rt;
-mod ws;
 
 /// A KalamDB client on Tokio. See [`kalam_client::KalamLinkClient`] for
 /// every method.

@@ -1,10 +1,11 @@
-//! Tokio as a [`Runtime`]: spawn, clock, timer, hyper for HTTP,
-//! tokio-tungstenite for the WebSocket.
+//! Tokio as a [`Runtime`]: spawn, clock, timer, hyper for HTTP, and Tokio
+//! TCP (with rustls for `wss://`, behind the `rustls` feature) under the
+//! WebSocket.
 
+use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
-use kalam_client::{HttpSettings, Runtime, Socket, SocketSettings};
-use kalam_proto::{ConnectionOptions, Endpoints, Error, Incoming, Result, TransportError};
-use tokio_tungstenite::tungstenite::Message;
+use kalam_client::{HttpSettings, Runtime, socket_target};
+use kalam_proto::{ConnectionOptions, Endpoints, Error, Result, TransportError};
 
 pub use crate::http::HttpClient;
 
@@ -12,10 +13,18 @@ pub use crate::http::HttpClient;
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
 
+#[cfg(not(feature = "rustls"))]
+type Io = TokioAdapter<tokio::net::TcpStream>;
+#[cfg(feature = "rustls")]
+type Io = futures_util::future::Either<
+    TokioAdapter<tokio::net::TcpStream>,
+    TokioAdapter<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+>;
+
 impl Runtime for Tokio {
     type Http = HttpClient;
     type Body = Bytes;
-    type Frame = Message;
+    type Stream = Io;
     type Sleep = tokio::time::Sleep;
 
     fn check() -> Result<()> {
@@ -51,15 +60,53 @@ impl Runtime for Tokio {
         http.send(request).await
     }
 
-    fn open_socket(url: String, settings: SocketSettings, socket: Socket<Message>) {
-        crate::ws::open(url, settings, socket);
-    }
-
-    fn incoming(frame: &Message) -> Incoming<'_> {
-        match frame {
-            Message::Text(t) => Incoming::Text(t.as_str()),
-            Message::Binary(b) => Incoming::Binary(b.as_ref()),
-            _ => Incoming::Control,
+    fn connect(url: &str) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
+        let target = socket_target(url);
+        async move {
+            let (host, port, tls) = target?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            secure(tcp, &host, tls).await
         }
     }
+}
+
+#[cfg(not(feature = "rustls"))]
+async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Io> {
+    if tls {
+        return Err(std::io::Error::other(
+            "wss:// needs the `rustls` feature of kalam-tokio",
+        ));
+    }
+    Ok(TokioAdapter::new(tcp))
+}
+
+#[cfg(feature = "rustls")]
+async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Io> {
+    use std::sync::{Arc, OnceLock};
+
+    use futures_util::future::Either;
+    use tokio_rustls::rustls;
+
+    if !tls {
+        return Ok(Either::Left(TokioAdapter::new(tcp)));
+    }
+    // The roots load once, on the first wss:// connection.
+    static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let config = CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(std::io::Error::other)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    Ok(Either::Right(TokioAdapter::new(stream)))
 }
