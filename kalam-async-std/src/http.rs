@@ -1,0 +1,150 @@
+//! The HTTP transport: HTTP/1.1 with async-h1 (the engine under surf) over
+//! async-std TCP, with a small keep-alive pool. It sends the
+//! `http::Request` values kalam-proto builds and hands the answers back; no
+//! protocol logic lives here, and it is the one module to change to swap the
+//! HTTP backend.
+//!
+//! Why not surf itself: its HTTP/1.1 client pools connections with deadpool
+//! 0.7, which depends on tokio; this crate promises an application no tokio.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_std::net::TcpStream;
+use futures_util::AsyncReadExt as _;
+use kalam_client::HttpSettings;
+use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
+
+/// An idle connection is reused for this long at most (the server keeps
+/// them 75 s).
+const IDLE_REUSE: Duration = Duration::from_secs(30);
+
+/// A pooled HTTP/1.1 client with the client's time and size limits.
+#[derive(Clone)]
+pub struct HttpClient {
+    host: String,
+    port: u16,
+    idle: Arc<Mutex<Vec<(TcpStream, Instant)>>>,
+    max_idle: usize,
+    connect_timeout: Duration,
+    receive_timeout: Duration,
+    max_body: usize,
+}
+
+impl HttpClient {
+    pub(crate) fn new(
+        endpoints: &Endpoints,
+        options: &ConnectionOptions,
+        settings: &HttpSettings,
+    ) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: endpoints.base().to_owned(),
+            reason: reason.into(),
+        };
+        if endpoints.is_https() {
+            return Err(invalid(
+                "https is not supported by kalam-async-std yet; use kalam-tokio with `rustls`",
+            ));
+        }
+        let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL"))?;
+        let host = uri.host().ok_or_else(|| invalid("no host"))?;
+        Ok(HttpClient {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            max_idle: options.http_pool_max_idle,
+            connect_timeout: settings.connect_timeout,
+            receive_timeout: settings.receive_timeout,
+            max_body: settings.max_body,
+        })
+    }
+
+    /// Sends one request and reads the whole answer, within the receive timeout.
+    pub(crate) async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, TransportError> {
+        let request = to_http_types(request)?;
+        let exchange = async {
+            let stream = self.checkout().await?;
+            let mut encoder = async_h1::client::Encoder::new(request);
+            futures_util::io::copy(&mut encoder, &mut &stream)
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            let mut response = async_h1::client::decode(stream.clone())
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            let mut body = Vec::new();
+            response
+                .take_body()
+                .take(self.max_body as u64 + 1)
+                .read_to_end(&mut body)
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            if body.len() > self.max_body {
+                return Err(TransportError::BodyTooLarge { limit: self.max_body });
+            }
+            let keep = response
+                .header("connection")
+                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+            let answer = from_http_types(&response, body)?;
+            if keep {
+                self.checkin(stream);
+            }
+            Ok(answer)
+        };
+        async_std::future::timeout(self.receive_timeout, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout(self.receive_timeout))?
+    }
+
+    async fn checkout(&self) -> Result<TcpStream, TransportError> {
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|(_, since)| since.elapsed() < IDLE_REUSE);
+            idle.pop()
+        };
+        if let Some((stream, _)) = reused {
+            return Ok(stream);
+        }
+        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = async_std::future::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| TransportError::Connect(format!("timed out after {:?}", self.connect_timeout)))?
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn checkin(&self, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((stream, Instant::now()));
+        }
+    }
+}
+
+fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request, TransportError> {
+    let (parts, body) = request.into_parts();
+    let bad = |what: &str| TransportError::Io(format!("cannot send this request: {what}"));
+    let url = http_types::Url::parse(&parts.uri.to_string()).map_err(|_| bad("URL"))?;
+    let method: http_types::Method = parts.method.as_str().parse().map_err(|_| bad("method"))?;
+    let mut out = http_types::Request::new(method, url);
+    out.set_body(body);
+    for (name, value) in &parts.headers {
+        let value = value.to_str().map_err(|_| bad("header value"))?;
+        out.insert_header(name.as_str(), value);
+    }
+    Ok(out)
+}
+
+fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Result<http::Response<Vec<u8>>, TransportError> {
+    let mut out = http::Response::builder().status(u16::from(response.status()));
+    for (name, values) in response.iter() {
+        for value in values.iter() {
+            out = out.header(name.as_str(), value.as_str());
+        }
+    }
+    out.body(body)
+        .map_err(|e| TransportError::Io(format!("an answer this client cannot read: {e}")))
+}

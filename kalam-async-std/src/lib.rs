@@ -1,0 +1,59 @@
+//! # kalam-async-std: a KalamDB client for async-std and smol applications
+//!
+//! The same client as `kalam-tokio`, name for name (`KalamLinkClient`, its
+//! builder, `AuthProvider`, `DynamicAuthProvider`, `auth_refresher`, live
+//! queries, hooks, options), on async-std I/O: this crate only gives
+//! [`kalam_client`] an async-std runtime ([`rt::AsyncStd`]: spawn, clock,
+//! timer, HTTP/1.1 with async-h1, async-std TCP under the WebSocket). The
+//! API and the driver task are written once in `kalam-client`; every
+//! protocol decision is `kalam-proto`'s.
+//!
+//! ```no_run
+//! use kalam_async_std::{AuthProvider, KalamLinkClient};
+//!
+//! # async fn run() -> kalam_async_std::Result<()> {
+//! let client = KalamLinkClient::builder()
+//!     .base_url("http://localhost:2900")
+//!     .auth(AuthProvider::basic_auth("root".into(), "kalamdb123".into()))
+//!     .build()?;
+//! let response = client.execute_query("SELECT 1").await?;
+//! println!("{} rows", response.rows().count());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **smol.** The client's own tasks run on async-std's global executor, and
+//! its handles and streams work on any executor, so an application that runs
+//! on `smol` (or `futures::executor`) uses this crate as it is.
+//!
+//! **Maintenance.** async-std is discontinued upstream in favour of smol,
+//! and surf (whose HTTP/1.1 engine, async-h1, this crate uses directly) is
+//! no longer maintained. This crate keeps them behind two small modules
+//! (`rt` and `http`), so the runtime and the HTTP backend can be swapped
+//! without touching the client.
+//!
+//! Not yet: `https://` and `wss://` (use `kalam-tokio` with its `rustls`
+//! feature).
+//!
+//! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
+//! [`KalamLinkClient::refresh_access_token`]), `gzip` (accept compressed
+//! WebSocket frames).
+
+#![forbid(unsafe_code)]
+
+mod http;
+pub mod rt;
+
+/// A KalamDB client on async-std. See [`kalam_client::KalamLinkClient`] for
+/// every method.
+pub type KalamLinkClient = kalam_client::KalamLinkClient<rt::AsyncStd>;
+/// Builds a [`KalamLinkClient`].
+pub type KalamLinkClientBuilder = kalam_client::KalamLinkClientBuilder<rt::AsyncStd>;
+
+pub use kalam_client::{DEFAULT_BASE_URL, LiveEvents, LiveQuery};
+pub use kalam_proto::{
+    AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
+    KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest, QueryResponse, QueryResult, Result, Row,
+    SchemaField, Secret, ServerError, TransportError, UserInfo,
+};
+pub use kalam_proto::{LiveEvent, LiveRow, LiveRows, SubId, SubscriptionOptions};

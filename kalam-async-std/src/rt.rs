@@ -1,0 +1,77 @@
+//! async-std as a [`Runtime`]: spawn, clock, timer, async-h1 for HTTP,
+//! async-std TCP under the WebSocket.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use kalam_client::{HttpSettings, Runtime, socket_target};
+use kalam_proto::{ConnectionOptions, Endpoints, Result, TransportError};
+
+pub use crate::http::HttpClient;
+
+/// The async-std runtime (the type parameter of the client types).
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncStd;
+
+/// A timer on async-std's reactor.
+#[derive(Debug)]
+pub struct Sleep(async_io::Timer);
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
+
+impl Runtime for AsyncStd {
+    type Http = HttpClient;
+    type Body = Vec<u8>;
+    type Stream = async_std::net::TcpStream;
+    type Sleep = Sleep;
+
+    fn check() -> Result<()> {
+        Ok(()) // async-std's executor starts on demand, from any thread
+    }
+
+    fn spawn<F>(future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        async_std::task::spawn(future);
+    }
+
+    fn now() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    fn sleep_until(deadline: std::time::Instant) -> Sleep {
+        Sleep(async_io::Timer::at(deadline))
+    }
+
+    fn http_client(endpoints: &Endpoints, options: &ConnectionOptions, settings: &HttpSettings) -> Result<HttpClient> {
+        HttpClient::new(endpoints, options, settings)
+    }
+
+    async fn send_http(
+        http: HttpClient,
+        request: http::Request<Vec<u8>>,
+    ) -> std::result::Result<http::Response<Vec<u8>>, TransportError> {
+        http.send(request).await
+    }
+
+    fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
+        let target = socket_target(url);
+        async move {
+            let (host, port, tls) = target?;
+            if tls {
+                return Err(std::io::Error::other("wss:// is not supported by kalam-async-std yet"));
+            }
+            let tcp = async_std::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(tcp)
+        }
+    }
+}
