@@ -26,9 +26,7 @@ pub struct HttpClient {
     port: u16,
     idle: Arc<Mutex<Vec<(TcpStream, Instant)>>>,
     max_idle: usize,
-    connect_timeout: Duration,
-    receive_timeout: Duration,
-    max_body: usize,
+    limits: HttpSettings,
 }
 
 impl HttpClient {
@@ -53,9 +51,7 @@ impl HttpClient {
             port: uri.port_u16().unwrap_or(80),
             idle: Arc::new(Mutex::new(Vec::new())),
             max_idle: options.http_pool_max_idle,
-            connect_timeout: settings.connect_timeout,
-            receive_timeout: settings.receive_timeout,
-            max_body: settings.max_body,
+            limits: settings.clone(),
         })
     }
 
@@ -77,12 +73,14 @@ impl HttpClient {
             let mut body = Vec::new();
             response
                 .take_body()
-                .take(self.max_body as u64 + 1)
+                .take(self.limits.max_body as u64 + 1)
                 .read_to_end(&mut body)
                 .await
                 .map_err(|e| TransportError::Io(e.to_string()))?;
-            if body.len() > self.max_body {
-                return Err(TransportError::BodyTooLarge { limit: self.max_body });
+            if body.len() > self.limits.max_body {
+                return Err(TransportError::BodyTooLarge {
+                    limit: self.limits.max_body,
+                });
             }
             let keep = response
                 .header("connection")
@@ -93,9 +91,9 @@ impl HttpClient {
             }
             Ok(answer)
         };
-        async_std::future::timeout(self.receive_timeout, exchange)
+        async_std::future::timeout(self.limits.receive_timeout, exchange)
             .await
-            .map_err(|_| TransportError::Timeout(self.receive_timeout))?
+            .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
     }
 
     async fn checkout(&self) -> Result<TcpStream, TransportError> {
@@ -108,9 +106,9 @@ impl HttpClient {
             return Ok(stream);
         }
         let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = async_std::future::timeout(self.connect_timeout, connect)
+        let stream = async_std::future::timeout(self.limits.connect_timeout, connect)
             .await
-            .map_err(|_| TransportError::Connect(format!("timed out after {:?}", self.connect_timeout)))?
+            .map_err(|_| TransportError::Connect(format!("timed out after {:?}", self.limits.connect_timeout)))?
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)

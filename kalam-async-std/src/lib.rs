@@ -50,10 +50,4 @@ pub type KalamLinkClient = kalam_client::KalamLinkClient<rt::AsyncStd>;
 /// Builds a [`KalamLinkClient`].
 pub type KalamLinkClientBuilder = kalam_client::KalamLinkClientBuilder<rt::AsyncStd>;
 
-pub use kalam_client::{DEFAULT_BASE_URL, LiveEvents, LiveQuery};
-pub use kalam_proto::{
-    AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
-    KalamDataType, KalamLinkTimeouts, LoginResponse, MeResponse, QueryRequest, QueryResponse, QueryResult, Result, Row,
-    SchemaField, Secret, ServerError, TransportError, UserInfo,
-};
-pub use kalam_proto::{LiveEvent, LiveRow, LiveRows, SubId, SubscriptionOptions};
+pub use kalam_client::prelude::*;

@@ -28,5 +28,18 @@ mod socket;
 mod sync;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+
+/// The names an application uses, re-exported by each adapter beside its
+/// own `KalamLinkClient` and `KalamLinkClientBuilder`.
+pub mod prelude {
+    pub use crate::DEFAULT_BASE_URL;
+    pub use crate::live::{LiveEvents, LiveQuery};
+    pub use kalam_proto::{
+        AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
+        KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse, QueryRequest,
+        QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId, SubscriptionOptions,
+        TransportError, UserInfo,
+    };
+}
 pub use live::{LiveEvents, LiveQuery};
 pub use rt::{HttpSettings, Runtime, SocketSettings, socket_target};
