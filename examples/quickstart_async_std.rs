@@ -29,11 +29,15 @@ async fn run(url: &str, root_password: &str) -> Result<(), Box<dyn std::error::E
         .auth(AuthProvider::system_user_auth(root_password.to_owned()))
         .build()?;
 
-    client.execute_query("CREATE NAMESPACE IF NOT EXISTS quickstart").await?;
+    client
+        .execute_query("CREATE NAMESPACE IF NOT EXISTS quickstart")
+        .await?;
     client
         .execute_query("CREATE TABLE IF NOT EXISTS quickstart.fruits (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
         .await?;
-    client.execute_query("DELETE FROM quickstart.fruits WHERE id >= 1").await?;
+    client
+        .execute_query("DELETE FROM quickstart.fruits WHERE id >= 1")
+        .await?;
     for (id, name) in [(1, "apple"), (2, "banana")] {
         client
             .execute(
@@ -53,9 +57,7 @@ async fn run(url: &str, root_password: &str) -> Result<(), Box<dyn std::error::E
 
     // Returns once the server has acknowledged the subscription: the insert
     // below arrives as a live event.
-    let mut changes = client
-        .live_events_with("SELECT * FROM quickstart.fruits", None)
-        .await?;
+    let mut changes = client.live_events_with("SELECT * FROM quickstart.fruits", None).await?;
     client
         .execute_query("INSERT INTO quickstart.fruits (id, name) VALUES (3, 'cherry')")
         .await?;
