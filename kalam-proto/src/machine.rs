@@ -496,9 +496,20 @@ impl AuthMachine {
 
     /// Feeds an answer already decoded with [`decode`] (same effect as
     /// [`handle_response`](Self::handle_response) with the raw answer).
+    /// An answer decoded for another kind of request than `id` is ignored,
+    /// like an answer to a request no longer waited for.
     pub fn handle_decoded(&mut self, id: RequestId, decoded: Decoded, now: Now) {
+        let fits = match self.inflight.get(&id) {
+            Some((RequestKind::Query, _)) => matches!(decoded, Decoded::Query(_)),
+            Some((RequestKind::Me, _)) => matches!(decoded, Decoded::Me(_)),
+            Some((RequestKind::Login | RequestKind::Refresh, _)) => matches!(decoded, Decoded::Login(_)),
+            None => false, // not waited for (any more)
+        };
+        if !fits {
+            return;
+        }
         let Some((_, inflight)) = self.inflight.remove(&id) else {
-            return; // not waited for (any more)
+            return;
         };
         match inflight {
             InFlight::Op { op, token_gen } => match decoded {
@@ -508,11 +519,9 @@ impl AuthMachine {
                 Decoded::Login(r) => self.finish(op, r.map(Reply::Login)),
             },
             InFlight::Recovery => {
-                let result = match decoded {
-                    Decoded::Login(r) => r,
-                    other => Err(Error::Runtime(format!("a login answer was expected, got {other:?}"))),
-                };
-                self.recovery_answered(id, result, now);
+                if let Decoded::Login(result) = decoded {
+                    self.recovery_answered(id, result, now);
+                }
             }
         }
         self.update_timer(now);
@@ -521,9 +530,7 @@ impl AuthMachine {
     /// Feeds the answer to a [`RequestKind::Query`] request already decoded
     /// with [`framing::decode_query`]. Ignored for any other request.
     pub fn handle_query_answer(&mut self, id: RequestId, answer: Result<QueryResponse>, now: Now) {
-        if matches!(self.inflight.get(&id), Some((RequestKind::Query, _))) {
-            self.handle_decoded(id, Decoded::Query(answer), now);
-        }
+        self.handle_decoded(id, Decoded::Query(answer), now);
     }
 
     /// Feeds a request's failure to get an answer.

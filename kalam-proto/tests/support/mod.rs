@@ -1,6 +1,23 @@
 //! The one test pump of kalam-proto's tests: a [`ClientCore`] driven by hand,
 //! with hand-made time, recording everything it asks for. Tests answer the
 //! requests and frames they choose, in the order they choose.
+//!
+//! While it drains the core, the pump checks the core's contract with its
+//! driver, for every test that uses it:
+//! - every waiter handed in is answered at most once, and only waiters
+//!   handed in are answered; the core's count of waiting callers matches;
+//! - a subscription's events stop at its end, which comes once, and only for
+//!   subscriptions the core handed out; the core's and the session's count
+//!   of live subscriptions match the ends seen;
+//! - no `Authorization` header but a Bearer one, and no query or `/auth/me`
+//!   request carries a token expired by the client's own rule;
+//! - at most one socket is current at a time; text frames and pings go out
+//!   only on the open socket, and nothing but `authenticate` before the
+//!   server's `auth_success` on it; the pump's socket is open exactly while
+//!   the session is authenticating or ready;
+//! - a reconnect is never scheduled beyond the configured maximum delay;
+//! - woken by its timer, the core either does something or asks to be woken
+//!   later.
 
 #![allow(dead_code)]
 
@@ -11,8 +28,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use kalam_proto::{
     Answer, AuthProvider, ClientConfig, ClientCore, ConnectionOptions, CoreOutput, CredentialRequestId,
-    CredentialSource, Endpoints, Error, Hook, Incoming, Instant, KalamLinkTimeouts, LiveEvent, Now, Operation,
-    QueryRequest, Reply, RequestId, RequestKind, SubId, SubscriptionOptions, TransportError,
+    CredentialSource, Decoded, Endpoints, Error, Hook, Incoming, Instant, KalamLinkTimeouts, LiveEvent, Now, Operation,
+    QueryRequest, Reply, RequestId, RequestKind, SubId, SubscriptionOptions, TransportError, WsState,
 };
 
 /// Wall-clock seconds at the pump's time zero.
@@ -50,6 +67,46 @@ pub const BAD_LOGIN: &str = r#"{"error":"unauthorized","message":"Invalid creden
 /// The server's `auth_success` frame.
 pub const AUTH_SUCCESS: &str =
     r#"{"type":"auth_success","user":"root","role":"system","protocol":{"serialization":"json","compression":"none"}}"#;
+/// The server's `auth_error` frame.
+pub const AUTH_ERROR: &str = r#"{"type":"auth_error","message":"Invalid credentials"}"#;
+/// The server dropped a frame for its per-connection rate limit.
+pub const RATE_LIMITED: &str =
+    r#"{"type":"error","subscription_id":"rate_limit","code":"RATE_LIMIT_EXCEEDED","message":"Too many messages"}"#;
+
+/// A `subscription_ack` for wire id `id` (`has_more`: initial pages follow).
+pub fn ack_frame(id: &str, has_more: bool) -> String {
+    format!(
+        r#"{{"type":"subscription_ack","subscription_id":"{id}","total_rows":0,"batch_control":{{"batch_num":0,"has_more":{has_more},"status":"ready","last_seq_id":null}},"schema":[{{"name":"id","data_type":"BigInt","index":0,"flags":["pk"]}}]}}"#
+    )
+}
+
+/// Initial page `batch` of one row with `_seq` `seq`.
+pub fn batch_frame(id: &str, batch: u32, has_more: bool, seq: i64) -> String {
+    format!(
+        r#"{{"type":"initial_data_batch","subscription_id":"{id}","rows":[{{"id":"1","_seq":"{seq}"}}],"batch_control":{{"batch_num":{batch},"has_more":{has_more},"status":"loading","last_seq_id":{seq}}}}}"#
+    )
+}
+
+/// A change of one row: `kind` 0 insert, 1 update, else delete.
+pub fn change_frame(id: &str, kind: u8, seq: i64) -> String {
+    let (t, body) = match kind {
+        0 => ("insert", format!(r#""rows":[{{"id":"1","_seq":"{seq}"}}]"#)),
+        1 => (
+            "update",
+            format!(r#""rows":[{{"id":"1","_seq":"{seq}"}}],"old_values":[{{"id":"1","_seq":"1"}}]"#),
+        ),
+        _ => (
+            "delete",
+            format!(r#""old_values":[{{"id":"1","_seq":"{seq}","_deleted":true}}]"#),
+        ),
+    };
+    format!(r#"{{"type":"change","subscription_id":"{id}","change_type":"{t}",{body}}}"#)
+}
+
+/// The server refused subscription `id`.
+pub fn sub_error_frame(id: &str) -> String {
+    format!(r#"{{"type":"error","subscription_id":"{id}","code":"NOT_FOUND","message":"x"}}"#)
+}
 
 /// An HTTP request the core asked to send.
 #[derive(Debug)]
@@ -60,6 +117,21 @@ pub struct SentHttp {
     pub auth: Option<String>,
     pub body: Vec<u8>,
     pub answered: bool,
+    /// When it was asked for.
+    pub at: Now,
+}
+
+/// A credential callback the core asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    pub id: CredentialRequestId,
+    pub source: CredentialSource,
+    /// When it was asked for.
+    pub at: Instant,
+    /// The test answered it.
+    pub answered: bool,
+    /// The core gave up on it at its deadline (it counts as failed).
+    pub expired: bool,
 }
 
 /// A waiter's handle in the pump: the number handed to the core.
@@ -72,11 +144,18 @@ pub struct Pump {
     next_waiter: W,
     pub http: Vec<SentHttp>,
     pub fetches: Vec<(CredentialRequestId, CredentialSource)>,
+    /// The same calls, with their fate.
+    pub fetch_log: Vec<Fetch>,
     pub completed: Vec<(W, Result<Answer, Error>)>,
     /// Sockets opened: (attempt, url).
     pub opens: Vec<(u64, String)>,
+    /// A socket asked for and not yet reported open or closed, while the
+    /// session still wants it.
+    pub opening: Option<u64>,
     /// The open socket's attempt, as the pump sees it.
     pub socket: Option<u64>,
+    /// The server said `auth_success` on the open socket.
+    pub authed: bool,
     /// Text frames sent, parsed, with the time they left.
     pub frames: Vec<(Instant, serde_json::Value)>,
     pub pings: usize,
@@ -88,6 +167,10 @@ pub struct Pump {
     pub hooks: Vec<Hook>,
     /// Subscriptions whose queue the test declares full.
     pub full: HashSet<SubId>,
+    /// Subscriptions the core handed out, in order.
+    pub subs: Vec<SubId>,
+    /// Outputs drained so far (of any kind).
+    pub outputs: usize,
 }
 
 /// Client settings for the pump: the defaults with a fixed seed.
@@ -106,9 +189,12 @@ impl Pump {
             next_waiter: 1,
             http: Vec::new(),
             fetches: Vec::new(),
+            fetch_log: Vec::new(),
             completed: Vec::new(),
             opens: Vec::new(),
+            opening: None,
             socket: None,
+            authed: false,
             frames: Vec::new(),
             pings: 0,
             closes: Vec::new(),
@@ -117,6 +203,8 @@ impl Pump {
             ended: Vec::new(),
             hooks: Vec::new(),
             full: HashSet::new(),
+            subs: Vec::new(),
+            outputs: 0,
         };
         p.pump();
         p
@@ -149,10 +237,42 @@ impl Pump {
             }
             let at = at.max(self.now.instant);
             self.now = self.now.advance(at.saturating_duration_since(self.now.instant));
-            self.core.handle_timeout(self.now);
-            self.pump();
+            self.fire();
         }
         self.now = self.now.advance(target.saturating_duration_since(self.now.instant));
+    }
+
+    /// Handles the core's timeout if it is due now (time does not move).
+    /// Returns whether it was due.
+    pub fn tick(&mut self) -> bool {
+        match self.core.poll_timeout() {
+            Some(at) if at <= self.now.instant => {
+                self.fire();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `handle_timeout` now. The core must do something, or ask to be woken
+    /// later: woken again in the past with nothing done, a driver would spin.
+    fn fire(&mut self) {
+        let before = self.outputs;
+        self.core.handle_timeout(self.now);
+        // The core gives up on a credential call at its deadline.
+        let limit = self.core.config().callback_timeout;
+        let now = self.now.instant;
+        for f in &mut self.fetch_log {
+            if !f.answered && f.at + limit <= now {
+                f.expired = true;
+            }
+        }
+        self.pump();
+        let next = self.core.poll_timeout();
+        assert!(
+            self.outputs > before || next.is_none_or(|n| n > now),
+            "woken with nothing to do, and asks to be woken in the past again ({next:?} at {now:?})"
+        );
     }
 
     // -------------------------------------------------------------- commands
@@ -196,6 +316,7 @@ impl Pump {
     pub fn subscribe(&mut self, sql: &str, options: Option<SubscriptionOptions>) -> (W, Option<SubId>) {
         let w = self.waiter();
         let sub = self.core.subscribe(sql, options, w, self.now);
+        self.subs.extend(sub);
         self.pump();
         (w, sub)
     }
@@ -214,9 +335,7 @@ impl Pump {
             .header("content-type", "application/json")
             .body(body.as_bytes().to_vec())
             .unwrap();
-        if let Some(s) = self.http.iter_mut().find(|s| s.id == id) {
-            s.answered = true;
-        }
+        self.mark_answered(id);
         self.core.handle_http_response(id, &response, self.now);
         self.pump();
     }
@@ -234,23 +353,54 @@ impl Pump {
         self.http.iter().find(|s| !s.answered)
     }
 
-    pub fn fail(&mut self, id: RequestId, e: TransportError) {
+    /// Answers request `id` with an answer decoded elsewhere.
+    pub fn answer_decoded(&mut self, id: RequestId, decoded: Decoded) {
+        self.mark_answered(id);
+        self.core.handle_http(id, decoded, self.now);
+        self.pump();
+    }
+
+    /// Answers the login or refresh request `id` with a token pair.
+    pub fn answer_login(&mut self, id: RequestId, access: &str, refresh: &str) {
+        self.answer(id, 200, &login_body(access, refresh));
+    }
+
+    fn mark_answered(&mut self, id: RequestId) {
         if let Some(s) = self.http.iter_mut().find(|s| s.id == id) {
             s.answered = true;
         }
+    }
+
+    pub fn fail(&mut self, id: RequestId, e: TransportError) {
+        self.mark_answered(id);
         self.core.handle_http_error(id, e, self.now);
         self.pump();
     }
 
+    /// Answers credential call `id`.
     pub fn credentials(&mut self, id: CredentialRequestId, r: Result<AuthProvider, Error>) {
+        if let Some(f) = self.fetch_log.iter_mut().find(|f| f.id == id) {
+            f.answered = true;
+        }
         self.core.handle_credentials(id, r, self.now);
         self.pump();
     }
 
+    /// Answers the latest credential call.
+    pub fn answer_fetch(&mut self, r: Result<AuthProvider, Error>) {
+        let (id, _) = *self.fetches.last().expect("a credential call");
+        self.credentials(id, r);
+    }
+
+    /// The socket of `attempt` opened (it need not be the current one).
     pub fn socket_open(&mut self, attempt: u64) -> bool {
         let wanted = self.core.handle_socket_open(attempt, self.now);
+        if self.opening == Some(attempt) {
+            self.opening = None;
+        }
         if wanted {
             self.socket = Some(attempt);
+            self.authed = false;
         }
         self.pump();
         wanted
@@ -259,12 +409,36 @@ impl Pump {
     /// A text frame from the server on the open socket.
     pub fn frame(&mut self, text: &str) {
         let attempt = self.socket.expect("an open socket");
+        if text.contains("auth_success")
+            && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v["type"] == "auth_success")
+        {
+            self.authed = true;
+        }
         self.core.handle_frame(attempt, Incoming::Text(text), self.now);
         self.pump();
     }
 
+    /// The open socket closed (or, with none open, the one being opened
+    /// failed).
     pub fn socket_closed(&mut self, code: Option<u16>, reason: &str) {
-        let attempt = self.socket.take().or(self.opens.last().map(|o| o.0)).expect("a socket");
+        let attempt = self
+            .socket
+            .or(self.opening)
+            .or(self.opens.last().map(|o| o.0))
+            .expect("a socket");
+        self.closed(attempt, code, reason);
+    }
+
+    /// The socket of `attempt` closed or failed to open (it need not be the
+    /// current one).
+    pub fn closed(&mut self, attempt: u64, code: Option<u16>, reason: &str) {
+        if self.socket == Some(attempt) {
+            self.socket = None;
+            self.authed = false;
+        }
+        if self.opening == Some(attempt) {
+            self.opening = None;
+        }
         self.core.handle_socket_closed(attempt, code, reason, self.now);
         self.pump();
     }
@@ -278,33 +452,70 @@ impl Pump {
         self.frame(AUTH_SUCCESS);
     }
 
-    /// Drains the core's outputs into the records.
+    /// Drains the core's outputs into the records, checking the contract
+    /// (see the module docs).
     pub fn pump(&mut self) {
         while let Some(o) = self.core.poll_output() {
+            self.outputs += 1;
             match o {
-                CoreOutput::SendHttp { id, kind, request } => self.http.push(SentHttp {
-                    id,
-                    kind,
-                    auth: request
+                CoreOutput::SendHttp { id, kind, request } => {
+                    let auth = request
                         .headers()
                         .get(http::header::AUTHORIZATION)
-                        .map(|v| v.to_str().unwrap().to_owned()),
-                    body: request.into_body(),
-                    answered: false,
-                }),
-                CoreOutput::OpenSocket { url, attempt } => self.opens.push((attempt, url)),
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    self.check_authorization(kind, auth.as_deref());
+                    self.http.push(SentHttp {
+                        id,
+                        kind,
+                        auth,
+                        body: request.into_body(),
+                        answered: false,
+                        at: self.now,
+                    })
+                }
+                CoreOutput::OpenSocket { url, attempt } => {
+                    assert!(
+                        self.socket.is_none() && self.opening.is_none(),
+                        "a second socket ({attempt}) while one is live"
+                    );
+                    self.opening = Some(attempt);
+                    self.opens.push((attempt, url));
+                }
                 CoreOutput::SendText(t) => {
                     assert!(self.socket.is_some(), "a frame with no socket open: {t}");
-                    self.frames
-                        .push((self.now.instant, serde_json::from_str(&t).expect("JSON frames")));
+                    let frame: serde_json::Value = serde_json::from_str(&t).expect("JSON frames");
+                    assert!(
+                        self.authed || frame["type"] == "authenticate",
+                        "{} before auth_success",
+                        frame["type"]
+                    );
+                    self.frames.push((self.now.instant, frame));
                 }
-                CoreOutput::SendPing => self.pings += 1,
+                CoreOutput::SendPing => {
+                    assert!(self.socket.is_some(), "a ping with no socket open");
+                    self.pings += 1;
+                }
                 CoreOutput::CloseSocket { code, reason } => {
+                    assert!(self.socket.is_some(), "a close with no socket open");
                     self.socket = None;
+                    self.authed = false;
                     self.closes.push((code, reason));
                 }
-                CoreOutput::FetchCredentials { id, source } => self.fetches.push((id, source)),
+                CoreOutput::FetchCredentials { id, source } => {
+                    self.fetches.push((id, source));
+                    self.fetch_log.push(Fetch {
+                        id,
+                        source,
+                        at: self.now.instant,
+                        answered: false,
+                        expired: false,
+                    });
+                }
                 CoreOutput::Complete { waiter, result } => {
+                    assert!(
+                        waiter >= 1 && waiter < self.next_waiter,
+                        "waiter {waiter} was never handed in"
+                    );
                     assert!(
                         self.completed.iter().all(|(w, _)| *w != waiter),
                         "waiter {waiter} answered twice"
@@ -312,6 +523,7 @@ impl Pump {
                     self.completed.push((waiter, result));
                 }
                 CoreOutput::Deliver { sub, events } => {
+                    assert!(self.subs.contains(&sub), "events for {sub:?}, never handed out");
                     assert!(
                         self.ended.iter().all(|(s, _)| *s != sub),
                         "events for {sub:?} after its end"
@@ -324,12 +536,66 @@ impl Pump {
                     }
                 }
                 CoreOutput::EndSubscription { sub, error } => {
+                    assert!(self.subs.contains(&sub), "{sub:?} ended, never handed out");
                     assert!(self.ended.iter().all(|(s, _)| *s != sub), "{sub:?} ended twice");
                     self.ended.push((sub, error));
                 }
                 CoreOutput::Hook(h) => self.hooks.push(h),
             }
         }
+        self.check_state();
+    }
+
+    /// Requests carry a Bearer token or nothing, and never one expired by the
+    /// client's own rule on a query or `/auth/me`.
+    fn check_authorization(&self, kind: RequestKind, auth: Option<&str>) {
+        let Some(auth) = auth else { return };
+        let token = auth
+            .strip_prefix("Bearer ")
+            .unwrap_or_else(|| panic!("a non-Bearer Authorization header on a {kind:?} request"));
+        if matches!(kind, RequestKind::Query | RequestKind::Me)
+            && let Ok(claims) = kalam_proto::jwt::inspect(token)
+        {
+            let skew = self.core.config().auth.skew.as_secs();
+            assert!(
+                !claims.is_expired_at(self.now.unix_secs(), skew),
+                "a {kind:?} request with a token expired by the client's own rule"
+            );
+        }
+    }
+
+    /// After every drain: the pump's picture matches the core's.
+    fn check_state(&mut self) {
+        let session = self.core.session();
+        let state = session.state();
+        if state != WsState::Connecting {
+            // Abandoned while opening: refused when it opens, then dropped.
+            self.opening = None;
+        }
+        assert_eq!(
+            self.socket.is_some(),
+            matches!(state, WsState::Authenticating | WsState::Ready),
+            "the open socket ({:?}) and the session's state ({state:?}) disagree",
+            self.socket
+        );
+        if state == WsState::BackingOff {
+            let at = session.poll_timeout().expect("a reconnect time");
+            let max = self.core.config().ws.max_reconnect_delay;
+            assert!(
+                at.saturating_duration_since(self.now.instant) <= max,
+                "backoff beyond the maximum: {at:?} at {:?}",
+                self.now.instant
+            );
+        }
+        let handed_in = (self.next_waiter - 1) as usize;
+        assert_eq!(
+            self.core.pending_waiters() + self.completed.len(),
+            handed_in,
+            "waiters the core holds + waiters answered != waiters handed in"
+        );
+        let live = self.subs.len() - self.ended.len();
+        assert_eq!(self.core.subscriptions(), live, "subscriptions not ended");
+        assert_eq!(session.subscriptions(), live, "the session's subscriptions");
     }
 
     // --------------------------------------------------------------- queries
@@ -359,6 +625,38 @@ impl Pump {
             .filter(|(_, f)| f["type"] == ty)
             .map(|(_, f)| f)
             .collect()
+    }
+
+    /// The operation reply of waiter `w`: panics if it is not answered, or
+    /// answered with something else than an operation's reply.
+    pub fn reply(&self, w: W) -> Result<&Reply, &Error> {
+        match self.result(w) {
+            Some(Ok(Answer::Reply(r))) => Ok(r),
+            Some(Err(e)) => Err(e),
+            other => panic!("waiter {w}: {other:?}"),
+        }
+    }
+
+    /// Waiters handed in and not answered.
+    pub fn unanswered(&self) -> Vec<W> {
+        (1..self.next_waiter)
+            .filter(|w| self.completed.iter().all(|(x, _)| x != w))
+            .collect()
+    }
+
+    /// The last request sent.
+    pub fn last_http(&self) -> &SentHttp {
+        self.http.last().expect("a request sent")
+    }
+
+    /// Requests of `kind`, in order.
+    pub fn sent_of(&self, kind: RequestKind) -> Vec<&SentHttp> {
+        self.http.iter().filter(|s| s.kind == kind).collect()
+    }
+
+    /// Credential calls neither answered nor given up by the core.
+    pub fn pending_fetches(&self) -> impl Iterator<Item = &Fetch> {
+        self.fetch_log.iter().filter(|f| !f.answered && !f.expired)
     }
 
     /// Events delivered to `sub`.
