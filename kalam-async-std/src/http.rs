@@ -1,5 +1,7 @@
 //! The HTTP transport: HTTP/1.1 with async-h1 (the engine under surf) over
-//! async-std TCP, with a small keep-alive pool. It sends the
+//! async-std TCP, kept alive in kalam-client's [`IdlePool`]; a connection is
+//! back in the pool before its answer is reported, so one client holds at
+//! most `http_max_connections` connections. It sends the
 //! `http::Request` values kalam-proto builds and hands the answers back; no
 //! protocol logic lives here, and it is the one module to change to swap the
 //! HTTP backend.
@@ -7,25 +9,21 @@
 //! Why not surf itself: its HTTP/1.1 client pools connections with deadpool
 //! 0.7, which depends on tokio; this crate promises an application no tokio.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_std::net::TcpStream;
 use futures_util::AsyncReadExt as _;
 use kalam_client::HttpSettings;
+use kalam_client::pool::IdlePool;
 use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
-
-/// An idle connection is reused for this long at most (the server keeps
-/// them 75 s).
-const IDLE_REUSE: Duration = Duration::from_secs(30);
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
     host: String,
     port: u16,
-    idle: Arc<Mutex<Vec<(TcpStream, Instant)>>>,
-    max_idle: usize,
+    pool: Arc<IdlePool<TcpStream>>,
     limits: HttpSettings,
 }
 
@@ -49,8 +47,9 @@ impl HttpClient {
         Ok(HttpClient {
             host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
             port: uri.port_u16().unwrap_or(80),
-            idle: Arc::new(Mutex::new(Vec::new())),
-            max_idle: options.http_pool_max_idle,
+            pool: Arc::new(IdlePool::new(
+                options.http_pool_max_idle.max(options.http_max_connections),
+            )),
             limits: settings.clone(),
         })
     }
@@ -97,12 +96,7 @@ impl HttpClient {
     }
 
     async fn checkout(&self) -> Result<TcpStream, TransportError> {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.retain(|(_, since)| since.elapsed() < IDLE_REUSE);
-            idle.pop()
-        };
-        if let Some((stream, _)) = reused {
+        if let Some(stream) = self.pool.take(Instant::now(), still_open) {
             return Ok(stream);
         }
         let connect = TcpStream::connect((self.host.as_str(), self.port));
@@ -115,11 +109,18 @@ impl HttpClient {
     }
 
     fn checkin(&self, stream: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle {
-            idle.push((stream, Instant::now()));
-        }
+        self.pool.put(stream, Instant::now());
     }
+}
+
+/// Whether an idle connection can still carry a request: the server has
+/// neither closed nor reset it (its keep-alive timeout, a restart, a network
+/// cut) nor sent anything unasked. Looks without waiting.
+fn still_open(stream: &TcpStream) -> bool {
+    use futures_util::FutureExt as _;
+    let mut byte = [0u8; 1];
+    // Pending: nothing to read, the connection is open and quiet.
+    stream.peek(&mut byte).now_or_never().is_none()
 }
 
 fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request, TransportError> {

@@ -23,6 +23,7 @@ mod client;
 mod driver;
 mod live;
 mod msg;
+pub mod pool;
 pub mod rt;
 mod socket;
 mod sync;

@@ -37,7 +37,7 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
         config.max_message_size = Some(settings.max_frame);
         config.max_frame_size = Some(settings.max_frame);
         let handshake = Box::pin(async {
-            let stream = R::connect(&url).await.map_err(|e| format!("could not connect: {e}"))?;
+            let stream = R::connect(&url).await.map_err(|e| e.to_string())?;
             async_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
                 .await
                 .map_err(|e| format!("WebSocket handshake failed: {e}"))

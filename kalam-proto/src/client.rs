@@ -69,7 +69,10 @@ impl ClientConfig {
     /// Settings from the client's options. `seed` seeds the reconnect jitter.
     pub fn new(options: &ConnectionOptions, timeouts: &KalamLinkTimeouts, seed: u64) -> Self {
         ClientConfig {
-            auth: AuthConfig::default(),
+            auth: AuthConfig {
+                max_in_flight: options.http_max_connections.max(1),
+                ..AuthConfig::default()
+            },
             ws: WsConfig::from_options(options, timeouts, seed),
             // A callback is an exchange with the application's token source:
             // it gets the time limit of one HTTP exchange.

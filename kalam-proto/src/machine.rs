@@ -71,6 +71,9 @@ pub struct AuthConfig {
     pub has_dynamic_provider: bool,
     /// The application configured an `AuthRefreshCallback`.
     pub has_refresher: bool,
+    /// Most operation requests in flight at once; more wait in order
+    /// (the machine's own logins and refreshes never wait). Default 64.
+    pub max_in_flight: usize,
 }
 
 impl Default for AuthConfig {
@@ -80,6 +83,7 @@ impl Default for AuthConfig {
             refresh_ahead: Duration::from_secs(60),
             has_dynamic_provider: false,
             has_refresher: false,
+            max_in_flight: 64,
         }
     }
 }
@@ -328,6 +332,8 @@ pub struct AuthMachine {
     waiting: VecDeque<OpId>,
     ops: BTreeMap<OpId, PendingOp>,
     inflight: BTreeMap<RequestId, (RequestKind, InFlight)>,
+    /// Operation requests among `inflight` (the cap counts these).
+    op_requests: usize,
     out: VecDeque<Output>,
     timer: Option<Instant>,
     /// The token generation for which a refresh ahead of expiry was tried.
@@ -358,6 +364,7 @@ impl AuthMachine {
             waiting: VecDeque::new(),
             ops: BTreeMap::new(),
             inflight: BTreeMap::new(),
+            op_requests: 0,
             out: VecDeque::new(),
             timer: None,
             ahead_tried: None,
@@ -508,7 +515,7 @@ impl AuthMachine {
         if !fits {
             return;
         }
-        let Some((_, inflight)) = self.inflight.remove(&id) else {
+        let Some((_, inflight)) = self.take_inflight(id) else {
             return;
         };
         match inflight {
@@ -524,6 +531,7 @@ impl AuthMachine {
                 }
             }
         }
+        self.drive(now);
         self.update_timer(now);
     }
 
@@ -535,7 +543,7 @@ impl AuthMachine {
 
     /// Feeds a request's failure to get an answer.
     pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
-        let Some((_, inflight)) = self.inflight.remove(&id) else {
+        let Some((_, inflight)) = self.take_inflight(id) else {
             return;
         };
         match inflight {
@@ -543,6 +551,7 @@ impl AuthMachine {
             InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),
             InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), now),
         }
+        self.drive(now);
         self.update_timer(now);
     }
 
@@ -658,8 +667,21 @@ impl AuthMachine {
         self.last_error = None;
     }
 
+    /// Removes a request from those in flight; a freed place goes to the
+    /// next waiting operation.
+    fn take_inflight(&mut self, id: RequestId) -> Option<(RequestKind, InFlight)> {
+        let taken = self.inflight.remove(&id);
+        if matches!(taken, Some((_, InFlight::Op { .. }))) {
+            self.op_requests -= 1;
+        }
+        taken
+    }
+
     fn transmit(&mut self, kind: RequestKind, request: Request<Vec<u8>>, inflight: InFlight) -> RequestId {
         let id = RequestId(self.fresh_id());
+        if matches!(inflight, InFlight::Op { .. }) {
+            self.op_requests += 1;
+        }
         self.inflight.insert(id, (kind, inflight));
         self.out.push_back(Output::Transmit { id, kind, request });
         id
@@ -715,13 +737,15 @@ impl AuthMachine {
             // A clone of the cached header value is a reference-count bump:
             // dispatching allocates nothing but each request's own body.
             if let Some(header) = self.access.as_ref().map(|t| t.header.clone()) {
-                while let Some(op) = self.waiting.pop_front() {
+                while self.op_requests < self.config.max_in_flight.max(1) {
+                    let Some(op) = self.waiting.pop_front() else { break };
                     self.dispatch(op, Some(&header));
                 }
                 return;
             }
             if self.anonymous_allowed() {
-                while let Some(op) = self.waiting.pop_front() {
+                while self.op_requests < self.config.max_in_flight.max(1) {
+                    let Some(op) = self.waiting.pop_front() else { break };
                     self.dispatch(op, None);
                 }
                 return;

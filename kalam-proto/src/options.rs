@@ -22,8 +22,14 @@ pub struct ConnectionOptions {
     pub ping_interval: Duration,
     /// Ask the server not to gzip WebSocket frames (`?compress=false`).
     pub disable_compression: bool,
-    /// Most idle HTTP connections kept per host (default 32).
+    /// Most idle HTTP connections kept per host (default 64). Kept at least
+    /// as large as `http_max_connections` by the adapters, so that warm
+    /// traffic opens no new connections.
     pub http_pool_max_idle: usize,
+    /// Most HTTP requests in flight at once, hence most connections one
+    /// client opens to the server (default 64). Further requests wait their
+    /// turn, in order; logins and refreshes never wait behind them.
+    pub http_max_connections: usize,
     /// Largest HTTP answer body or WebSocket message accepted (default 64 MiB).
     pub max_response_bytes: usize,
     /// Events buffered per live query before a slow consumer's
@@ -41,7 +47,8 @@ impl Default for ConnectionOptions {
             max_reconnect_attempts: None,
             ping_interval: Duration::from_secs(5),
             disable_compression: false,
-            http_pool_max_idle: 32,
+            http_pool_max_idle: 64,
+            http_max_connections: 64,
             max_response_bytes: 64 << 20,
             subscription_buffer: 1024,
         }
@@ -89,6 +96,12 @@ impl ConnectionOptions {
     /// Most idle HTTP connections kept per host.
     pub fn with_http_pool_max_idle(mut self, n: usize) -> Self {
         self.http_pool_max_idle = n;
+        self
+    }
+
+    /// Most HTTP requests in flight at once (at least 1).
+    pub fn with_http_max_connections(mut self, n: usize) -> Self {
+        self.http_max_connections = n.max(1);
         self
     }
 

@@ -433,3 +433,49 @@ fn an_explicit_operation_reply_goes_to_its_waiter() {
     p.answer(p.http[0].id, 200, OK);
     assert!(matches!(p.result(w), Some(Ok(Answer::Reply(Reply::Query(_))))));
 }
+
+#[test]
+fn requests_in_flight_are_capped_and_the_rest_wait_in_order() {
+    let options = ConnectionOptions::default().with_http_max_connections(2);
+    let config = ClientConfig::new(&options, &KalamLinkTimeouts::default(), 1);
+    let mut p = Pump::new(AuthProvider::basic_auth("root".into(), "pw".into()), config);
+    let waiters: Vec<u64> = (0..5).map(|i| p.query(&format!("SELECT {i}"))).collect();
+    let login = login_body(&jwt("access", T0 + 3600, "a"), &jwt("refresh", T0 + 9000, "r"));
+    assert_eq!(p.answer_next(200, &login), RequestKind::Login);
+    let queries = |p: &Pump| {
+        p.http
+            .iter()
+            .filter(|s| !s.answered && s.kind == RequestKind::Query)
+            .count()
+    };
+    assert_eq!(queries(&p), 2, "two in flight, three waiting");
+    let first = p.pending_http().unwrap().id;
+    p.answer(first, 200, OK);
+    assert_eq!(queries(&p), 2, "a freed place goes to the next one");
+    let body: serde_json::Value = serde_json::from_slice(&p.http.last().unwrap().body).unwrap();
+    assert_eq!(body["sql"], "SELECT 2", "in order");
+    // The server rejects the token: one refresh, which does not wait for a
+    // place, then the rest go with the new token, still two at a time.
+    let second = p.pending_http().unwrap().id;
+    p.answer(second, 401, EXPIRED);
+    let refreshed = login_body(&jwt("access", T0 + 7200, "b"), &jwt("refresh", T0 + 9000, "r2"));
+    while let Some(s) = p.pending_http() {
+        assert!(queries(&p) <= 2);
+        let (id, kind) = (s.id, s.kind);
+        if kind == RequestKind::Refresh {
+            p.answer(id, 200, &refreshed);
+        } else {
+            p.answer(id, 200, OK);
+        }
+    }
+    assert!(waiters.iter().all(|w| p.query_ok(*w)));
+    let sent = |k: RequestKind| p.http.iter().filter(|s| s.kind == k).count();
+    assert_eq!(
+        (
+            sent(RequestKind::Login),
+            sent(RequestKind::Refresh),
+            sent(RequestKind::Query)
+        ),
+        (1, 1, 6)
+    );
+}

@@ -1,28 +1,31 @@
-//! The HTTP transport: sends the `http::Request` values kalam-proto builds
-//! over a pooled keep-alive hyper client and hands the answers back. No
-//! protocol logic lives here.
+//! The HTTP transport: HTTP/1.1 connections with hyper's connection API,
+//! kept alive in a [`IdlePool`]. It sends the `http::Request` values
+//! kalam-proto builds and hands the answers back; no protocol logic lives
+//! here. The core caps the requests in flight, and a connection is back in
+//! the pool before its answer is reported, so one client never holds more
+//! connections than `http_max_connections`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use kalam_client::HttpSettings;
+use kalam_client::pool::IdlePool;
 use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
 
-#[cfg(feature = "rustls")]
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-#[cfg(not(feature = "rustls"))]
-type Connector = HttpConnector;
+type Sender = SendRequest<Full<Bytes>>;
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<Connector, Full<Bytes>>,
-    receive_timeout: Duration,
-    max_body: usize,
+    host: Arc<str>,
+    port: u16,
+    tls: bool,
+    authority: http::HeaderValue,
+    pool: Arc<IdlePool<Sender>>,
+    limits: HttpSettings,
 }
 
 impl HttpClient {
@@ -31,69 +34,96 @@ impl HttpClient {
         options: &ConnectionOptions,
         settings: &HttpSettings,
     ) -> Result<Self, Error> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        #[cfg(feature = "rustls")]
-        let connector = {
-            let _ = endpoints; // http and https both work with TLS compiled in
-            http.enforce_http(false);
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: endpoints.base().to_owned(),
+            reason: reason.into(),
         };
-        #[cfg(not(feature = "rustls"))]
-        let connector = {
-            if endpoints.is_https() {
-                return Err(Error::InvalidUrl {
-                    url: endpoints.base().to_owned(),
-                    reason: "https needs the `rustls` feature of kalam-tokio".into(),
-                });
-            }
-            http
-        };
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(options.http_pool_max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        if endpoints.is_https() && !cfg!(feature = "rustls") {
+            return Err(invalid("https needs the `rustls` feature of kalam-tokio"));
+        }
+        let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL"))?;
+        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+        let tls = endpoints.is_https();
         Ok(HttpClient {
-            inner,
-            receive_timeout: settings.receive_timeout,
-            max_body: settings.max_body,
+            host: authority.host().trim_start_matches('[').trim_end_matches(']').into(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
+            authority: http::HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("bad host"))?,
+            pool: Arc::new(IdlePool::new(
+                options.http_pool_max_idle.max(options.http_max_connections),
+            )),
+            limits: settings.clone(),
         })
     }
 
     /// Sends one request and reads the whole answer, within the receive timeout.
     pub(crate) async fn send(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Bytes>, TransportError> {
-        let request = request.map(|body| Full::new(Bytes::from(body)));
-        let exchange = async {
-            let response = self.inner.request(request).await.map_err(client_error)?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_body)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        TransportError::BodyTooLarge { limit: self.max_body }
-                    } else {
-                        TransportError::Io(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok(http::Response::from_parts(parts, body))
-        };
-        tokio::time::timeout(self.receive_timeout, exchange)
+        let (mut parts, body) = request.into_parts();
+        // Origin form on the connection, with the authority in `Host`.
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| http::Uri::from_static("/"), |pq| http::Uri::from(pq.clone()));
+        parts.headers.insert(http::header::HOST, self.authority.clone());
+        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let limit = self.limits.receive_timeout;
+        tokio::time::timeout(limit, self.exchange(request))
             .await
-            .map_err(|_| TransportError::Timeout(self.receive_timeout))?
+            .map_err(|_| TransportError::Timeout(limit))?
+    }
+
+    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<http::Response<Bytes>, TransportError> {
+        let now = || tokio::time::Instant::now().into_std();
+        let mut sender = match self.pool.take(now(), |s| !s.is_closed()) {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        sender.ready().await.map_err(io_error)?;
+        let response = sender.send_request(request).await.map_err(io_error)?;
+        let (parts, body) = response.into_parts();
+        let max = self.limits.max_body;
+        let body = Limited::new(body, max)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    TransportError::BodyTooLarge { limit: max }
+                } else {
+                    TransportError::Io(e.to_string())
+                }
+            })?
+            .to_bytes();
+        // The whole answer is read: the connection is free again.
+        if !sender.is_closed() {
+            self.pool.put(sender, now());
+        }
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    async fn connect(&self) -> Result<Sender, TransportError> {
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((&*self.host, self.port)).await?;
+            tcp.set_nodelay(true)?;
+            crate::rt::secure(tcp, &self.host, self.tls).await
+        };
+        let timeout = self.limits.connect_timeout;
+        let io = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| TransportError::Connect(format!("timed out after {timeout:?}")))?
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let (sender, connection) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await; // ends when the server closes it or the sender is dropped
+        });
+        Ok(sender)
     }
 }
 
-fn client_error(e: hyper_util::client::legacy::Error) -> TransportError {
+fn io_error(e: hyper::Error) -> TransportError {
     use std::error::Error as _;
-    // The chain says why (connection refused, reset…); it never holds headers.
+    // The chain says why (connection reset, closed…); it never holds headers.
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -101,9 +131,5 @@ fn client_error(e: hyper_util::client::legacy::Error) -> TransportError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    if e.is_connect() {
-        TransportError::Connect(text)
-    } else {
-        TransportError::Io(text)
-    }
+    TransportError::Io(text)
 }

@@ -13,18 +13,14 @@ pub use crate::http::HttpClient;
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
 
-#[cfg(not(feature = "rustls"))]
-type Io = TokioAdapter<tokio::net::TcpStream>;
-#[cfg(feature = "rustls")]
-type Io = futures_util::future::Either<
-    TokioAdapter<tokio::net::TcpStream>,
-    TokioAdapter<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
->;
+/// A connected byte stream: TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl Runtime for Tokio {
     type Http = HttpClient;
     type Body = Bytes;
-    type Stream = Io;
+    type Stream = TokioAdapter<Box<dyn Io>>;
     type Sleep = tokio::time::Sleep;
 
     fn check() -> Result<()> {
@@ -66,32 +62,33 @@ impl Runtime for Tokio {
             let (host, port, tls) = target?;
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
-            secure(tcp, &host, tls).await
+            Ok(TokioAdapter::new(secure(tcp, &host, tls).await?))
         }
     }
 }
 
+/// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(not(feature = "rustls"))]
-async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Io> {
+pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
     if tls {
         return Err(std::io::Error::other(
-            "wss:// needs the `rustls` feature of kalam-tokio",
+            "https:// and wss:// need the `rustls` feature of kalam-tokio",
         ));
     }
-    Ok(TokioAdapter::new(tcp))
+    Ok(Box::new(tcp))
 }
 
+/// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
-async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Io> {
+pub(crate) async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
     use std::sync::{Arc, OnceLock};
 
-    use futures_util::future::Either;
     use tokio_rustls::rustls;
 
     if !tls {
-        return Ok(Either::Left(TokioAdapter::new(tcp)));
+        return Ok(Box::new(tcp));
     }
-    // The roots load once, on the first wss:// connection.
+    // The roots load once, on the first TLS connection.
     static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     let config = CONFIG
         .get_or_init(|| {
@@ -107,6 +104,7 @@ async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::R
         .map_err(std::io::Error::other)?;
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-    Ok(Either::Right(TokioAdapter::new(stream)))
+    Ok(Box::new(
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?,
+    ))
 }

@@ -1,8 +1,9 @@
 //! Behaviour only the test kit's controls can provoke: tokens the server
 //! expires behind the client's back, broken answers, malformed frames,
 //! server-side socket drops, refused WebSocket authentication.
-
-mod support;
+//!
+//! Tokio-only: these drive the kit's own controls (not available against
+//! the real server, so not part of the shared conformance suite).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,12 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use kalam_conformance::{next_event as next, unix_now, until_ready};
 use kalam_testkit::{Fault, TestServer};
 use kalam_tokio::{
     AuthProvider, AuthRefreshCallback, ConnectionOptions, Error, ErrorCode, KalamLinkClient, KalamLinkTimeouts,
     LiveEvent, Result,
 };
-use support::scenarios::{next_event as next, until_ready};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -80,7 +81,7 @@ async fn server_side_expiry_with_refresher_runs_it_once() {
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 // A token minted now, after the server expired the old ones.
-                let now = support::unix_now();
+                let now = unix_now();
                 let claims = kalam_testkit::Claims {
                     sub: "root".into(),
                     iss: "kalamdb".into(),
@@ -455,7 +456,7 @@ async fn credentials_from_refresher_become_current_on_the_kit() {
             let (calls, secret) = (calls.clone(), secret.clone());
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
-                let now = support::unix_now();
+                let now = unix_now();
                 let claims = kalam_testkit::Claims {
                     sub: "root".into(),
                     iss: "kalamdb".into(),

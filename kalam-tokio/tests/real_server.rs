@@ -1,14 +1,13 @@
-//! The conformance suite against the real KalamDB server
-//! (../shared/kalamdb-server). Each test starts its own throwaway server.
+//! The conformance suite (kalam-conformance, shared by every adapter) on
+//! Tokio, against the real KalamDB server (../shared/kalamdb-server). Each
+//! test starts its own throwaway server.
 //!
 //! These tests are `#[ignore]`d in a plain `cargo test` (they need the
 //! server binary and about a second each to start it); `.ci/run` runs them
 //! with `--ignored`, and there a missing server is a failure.
 
-#[macro_use]
-mod support;
-
-use support::{ServerSettings, scenarios};
+use kalam_conformance::{ServerSettings, scenarios};
+use kalam_tokio::rt::Tokio;
 
 macro_rules! against_real_server {
     ($($name:ident),* $(,)?) => {$(
@@ -16,9 +15,9 @@ macro_rules! against_real_server {
         #[ignore = "needs the real KalamDB server: cargo test -p kalam-tokio --test real_server -- --ignored"]
         async fn $name() {
             let server = ServerSettings::for_scenario(stringify!($name)).start_real();
-            scenarios::$name(&server).await;
+            scenarios::$name::<Tokio>(&server).await;
         }
     )*};
 }
 
-for_each_scenario!(against_real_server);
+kalam_conformance::for_each_scenario!(against_real_server);

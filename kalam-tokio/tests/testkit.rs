@@ -1,20 +1,19 @@
-//! The conformance suite against the in-process test kit: each test gets
-//! its own server (startup is a few milliseconds).
+//! The conformance suite (kalam-conformance, shared by every adapter) on
+//! Tokio, against the in-process test kit: each test gets its own server
+//! (startup is a few milliseconds).
 
-#[macro_use]
-mod support;
-
-use support::{ServerSettings, scenarios};
+use kalam_conformance::{ServerSettings, scenarios};
+use kalam_tokio::rt::Tokio;
 
 macro_rules! against_the_kit {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let server = ServerSettings::for_scenario(stringify!($name)).start_kit().await;
-            scenarios::$name(&server).await;
+            scenarios::$name::<Tokio>(&server).await;
             server.shutdown().await;
         }
     )*};
 }
 
-for_each_scenario!(against_the_kit);
+kalam_conformance::for_each_scenario!(against_the_kit);

@@ -1,14 +1,49 @@
-//! Test support shared by the conformance suites: the servers the suite runs
-//! against, token minting with a known secret, and the fault proxy.
+//! # kalam-conformance: one conformance suite for every runtime
+//!
+//! The scenarios in [`scenarios`] are written once, generic over the
+//! client's [`Runtime`](kalam_client::Runtime): each is an
+//! `async fn name<R: Runtime>(b: &dyn Backend)` that uses
+//! `kalam_client::KalamLinkClient<R>`. Each adapter's tests instantiate them
+//! with its runtime (`kalam_tokio::rt::Tokio`, `kalam_async_std::rt::AsyncStd`)
+//! against the in-process test kit and, in ignored tests, against the real
+//! KalamDB server; [`for_each_scenario!`] lists the scenarios so every
+//! runner runs the same list.
+//!
+//! **What a runner must provide.** The scenarios wait with Tokio's timers
+//! (`tokio::time::timeout`, `sleep`) and start a [`FaultProxy`], which runs
+//! on Tokio: a runner polls a scenario on a thread inside a multi-thread
+//! Tokio runtime (a `#[tokio::test]`, or `block_on` of its own executor
+//! after `runtime.enter()`). The client under test uses only its own
+//! runtime `R`: the scenarios spawn with `R::spawn`, and send the HTTP of
+//! the one scenario that drives `kalam-proto` directly with `R`'s HTTP
+//! client.
 
-#![allow(dead_code)]
+use std::time::{SystemTime, UNIX_EPOCH};
 
-pub mod logs;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 pub mod scenarios;
 
-/// Calls `$m!` with the name of every conformance scenario, so each backend
-/// runs the same list.
-#[allow(unused_macros)]
+pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
+pub use kalam_testkit::{FaultProxy, RealServer, TestServer};
+pub use scenarios::{PATIENCE, eventually, next_event, until_ready};
+
+/// Calls `$m!` with the name of every conformance scenario (each a function
+/// in [`scenarios`]), so every runner runs the same list:
+///
+/// ```ignore
+/// macro_rules! against_the_kit {
+///     ($($name:ident),* $(,)?) => {$(
+///         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///         async fn $name() { /* scenarios::$name::<MyRuntime>(&server).await */ }
+///     )*};
+/// }
+/// kalam_conformance::for_each_scenario!(against_the_kit);
+/// ```
+#[macro_export]
 macro_rules! for_each_scenario {
     ($m:ident) => {
         $m!(
@@ -31,13 +66,13 @@ macro_rules! for_each_scenario {
             many_subscriptions_all_deliver,
             credentials_from_refresher_become_current,
             live_stream_outlives_client_handles,
+            disconnect_ends_streams_and_closes_the_socket,
         );
     };
 }
 
-/// Server settings a scenario needs beyond the server's defaults. Both
-/// runners (testkit.rs, real_server.rs) start each scenario's server with
-/// [`ServerSettings::for_scenario`].
+/// Server settings a scenario needs beyond the server's defaults. Every
+/// runner starts each scenario's server with [`ServerSettings::for_scenario`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerSettings {
     /// `rate_limit.max_subscriptions_per_user` (the server's default is 10).
@@ -55,9 +90,9 @@ impl ServerSettings {
         }
     }
 
-    /// An in-process kit with these settings.
-    pub async fn start_kit(&self) -> kalam_testkit::TestServer {
-        let mut builder = kalam_testkit::TestServer::builder();
+    /// An in-process kit with these settings (on the current Tokio runtime).
+    pub async fn start_kit(&self) -> TestServer {
+        let mut builder = TestServer::builder();
         if let Some(n) = self.max_subscriptions_per_user {
             builder = builder.max_subscriptions_per_user(n);
         }
@@ -76,13 +111,6 @@ impl ServerSettings {
     }
 }
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 /// What a scenario needs to know about a server.
 pub trait Backend: Send + Sync {
     /// `http://127.0.0.1:PORT`.
@@ -93,17 +121,27 @@ pub trait Backend: Send + Sync {
     fn jwt_secret(&self) -> String;
 }
 
-pub use kalam_testkit::FaultProxy;
-
-impl Backend for kalam_testkit::TestServer {
+impl Backend for TestServer {
     fn url(&self) -> String {
-        kalam_testkit::TestServer::url(self)
+        TestServer::url(self)
     }
     fn root_password(&self) -> String {
-        kalam_testkit::TestServer::root_password(self).to_owned()
+        TestServer::root_password(self).to_owned()
     }
     fn jwt_secret(&self) -> String {
-        kalam_testkit::TestServer::jwt_secret(self).to_owned()
+        TestServer::jwt_secret(self).to_owned()
+    }
+}
+
+impl Backend for RealServer {
+    fn url(&self) -> String {
+        RealServer::url(self)
+    }
+    fn root_password(&self) -> String {
+        REAL_ROOT_PASSWORD.into()
+    }
+    fn jwt_secret(&self) -> String {
+        REAL_JWT_SECRET.into()
     }
 }
 
@@ -128,19 +166,4 @@ pub fn mint(secret: &str, sub: &str, role: &str, token_type: &str, iat: u64, exp
     mac.update(signing_input.as_bytes());
     let sig = B64.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{sig}")
-}
-
-pub use kalam_testkit::RealServer;
-pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
-
-impl Backend for RealServer {
-    fn url(&self) -> String {
-        RealServer::url(self)
-    }
-    fn root_password(&self) -> String {
-        REAL_ROOT_PASSWORD.into()
-    }
-    fn jwt_secret(&self) -> String {
-        REAL_JWT_SECRET.into()
-    }
 }

@@ -1,0 +1,37 @@
+//! The conformance suite (kalam-conformance, shared by every adapter) on
+//! async-std, against the in-process test kit: each test gets its own kit.
+//!
+//! The client runs on async-std only. The kit and the scenarios' fault
+//! proxy run on a Tokio runtime of their own (as another process would),
+//! and the scenarios wait with Tokio's timers, so each scenario is polled
+//! by `async_std::task::block_on` on a thread that has entered that
+//! runtime.
+
+use kalam_async_std::rt::AsyncStd;
+use kalam_conformance::{ServerSettings, scenarios};
+
+/// The Tokio runtime for the kit, the fault proxy and the scenarios' timers.
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
+macro_rules! against_the_kit {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            let rt = tokio_runtime();
+            let server = rt.block_on(ServerSettings::for_scenario(stringify!($name)).start_kit());
+            {
+                let _tokio = rt.enter();
+                async_std::task::block_on(scenarios::$name::<AsyncStd>(&server));
+            }
+            rt.block_on(server.shutdown());
+        }
+    )*};
+}
+
+kalam_conformance::for_each_scenario!(against_the_kit);
