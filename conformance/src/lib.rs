@@ -67,6 +67,7 @@ macro_rules! for_each_scenario {
             credentials_from_refresher_become_current,
             live_stream_outlives_client_handles,
             disconnect_ends_streams_and_closes_the_socket,
+            tls_to_a_plain_server_is_a_typed_error,
         );
     };
 }

@@ -1049,3 +1049,33 @@ pub async fn disconnect_ends_streams_and_closes_the_socket<R: Runtime>(b: &dyn B
     assert_eq!(initial, vec![1, 2], "{events:?}");
     assert_eq!((proxy.ws_upgrades(), proxy.open_websockets()), (2, 1));
 }
+
+/// `https://` and `wss://` to a server that speaks plain HTTP: with the
+/// adapter's `rustls` feature, the TLS handshake fails and every call says
+/// so with a typed transport error (nothing hangs, nothing panics); without
+/// it, building the client is refused with a typed error naming the feature.
+pub async fn tls_to_a_plain_server_is_a_typed_error<R: Runtime>(b: &dyn Backend) {
+    let url = b.url().replacen("http://", "https://", 1);
+    let built = KalamLinkClient::<R>::builder()
+        .base_url(&url)
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .timeouts(KalamLinkTimeouts::default().with_subscribe_timeout(Duration::from_millis(500)))
+        .build();
+    let client = match built {
+        Err(Error::InvalidUrl { reason, .. }) => {
+            assert!(reason.contains("rustls"), "{reason}");
+            return;
+        }
+        Err(other) => panic!("expected InvalidUrl or a client, got {other:?}"),
+        Ok(client) => client,
+    };
+    match tokio::time::timeout(PATIENCE, client.execute_query("SELECT 1")).await {
+        Ok(Err(Error::Transport(_))) => {}
+        other => panic!("expected a transport error over TLS, got {other:?}"),
+    }
+    let live = tokio::time::timeout(PATIENCE, client.live_events("SELECT * FROM tls.nothing")).await;
+    assert!(
+        matches!(live, Ok(Err(_))),
+        "expected an error from wss://, got {live:?}"
+    );
+}

@@ -18,12 +18,23 @@ use kalam_client::HttpSettings;
 use kalam_client::pool::IdlePool;
 use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
 
+use crate::net::{Io, secure, tcp};
+
+/// One keep-alive connection: the byte stream (TLS or not) as a handle
+/// async-h1 can share between writing and reading, and the TCP socket
+/// under it, to look at while it is idle.
+struct Conn {
+    io: async_dup::Arc<async_dup::Mutex<Box<dyn Io>>>,
+    tcp: TcpStream,
+}
+
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
     host: String,
     port: u16,
-    pool: Arc<IdlePool<TcpStream>>,
+    tls: bool,
+    pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
 }
 
@@ -37,16 +48,16 @@ impl HttpClient {
             url: endpoints.base().to_owned(),
             reason: reason.into(),
         };
-        if endpoints.is_https() {
-            return Err(invalid(
-                "https is not supported by kalam-async-std yet; use kalam-tokio with `rustls`",
-            ));
+        if endpoints.is_https() && !cfg!(feature = "rustls") {
+            return Err(invalid("https needs the `rustls` feature of kalam-async-std"));
         }
+        let tls = endpoints.is_https();
         let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL"))?;
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         Ok(HttpClient {
             host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
             pool: Arc::new(IdlePool::new(
                 options.http_pool_max_idle.max(options.http_max_connections),
             )),
@@ -61,12 +72,12 @@ impl HttpClient {
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
         let request = to_http_types(request)?;
         let exchange = async {
-            let stream = self.checkout().await?;
+            let conn = self.checkout().await?;
             let mut encoder = async_h1::client::Encoder::new(request);
-            futures_util::io::copy(&mut encoder, &mut &stream)
+            futures_util::io::copy(&mut encoder, &mut conn.io.clone())
                 .await
                 .map_err(|e| TransportError::Io(e.to_string()))?;
-            let mut response = async_h1::client::decode(stream.clone())
+            let mut response = async_h1::client::decode(conn.io.clone())
                 .await
                 .map_err(|e| TransportError::Io(e.to_string()))?;
             let mut body = Vec::new();
@@ -86,7 +97,7 @@ impl HttpClient {
                 .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
             let answer = from_http_types(&response, body)?;
             if keep {
-                self.checkin(stream);
+                self.pool.put(conn, Instant::now());
             }
             Ok(answer)
         };
@@ -95,21 +106,23 @@ impl HttpClient {
             .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
     }
 
-    async fn checkout(&self) -> Result<TcpStream, TransportError> {
-        if let Some(stream) = self.pool.take(Instant::now(), still_open) {
-            return Ok(stream);
+    async fn checkout(&self) -> Result<Conn, TransportError> {
+        if let Some(conn) = self.pool.take(Instant::now(), |c| still_open(&c.tcp)) {
+            return Ok(conn);
         }
-        let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = async_std::future::timeout(self.limits.connect_timeout, connect)
+        let connect = async {
+            let tcp = tcp(&self.host, self.port).await?;
+            let io = secure(tcp.clone(), &self.host, self.tls).await?;
+            Ok::<_, std::io::Error>(Conn {
+                io: async_dup::Arc::new(async_dup::Mutex::new(io)),
+                tcp,
+            })
+        };
+        let limit = self.limits.connect_timeout;
+        async_std::future::timeout(limit, connect)
             .await
-            .map_err(|_| TransportError::Connect(format!("timed out after {:?}", self.limits.connect_timeout)))?
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
-    fn checkin(&self, stream: TcpStream) {
-        self.pool.put(stream, Instant::now());
+            .map_err(|_| TransportError::Connect(format!("timed out after {limit:?}")))?
+            .map_err(|e| TransportError::Connect(e.to_string()))
     }
 }
 

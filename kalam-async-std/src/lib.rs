@@ -32,16 +32,15 @@
 //! (`rt` and `http`), so the runtime and the HTTP backend can be swapped
 //! without touching the client.
 //!
-//! Not yet: `https://` and `wss://` (use `kalam-tokio` with its `rustls`
-//! feature).
-//!
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
-//! [`KalamLinkClient::refresh_access_token`]), `gzip` (accept compressed
-//! WebSocket frames).
+//! [`KalamLinkClient::refresh_access_token`]), `rustls` (`https://` and
+//! `wss://`, pure-Rust TLS with the webpki roots: no C dependency), `gzip`
+//! (accept compressed WebSocket frames).
 
 #![forbid(unsafe_code)]
 
 mod http;
+mod net;
 pub mod rt;
 
 /// A KalamDB client on async-std. See [`kalam_client::KalamLinkClient`] for

@@ -1,5 +1,6 @@
-//! async-std as a [`Runtime`]: spawn, clock, timer, async-h1 for HTTP,
-//! async-std TCP under the WebSocket.
+//! async-std as a [`Runtime`]: spawn, clock, timer, async-h1 for HTTP
+//! (`http.rs`), async-std TCP (and rustls, behind the `rustls` feature;
+//! `net.rs`) under the WebSocket.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use kalam_client::{HttpSettings, Runtime, socket_target};
 use kalam_proto::{ConnectionOptions, Endpoints, Result, TransportError};
 
 pub use crate::http::HttpClient;
+use crate::net::{Io, secure, tcp};
 
 /// The async-std runtime (the type parameter of the client types).
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +31,7 @@ impl Future for Sleep {
 impl Runtime for AsyncStd {
     type Http = HttpClient;
     type Body = Vec<u8>;
-    type Stream = async_std::net::TcpStream;
+    type Stream = Box<dyn Io>;
     type Sleep = Sleep;
 
     fn check() -> Result<()> {
@@ -66,12 +68,7 @@ impl Runtime for AsyncStd {
         let target = socket_target(url);
         async move {
             let (host, port, tls) = target?;
-            if tls {
-                return Err(std::io::Error::other("wss:// is not supported by kalam-async-std yet"));
-            }
-            let tcp = async_std::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok(tcp)
+            secure(tcp(&host, port).await?, &host, tls).await
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod pool;
 pub mod rt;
 mod socket;
 mod sync;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
 

@@ -104,7 +104,7 @@ impl HttpClient {
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((&*self.host, self.port)).await?;
             tcp.set_nodelay(true)?;
-            crate::rt::secure(tcp, &self.host, self.tls).await
+            crate::net::secure(tcp, &self.host, self.tls).await
         };
         let timeout = self.limits.connect_timeout;
         let io = tokio::time::timeout(timeout, connect)

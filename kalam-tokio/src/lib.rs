@@ -86,6 +86,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+mod net;
 pub mod rt;
 
 /// A KalamDB client on Tokio. See [`kalam_client::KalamLinkClient`] for

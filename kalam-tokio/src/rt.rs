@@ -1,21 +1,19 @@
-//! Tokio as a [`Runtime`]: spawn, clock, timer, hyper for HTTP, and Tokio
-//! TCP (with rustls for `wss://`, behind the `rustls` feature) under the
-//! WebSocket.
+//! Tokio as a [`Runtime`]: spawn, clock, timer, hyper for HTTP (`http.rs`),
+//! and Tokio TCP (with rustls for `wss://`, behind the `rustls` feature;
+//! `net.rs`) under the WebSocket.
 
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
 use kalam_client::{HttpSettings, Runtime, socket_target};
 use kalam_proto::{ConnectionOptions, Endpoints, Error, Result, TransportError};
 
+use crate::net::{Io, secure};
+
 pub use crate::http::HttpClient;
 
 /// The Tokio runtime (the type parameter of the client types).
 #[derive(Debug, Clone, Copy)]
 pub struct Tokio;
-
-/// A connected byte stream: TCP, or TLS over TCP.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl Runtime for Tokio {
     type Http = HttpClient;
@@ -65,46 +63,4 @@ impl Runtime for Tokio {
             Ok(TokioAdapter::new(secure(tcp, &host, tls).await?))
         }
     }
-}
-
-/// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
-#[cfg(not(feature = "rustls"))]
-pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    if tls {
-        return Err(std::io::Error::other(
-            "https:// and wss:// need the `rustls` feature of kalam-tokio",
-        ));
-    }
-    Ok(Box::new(tcp))
-}
-
-/// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
-#[cfg(feature = "rustls")]
-pub(crate) async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use std::sync::{Arc, OnceLock};
-
-    use tokio_rustls::rustls;
-
-    if !tls {
-        return Ok(Box::new(tcp));
-    }
-    // The roots load once, on the first TLS connection.
-    static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let config = CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(std::io::Error::other)?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    Ok(Box::new(
-        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?,
-    ))
 }
