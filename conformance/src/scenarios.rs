@@ -291,12 +291,11 @@ pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend)
         Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200)),
     );
     let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
-    let settings = HttpSettings {
-        connect_timeout: PATIENCE,
-        receive_timeout: PATIENCE,
-        max_body: 1 << 20,
-    };
-    let http = R::http_client(&endpoints, &ConnectionOptions::default(), &settings).expect("the runtime's HTTP client");
+    let timeouts = KalamLinkTimeouts::default()
+        .with_connection_timeout(PATIENCE)
+        .with_receive_timeout(PATIENCE);
+    let settings = HttpSettings::new::<R>(&endpoints, &ConnectionOptions::default(), &timeouts).expect("settings");
+    let http = R::http_client(&settings).expect("the runtime's HTTP client");
     let (refresher, refreshes) = counting_refresher::<R>(b);
     let op = m.submit(Operation::Query(QueryRequest::new("SELECT 42")), now);
     let result = loop {

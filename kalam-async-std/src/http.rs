@@ -16,7 +16,7 @@ use async_std::net::TcpStream;
 use futures_util::AsyncReadExt as _;
 use kalam_client::HttpSettings;
 use kalam_client::pool::IdlePool;
-use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
+use kalam_proto::TransportError;
 
 use crate::net::{Io, secure, tcp};
 
@@ -31,38 +31,16 @@ struct Conn {
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
-    host: String,
-    port: u16,
-    tls: bool,
     pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
 }
 
 impl HttpClient {
-    pub(crate) fn new(
-        endpoints: &Endpoints,
-        options: &ConnectionOptions,
-        settings: &HttpSettings,
-    ) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: endpoints.base().to_owned(),
-            reason: reason.into(),
-        };
-        if endpoints.is_https() && !cfg!(feature = "rustls") {
-            return Err(invalid("https needs the `rustls` feature of kalam-async-std"));
-        }
-        let tls = endpoints.is_https();
-        let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL"))?;
-        let host = uri.host().ok_or_else(|| invalid("no host"))?;
-        Ok(HttpClient {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            tls,
-            pool: Arc::new(IdlePool::new(
-                options.http_pool_max_idle.max(options.http_max_connections),
-            )),
+    pub(crate) fn new(settings: &HttpSettings) -> Self {
+        HttpClient {
+            pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits: settings.clone(),
-        })
+        }
     }
 
     /// Sends one request and reads the whole answer, within the receive timeout.
@@ -111,8 +89,8 @@ impl HttpClient {
             return Ok(conn);
         }
         let connect = async {
-            let tcp = tcp(&self.host, self.port).await?;
-            let io = secure(tcp.clone(), &self.host, self.tls).await?;
+            let tcp = tcp(&self.limits.host, self.limits.port).await?;
+            let io = secure(tcp.clone(), &self.limits.host, self.limits.tls).await?;
             Ok::<_, std::io::Error>(Conn {
                 io: async_dup::Arc::new(async_dup::Mutex::new(io)),
                 tcp,

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use kalam_client::{HttpSettings, Runtime, socket_target};
-use kalam_proto::{ConnectionOptions, Endpoints, Result, TransportError};
+use kalam_proto::{Result, TransportError};
 
 pub use crate::http::HttpClient;
 use crate::net::{Io, secure, tcp};
@@ -34,6 +34,9 @@ impl Runtime for AsyncStd {
     type Stream = Box<dyn Io>;
     type Sleep = Sleep;
 
+    const NAME: &'static str = "kalam-async-std";
+    const TLS: bool = cfg!(feature = "rustls");
+
     fn check() -> Result<()> {
         Ok(()) // async-std's executor starts on demand, from any thread
     }
@@ -53,8 +56,8 @@ impl Runtime for AsyncStd {
         Sleep(async_io::Timer::at(deadline))
     }
 
-    fn http_client(endpoints: &Endpoints, options: &ConnectionOptions, settings: &HttpSettings) -> Result<HttpClient> {
-        HttpClient::new(endpoints, options, settings)
+    fn http_client(settings: &HttpSettings) -> Result<HttpClient> {
+        Ok(HttpClient::new(settings))
     }
 
     async fn send_http(

@@ -375,12 +375,8 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
     pub fn build(self) -> Result<KalamLinkClient<R>> {
         let endpoints = Endpoints::new(&self.base_url)?;
         R::check()?;
-        let http_settings = HttpSettings {
-            connect_timeout: self.timeouts.connection_timeout,
-            receive_timeout: self.timeouts.receive_timeout,
-            max_body: self.options.max_response_bytes,
-        };
-        let http = R::http_client(&endpoints, &self.options, &http_settings)?;
+        let http_settings = HttpSettings::new::<R>(&endpoints, &self.options, &self.timeouts)?;
+        let http = R::http_client(&http_settings)?;
         let seed = self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_io::{AsyncRead, AsyncWrite};
-use kalam_proto::{ConnectionOptions, Endpoints, Result, TransportError};
+use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, Result, TransportError};
 
 /// A runtime adapter: spawning, a clock and a timer, an HTTP client, and
 /// TCP (or TLS) connections for the WebSocket. `kalam-tokio` implements it
@@ -20,6 +20,11 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// A timer.
     type Sleep: Future<Output = ()> + Send + 'static;
+
+    /// The adapter crate's name, for error messages.
+    const NAME: &'static str;
+    /// Whether this build can speak TLS (`https://`, `wss://`).
+    const TLS: bool;
 
     /// Fails with a typed error when the client cannot run here (for
     /// example outside a Tokio runtime).
@@ -37,8 +42,8 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// A timer that fires at `deadline`.
     fn sleep_until(deadline: std::time::Instant) -> Self::Sleep;
 
-    /// The HTTP client for these options.
-    fn http_client(endpoints: &Endpoints, options: &ConnectionOptions, settings: &HttpSettings) -> Result<Self::Http>;
+    /// The HTTP client for the server and limits in `settings`.
+    fn http_client(settings: &HttpSettings) -> Result<Self::Http>;
 
     /// Sends one request and reads the whole answer (at most
     /// `settings.max_body` bytes, within `settings.receive_timeout`).
@@ -53,15 +58,60 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
 }
 
-/// Limits of the HTTP client.
+/// The server and the limits of the HTTP client.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
+    /// The server's host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// `https`: connect with TLS.
+    pub tls: bool,
+    /// The `Host` header value (`host:port` as in the base URL).
+    pub authority: String,
+    /// Idle keep-alive connections kept (at least the in-flight cap).
+    pub max_idle: usize,
     /// Establishing a connection.
     pub connect_timeout: Duration,
     /// One exchange, from sending to the end of the answer.
     pub receive_timeout: Duration,
     /// Largest answer body.
     pub max_body: usize,
+}
+
+impl HttpSettings {
+    /// The settings for the server at `endpoints`, refused with a typed
+    /// error for `https://` when the runtime `R` has no TLS compiled in.
+    pub fn new<R: Runtime>(
+        endpoints: &Endpoints,
+        options: &ConnectionOptions,
+        timeouts: &KalamLinkTimeouts,
+    ) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: endpoints.base().to_owned(),
+            reason,
+        };
+        let tls = endpoints.is_https();
+        if tls && !R::TLS {
+            return Err(invalid(format!("https needs the `rustls` feature of {}", R::NAME)));
+        }
+        let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL".into()))?;
+        let authority = uri.authority().ok_or_else(|| invalid("no host".into()))?;
+        Ok(HttpSettings {
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            tls,
+            authority: authority.as_str().to_owned(),
+            max_idle: options.http_pool_max_idle.max(options.http_max_connections),
+            connect_timeout: timeouts.connection_timeout,
+            receive_timeout: timeouts.receive_timeout,
+            max_body: options.max_response_bytes,
+        })
+    }
 }
 
 /// Limits of a WebSocket.

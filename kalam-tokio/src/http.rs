@@ -13,45 +13,27 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use kalam_client::HttpSettings;
 use kalam_client::pool::IdlePool;
-use kalam_proto::{ConnectionOptions, Endpoints, Error, TransportError};
+use kalam_proto::{Error, TransportError};
 
 type Sender = SendRequest<Full<Bytes>>;
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
-    host: Arc<str>,
-    port: u16,
-    tls: bool,
     authority: http::HeaderValue,
     pool: Arc<IdlePool<Sender>>,
     limits: HttpSettings,
 }
 
 impl HttpClient {
-    pub(crate) fn new(
-        endpoints: &Endpoints,
-        options: &ConnectionOptions,
-        settings: &HttpSettings,
-    ) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidUrl {
-            url: endpoints.base().to_owned(),
-            reason: reason.into(),
-        };
-        if endpoints.is_https() && !cfg!(feature = "rustls") {
-            return Err(invalid("https needs the `rustls` feature of kalam-tokio"));
-        }
-        let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL"))?;
-        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-        let tls = endpoints.is_https();
+    pub(crate) fn new(settings: &HttpSettings) -> Result<Self, Error> {
+        let authority = http::HeaderValue::from_str(&settings.authority).map_err(|_| Error::InvalidUrl {
+            url: settings.authority.clone(),
+            reason: "not a host".into(),
+        })?;
         Ok(HttpClient {
-            host: authority.host().trim_start_matches('[').trim_end_matches(']').into(),
-            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            tls,
-            authority: http::HeaderValue::from_str(authority.as_str()).map_err(|_| invalid("bad host"))?,
-            pool: Arc::new(IdlePool::new(
-                options.http_pool_max_idle.max(options.http_max_connections),
-            )),
+            authority,
+            pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits: settings.clone(),
         })
     }
@@ -102,9 +84,10 @@ impl HttpClient {
 
     async fn connect(&self) -> Result<Sender, TransportError> {
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect((&*self.host, self.port)).await?;
+            let (host, port) = (self.limits.host.as_str(), self.limits.port);
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            crate::net::secure(tcp, &self.host, self.tls).await
+            crate::net::secure(tcp, host, self.limits.tls).await
         };
         let timeout = self.limits.connect_timeout;
         let io = tokio::time::timeout(timeout, connect)

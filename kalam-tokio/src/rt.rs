@@ -5,7 +5,7 @@
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
 use kalam_client::{HttpSettings, Runtime, socket_target};
-use kalam_proto::{ConnectionOptions, Endpoints, Error, Result, TransportError};
+use kalam_proto::{Error, Result, TransportError};
 
 use crate::net::{Io, secure};
 
@@ -20,6 +20,9 @@ impl Runtime for Tokio {
     type Body = Bytes;
     type Stream = TokioAdapter<Box<dyn Io>>;
     type Sleep = tokio::time::Sleep;
+
+    const NAME: &'static str = "kalam-tokio";
+    const TLS: bool = cfg!(feature = "rustls");
 
     fn check() -> Result<()> {
         tokio::runtime::Handle::try_current()
@@ -43,8 +46,8 @@ impl Runtime for Tokio {
         tokio::time::sleep_until(deadline.into())
     }
 
-    fn http_client(endpoints: &Endpoints, options: &ConnectionOptions, settings: &HttpSettings) -> Result<HttpClient> {
-        HttpClient::new(endpoints, options, settings)
+    fn http_client(settings: &HttpSettings) -> Result<HttpClient> {
+        HttpClient::new(settings)
     }
 
     async fn send_http(
