@@ -95,7 +95,8 @@ pub struct WsConfig {
     /// Seed of the jitter generator.
     pub seed: u64,
     /// A subscription not acknowledged this long after it was asked for
-    /// ends with [`Error::SubscribeTimeout`].
+    /// (or after its subscribe frame left, if pacing held it back) ends with
+    /// [`Error::SubscribeTimeout`].
     pub subscribe_timeout: Duration,
     /// Text frames the session may send at once on a fresh socket.
     pub send_burst: u32,
@@ -273,6 +274,9 @@ struct Sub {
     last_batch: Option<u32>,
     /// When the acknowledgement is due (while one is awaited).
     deadline: Option<Instant>,
+    /// The deadline, held while the subscribe waits in the pacing queue
+    /// (time spent there is this client's choice, not the server's).
+    held: Option<Instant>,
 }
 
 /// A text frame waiting for the pacer. Frames are built when sent, from the
@@ -555,11 +559,12 @@ impl WsSession {
                 generation: 0,
                 last_batch: None,
                 deadline: None,
+                held: None,
             },
         );
         self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
         if matches!(self.conn, Conn::Ready) {
-            self.queue.push_back(Pending::Subscribe(id));
+            self.enqueue_subscribe(id, false);
             self.flush(now);
         } else {
             self.connect(now);
@@ -787,7 +792,14 @@ impl WsSession {
                     s.last_batch = None;
                     let options = resume_options(s);
                     let text = subscribe_text(id, s.generation, &s.sql, options.as_ref());
-                    (text, Sent::Subscribe(id, s.generation))
+                    let sent = Sent::Subscribe(id, s.generation);
+                    // The server gets the full limit from the moment the
+                    // frame leaves: time spent in our own pacing queue is
+                    // never counted against it.
+                    let due = now.instant + self.config.subscribe_timeout;
+                    let deadline = s.held.take().map_or(due, |d| d.max(due));
+                    self.set_deadline(id, Some(deadline));
+                    (text, sent)
                 }
                 Pending::NextBatch { sub, last_seq_id } => {
                     let Some(s) = self.subs.get(&sub) else {
@@ -822,6 +834,20 @@ impl WsSession {
         self.unsettled.clear();
         self.paused_until = None;
         self.strikes = 0;
+    }
+
+    /// Queues a subscribe for the pacer, holding its deadline meanwhile.
+    fn enqueue_subscribe(&mut self, id: SubId, front: bool) {
+        let held = self.subs.get(&id).and_then(|s| s.deadline);
+        self.set_deadline(id, None);
+        if let Some(s) = self.subs.get_mut(&id) {
+            s.held = held;
+        }
+        if front {
+            self.queue.push_front(Pending::Subscribe(id));
+        } else {
+            self.queue.push_back(Pending::Subscribe(id));
+        }
     }
 
     fn set_deadline(&mut self, id: SubId, deadline: Option<Instant>) {
@@ -881,9 +907,18 @@ impl WsSession {
     fn lost(&mut self, reason: &str, now: Now) {
         let was_ready = matches!(self.conn, Conn::Ready);
         self.forget_socket();
-        for s in self.subs.values_mut() {
+        let mut held = Vec::new();
+        for (id, s) in self.subs.iter_mut() {
             s.phase = SubPhase::Queued;
             s.generation = 0;
+            if let Some(d) = s.held.take() {
+                held.push((*id, d));
+            }
+        }
+        // Those still in the pacing queue wait for the next socket with
+        // their deadline running again.
+        for (id, d) in held {
+            self.set_deadline(id, Some(d));
         }
         let give_up = self
             .config
@@ -937,7 +972,7 @@ impl WsSession {
                 // one still awaited by its caller keeps the caller's deadline.
                 self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
             }
-            self.queue.push_back(Pending::Subscribe(id));
+            self.enqueue_subscribe(id, false);
         }
         self.flush(now);
     }
@@ -988,7 +1023,10 @@ impl WsSession {
                 .collect(),
         };
         for p in retry.into_iter().rev() {
-            self.queue.push_front(p);
+            match p {
+                Pending::Subscribe(id) => self.enqueue_subscribe(id, true),
+                p => self.queue.push_front(p),
+            }
         }
         // The server's bucket refills in a second; wait at least that long,
         // longer after refusals in a row.

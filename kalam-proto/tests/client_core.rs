@@ -479,3 +479,30 @@ fn requests_in_flight_are_capped_and_the_rest_wait_in_order() {
         (1, 1, 6)
     );
 }
+
+#[test]
+fn pacing_never_counts_against_the_acknowledgement_deadline() {
+    // 200 subscriptions take longer than the 5 s limit to leave at 30 per
+    // second; each still gets the full limit from the moment it is sent. The
+    // server acknowledges each one 100 ms after it arrives.
+    let (mut p, subs) = subscribed(200);
+    let mut acked = 0;
+    for t in (0..=6_000).step_by(100) {
+        p.run_until(t);
+        let sent: Vec<String> = p
+            .frames_of("subscribe")
+            .iter()
+            .map(|f| f["subscription"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        for id in &sent[acked..] {
+            p.frame(&ack(id));
+        }
+        acked = sent.len();
+    }
+    assert_eq!(acked, 200);
+    let last_sent = p.frames_of("subscribe").len();
+    assert_eq!(last_sent, 200);
+    let last_at = p.frames.last().unwrap().0.as_duration().as_millis() as u64;
+    assert!(last_at > 5_000, "the last one left after {last_at} ms");
+    assert!(subs.iter().all(|(w, _)| matches!(p.result(*w), Some(Ok(_)))));
+}
