@@ -212,6 +212,8 @@ pub enum ErrorCode {
     ClusterUnavailable,
     /// `FORWARD_FAILED` (cluster).
     ForwardFailed,
+    /// `NOT_FOUND`: an unknown table, namespace, topic or user.
+    NotFound,
     /// The answer carried no code at all (a plain-text 400, an HTML 502 page…):
     /// only the HTTP status says what happened.
     Unspecified,
@@ -249,6 +251,7 @@ impl ErrorCode {
             "NOT_LEADER" => NotLeader,
             "CLUSTER_UNAVAILABLE" => ClusterUnavailable,
             "FORWARD_FAILED" => ForwardFailed,
+            "NOT_FOUND" | "not_found" => NotFound,
             "" => Unspecified,
             other => Other(other.to_owned()),
         }
@@ -282,6 +285,7 @@ impl ErrorCode {
             NotLeader => "NOT_LEADER",
             ClusterUnavailable => "CLUSTER_UNAVAILABLE",
             ForwardFailed => "FORWARD_FAILED",
+            NotFound => "NOT_FOUND",
             Unspecified => "",
             Other(s) => s,
         }
@@ -341,7 +345,11 @@ impl ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server answered {} {}: {}", self.status, self.code, self.message)
+        match self.status {
+            // Over the WebSocket there is no HTTP status.
+            0 => write!(f, "server refused it: {}: {}", self.code, self.message),
+            status => write!(f, "server answered {status} {}: {}", self.code, self.message),
+        }
     }
 }
 

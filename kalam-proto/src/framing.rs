@@ -69,6 +69,13 @@ impl Endpoints {
         if authority.host().is_empty() {
             return Err(bad("the URL has no host"));
         }
+        // `http::Uri` takes ":99999" but then reports no port at all.
+        let text = authority.as_str();
+        if let Some((_, port)) = text.rsplit_once(':').filter(|_| !text.ends_with(']'))
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(bad("the port must be a number from 1 to 65535"));
+        }
         if uri.query().is_some() || base_url.contains('#') {
             return Err(bad("the base URL may not have a query or fragment"));
         }
@@ -111,10 +118,19 @@ impl Endpoints {
     }
 }
 
+/// A URL fit for an error message: credentials (everything before the
+/// authority's last `@`, which a password may contain) and the query (where
+/// tokens travel, `?token=…`) are replaced by `***`.
 fn redact_userinfo(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
+    let (url, query) = match url.split_once('?') {
+        Some((u, _)) => (u, "?***"),
+        None => (url, ""),
+    };
+    let start = url.find("://").map_or(0, |s| s + 3);
+    let end = url[start..].find('/').map_or(url.len(), |e| start + e);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}{query}", &url[..start], &url[start + at..]),
+        None => format!("{url}{query}"),
     }
 }
 
@@ -209,11 +225,37 @@ impl QueryRequest {
         self
     }
 
-    /// The JSON body. Arrays and objects as parameters are refused here
-    /// (the server would refuse them too, §3.1).
+    /// The JSON body. Refused here, with a typed error and before anything
+    /// is sent, what the server would refuse (PROTOCOL §3.1, §6): arrays and
+    /// objects as parameters, SQL over 1 MiB, more than 50 parameters or
+    /// one over 512 KiB, a body over 2 MiB.
     pub fn to_body(&self) -> Result<Vec<u8>> {
+        if self.sql.len() > limits::MAX_SQL_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the SQL text is {} bytes; the server accepts at most {} (1 MiB)",
+                self.sql.len(),
+                limits::MAX_SQL_BYTES
+            )));
+        }
         if let Some(params) = &self.params {
+            if params.len() > limits::MAX_PARAMS {
+                return Err(Error::InvalidInput(format!(
+                    "{} parameters; the server accepts at most {} per statement",
+                    params.len(),
+                    limits::MAX_PARAMS
+                )));
+            }
             for (i, p) in params.iter().enumerate() {
+                if let Value::String(text) = p
+                    && text.len() > limits::MAX_PARAM_BYTES
+                {
+                    return Err(Error::InvalidInput(format!(
+                        "parameter ${} is {} bytes; the server accepts at most {} (512 KiB)",
+                        i + 1,
+                        text.len(),
+                        limits::MAX_PARAM_BYTES
+                    )));
+                }
                 if p.is_array() || p.is_object() {
                     return Err(Error::InvalidInput(format!(
                         "parameter ${} is an array or object; pass JSON values as strings",
@@ -222,8 +264,28 @@ impl QueryRequest {
                 }
             }
         }
-        serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))
+        let body = serde_json::to_vec(self).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        if body.len() > limits::MAX_JSON_BODY {
+            return Err(Error::InvalidInput(format!(
+                "the request body is {} bytes; the server accepts at most {} (2 MiB)",
+                body.len(),
+                limits::MAX_JSON_BODY
+            )));
+        }
+        Ok(body)
     }
+}
+
+/// The server's request limits (PROTOCOL §6), checked before sending.
+pub mod limits {
+    /// Longest SQL text.
+    pub const MAX_SQL_BYTES: usize = 1 << 20;
+    /// Largest JSON request body.
+    pub const MAX_JSON_BODY: usize = 2 << 20;
+    /// Most parameters per statement.
+    pub const MAX_PARAMS: usize = 50;
+    /// Largest parameter.
+    pub const MAX_PARAM_BYTES: usize = 512 << 10;
 }
 
 impl From<&str> for QueryRequest {

@@ -16,8 +16,33 @@ use crate::ws_messages::LiveRow;
 #[derive(Debug, Clone, Default)]
 pub struct LiveRows {
     key_columns: Vec<String>,
-    rows: BTreeMap<String, LiveRow>,
+    rows: BTreeMap<Key, LiveRow>,
     ready: bool,
+}
+
+/// A row's key, ordered by the key columns' values: integers (which arrive
+/// as JSON numbers, or as strings for BIGINT) by value, anything else as
+/// text after them. So ids 1, 2, 11 come in that order, not 1, 11, 2.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Int(i64),
+    Text(String),
+}
+
+impl Part {
+    fn of_text(text: &str) -> Part {
+        text.parse().map_or_else(|_| Part::Text(text.to_owned()), Part::Int)
+    }
+}
+
+impl Key {
+    /// The key as [`LiveRows::get`] takes it: columns joined with `|`.
+    fn parse(text: &str) -> Key {
+        Key(text.split('|').map(Part::of_text).collect())
+    }
 }
 
 impl LiveRows {
@@ -90,7 +115,7 @@ impl LiveRows {
         self.rows.is_empty()
     }
 
-    /// The rows, ordered by key.
+    /// The rows, ordered by key (integer keys by value).
     pub fn rows(&self) -> impl ExactSizeIterator<Item = &LiveRow> {
         self.rows.values()
     }
@@ -98,7 +123,7 @@ impl LiveRows {
     /// The row with this primary key value (as text, e.g. `"42"` for a
     /// BIGINT id; composite keys joined with `|`).
     pub fn get(&self, key: &str) -> Option<&LiveRow> {
-        self.rows.get(key)
+        self.rows.get(&Key::parse(key))
     }
 
     fn upsert(&mut self, row: LiveRow) {
@@ -106,19 +131,13 @@ impl LiveRows {
         self.rows.insert(key, row);
     }
 
-    fn key_of(&self, row: &LiveRow) -> String {
+    fn key_of(&self, row: &LiveRow) -> Key {
+        let part = |c: &str| Part::of_text(&row.get(c).map(cell_text).unwrap_or_default());
         if self.key_columns.is_empty() {
             // No primary key known: the row's own identity is its `_seq`.
-            return row.get("_seq").map(cell_text).unwrap_or_default();
+            return Key(vec![part("_seq")]);
         }
-        let mut key = String::new();
-        for (i, c) in self.key_columns.iter().enumerate() {
-            if i > 0 {
-                key.push('|');
-            }
-            key.push_str(&row.get(c).map(cell_text).unwrap_or_default());
-        }
-        key
+        Key(self.key_columns.iter().map(|c| part(c)).collect())
     }
 }
 

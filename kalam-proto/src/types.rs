@@ -26,8 +26,9 @@ pub struct UserInfo {
     pub updated_at: Option<String>,
 }
 
-/// The answer to a login or a refresh: a new token pair.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The answer to a login or a refresh: a new token pair. Its `Debug` hides
+/// both tokens.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct LoginResponse {
     /// Who logged in.
     pub user: UserInfo,
@@ -42,6 +43,19 @@ pub struct LoginResponse {
     pub refresh_token: String,
     /// Refresh-token expiry, RFC 3339.
     pub refresh_expires_at: String,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("user", &self.user)
+            .field("admin_ui_access", &self.admin_ui_access)
+            .field("expires_at", &self.expires_at)
+            .field("access_token", &"***")
+            .field("refresh_token", &"***")
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish()
+    }
 }
 
 impl LoginResponse {

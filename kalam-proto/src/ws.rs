@@ -610,8 +610,10 @@ impl WsSession {
                 });
             }
             Err(e) if matches!(e, Error::Transport(_)) => {
+                // The server could not be reached for a token: say why.
+                let why = format!("no token: {e}");
                 self.event(WsEvent::Error(e));
-                self.lost("could not get credentials", now);
+                self.lost(&why, now);
             }
             Err(e) => {
                 // After a refused authentication, the refusal says more than

@@ -85,7 +85,7 @@ fn a_refused_subscription_is_an_err_from_the_call() {
         r#"{"type":"error","subscription_id":"k1","code":"NOT_FOUND","message":"Not found: Table not found: demo:t0"}"#,
     );
     let e = p.error(w).expect("an error for the caller");
-    assert_eq!(e.code(), Some(&ErrorCode::Other("NOT_FOUND".into())));
+    assert_eq!(e.code(), Some(&ErrorCode::NotFound));
     assert!(p.events(sub).is_empty());
     assert_eq!(p.ended.len(), 1, "the stream's queue is released once");
     assert_eq!(p.core.subscriptions(), 0);
