@@ -5,9 +5,11 @@
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt as _;
 use futures_util::future::{Either, select};
+use futures_util::{AsyncReadExt as _, AsyncWriteExt as _};
 use kalam_proto::Incoming;
 
 use crate::msg::{Event, OutFrame, SocketReport};
@@ -37,20 +39,34 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
         config.max_message_size = Some(settings.max_frame);
         config.max_frame_size = Some(settings.max_frame);
         let handshake = Box::pin(async {
-            let stream = R::connect(&url).await.map_err(|e| e.to_string())?;
-            async_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-                .await
-                .map_err(|e| format!("WebSocket handshake failed: {e}"))
+            let mut stream = R::connect(&url).await.map_err(|e| e.to_string())?;
+            upgrade(&url, &mut stream).await?;
+            Ok::<_, String>(stream)
         });
         let limit = Box::pin(R::sleep_until(R::now() + settings.connect_timeout));
-        let ws = match select(handshake, limit).await {
-            Either::Left((Ok((ws, _response)), _)) => ws,
+        let mut stream = match select(handshake, limit).await {
+            Either::Left((Ok(stream), _)) => stream,
             Either::Left((Err(why), _)) => return say(SocketReport::Closed(None, why)),
             Either::Right(_) => return say(SocketReport::Closed(None, "connect timed out".into())),
         };
-        let (mut sink, mut source) = ws.split();
         let (tx, mut outgoing) = crate::sync::channel();
         say(SocketReport::Open(tx));
+        // The core's first frame is `authenticate`, which carries the token.
+        // It is framed and written here, not by tungstenite, whose trace
+        // logs print every frame it sends (and every upgrade request, which
+        // is why the upgrade above is this crate's own too).
+        let first = match outgoing.recv().await {
+            None => return say(SocketReport::Closed(None, "closed by the client".into())),
+            Some(OutFrame::Text(text)) => {
+                if let Err(e) = write_frame(&mut stream, text.as_bytes()).await {
+                    return say(SocketReport::Closed(None, e.to_string()));
+                }
+                None
+            }
+            Some(other) => Some(other),
+        };
+        let ws = async_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
+        let (mut sink, mut source) = ws.split();
         let reader = Box::pin(async {
             while let Some(frame) = source.next().await {
                 match frame {
@@ -66,7 +82,11 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
             (None, String::new())
         });
         let writer = Box::pin(async move {
-            while let Some(frame) = outgoing.recv().await {
+            let mut first = first;
+            while let Some(frame) = match first.take() {
+                Some(f) => Some(f),
+                None => outgoing.recv().await,
+            } {
                 let (message, closing) = match frame {
                     OutFrame::Text(t) => (Message::Text(t.into()), false),
                     OutFrame::Ping => (Message::Ping(Default::default()), false),
@@ -91,4 +111,82 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
         };
         say(SocketReport::Closed(code, reason));
     });
+}
+
+/// The HTTP upgrade (RFC 6455 §4.1), written and read here so that no
+/// dependency logs it. No credentials travel in it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: &mut S) -> Result<(), String> {
+    use async_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
+    let uri: http::Uri = url.parse().map_err(|_| format!("not a URL: {url}"))?;
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let key = generate_key();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    let io = |e: std::io::Error| format!("WebSocket upgrade failed: {e}");
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    // The answer's head, and nothing after it: the server says nothing more
+    // before it has the `authenticate` frame.
+    let mut head = Vec::with_capacity(512);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err("WebSocket upgrade failed: an answer head over 16 KiB".into());
+        }
+        if stream.read(&mut byte).await.map_err(io)? == 0 {
+            return Err("WebSocket upgrade failed: the server closed the connection".into());
+        }
+        head.push(byte[0]);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    response
+        .parse(&head)
+        .map_err(|e| format!("WebSocket upgrade failed: {e}"))?;
+    if response.code != Some(101) {
+        let code = response.code.unwrap_or(0);
+        let reason = response.reason.unwrap_or("");
+        return Err(format!("WebSocket upgrade refused: HTTP {code} {reason}"));
+    }
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value);
+    if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+        return Err("WebSocket upgrade failed: a wrong Sec-WebSocket-Accept".into());
+    }
+    Ok(())
+}
+
+/// Writes one masked text frame (RFC 6455 §5.2).
+async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, payload: &[u8]) -> std::io::Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh mask per frame, from the process's random hasher keys.
+    let mask = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        .to_le_bytes();
+    let mask = [mask[0], mask[1], mask[2], mask[3]];
+    let len = payload.len();
+    let mut frame = Vec::with_capacity(len + 14);
+    frame.push(0x81); // FIN, text
+    match len {
+        0..=125 => frame.push(0x80 | len as u8),
+        126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).await?;
+    stream.flush().await
 }

@@ -78,20 +78,23 @@ impl Write for Sink {
     }
 }
 
-/// Installs (once per test binary) a global TRACE subscriber writing into
-/// the returned buffer.
+/// Installs (once per test binary) a global TRACE subscriber, with the
+/// `log` bridge, writing into the returned buffer.
 fn capture() -> Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
     CAPTURED
         .get_or_init(|| {
             let captured = Captured::default();
             let writer = captured.clone();
-            let subscriber = tracing_subscriber::fmt()
+            // As an application would: tracing-subscriber's defaults, which
+            // also capture the `log` records of every dependency
+            // (tungstenite's frames, hyper's, async-h1's…).
+            tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::TRACE)
                 .with_writer(move || Sink(writer.clone()))
                 .with_ansi(false)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+                .try_init()
+                .expect("one global subscriber");
             captured
         })
         .clone()
