@@ -94,6 +94,17 @@ fn benches(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+
+    // A live change frame as the server sends it (PROTOCOL §4.5), decoded
+    // into the typed message, against a plain `serde_json::Value` parse of
+    // the same bytes (the bare limit of the live path).
+    let frame = r#"{"type":"change","subscription_id":"k12","change_type":"update","rows":[{"id":"42","name":"apricot","qty":7,"price":1.25,"_seq":"7212341234123412"}],"old_values":[{"id":"42","name":"apple","_seq":"7212341234123401"}]}"#;
+    c.bench_function("live: decode a change frame (typed)", |b| {
+        b.iter(|| black_box(kalam_proto::ws_messages::decode_text(black_box(frame)).unwrap()))
+    });
+    c.bench_function("live: serde_json::Value parse of the same frame (bare limit)", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(frame)).unwrap()))
+    });
 }
 
 criterion_group!(proto, benches);

@@ -153,23 +153,23 @@ pub enum ChangeType {
 }
 
 /// A message from the server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+///
+/// Decoded in one pass: the fields of every message type land in one flat
+/// struct and the `type` picks the variant afterwards, so a frame is never
+/// buffered first to find its tag (serde's internally tagged enums do that).
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ServerMessage {
     /// Authentication succeeded.
     AuthSuccess {
         /// User id.
-        #[serde(default)]
         user: Option<String>,
         /// Role.
-        #[serde(default)]
         role: Option<String>,
     },
     /// Authentication failed (a close 1008 follows).
     AuthError {
         /// Generic message (`Invalid credentials`, a timeout, a rate limit).
-        #[serde(default)]
         message: String,
     },
     /// A subscription was accepted.
@@ -177,10 +177,8 @@ pub enum ServerMessage {
         /// The subscription.
         subscription_id: String,
         /// Columns.
-        #[serde(default)]
         schema: Vec<SchemaField>,
         /// First page's control.
-        #[serde(default)]
         batch_control: Option<BatchControl>,
     },
     /// A page of initial data.
@@ -188,10 +186,8 @@ pub enum ServerMessage {
         /// The subscription.
         subscription_id: String,
         /// Rows as objects.
-        #[serde(default)]
         rows: Vec<LiveRow>,
         /// Paging.
-        #[serde(default)]
         batch_control: BatchControl,
     },
     /// A row changed.
@@ -201,25 +197,88 @@ pub enum ServerMessage {
         /// What happened.
         change_type: ChangeType,
         /// New values (insert, update).
-        #[serde(default)]
         rows: Vec<LiveRow>,
         /// Old values (update: changed columns; delete: the deleted row).
-        #[serde(default)]
         old_values: Vec<LiveRow>,
     },
     /// An error for a subscription, or for the connection (pseudo ids
     /// `protocol`, `rate_limit`, `subscribe`, `invalid_subscription`).
     Error {
         /// The subscription, or a pseudo id.
-        #[serde(default)]
         subscription_id: String,
         /// Server code, e.g. `INVALID_SQL`.
-        #[serde(default)]
         code: String,
         /// Message.
-        #[serde(default)]
         message: String,
     },
+}
+
+/// Every field any server message has, for the one-pass decoder.
+#[derive(Deserialize)]
+struct Flat {
+    #[serde(rename = "type")]
+    ty: String,
+    user: Option<String>,
+    role: Option<String>,
+    message: Option<String>,
+    subscription_id: Option<String>,
+    schema: Option<Vec<SchemaField>>,
+    batch_control: Option<BatchControl>,
+    rows: Option<Vec<LiveRow>>,
+    old_values: Option<Vec<LiveRow>>,
+    change_type: Option<ChangeType>,
+    code: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let f = Flat::deserialize(deserializer)?;
+        let id = |id: Option<String>| id.ok_or_else(|| D::Error::missing_field("subscription_id"));
+        Ok(match f.ty.as_str() {
+            "auth_success" => ServerMessage::AuthSuccess {
+                user: f.user,
+                role: f.role,
+            },
+            "auth_error" => ServerMessage::AuthError {
+                message: f.message.unwrap_or_default(),
+            },
+            "subscription_ack" => ServerMessage::SubscriptionAck {
+                subscription_id: id(f.subscription_id)?,
+                schema: f.schema.unwrap_or_default(),
+                batch_control: f.batch_control,
+            },
+            "initial_data_batch" => ServerMessage::InitialDataBatch {
+                subscription_id: id(f.subscription_id)?,
+                rows: f.rows.unwrap_or_default(),
+                batch_control: f.batch_control.unwrap_or_default(),
+            },
+            "change" => ServerMessage::Change {
+                subscription_id: id(f.subscription_id)?,
+                change_type: f.change_type.ok_or_else(|| D::Error::missing_field("change_type"))?,
+                rows: f.rows.unwrap_or_default(),
+                old_values: f.old_values.unwrap_or_default(),
+            },
+            "error" => ServerMessage::Error {
+                subscription_id: f.subscription_id.unwrap_or_default(),
+                code: f.code.unwrap_or_default(),
+                message: f.message.unwrap_or_default(),
+            },
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &[
+                        "auth_success",
+                        "auth_error",
+                        "subscription_ack",
+                        "initial_data_batch",
+                        "change",
+                        "error",
+                    ],
+                ));
+            }
+        })
+    }
 }
 
 /// The `_seq` of a row, read from its i64-as-string (or number) value.
