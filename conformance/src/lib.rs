@@ -18,6 +18,8 @@
 //! the one scenario that drives `kalam-proto` directly with `R`'s HTTP
 //! client.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -68,6 +70,13 @@ macro_rules! for_each_scenario {
             live_stream_outlives_client_handles,
             disconnect_ends_streams_and_closes_the_socket,
             tls_to_a_plain_server_is_a_typed_error,
+            fault_half_open,
+            fault_latency_each_way,
+            fault_bandwidth_limit,
+            fault_reset_mid_request,
+            fault_reset_mid_frame,
+            fault_refuse_then_accept,
+            fault_server_restart,
         );
     };
 }
@@ -120,6 +129,9 @@ pub trait Backend: Send + Sync {
     fn root_password(&self) -> String;
     /// The server's HS256 secret, to mint tokens it accepts (or rejects).
     fn jwt_secret(&self) -> String;
+    /// Restarts the server on the same port, keeping its data; returns
+    /// once it serves again.
+    fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 impl Backend for TestServer {
@@ -132,6 +144,9 @@ impl Backend for TestServer {
     fn jwt_secret(&self) -> String {
         TestServer::jwt_secret(self).to_owned()
     }
+    fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(TestServer::restart(self))
+    }
 }
 
 impl Backend for RealServer {
@@ -143,6 +158,10 @@ impl Backend for RealServer {
     }
     fn jwt_secret(&self) -> String {
         REAL_JWT_SECRET.into()
+    }
+    fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        // Blocks this thread for about a second; the client runs elsewhere.
+        Box::pin(async move { RealServer::restart(self) })
     }
 }
 

@@ -1078,3 +1078,412 @@ pub async fn tls_to_a_plain_server_is_a_typed_error<R: Runtime>(b: &dyn Backend)
         "expected an error from wss://, got {live:?}"
     );
 }
+
+// ------------------------------------------------------------ fault matrix
+//
+// Each fault is injected by the fault proxy (or, for a restart, by the
+// backend). What every scenario checks: a query either succeeds or fails
+// with a typed transport error (never a hang: each call is bounded by
+// PATIENCE, and the client's own short timeouts make it fail long before);
+// a live query recovers by itself, and the rows it reports are exactly the
+// rows changed, each once. Only inserts are made while the subscriber is
+// cut off, so PROTOCOL §4.8's caveats (deletions while disconnected are not
+// reported; only the latest version of a row is resent) do not hide
+// anything: every row must arrive, once.
+
+/// A client for the fault scenarios: root credentials, quick reconnects,
+/// a keepalive ping every second (so its 10 s silence limit is checked
+/// often), and `timeouts`; connection-level errors are collected in the returned
+/// list.
+fn fault_client<R: Runtime>(
+    b: &dyn Backend,
+    url: &str,
+    timeouts: KalamLinkTimeouts,
+) -> (KalamLinkClient<R>, Arc<std::sync::Mutex<Vec<String>>>) {
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = errors.clone();
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(url)
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .connection_options(
+            ConnectionOptions::default()
+                .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+                .with_ping_interval(Duration::from_secs(1)),
+        )
+        .timeouts(timeouts)
+        .on_error(move |e| sink.lock().unwrap().push(e.to_string()))
+        .build()
+        .expect("client");
+    (client, errors)
+}
+
+/// Short limits for the fault scenarios.
+fn short_timeouts() -> KalamLinkTimeouts {
+    KalamLinkTimeouts::default()
+        .with_connection_timeout(Duration::from_secs(2))
+        .with_receive_timeout(Duration::from_secs(3))
+        .with_auth_timeout(Duration::from_secs(3))
+        .with_subscribe_timeout(Duration::from_secs(3))
+}
+
+/// Runs `sql`: `Ok(rows)` or a typed transport error, within PATIENCE;
+/// anything else fails the test.
+async fn ok_or_transport<R: Runtime>(client: &KalamLinkClient<R>, sql: &str) -> std::result::Result<usize, String> {
+    match tokio::time::timeout(PATIENCE, client.execute_query(sql)).await {
+        Ok(Ok(r)) => Ok(r.rows().count()),
+        Ok(Err(Error::Transport(t))) => Err(t.to_string()),
+        Ok(Err(other)) => panic!("{sql}: expected success or a transport error, got {other:?}"),
+        Err(_) => panic!("{sql}: no answer within {PATIENCE:?} (its timeouts are shorter)"),
+    }
+}
+
+/// Runs `sql` until it succeeds (each failure a typed transport error), at
+/// most `tries` times; the number of rows.
+async fn succeeds_soon<R: Runtime>(client: &KalamLinkClient<R>, sql: &str, tries: usize) -> usize {
+    let mut failures = Vec::new();
+    for _ in 0..tries {
+        match ok_or_transport(client, sql).await {
+            Ok(n) => return n,
+            Err(e) => failures.push(e),
+        }
+    }
+    panic!("{sql}: still failing after {tries} tries: {failures:?}")
+}
+
+/// Reads `s` until every row of `want` has been reported (as an insert, an
+/// update, or in initial rows of a resume), within PATIENCE; fails if a row
+/// is reported twice, or a row not in `want` is reported. Returns the
+/// events, described.
+async fn rows_exactly_once(s: &mut LiveEvents, want: &[i64], what: &str) -> Vec<String> {
+    let want: std::collections::BTreeSet<i64> = want.iter().copied().collect();
+    let mut seen = std::collections::BTreeMap::<i64, usize>::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !want.iter().all(|id| seen.contains_key(id)) {
+        let e = match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(Ok(e))) => e,
+            Ok(Some(Err(e))) => panic!("{what}: the live query ended with {e:?}; events {events:?}"),
+            Ok(None) => panic!("{what}: the live query ended; events {events:?}"),
+            Err(_) => {
+                let missing: Vec<_> = want.iter().filter(|id| !seen.contains_key(id)).collect();
+                panic!("{what}: rows {missing:?} never arrived; events {events:?}")
+            }
+        };
+        events.push(describe(&e));
+        match &e {
+            LiveEvent::InitialRows { rows, .. } => {
+                for r in rows {
+                    *seen.entry(id_of(r)).or_default() += 1;
+                }
+            }
+            LiveEvent::Insert { row } | LiveEvent::Update { row, .. } => *seen.entry(id_of(row)).or_default() += 1,
+            LiveEvent::Delete { old } => panic!("{what}: unexpected delete of {}; events {events:?}", id_of(old)),
+            LiveEvent::Closed(e) => panic!("{what}: the live query closed ({e:?}); events {events:?}"),
+            _ => {}
+        }
+    }
+    let wrong: Vec<_> = seen.iter().filter(|(id, n)| **n > 1 || !want.contains(id)).collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: rows reported twice or not changed ((id, times): {wrong:?}); events {events:?}"
+    );
+    events
+}
+
+/// `n` characters that do not compress (a frame this size stays large with
+/// gzip too).
+fn incompressible(n: usize) -> String {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// Latency of 50–200 ms each way (jittered per piece, order kept): queries
+/// and a live query work, and every change arrives once.
+pub async fn fault_latency_each_way<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    proxy.set_latency_each_way(Duration::from_millis(50), Duration::from_millis(200));
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_latency").await;
+    insert(&writer, &table, 1).await;
+    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let c = client.clone();
+            spawn::<R, _>(async move { c.execute_query(&format!("SELECT {i}")).await })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.expect("a query over a slow network");
+        assert_eq!(
+            r.rows().next().expect("a row").get::<i64, _>(0).expect("a number"),
+            i as i64
+        );
+    }
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe over a slow network");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    for id in 2..=5 {
+        insert(&writer, &table, id).await;
+    }
+    rows_exactly_once(&mut s, &[2, 3, 4, 5], "changes over a slow network").await;
+    assert_eq!(proxy.ws_upgrades(), 1, "no reconnect was needed");
+}
+
+/// A 16 KiB/s link each way: a 20-row answer of ~10 KB (about 0.6 s on the
+/// wire) arrives whole; a client whose receive timeout is shorter than the
+/// transfer gets a typed timeout; the live query's initial rows and changes
+/// arrive once.
+pub async fn fault_bandwidth_limit<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    proxy.set_bandwidth(Some(16 * 1024));
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_bandwidth").await;
+    let name = incompressible(480);
+    for id in 1..=20 {
+        writer
+            .execute_query(&format!(
+                "INSERT INTO {table} (id, name, qty) VALUES ({id}, '{name}', {id})"
+            ))
+            .await
+            .expect("insert");
+    }
+    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let n = client
+        .execute_query(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("a 10 KB answer through 16 KiB/s")
+        .rows()
+        .count();
+    assert_eq!(n, 20);
+    // At 16 KiB/s the answer needs at least 0.5 s: a 150 ms receive timeout
+    // must fire (a token, so that no login is needed).
+    let now = unix_now();
+    let impatient = KalamLinkClient::<R>::builder()
+        .base_url(proxy.url())
+        .jwt_token(mint(&b.jwt_secret(), "root", "system", "access", now, now + 3600))
+        .timeouts(short_timeouts().with_receive_timeout(Duration::from_millis(150)))
+        .build()
+        .expect("client");
+    match tokio::time::timeout(PATIENCE, impatient.execute_query(&format!("SELECT * FROM {table}"))).await {
+        Ok(Err(Error::Transport(TransportError::Timeout(_)))) => {}
+        other => panic!("expected a typed receive timeout, got {other:?}"),
+    }
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe through 16 KiB/s");
+    rows_exactly_once(&mut s, &(1..=20).collect::<Vec<_>>(), "initial rows").await;
+    for id in 21..=23 {
+        insert(&writer, &table, id).await;
+    }
+    rows_exactly_once(&mut s, &[21, 22, 23], "changes through 16 KiB/s").await;
+    proxy.set_bandwidth(None);
+}
+
+/// The connection is reset after 30 bytes of a request, and (another one)
+/// after 20 bytes of an answer: each query succeeds (if the client could
+/// safely try again) or fails with a typed transport error; the client
+/// stays usable, and an insert whose answer was lost is not sent twice.
+pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_reset_http").await;
+    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    client
+        .execute_query("SELECT 1")
+        .await
+        .expect("warm: logged in, a pooled connection");
+
+    proxy.reset_request_after(30);
+    let first = ok_or_transport(
+        &client,
+        &format!("INSERT INTO {table} (id, name, qty) VALUES (1, 'cut request', 1)"),
+    )
+    .await;
+    assert_eq!(proxy.resets(), 1, "the request was cut");
+
+    proxy.reset_response_after(20);
+    let second = ok_or_transport(
+        &client,
+        &format!("INSERT INTO {table} (id, name, qty) VALUES (2, 'cut answer', 2)"),
+    )
+    .await;
+    assert_eq!(proxy.resets(), 2, "the answer was cut");
+
+    let ids: Vec<i64> = {
+        let r = client
+            .execute_query(&format!("SELECT id FROM {table} ORDER BY id"))
+            .await
+            .expect("a query after the resets");
+        r.rows().map(|row| row.get::<i64, _>(0).expect("an id")).collect()
+    };
+    // A request cut before it was whole never ran (unless it was retried);
+    // the insert whose answer was cut ran exactly once.
+    if first.is_ok() {
+        assert!(ids.contains(&1), "insert 1 reported success but is missing: {ids:?}");
+    }
+    assert!(
+        ids.contains(&2),
+        "insert 2 (its answer cut) did not run: {ids:?} ({second:?})"
+    );
+    assert!(ids.iter().all(|id| [1, 2].contains(id)), "{ids:?}");
+}
+
+/// The WebSocket is reset in the middle of a server frame (a ~4 KB change
+/// notification, cut after 600 bytes): the half-read frame is not
+/// reported, the live query reconnects and resumes, and every row arrives
+/// once.
+pub async fn fault_reset_mid_frame<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_reset_ws").await;
+    insert(&writer, &table, 1).await;
+    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    proxy.reset_response_after(600);
+    writer
+        .execute_query(&format!(
+            "INSERT INTO {table} (id, name, qty) VALUES (2, '{}', 2)",
+            incompressible(4000)
+        ))
+        .await
+        .expect("insert the big row");
+    eventually("the proxy never cut the frame", || proxy.resets() == 1).await;
+    for id in 3..=4 {
+        insert(&writer, &table, id).await;
+    }
+    rows_exactly_once(&mut s, &[2, 3, 4], "after a reset mid-frame").await;
+    assert!(proxy.ws_upgrades() >= 2, "it reconnected");
+    insert(&writer, &table, 5).await;
+    rows_exactly_once(&mut s, &[5], "live again").await;
+}
+
+/// Half-open connections: the proxy stops forwarding on every open
+/// connection, both ways, without closing anything. An HTTP query fails
+/// with a typed timeout after the receive timeout (1 s; new connections are
+/// stalled too at that point), then queries work again on new connections.
+/// The WebSocket is declared dead by the client's silence limit (10 s: the
+/// server never pings, the client pings and hears nothing back), and the
+/// live query reconnects and resumes: rows inserted meanwhile arrive once.
+pub async fn fault_half_open<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_half_open").await;
+    insert(&writer, &table, 1).await;
+    let (client, _) = fault_client::<R>(
+        b,
+        &proxy.url(),
+        short_timeouts().with_receive_timeout(Duration::from_secs(1)),
+    );
+    client.execute_query("SELECT 1").await.expect("warm");
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+
+    proxy.freeze_open();
+    proxy.set_stall(true);
+    match tokio::time::timeout(PATIENCE, client.execute_query("SELECT 2")).await {
+        Ok(Err(Error::Transport(TransportError::Timeout(_)))) => {}
+        other => panic!("expected a typed receive timeout on a half-open connection, got {other:?}"),
+    }
+    proxy.set_stall(false);
+    assert_eq!(succeeds_soon(&client, "SELECT 3", 3).await, 1);
+
+    for id in 2..=3 {
+        insert(&writer, &table, id).await;
+    }
+    rows_exactly_once(&mut s, &[2, 3], "after the WebSocket went half-open").await;
+    assert!(proxy.ws_upgrades() >= 2, "it reconnected");
+    insert(&writer, &table, 4).await;
+    rows_exactly_once(&mut s, &[4], "live again").await;
+}
+
+/// Connections are refused for a while (every connection reset at once,
+/// open ones cut): queries fail with a typed transport error, the live
+/// query keeps trying; once connections are accepted again, queries work
+/// and the live query resumes with every row inserted meanwhile, once.
+pub async fn fault_refuse_then_accept<R: Runtime>(b: &dyn Backend) {
+    let proxy = proxy(b).await;
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_refuse").await;
+    insert(&writer, &table, 1).await;
+    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+
+    proxy.set_refuse(true);
+    proxy.drop_all();
+    for id in 2..=3 {
+        insert(&writer, &table, id).await;
+    }
+    let refused_before = proxy.refused();
+    match tokio::time::timeout(PATIENCE, client.execute_query("SELECT 1")).await {
+        Ok(Err(Error::Transport(_))) => {}
+        other => panic!("expected a transport error while refused, got {other:?}"),
+    }
+    // (It may have failed on a kept-alive connection the cut had just
+    // closed, or on a refused new one: either way a typed transport error.)
+    eventually("the live query did not try to reconnect while refused", || {
+        proxy.refused() >= refused_before + 3
+    })
+    .await;
+    proxy.set_refuse(false);
+
+    assert_eq!(succeeds_soon(&client, "SELECT 1", 3).await, 1);
+    rows_exactly_once(&mut s, &[2, 3], "after connections were accepted again").await;
+    insert(&writer, &table, 4).await;
+    rows_exactly_once(&mut s, &[4], "live again").await;
+}
+
+/// The server restarts (on the same port, with its data): the live query
+/// reconnects by itself and resumes from its last row, so the rows inserted
+/// after the restart arrive once, and nothing from before is resent; HTTP
+/// queries work again (the first may fail with a typed transport error);
+/// the data survived.
+pub async fn fault_server_restart<R: Runtime>(b: &dyn Backend) {
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, "conf_restart").await;
+    insert(&writer, &table, 1).await;
+    let (client, errors) = fault_client::<R>(b, &b.url(), short_timeouts());
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    insert(&writer, &table, 2).await;
+    rows_exactly_once(&mut s, &[2], "before the restart").await;
+
+    b.restart().await;
+
+    let writer = root::<R>(b, &b.url());
+    for id in 3..=4 {
+        insert(&writer, &table, id).await;
+    }
+    assert_eq!(
+        succeeds_soon(&client, &format!("SELECT * FROM {table}"), 3).await,
+        4,
+        "the data survived the restart"
+    );
+    rows_exactly_once(&mut s, &[3, 4], "after the restart").await;
+    insert(&writer, &table, 5).await;
+    rows_exactly_once(&mut s, &[5], "live again").await;
+    let _ = errors;
+}

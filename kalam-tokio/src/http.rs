@@ -56,12 +56,28 @@ impl HttpClient {
 
     async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<http::Response<Bytes>, TransportError> {
         let now = || tokio::time::Instant::now().into_std();
-        let mut sender = match self.pool.take(now(), |s| !s.is_closed()) {
-            Some(s) => s,
-            None => self.connect().await?,
+        let (mut sender, reused) = match self.pool.take(now(), |s| !s.is_closed()) {
+            Some(s) => (s, true),
+            None => (self.connect().await?, false),
         };
+        // A kept-alive connection the server closed meanwhile fails before
+        // the request leaves: then, and only then (nothing was sent, so
+        // nothing can have run twice), a fresh connection takes it.
+        if reused && sender.ready().await.is_err() {
+            sender = self.connect().await?;
+        }
         sender.ready().await.map_err(io_error)?;
-        let response = sender.send_request(request).await.map_err(io_error)?;
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut unsent) => match unsent.take_message() {
+                Some(request) if reused => {
+                    sender = self.connect().await?;
+                    sender.ready().await.map_err(io_error)?;
+                    sender.send_request(request).await.map_err(io_error)?
+                }
+                _ => return Err(io_error(unsent.into_error())),
+            },
+        };
         let (parts, body) = response.into_parts();
         let max = self.limits.max_body;
         let body = Limited::new(body, max)

@@ -449,7 +449,7 @@ impl TestServerBuilder {
             addr,
             state,
             stop,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         }
     }
 }
@@ -459,7 +459,7 @@ pub struct TestServer {
     addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for TestServer {
@@ -643,11 +643,43 @@ impl TestServer {
     }
 
     /// Stops the server and waits for it.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.drop_all_sockets();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
             let _ = task.await;
+        }
+    }
+
+    /// Restarts the server on the same port, keeping its data (tables,
+    /// rows, users, issued tokens), as a server process restarted by an
+    /// operator: every connection is cut (WebSockets without a close frame),
+    /// the port refuses connections for a moment, then it serves again.
+    /// Subscriptions are gone, as on the real server.
+    pub async fn restart(&self) {
+        let _ = self.stop.send(true);
+        self.drop_all_sockets();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await; // the listener is closed
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                // Not free yet: the old listener is going away.
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("the test server could not bind {} again: {e}", self.addr),
+            }
+        };
+        self.stop.send_replace(false);
+        let task = tokio::spawn(http::serve(listener, self.state.clone(), self.stop.subscribe()));
+        if let Ok(mut t) = self.task.lock() {
+            *t = Some(task);
         }
     }
 }
@@ -656,7 +688,7 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.drop_all_sockets();
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
             task.abort();
         }
     }

@@ -8,18 +8,31 @@
 //!   knows how many connections (and WebSockets among them) are open;
 //! - [`FaultProxy::drop_all`] cuts every open connection at once (a server
 //!   crash or network loss as the client sees it), without a close frame;
-//! - [`FaultProxy::set_refuse`] makes new connections fail;
+//! - [`FaultProxy::set_refuse`] makes new connections fail (reset at once);
 //! - [`FaultProxy::set_stall`] lets connections open but forwards nothing;
-//! - [`FaultProxy::set_latency`] delays what the server sends back.
+//! - [`FaultProxy::freeze_open`] makes the connections open now half-open
+//!   for good: nothing more is forwarded either way and nothing is closed,
+//!   while new connections work;
+//! - [`FaultProxy::set_latency`] delays what the server sends back, and
+//!   [`FaultProxy::set_latency_each_way`] delays both directions by a
+//!   jittered amount;
+//! - [`FaultProxy::set_bandwidth`] throttles every connection to so many
+//!   bytes per second in each direction;
+//! - [`FaultProxy::reset_request_after`] and
+//!   [`FaultProxy::reset_response_after`] reset (RST) the connection that
+//!   carries the next N bytes client→server or server→client, after
+//!   forwarding exactly those N bytes: a reset in the middle of a request, a
+//!   response or a WebSocket frame.
 //!
 //! It binds 127.0.0.1 on a free port and stops when dropped.
 
+use std::future::pending;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -35,14 +48,70 @@ pub struct SeenRequest {
     pub auth_scheme: Option<String>,
 }
 
+/// A direction of traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// Client → server.
+    Up,
+    /// Server → client.
+    Down,
+}
+
 struct Shared {
     requests: Mutex<Vec<SeenRequest>>,
     connections: AtomicUsize,
     open: AtomicUsize,
     open_ws: AtomicUsize,
     refuse: AtomicBool,
+    refused: AtomicUsize,
+    resets: AtomicUsize,
     stall: watch::Sender<bool>,
-    latency: Mutex<Duration>,
+    /// Bumped by `freeze_open`: a connection opened before the bump forwards
+    /// nothing more.
+    freeze: watch::Sender<u64>,
+    /// (min, max) delay of each direction: up, down.
+    latency: Mutex<[(Duration, Duration); 2]>,
+    /// Bytes per second per direction and connection; 0: unlimited.
+    bandwidth: AtomicU64,
+    /// Armed resets: bytes still to forward up / down before the reset.
+    reset_after: Mutex<[Option<usize>; 2]>,
+    /// Jitter generator state (xorshift).
+    rng: AtomicU64,
+}
+
+impl Shared {
+    fn latency(&self, dir: Dir) -> Duration {
+        let (min, max) = self.latency.lock().map(|l| l[dir as usize]).unwrap_or_default();
+        if max <= min {
+            return min;
+        }
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        let span = (max - min).as_micros() as u64;
+        min + Duration::from_micros(x % (span + 1))
+    }
+
+    /// How much of `len` bytes going `dir` may be forwarded, and whether the
+    /// connection is to be reset after them.
+    fn take_budget(&self, dir: Dir, len: usize) -> (usize, bool) {
+        let Ok(mut armed) = self.reset_after.lock() else {
+            return (len, false);
+        };
+        match armed[dir as usize] {
+            Some(left) if left <= len => {
+                armed[dir as usize] = None;
+                (left, true)
+            }
+            Some(left) => {
+                armed[dir as usize] = Some(left - len);
+                (len, false)
+            }
+            None => (len, false),
+        }
+    }
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`. See the module docs.
@@ -71,8 +140,14 @@ impl FaultProxy {
             open: AtomicUsize::new(0),
             open_ws: AtomicUsize::new(0),
             refuse: AtomicBool::new(false),
+            refused: AtomicUsize::new(0),
+            resets: AtomicUsize::new(0),
             stall: watch::channel(false).0,
-            latency: Mutex::new(Duration::ZERO),
+            freeze: watch::channel(0).0,
+            latency: Mutex::new([(Duration::ZERO, Duration::ZERO); 2]),
+            bandwidth: AtomicU64::new(0),
+            reset_after: Mutex::new([None, None]),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         });
         let (generation, _) = watch::channel(0u64);
         let accept_task = {
@@ -81,6 +156,8 @@ impl FaultProxy {
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if shared.refuse.load(Ordering::SeqCst) {
+                        shared.refused.fetch_add(1, Ordering::SeqCst);
+                        let _ = client.set_zero_linger();
                         drop(client);
                         continue;
                     }
@@ -124,9 +201,20 @@ impl FaultProxy {
             .count()
     }
 
-    /// TCP connections accepted so far.
+    /// TCP connections accepted so far (refused ones not counted).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections refused so far (see [`set_refuse`](Self::set_refuse)).
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections reset by an armed [`reset_request_after`](Self::reset_request_after)
+    /// or [`reset_response_after`](Self::reset_response_after).
+    pub fn resets(&self) -> usize {
+        self.shared.resets.load(Ordering::SeqCst)
     }
 
     /// TCP connections open right now (HTTP keep-alive ones included).
@@ -147,7 +235,9 @@ impl FaultProxy {
         self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Refuse (accept and close at once) new connections while `on`.
+    /// Refuse new connections while `on`: each is accepted and reset at
+    /// once (the client sees a reset before any byte, as from a server
+    /// that is not listening).
     pub fn set_refuse(&self, on: bool) {
         self.shared.refuse.store(on, Ordering::SeqCst);
     }
@@ -157,12 +247,55 @@ impl FaultProxy {
         self.shared.stall.send_replace(on);
     }
 
+    /// Makes every connection open now half-open for good: from now on it
+    /// forwards nothing in either direction (what arrives is read and
+    /// discarded, so writes keep succeeding) and nothing closes it, as when
+    /// a NAT or a peer silently loses the connection. Connections opened
+    /// later work normally. `drop_all` or dropping the proxy still cuts them.
+    pub fn freeze_open(&self) {
+        self.shared.freeze.send_modify(|g| *g += 1);
+    }
+
     /// Hold everything the server sends back for `d` before passing it on
     /// (each piece `d` after it arrived, in order: a slow network, not a slow
     /// server). Applies to open connections too.
     pub fn set_latency(&self, d: Duration) {
         if let Ok(mut l) = self.shared.latency.lock() {
-            *l = d;
+            l[Dir::Down as usize] = (d, d);
+        }
+    }
+
+    /// Delay each piece of traffic, both ways, by an amount drawn from
+    /// `min..=max` (order is kept). Applies to open connections too.
+    pub fn set_latency_each_way(&self, min: Duration, max: Duration) {
+        if let Ok(mut l) = self.shared.latency.lock() {
+            *l = [(min, max.max(min)); 2];
+        }
+    }
+
+    /// Throttle every connection to `bytes_per_sec` in each direction
+    /// (`None`: unlimited). Applies to open connections too.
+    pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
+        self.shared
+            .bandwidth
+            .store(bytes_per_sec.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The connection that carries the next `n` bytes from a client to the
+    /// server (counted from now, over all connections) forwards exactly those
+    /// and is then reset on both sides: a request cut in the middle. Once.
+    pub fn reset_request_after(&self, n: usize) {
+        if let Ok(mut armed) = self.shared.reset_after.lock() {
+            armed[Dir::Up as usize] = Some(n);
+        }
+    }
+
+    /// As [`reset_request_after`](Self::reset_request_after), for the next
+    /// `n` bytes from the server to a client: an answer, or a WebSocket
+    /// frame, cut in the middle. Once.
+    pub fn reset_response_after(&self, n: usize) {
+        if let Ok(mut armed) = self.shared.reset_after.lock() {
+            armed[Dir::Down as usize] = Some(n);
         }
     }
 }
@@ -206,83 +339,118 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn serve(client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+/// Copies `r` to `w` in direction `dir` with the proxy's faults applied.
+/// Reading and writing run apart, so that latency delays each chunk by its
+/// own amount instead of adding up, and a frozen or stalled connection keeps
+/// reading. `kill` is raised when an armed reset fires.
+async fn forward(
+    mut r: impl AsyncRead + Unpin,
+    mut w: impl AsyncWrite + Unpin,
+    dir: Dir,
+    shared: &Shared,
+    frozen_at: u64,
+    kill: &watch::Sender<bool>,
+    mut on_read: impl FnMut(&[u8]),
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            on_read(&buf[..n]);
+            if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        let mut next_free = Instant::now();
+        while let Some((arrived, chunk)) = rx.recv().await {
+            let latency = shared.latency(dir);
+            if !latency.is_zero() {
+                tokio::time::sleep_until(arrived + latency).await;
+            }
+            let _ = shared.stall.subscribe().wait_for(|stalled| !stalled).await;
+            if *shared.freeze.borrow() != frozen_at {
+                pending::<()>().await;
+            }
+            let (allowed, reset) = shared.take_budget(dir, chunk.len());
+            let rate = shared.bandwidth.load(Ordering::SeqCst);
+            let piece = if rate == 0 {
+                allowed.max(1)
+            } else {
+                ((rate / 50) as usize).clamp(1, 16 * 1024)
+            };
+            for part in chunk[..allowed].chunks(piece) {
+                if rate != 0 {
+                    tokio::time::sleep_until(next_free).await;
+                }
+                if w.write_all(part).await.is_err() {
+                    return;
+                }
+                if rate != 0 {
+                    next_free =
+                        next_free.max(Instant::now()) + Duration::from_secs_f64(part.len() as f64 / rate as f64);
+                }
+            }
+            if reset {
+                let _ = w.flush().await;
+                shared.resets.fetch_add(1, Ordering::SeqCst);
+                kill.send_replace(true);
+                pending::<()>().await;
+            }
+        }
+        let _ = w.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
+async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
     let guard = OpenGuard::new(shared.clone());
-    let Ok(server) = TcpStream::connect(&upstream).await else {
+    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+        // Nothing listens upstream (a server restarting): the client sees a
+        // reset, as it would without the proxy.
+        let _ = client.set_zero_linger();
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let up = {
-        let shared = shared.clone();
+    let frozen_at = *shared.freeze.borrow();
+    let (kill, mut killed) = watch::channel(false);
+    let start = *cut.borrow_and_update();
+    let mut reset = false;
+    {
+        let (cr, cw) = client.split();
+        let (sr, sw) = server.split();
+        let mut parser = RequestParser::default();
         let guard = &guard;
-        async move {
-            let mut parser = RequestParser::default();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                for seen in parser.feed(&buf[..n]) {
-                    if parser.upgraded {
-                        guard.upgraded();
-                    }
-                    if let Ok(mut r) = shared.requests.lock() {
-                        r.push(seen);
-                    }
+        let shared_up = shared.clone();
+        let up = forward(cr, sw, Dir::Up, &shared, frozen_at, &kill, move |data| {
+            for seen in parser.feed(data) {
+                if parser.upgraded {
+                    guard.upgraded();
                 }
-                let _ = shared.stall.subscribe().wait_for(|stalled| !stalled).await;
-                if sw.write_all(&buf[..n]).await.is_err() {
-                    break;
+                if let Ok(mut r) = shared_up.requests.lock() {
+                    r.push(seen);
                 }
             }
-            let _ = sw.shutdown().await;
+        });
+        let down = forward(sr, cw, Dir::Down, &shared, frozen_at, &kill, |_| {});
+        tokio::select! {
+            _ = async { tokio::join!(up, down) } => {}
+            _ = cut.wait_for(|g| *g != start) => {}
+            _ = killed.wait_for(|k| *k) => reset = true,
         }
-    };
-    let down = {
-        let shared = shared.clone();
-        async move {
-            // Read and write apart, so that latency delays each chunk by the
-            // same amount instead of adding up.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-            let read = async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
-                        break;
-                    }
-                }
-            };
-            let write = async move {
-                while let Some((arrived, chunk)) = rx.recv().await {
-                    let latency = shared.latency.lock().map(|l| *l).unwrap_or_default();
-                    if !latency.is_zero() {
-                        tokio::time::sleep_until(arrived + latency).await;
-                    }
-                    let _ = shared.stall.subscribe().wait_for(|stalled| !stalled).await;
-                    if cw.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = cw.shutdown().await;
-            };
-            tokio::join!(read, write);
-        }
-    };
-    let start = *cut.borrow_and_update();
-    tokio::select! {
-        _ = async { tokio::join!(up, down) } => {}
-        _ = cut.wait_for(|g| *g != start) => {}
     }
-    // Dropping the halves here closes both sockets (and then the guard
-    // stops counting the connection).
+    if reset {
+        let _ = client.set_zero_linger();
+        let _ = server.set_zero_linger();
+    }
+    // Dropping the sockets here closes them (and then the guard stops
+    // counting the connection).
 }
 
 /// Finds request heads in a client's byte stream: HTTP/1.1 with keep-alive

@@ -1,8 +1,12 @@
 //! The real KalamDB server of `../shared/kalamdb-server`, for tests that
 //! run the same exchanges against it and against the kit.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Root password the real server is started with.
 pub const REAL_ROOT_PASSWORD: &str = "kalamdb123";
@@ -23,12 +27,19 @@ pub fn real_server_present() -> bool {
 }
 
 /// A throwaway real KalamDB server, stopped (and its data deleted) on drop.
+///
+/// It never outlives the test process: `Drop` stops it, including while a
+/// failing test unwinds; a failed start stops whatever it left running; and
+/// a watchdog (a small shell loop beside the server) stops it if the test
+/// process dies without unwinding (aborted or killed).
 #[derive(Debug)]
 pub struct RealServer {
     url: String,
-    pid: String,
     data_dir: String,
     dir: PathBuf,
+    /// The running server: its PID, and its `Child` once
+    /// [`restart`](Self::restart) started it (to reap it when it stops).
+    process: Mutex<(String, Option<Child>)>,
 }
 
 impl RealServer {
@@ -51,24 +62,36 @@ impl RealServer {
             cmd.env(k, v);
         }
         let out = cmd.output().expect("run start.sh");
-        assert!(
-            out.status.success(),
-            "start.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let line = String::from_utf8_lossy(&out.stdout).to_string();
         let field = |k: &str| {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(k))
-                .unwrap_or_else(|| panic!("no {k} in start.sh output {line:?}"))
-                .to_owned()
+                .map(str::to_owned)
         };
-        RealServer {
-            url: field("URL="),
-            pid: field("PID="),
-            data_dir: field("DATA_DIR="),
+        let (Some(pid), Some(data_dir), Some(url), true) =
+            (field("PID="), field("DATA_DIR="), field("URL="), out.status.success())
+        else {
+            // start.sh gave up; a server that did not answer in time is
+            // still running ("PID n still running"): stop it.
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if let Some(pid) = stderr
+                .split("(PID ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .or(field("PID=").as_deref())
+            {
+                let _ = Command::new("bash").arg(dir.join("stop.sh")).arg(pid).output();
+            }
+            panic!("start.sh failed: {line} {stderr}");
+        };
+        let server = RealServer {
+            url,
+            data_dir,
             dir,
-        }
+            process: Mutex::new((pid, None)),
+        };
+        server.watchdog();
+        server
     }
 
     /// Starts one with the defaults.
@@ -80,14 +103,140 @@ impl RealServer {
     pub fn url(&self) -> String {
         self.url.clone()
     }
+
+    /// Stops the server (SIGTERM, as an operator would) and starts it again
+    /// on the same port with the same data directory and configuration:
+    /// tables, rows and users survive, connections and subscriptions do not.
+    /// Returns once it answers `/health` again. Blocks the calling thread
+    /// for about a second.
+    pub fn restart(&self) {
+        let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = process.0.clone();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the server's binary");
+        // The server's own environment (start.sh's KALAMDB_* settings).
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the server's environment");
+        let env: Vec<(String, String)> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        let stopped = Command::new("bash")
+            .arg(self.dir.join("stop.sh"))
+            .arg(&pid)
+            .env("KALAMDB_KEEP_DATA", "1")
+            .output()
+            .expect("run stop.sh");
+        assert!(
+            stopped.status.success(),
+            "stop.sh: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+        if let Some(mut child) = process.1.take() {
+            let _ = child.wait();
+        }
+        let data_dir = PathBuf::from(&self.data_dir);
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let child = loop {
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(data_dir.join("server.out"))
+                .expect("server.out");
+            let mut child = Command::new(&exe)
+                .arg(data_dir.join("server.toml"))
+                .current_dir(&data_dir)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("server.out"))
+                .stderr(log)
+                .spawn()
+                .expect("start the server again");
+            let new_pid = child.id().to_string();
+            // stop.sh deletes the data dir only if server.pid names the server.
+            std::fs::write(data_dir.join("server.pid"), &new_pid).expect("server.pid");
+            *process = (new_pid, None);
+            let up = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false; // died (the port not free yet?): try again
+                }
+                if health(&addr) {
+                    break true;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the restarted server did not answer /health (see {}/server.out)",
+                    self.data_dir
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if up {
+                break child;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start again (see {}/server.out)",
+                self.data_dir
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        process.1 = Some(child);
+    }
+
+    /// Stops the server if this process dies without dropping it: a shell
+    /// loop that waits for this process to end, then stops whatever
+    /// `server.pid` names (nothing once `Drop` deleted the data directory).
+    fn watchdog(&self) {
+        let script = format!(
+            "while kill -0 {me} 2>/dev/null && [ -d '{dir}' ]; do sleep 1; done; \
+             [ -f '{dir}/server.pid' ] && exec bash '{stop}' \"$(cat '{dir}/server.pid')\" '{dir}'",
+            me = std::process::id(),
+            dir = self.data_dir,
+            stop = self.dir.join("stop.sh").display(),
+        );
+        let _ = Command::new("setsid")
+            .arg("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(|mut child| {
+                // `setsid` forks only when it must; reap it from a thread.
+                std::thread::spawn(move || child.wait());
+            });
+    }
+}
+
+/// Whether `GET /health` at `addr` answers 200.
+fn health(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 impl Drop for RealServer {
     fn drop(&mut self) {
+        let process = self.process.get_mut().unwrap_or_else(|p| p.into_inner());
         let _ = Command::new("bash")
             .arg(self.dir.join("stop.sh"))
-            .arg(&self.pid)
+            .arg(&process.0)
             .arg(&self.data_dir)
             .output();
+        if let Some(mut child) = process.1.take() {
+            let _ = child.wait();
+        }
     }
 }

@@ -146,33 +146,42 @@ async fn subscribe(ws: &mut Ws, id: &str, sql: &str) -> Value {
 async fn a_burst_over_the_message_rate_is_refused_frame_by_frame() {
     let server = TestServer::builder().max_ws_messages_per_sec(5).start().await;
     let token = server.mint_token(Mint::access("root"));
+    // Before the socket (and its full bucket of five) exists.
+    let started = tokio::time::Instant::now();
     let mut ws = open(&server, Some(&token)).await;
     assert_eq!(next_json(&mut ws).await["type"], "auth_success");
     for _ in 0..15 {
         send_json(&mut ws, json!({"type": "ping"})).await;
     }
-    // Pings get no answer; each refused one gets an error frame. Five pass
-    // at least (the full bucket), so at most ten are refused; at least one
-    // is, unless sending fifteen frames took two seconds.
-    let first = next_json(&mut ws).await;
-    assert_eq!(
-        first,
-        json!({"type": "error", "subscription_id": "rate_limit", "code": "RATE_LIMIT_EXCEEDED", "message": "Too many messages"})
-    );
-    let refused = server.counters().ws_rate_limited;
-    assert!((1..=10).contains(&refused), "{refused}");
-    // Still open: a control ping (not counted) is answered.
+    // A control ping (not counted) after the burst: its pong comes once
+    // all fifteen were read, and shows the connection is still open.
     ws.send(Message::Ping(b"still there".to_vec().into())).await.unwrap();
+    // Pings get no answer; each refused one gets an error frame.
+    let mut refused = 0;
     loop {
         match recv(&mut ws).await {
             Message::Pong(p) => {
                 assert_eq!(&p[..], b"still there");
                 break;
             }
-            Message::Text(_) => {} // the other refusals
-            other => panic!("{other:?}"),
+            m => {
+                assert_eq!(
+                    json_of(&m),
+                    json!({"type": "error", "subscription_id": "rate_limit", "code": "RATE_LIMIT_EXCEEDED", "message": "Too many messages"})
+                );
+                refused += 1;
+            }
         }
     }
+    assert_eq!(server.counters().ws_rate_limited, refused);
+    // The full bucket lets five pass; while the burst lasted, it refilled
+    // by at most five a second (whole tokens). Usually that is none, and
+    // exactly ten are refused; a slow machine only lowers the bound.
+    let refills = (5.0 * started.elapsed().as_secs_f64()) as usize;
+    assert!(
+        (10usize.saturating_sub(refills)..=10).contains(&refused),
+        "{refused} refused ({refills} refills at most)"
+    );
 }
 
 /// Subscriptions per user, across connections: one over the limit is
