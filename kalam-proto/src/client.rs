@@ -45,6 +45,7 @@ use crate::machine::{
     RequestKind,
 };
 use crate::options::{ConnectionOptions, KalamLinkTimeouts};
+use crate::secret::Secret;
 use crate::time::{Instant, Now};
 use crate::ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
 use crate::ws_messages::SubscriptionOptions;
@@ -209,6 +210,8 @@ pub struct ClientCore<W> {
     ops: HashMap<OpId, W>,
     /// The token request made for the WebSocket, if any.
     ws_token: Option<OpId>,
+    /// The token last handed to the session (sent when its socket opens).
+    session_token: Option<Secret>,
     connect_waiters: Vec<W>,
     /// Live subscriptions, with their caller while it waits for the ack.
     subs: HashMap<SubId, Option<W>>,
@@ -232,6 +235,7 @@ impl<W> ClientCore<W> {
             config,
             ops: HashMap::new(),
             ws_token: None,
+            session_token: None,
             connect_waiters: Vec::new(),
             subs: HashMap::new(),
             callbacks: BTreeSet::new(),
@@ -402,6 +406,17 @@ impl<W> ClientCore<W> {
     /// The socket of `attempt` is open. `false`: not wanted any more; the
     /// driver closes it.
     pub fn handle_socket_open(&mut self, attempt: u64, now: Now) -> bool {
+        // The token was handed over when the socket was asked for; it may
+        // have expired, been refused or replaced meanwhile: never send it then.
+        if self
+            .session_token
+            .as_ref()
+            .is_some_and(|t| self.auth.access_token(now) != Some(t))
+        {
+            self.ws.handle_token_stale(attempt, now);
+            self.pump(now);
+            return false;
+        }
         let wanted = self.ws.handle_connected(attempt, now);
         if wanted {
             self.socket = Some(attempt);
@@ -498,6 +513,7 @@ impl<W> ClientCore<W> {
                         Reply::Token(t) => Ok(t),
                         other => Err(Error::Runtime(format!("expected a token, got {other:?}"))),
                     });
+                    self.session_token = token.as_ref().ok().cloned();
                     self.ws.handle_token(token, now);
                 } else if let Some(waiter) = self.ops.remove(&op) {
                     self.complete(waiter, result.map(Answer::Reply));

@@ -697,6 +697,12 @@ impl AuthMachine {
     fn op_failed(&mut self, op: OpId, token_gen: u64, error: Error, now: Now) {
         let current = token_gen == self.token_gen;
         if error.is_token_expired() {
+            // The server refused the token: never send it again, whether or
+            // not this operation may be retried.
+            if current {
+                self.access = None;
+                self.token_gen += 1;
+            }
             let Some(pending) = self.ops.get_mut(&op) else {
                 return;
             };
@@ -704,10 +710,6 @@ impl AuthMachine {
                 return self.finish(op, Err(error));
             }
             pending.retried = true;
-            if current {
-                self.access = None;
-                self.token_gen += 1;
-            }
             self.waiting.push_front(op);
             self.drive(now);
             return;

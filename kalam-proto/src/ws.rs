@@ -652,6 +652,16 @@ impl WsSession {
         true
     }
 
+    /// The token held for the socket of `attempt`, not yet sent, is no
+    /// longer good (expired, refused or replaced since it was handed over):
+    /// that socket is not used (a later [`handle_connected`](Self::handle_connected)
+    /// for it returns `false`) and a new token is asked for.
+    pub fn handle_token_stale(&mut self, attempt: u64, now: Now) {
+        if attempt == self.attempt && matches!(self.conn, Conn::Connecting { .. }) {
+            self.request_token(false, now);
+        }
+    }
+
     /// The socket of `attempt` closed, dropped, or could not be opened.
     pub fn handle_closed(&mut self, attempt: u64, code: Option<u16>, reason: &str, now: Now) {
         if attempt != self.attempt || !(self.socket_open() || matches!(self.conn, Conn::Connecting { .. })) {
