@@ -70,6 +70,7 @@ macro_rules! for_each_scenario {
             live_stream_outlives_client_handles,
             disconnect_ends_streams_and_closes_the_socket,
             tls_to_a_plain_server_is_a_typed_error,
+            a_down_server_is_reported_once_and_plainly,
             fault_half_open,
             fault_latency_each_way,
             fault_bandwidth_limit,

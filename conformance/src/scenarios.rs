@@ -1487,3 +1487,43 @@ pub async fn fault_server_restart<R: Runtime>(b: &dyn Backend) {
     rows_exactly_once(&mut s, &[5], "live again").await;
     let _ = errors;
 }
+
+/// Nothing listens: `connect()` with no reconnects left and a query both
+/// fail with a typed transport error whose text says "could not connect"
+/// once (not twice) and never blames credentials.
+pub async fn a_down_server_is_reported_once_and_plainly<R: Runtime>(b: &dyn Backend) {
+    let _ = b;
+    // A port that was free a moment ago and has nothing listening now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .jwt_token(mint("any", "root", "system", "access", unix_now(), unix_now() + 3600))
+        .connection_options(ConnectionOptions::default().with_max_reconnect_attempts(Some(0)))
+        .build()
+        .expect("client");
+    for (what, result) in [
+        (
+            "connect",
+            tokio::time::timeout(PATIENCE, client.connect())
+                .await
+                .map(|r| r.map(drop)),
+        ),
+        (
+            "query",
+            tokio::time::timeout(PATIENCE, client.execute_query("SELECT 1"))
+                .await
+                .map(|r| r.map(drop)),
+        ),
+    ] {
+        let error = match result {
+            Ok(Err(e @ Error::Transport(_))) => e,
+            other => panic!("{what}: expected a transport error, got {other:?}"),
+        };
+        let text = error.to_string();
+        assert_eq!(text.matches("could not connect").count(), 1, "{what}: {text}");
+        assert!(!text.contains("credentials"), "{what}: {text}");
+    }
+}
