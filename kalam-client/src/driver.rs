@@ -33,7 +33,7 @@ use tracing::Instrument as _;
 use crate::msg::OutFrame;
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
 use crate::rt::{Runtime, SocketSettings};
-use crate::sync::{QueueTx, Receiver, Sender};
+use crate::sync::{QueueTx, Receiver, Refused, Sender};
 
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -73,11 +73,19 @@ impl<R: Runtime> Clock<R> {
     }
 
     fn deadline(&self, at: Instant) -> std::time::Instant {
-        self.origin + at.as_duration()
+        later(self.origin, at.as_duration())
     }
 }
 
 type Task = Pin<Box<dyn Future<Output = Event> + Send>>;
+
+/// `at + d`, or a year from `at` when a huge time limit would overflow
+/// the clock (`Duration::MAX` means "never").
+pub(crate) fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
+}
 
 pub(crate) struct Driver<R: Runtime> {
     core: ClientCore<Waiter>,
@@ -130,11 +138,11 @@ impl<R: Runtime> Driver<R> {
 
     /// Runs until every handle (client clone or live stream) is gone.
     pub(crate) async fn run(mut self, mut commands: Receiver<Command>) {
-        let mut turn = false;
+        let mut turn = 0usize;
         loop {
             self.perform();
             self.arm_timer();
-            turn = !turn;
+            turn = turn.wrapping_add(1);
             let step = std::future::poll_fn(|cx| self.poll_step(cx, &mut commands, turn)).await;
             match step {
                 Step::Command(Some(command)) => self.on_command(command),
@@ -152,32 +160,35 @@ impl<R: Runtime> Driver<R> {
         tracing::debug!("kalam client driver stopped");
     }
 
-    /// The next thing to handle; commands and events take turns, so neither
-    /// starves the other.
-    fn poll_step(
-        &mut self,
-        cx: &mut Context<'_>,
-        commands: &mut Receiver<Command>,
-        commands_first: bool,
-    ) -> Poll<Step> {
-        for i in 0..2 {
-            if (i == 0) == commands_first {
-                if let Poll::Ready(c) = commands.poll_recv(cx) {
-                    return Poll::Ready(Step::Command(c));
+    /// The next thing to handle. The four sources (commands, socket
+    /// reports, exchanges and callbacks in flight, the timer) take turns in
+    /// rotation, so a busy socket never starves a query or a deadline.
+    fn poll_step(&mut self, cx: &mut Context<'_>, commands: &mut Receiver<Command>, turn: usize) -> Poll<Step> {
+        for i in 0..4 {
+            match (turn + i) % 4 {
+                0 => {
+                    if let Poll::Ready(c) = commands.poll_recv(cx) {
+                        return Poll::Ready(Step::Command(c));
+                    }
                 }
-            } else {
-                if let Poll::Ready(Some(e)) = self.events.poll_recv(cx) {
-                    return Poll::Ready(Step::Event(e));
+                1 => {
+                    if let Poll::Ready(Some(e)) = self.events.poll_recv(cx) {
+                        return Poll::Ready(Step::Event(e));
+                    }
                 }
-                if let Poll::Ready(Some(e)) = self.in_flight.poll_next_unpin(cx) {
-                    return Poll::Ready(Step::Event(e));
+                2 => {
+                    if let Poll::Ready(Some(e)) = self.in_flight.poll_next_unpin(cx) {
+                        return Poll::Ready(Step::Event(e));
+                    }
+                }
+                _ => {
+                    if let Some((_, sleep)) = &mut self.timer
+                        && sleep.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Step::Timeout);
+                    }
                 }
             }
-        }
-        if let Some((_, sleep)) = &mut self.timer
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Step::Timeout);
         }
         Poll::Pending
     }
@@ -258,12 +269,13 @@ impl<R: Runtime> Driver<R> {
                 }
                 CoreOutput::FetchCredentials { id, source } => self.start_callback(id, source),
                 CoreOutput::Complete { waiter, result } => waiter.send(result),
-                CoreOutput::Deliver { sub, events } => {
-                    let full = self.queues.get(&sub).is_some_and(|q| q.push(events).is_err());
-                    if full {
-                        self.core.handle_subscriber_full(sub, self.clock.now());
-                    }
-                }
+                CoreOutput::Deliver { sub, events } => match self.queues.get(&sub).map(|q| q.push(events)) {
+                    Some(Err(Refused::Full)) => self.core.handle_subscriber_full(sub, self.clock.now()),
+                    // Nobody will read it (a `live_events` call cancelled
+                    // before the acknowledgement): stop it at the server.
+                    Some(Err(Refused::Gone)) => self.core.unsubscribe(sub, self.clock.now()),
+                    _ => {}
+                },
                 CoreOutput::EndSubscription { sub, error } => {
                     if let Some(q) = self.queues.remove(&sub) {
                         q.end(error);
@@ -345,7 +357,7 @@ impl<R: Runtime> Driver<R> {
                 },
             }
         };
-        let deadline = R::now() + self.callback_limit;
+        let deadline = later(R::now(), self.callback_limit);
         let span = tracing::debug_span!("kalam.credentials", ?source, id = id.0);
         self.in_flight.push(Box::pin(
             async move {

@@ -48,8 +48,8 @@ pub(crate) enum SocketReport {
     Closed(Option<u16>, String),
 }
 
-/// A frame to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A frame to send. Its `Debug` shows a text frame's size, not its text.
+#[derive(Clone, PartialEq, Eq)]
 pub enum OutFrame {
     /// A text frame.
     Text(String),
@@ -57,4 +57,14 @@ pub enum OutFrame {
     Ping,
     /// A close frame; the socket is closed after it.
     Close(u16, &'static str),
+}
+
+impl std::fmt::Debug for OutFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutFrame::Text(t) => write!(f, "Text(<{} bytes>)", t.len()),
+            OutFrame::Ping => f.write_str("Ping"),
+            OutFrame::Close(code, reason) => f.debug_tuple("Close").field(code).field(reason).finish(),
+        }
+    }
 }

@@ -43,7 +43,7 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
             upgrade(&url, &mut stream).await?;
             Ok::<_, String>(stream)
         });
-        let limit = Box::pin(R::sleep_until(R::now() + settings.connect_timeout));
+        let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), settings.connect_timeout)));
         let mut stream = match select(handshake, limit).await {
             Either::Left((Ok(stream), _)) => stream,
             Either::Left((Err(why), _)) => return say(SocketReport::Closed(None, why)),
@@ -141,7 +141,7 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: &mut S) -
         }
         head.push(byte[0]);
     }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     response
         .parse(&head)
@@ -151,13 +151,26 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(url: &str, stream: &mut S) -
         let reason = response.reason.unwrap_or("");
         return Err(format!("WebSocket upgrade refused: HTTP {code} {reason}"));
     }
-    let accept = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
-        .map(|h| h.value);
-    if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    let has = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has("upgrade", "websocket") || !has("connection", "upgrade") {
+        return Err("WebSocket upgrade failed: the answer does not upgrade to websocket".into());
+    }
+    if header("sec-websocket-accept").as_deref() != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err("WebSocket upgrade failed: a wrong Sec-WebSocket-Accept".into());
+    }
+    // Nothing was asked for: an extension (compression) or a subprotocol
+    // the client does not speak would corrupt every frame after this.
+    if header("sec-websocket-extensions").is_some() || header("sec-websocket-protocol").is_some() {
+        return Err("WebSocket upgrade failed: an extension or subprotocol that was not asked for".into());
     }
     Ok(())
 }

@@ -207,8 +207,14 @@ pub(crate) struct QueueTx(Arc<Mutex<QueueState>>);
 /// The application's end.
 pub(crate) struct QueueRx(Arc<Mutex<QueueState>>);
 
-/// The queue was full: the consumer fell behind.
-pub(crate) struct Full;
+/// Why a queue did not take events.
+pub(crate) enum Refused {
+    /// The consumer fell behind: the queue is full.
+    Full,
+    /// The consumer is gone (its stream was dropped, or the call that was
+    /// to return it was cancelled before the acknowledgement).
+    Gone,
+}
 
 pub(crate) fn queue(capacity: usize) -> (QueueTx, QueueRx) {
     let state = Arc::new(Mutex::new(QueueState {
@@ -223,17 +229,18 @@ pub(crate) fn queue(capacity: usize) -> (QueueTx, QueueRx) {
 
 impl QueueTx {
     /// Queues the events that fit, in order, without waiting. `Err` when
-    /// some did not fit. Events for a consumer that is gone are dropped.
-    pub(crate) fn push(&self, events: Vec<LiveEvent>) -> Result<(), Full> {
+    /// some did not fit, or when the consumer is gone (the events are
+    /// dropped).
+    pub(crate) fn push(&self, events: Vec<LiveEvent>) -> Result<(), Refused> {
         let (waker, result) = {
             let mut s = lock(&self.0);
             if s.consumer_gone {
-                return Ok(());
+                return Err(Refused::Gone);
             }
             let room = s.capacity.saturating_sub(s.events.len());
             let fits = events.len() <= room;
             s.events.extend(events.into_iter().take(room));
-            (s.waker.take(), if fits { Ok(()) } else { Err(Full) })
+            (s.waker.take(), if fits { Ok(()) } else { Err(Refused::Full) })
         };
         if let Some(w) = waker {
             w.wake();
@@ -256,11 +263,12 @@ impl QueueTx {
 
 impl Drop for QueueTx {
     fn drop(&mut self) {
-        // A driver that stops without ending the stream ends it cleanly.
+        // A driver that stops without ending the stream (it cannot happen
+        // by design; a panic could) ends it with an error, not silently.
         let waker = {
             let mut s = lock(&self.0);
             if s.end.is_none() {
-                s.end = Some(None);
+                s.end = Some(Some(Error::Closed));
             }
             s.waker.take()
         };
@@ -362,11 +370,18 @@ mod tests {
         let cx = Context::from_waker(&waker);
         let (tx, mut rx) = queue(2);
         assert!(tx.push(vec![LiveEvent::Ready]).is_ok());
-        assert!(tx.push(vec![LiveEvent::Ready, LiveEvent::Ready]).is_err());
+        assert!(matches!(
+            tx.push(vec![LiveEvent::Ready, LiveEvent::Ready]),
+            Err(Refused::Full)
+        ));
         tx.end(Some(Error::Closed));
         assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(LiveEvent::Ready))));
         assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(LiveEvent::Ready))));
         assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Error(Error::Closed))));
         assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::End)));
+
+        let (tx, rx) = queue(2);
+        drop(rx);
+        assert!(matches!(tx.push(vec![LiveEvent::Ready]), Err(Refused::Gone)));
     }
 }

@@ -129,8 +129,8 @@ pub enum Hook {
     Error(Error),
 }
 
-/// What the driver must do next.
-#[derive(Debug)]
+/// What the driver must do next. Its `Debug` shows no request header or
+/// body and no frame text (they carry tokens and passwords).
 pub enum CoreOutput<W> {
     /// Send this HTTP request; feed the answer to
     /// [`ClientCore::handle_http`] (decoded with [`crate::decode`] for `kind`)
@@ -199,6 +199,53 @@ pub enum CoreOutput<W> {
     },
     /// Notify the application's hook.
     Hook(Hook),
+}
+
+impl<W: std::fmt::Debug> std::fmt::Debug for CoreOutput<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::framing::{RequestSummary, TextSummary};
+        match self {
+            CoreOutput::SendHttp { id, kind, request } => f
+                .debug_struct("SendHttp")
+                .field("id", id)
+                .field("kind", kind)
+                .field("request", &RequestSummary(request))
+                .finish(),
+            CoreOutput::OpenSocket { url, attempt } => f
+                .debug_struct("OpenSocket")
+                .field("url", url)
+                .field("attempt", attempt)
+                .finish(),
+            CoreOutput::SendText(t) => f.debug_tuple("SendText").field(&TextSummary(t)).finish(),
+            CoreOutput::SendPing => f.write_str("SendPing"),
+            CoreOutput::CloseSocket { code, reason } => f
+                .debug_struct("CloseSocket")
+                .field("code", code)
+                .field("reason", reason)
+                .finish(),
+            CoreOutput::FetchCredentials { id, source } => f
+                .debug_struct("FetchCredentials")
+                .field("id", id)
+                .field("source", source)
+                .finish(),
+            CoreOutput::Complete { waiter, result } => f
+                .debug_struct("Complete")
+                .field("waiter", waiter)
+                .field("result", result)
+                .finish(),
+            CoreOutput::Deliver { sub, events } => f
+                .debug_struct("Deliver")
+                .field("sub", sub)
+                .field("events", &events.len())
+                .finish(),
+            CoreOutput::EndSubscription { sub, error } => f
+                .debug_struct("EndSubscription")
+                .field("sub", sub)
+                .field("error", error)
+                .finish(),
+            CoreOutput::Hook(h) => f.debug_tuple("Hook").field(h).finish(),
+        }
+    }
 }
 
 /// The client core. See the [module docs](self).

@@ -440,6 +440,33 @@ fn retry_after(headers: &HeaderMap, from_body: Option<u64>) -> Option<u64> {
         .or(from_body)
 }
 
+/// A request as it may be shown in `Debug` output and logs: method, URI and
+/// body size; no headers (they carry tokens) and no body (a login's holds
+/// the password).
+pub(crate) struct RequestSummary<'a>(pub(crate) &'a Request<Vec<u8>>);
+
+impl std::fmt::Debug for RequestSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({} byte body)",
+            self.0.method(),
+            self.0.uri(),
+            self.0.body().len()
+        )
+    }
+}
+
+/// A text frame as it may be shown: its size only (`authenticate` carries
+/// the token).
+pub(crate) struct TextSummary<'a>(pub(crate) &'a str);
+
+impl std::fmt::Debug for TextSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes of text>", self.0.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

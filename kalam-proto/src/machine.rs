@@ -175,8 +175,7 @@ pub enum CredentialSource {
     Refresher,
 }
 
-/// What the driver must do next.
-#[derive(Debug)]
+/// What the driver must do next. Its `Debug` shows no header and no body.
 pub enum Output {
     /// Send this request; feed the answer to [`AuthMachine::handle_response`]
     /// or the failure to [`AuthMachine::handle_transport_error`].
@@ -203,6 +202,25 @@ pub enum Output {
         /// Its result.
         result: Result<Reply>,
     },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Transmit { id, kind, request } => f
+                .debug_struct("Transmit")
+                .field("id", id)
+                .field("kind", kind)
+                .field("request", &framing::RequestSummary(request))
+                .finish(),
+            Output::FetchCredentials { id, source } => f
+                .debug_struct("FetchCredentials")
+                .field("id", id)
+                .field("source", source)
+                .finish(),
+            Output::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
+        }
+    }
 }
 
 /// The auth lifecycle state, as seen from outside.

@@ -153,8 +153,9 @@ pub enum Incoming<'a> {
     Control,
 }
 
-/// What the driver must do next.
-#[derive(Debug, Clone)]
+/// What the driver must do next. Its `Debug` shows the size of a text
+/// frame, not the text (`authenticate` carries the token).
+#[derive(Clone)]
 pub enum WsOutput {
     /// Get an access token from the auth machine
     /// ([`Operation::Token`](crate::Operation::Token)) and feed it to
@@ -187,6 +188,31 @@ pub enum WsOutput {
     TokenRejected(Secret),
     /// Something to report to the application.
     Event(WsEvent),
+}
+
+impl std::fmt::Debug for WsOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WsOutput::NeedToken { fresh } => f.debug_struct("NeedToken").field("fresh", fresh).finish(),
+            WsOutput::Connect { url, attempt } => f
+                .debug_struct("Connect")
+                .field("url", url)
+                .field("attempt", attempt)
+                .finish(),
+            WsOutput::SendText(t) => f
+                .debug_tuple("SendText")
+                .field(&crate::framing::TextSummary(t))
+                .finish(),
+            WsOutput::SendPing => f.write_str("SendPing"),
+            WsOutput::Close { code, reason } => f
+                .debug_struct("Close")
+                .field("code", code)
+                .field("reason", reason)
+                .finish(),
+            WsOutput::TokenRejected(t) => f.debug_tuple("TokenRejected").field(t).finish(),
+            WsOutput::Event(e) => f.debug_tuple("Event").field(e).finish(),
+        }
+    }
 }
 
 /// Session-level events (the `on_connect` / `on_disconnect` / `on_error`

@@ -149,3 +149,38 @@ fn a_down_server_is_named_as_the_reason_not_credentials() {
     assert!(text.contains("Connection refused"), "{text}");
     assert!(!text.contains("could not get credentials"), "{text}");
 }
+
+#[test]
+fn the_cores_outputs_never_show_a_password_or_a_token_in_debug() {
+    use kalam_proto::{ClientConfig, ClientCore, ConnectionOptions, CoreOutput, Incoming, KalamLinkTimeouts, Now};
+    let config = ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 1);
+    let now = Now::from_secs(0, 1_800_000_000);
+    let auth = AuthProvider::basic_auth("root".into(), "pa55-SECRET".into());
+    let mut core = ClientCore::new(Endpoints::new("http://127.0.0.1:2900").unwrap(), auth, config, now);
+    let _ = core.subscribe("SELECT * FROM a.b", None, 1u8, now);
+    let mut shown = String::new();
+    let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.TOKEN-SECRET";
+    for _ in 0..3 {
+        while let Some(o) = core.poll_output() {
+            shown.push_str(&format!("{o:?} {core:?}\n"));
+            match o {
+                CoreOutput::SendHttp { id, .. } => {
+                    let body = format!(
+                        r#"{{"user":{{"id":"root","role":"system","email":null}},"expires_at":"x","access_token":"{token}","refresh_token":"{token}","refresh_expires_at":"x"}}"#
+                    );
+                    core.handle_http_response(id, &http::Response::new(body.into_bytes()), now);
+                }
+                CoreOutput::OpenSocket { attempt, .. } => {
+                    core.handle_socket_open(attempt, now);
+                    core.handle_frame(attempt, Incoming::Control, now);
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(shown.contains("SendText"), "the authenticate frame went out: {shown}");
+    assert!(
+        !shown.contains("pa55-SECRET") && !shown.contains("TOKEN-SECRET"),
+        "{shown}"
+    );
+}

@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
     });
     let bare = rt.block_on(async {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(64)
             .build_http::<Full<Bytes>>()
     });
     let uri: http::Uri = format!("{url}/v1/api/sql").parse().unwrap();
@@ -78,31 +78,33 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { client.execute_query(SQL).await.unwrap() })
     });
-    g.bench_function("bare hyper + serde_json, 32 in flight", |b| {
-        let q = bare_query.clone();
-        b.to_async(&rt).iter(|| {
-            let q = q.clone();
-            async move {
-                let tasks: Vec<_> = (0..32).map(|_| tokio::spawn(q())).collect();
+    for n in [32usize, 64] {
+        g.bench_function(format!("bare hyper + serde_json, {n} in flight"), |b| {
+            let q = bare_query.clone();
+            b.to_async(&rt).iter(|| {
+                let q = q.clone();
+                async move {
+                    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(q())).collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                }
+            })
+        });
+        g.bench_function(format!("KalamLinkClient::execute_query, {n} in flight"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let tasks: Vec<_> = (0..n)
+                    .map(|_| {
+                        let c = client.clone();
+                        tokio::spawn(async move { c.execute_query(SQL).await.unwrap() })
+                    })
+                    .collect();
                 for t in tasks {
                     t.await.unwrap();
                 }
-            }
-        })
-    });
-    g.bench_function("KalamLinkClient::execute_query, 32 in flight", |b| {
-        b.to_async(&rt).iter(|| async {
-            let tasks: Vec<_> = (0..32)
-                .map(|_| {
-                    let c = client.clone();
-                    tokio::spawn(async move { c.execute_query(SQL).await.unwrap() })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
-        })
-    });
+            })
+        });
+    }
     g.finish();
     drop(client);
     let _ = stop_tx.send(());

@@ -506,3 +506,64 @@ async fn credentials_from_refresher_become_current_on_the_kit() {
     assert_eq!(sent.len(), 5, "SELECT 3 refused, then retried once");
     server.shutdown().await;
 }
+
+/// A `live_events` call cancelled before the server acknowledged it (a
+/// timeout around the call) leaves no subscription behind: when the
+/// acknowledgement arrives for nobody, the client stops it at the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_subscribe_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let proxy = kalam_testkit::FaultProxy::start(&server.url()).await.unwrap();
+    let client = KalamLinkClient::builder()
+        .base_url(proxy.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .build()
+        .unwrap();
+    let t = table(&client, "kit_cancel").await;
+    client.connect().await.unwrap();
+    // The server's answers are held back long enough for the call to give up.
+    proxy.set_latency(Duration::from_millis(300));
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(50),
+        client.live_events_with(&format!("SELECT * FROM {t}"), None),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the call was to be cancelled");
+    // Registered at the server, then stopped once its ack came back.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while server.subscriptions_of("root") == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while server.subscriptions_of("root") != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        server.subscriptions_of("root"),
+        0,
+        "the cancelled subscription is still registered"
+    );
+    server.shutdown().await;
+}
+
+/// `Duration::MAX` as a time limit means "never", not a panic in the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_time_limits_do_not_take_the_driver_down() {
+    let server = TestServer::start().await;
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .timeouts(
+            kalam_tokio::KalamLinkTimeouts::default()
+                .with_receive_timeout(Duration::MAX)
+                .with_subscribe_timeout(Duration::MAX)
+                .with_auth_timeout(Duration::MAX)
+                .with_connection_timeout(Duration::MAX),
+        )
+        .build()
+        .unwrap();
+    let t = table(&client, "kit_huge").await;
+    let mut s = client.live_events(&format!("SELECT * FROM {t}")).await.unwrap();
+    until_ready(&mut s).await;
+    client.execute_query("SELECT 1").await.unwrap();
+    server.shutdown().await;
+}
