@@ -2,8 +2,9 @@
 //!
 //! The kalam client for Tokio applications. This crate is I/O only: it
 //! gives [`kalam_client`] a Tokio runtime ([`rt::Tokio`]: spawn, clock, timer,
-//! a pooled hyper client, tokio-tungstenite sockets). The client's API and
-//! its driver task are written once, in `kalam-client`; every protocol
+//! HTTP/1.1 on hyper's connection API, Tokio TCP and tokio-rustls under the
+//! WebSocket). The client's API, its driver task and the WebSocket task are
+//! written once, in `kalam-client`; every protocol
 //! decision (login, token expiry, refresh, `TOKEN_EXPIRED` recovery,
 //! subscriptions, pacing, reconnects) is made by `kalam-proto`'s
 //! [`ClientCore`](kalam_proto::ClientCore).
