@@ -1025,13 +1025,29 @@ impl WsSession {
 
     /// The server dropped one frame for its rate limit. Frames are handled
     /// in order, so it is the earliest unsettled one that expects an answer,
-    /// unless an `unsubscribe` (which gets none) came before it: then it is
-    /// taken for the answer-expecting one all the same, and a late answer to
-    /// it is recognised by its id (a retried subscribe gets a new one) or
-    /// its page number, and not delivered twice.
+    /// unless an `unsubscribe` (which gets none) came before it. Both are
+    /// sent again: a late answer to the retried frame is recognised by its
+    /// id (a retried subscribe gets a new one) or its page number, and not
+    /// delivered twice; an unsubscribe sent twice is harmless.
     fn rate_limited(&mut self, now: Now) {
         let found = self.unsettled.iter().position(|s| !matches!(s, Sent::Unsubscribe(_)));
-        let retry = match found {
+        // Unsubscribes sent before the frame taken for the dropped one may
+        // have been the dropped one instead (they get no answer to tell):
+        // they are sent again too. A repeated unsubscribe is harmless; a lost
+        // one would leave the subscription streaming at the server.
+        let earlier: Vec<Pending> = match found {
+            Some(i) => self
+                .unsettled
+                .drain(..i)
+                .filter_map(|s| match s {
+                    Sent::Unsubscribe(w) => Some(Pending::Unsubscribe(w)),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let found = found.map(|_| 0);
+        let mut retry = match found {
             Some(i) => match self.unsettled.remove(i) {
                 Some(Sent::Subscribe(id, generation)) => match self.subs.get_mut(&id) {
                     Some(s) if s.generation == generation && s.phase == SubPhase::Subscribing => {
@@ -1060,6 +1076,7 @@ impl WsSession {
                 })
                 .collect(),
         };
+        retry.splice(0..0, earlier);
         for p in retry.into_iter().rev() {
             match p {
                 Pending::Subscribe(id) => self.enqueue_subscribe(id, true),

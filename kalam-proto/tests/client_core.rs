@@ -506,3 +506,31 @@ fn pacing_never_counts_against_the_acknowledgement_deadline() {
     assert!(last_at > 5_000, "the last one left after {last_at} ms");
     assert!(subs.iter().all(|(w, _)| matches!(p.result(*w), Some(Ok(_)))));
 }
+
+#[test]
+fn an_unsubscribe_that_may_have_been_dropped_for_rate_is_sent_again() {
+    let (mut p, subs) = subscribed(2);
+    p.frame(&ack("k1"));
+    // k1 is dropped by the application, and k3 subscribed, at once: the
+    // server then refuses one frame for rate, which cannot be told apart.
+    p.unsubscribe(subs[0].1);
+    let (w3, _) = p.subscribe("SELECT * FROM demo.t3", None);
+    p.frame(&ack("k2"));
+    let unsubscribes = p.frames_of("unsubscribe").len();
+    p.frame(
+        r#"{"type":"error","subscription_id":"rate_limit","code":"RATE_LIMIT_EXCEEDED","message":"Too many messages"}"#,
+    );
+    p.run_until(p.now.instant.as_duration().as_millis() as u64 + 1_000);
+    assert_eq!(
+        p.frames_of("unsubscribe").len(),
+        unsubscribes + 1,
+        "k1's unsubscribe went again"
+    );
+    assert_eq!(
+        p.frames.last().unwrap().1["subscription"]["id"],
+        "k3.1",
+        "and k3's subscribe"
+    );
+    p.frame(&ack("k3.1"));
+    assert!(matches!(p.result(w3), Some(Ok(Answer::Subscribed(_)))));
+}
