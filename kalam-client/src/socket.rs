@@ -8,6 +8,9 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::StreamExt as _;
+use std::task::Poll;
+use std::time::Duration;
+
 use futures_util::future::{Either, select};
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _};
 use kalam_proto::Incoming;
@@ -67,47 +70,68 @@ pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u
         };
         let ws = async_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
         let (mut sink, mut source) = ws.split();
-        let reader = Box::pin(async {
-            while let Some(frame) = source.next().await {
-                match frame {
-                    Ok(Message::Close(frame)) => {
-                        return frame.map_or((None, String::new()), |f| {
-                            (Some(u16::from(f.code)), f.reason.to_string())
-                        });
+        // One loop moves frames both ways: what the driver wants sent, and
+        // what arrives. Sending waits for the socket, so a slow server
+        // slows the sender (the driver never waits for it).
+        enum Step {
+            In(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+            Out(Option<OutFrame>),
+        }
+        let mut first = first;
+        let (code, reason) = loop {
+            let step = match first.take() {
+                Some(frame) => Step::Out(Some(frame)),
+                None => {
+                    std::future::poll_fn(|cx| {
+                        if let Poll::Ready(frame) = source.poll_next_unpin(cx) {
+                            return Poll::Ready(Step::In(frame));
+                        }
+                        outgoing.poll_recv(cx).map(Step::Out)
+                    })
+                    .await
+                }
+            };
+            match step {
+                Step::In(Some(Ok(Message::Close(frame)))) => {
+                    // Answer the server's close: tungstenite queued the
+                    // reply and writes it as the stream is read on to its
+                    // end (the server then closes the connection). Within
+                    // a second.
+                    let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), Duration::from_secs(1))));
+                    let drain = Box::pin(async { while source.next().await.is_some() {} });
+                    let _ = select(drain, limit).await;
+                    break frame.map_or((None, String::new()), |f| {
+                        (Some(u16::from(f.code)), f.reason.to_string())
+                    });
+                }
+                Step::In(Some(Ok(m))) => say(SocketReport::Frame(m)),
+                Step::In(Some(Err(e))) => break (None, e.to_string()),
+                Step::In(None) => break (None, String::new()),
+                // The driver no longer wants the socket.
+                Step::Out(None) => {
+                    let _ = sink.close(None).await;
+                    break (None, "closed by the client".into());
+                }
+                Step::Out(Some(frame)) => {
+                    let (message, closing) = match frame {
+                        OutFrame::Text(t) => (Message::Text(t.into()), false),
+                        OutFrame::Ping => (Message::Ping(Default::default()), false),
+                        OutFrame::Close(code, reason) => (
+                            Message::Close(Some(CloseFrame {
+                                code: CloseCode::from(code),
+                                reason: reason.into(),
+                            })),
+                            true,
+                        ),
+                    };
+                    if let Err(e) = sink.send(message).await {
+                        break (None, e.to_string());
                     }
-                    Ok(m) => say(SocketReport::Frame(m)),
-                    Err(e) => return (None, e.to_string()),
+                    if closing {
+                        break (None, "closed by the client".into());
+                    }
                 }
             }
-            (None, String::new())
-        });
-        let writer = Box::pin(async move {
-            let mut first = first;
-            while let Some(frame) = match first.take() {
-                Some(f) => Some(f),
-                None => outgoing.recv().await,
-            } {
-                let (message, closing) = match frame {
-                    OutFrame::Text(t) => (Message::Text(t.into()), false),
-                    OutFrame::Ping => (Message::Ping(Default::default()), false),
-                    OutFrame::Close(code, reason) => (
-                        Message::Close(Some(CloseFrame {
-                            code: CloseCode::from(code),
-                            reason: reason.into(),
-                        })),
-                        true,
-                    ),
-                };
-                if sink.send(message).await.is_err() || closing {
-                    break;
-                }
-            }
-            let _ = sink.close(None).await;
-        });
-        let (code, reason) = match select(reader, writer).await {
-            Either::Left((closed, _)) => closed,
-            // The driver closed it, or no longer wants it.
-            Either::Right(((), _)) => (None, "closed by the client".into()),
         };
         say(SocketReport::Closed(code, reason));
     });
