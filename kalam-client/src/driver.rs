@@ -92,7 +92,6 @@ pub(crate) struct Driver<R: Runtime> {
     http: R::Http,
     socket_settings: SocketSettings,
     callbacks: Callbacks,
-    callback_limit: Duration,
     clock: Clock<R>,
     /// Subscriber queues, by subscription.
     queues: HashMap<SubId, QueueTx>,
@@ -121,7 +120,6 @@ impl<R: Runtime> Driver<R> {
     ) -> Self {
         let (events_tx, events) = crate::sync::channel();
         Driver {
-            callback_limit: core.config().callback_timeout,
             core,
             http,
             socket_settings,
@@ -357,7 +355,7 @@ impl<R: Runtime> Driver<R> {
                 },
             }
         };
-        let deadline = later(R::now(), self.callback_limit);
+        let deadline = later(R::now(), self.core.config().callback_timeout);
         let span = tracing::debug_span!("kalam.credentials", ?source, id = id.0);
         self.in_flight.push(Box::pin(
             async move {

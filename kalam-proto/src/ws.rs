@@ -1031,53 +1031,39 @@ impl WsSession {
     /// delivered twice; an unsubscribe sent twice is harmless.
     fn rate_limited(&mut self, now: Now) {
         let found = self.unsettled.iter().position(|s| !matches!(s, Sent::Unsubscribe(_)));
-        // Unsubscribes sent before the frame taken for the dropped one may
-        // have been the dropped one instead (they get no answer to tell):
-        // they are sent again too. A repeated unsubscribe is harmless; a lost
-        // one would leave the subscription streaming at the server.
-        let earlier: Vec<Pending> = match found {
-            Some(i) => self
-                .unsettled
-                .drain(..i)
-                .filter_map(|s| match s {
-                    Sent::Unsubscribe(w) => Some(Pending::Unsubscribe(w)),
-                    _ => None,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let found = found.map(|_| 0);
-        let mut retry = match found {
-            Some(i) => match self.unsettled.remove(i) {
-                Some(Sent::Subscribe(id, generation)) => match self.subs.get_mut(&id) {
-                    Some(s) if s.generation == generation && s.phase == SubPhase::Subscribing => {
-                        s.generation += 1;
-                        s.phase = SubPhase::Queued;
-                        vec![Pending::Subscribe(id)]
-                    }
-                    _ => Vec::new(),
-                },
-                Some(Sent::NextBatch {
-                    sub,
-                    generation,
-                    last_seq_id,
-                }) if self.subs.get(&sub).is_some_and(|s| s.generation == generation) => {
-                    vec![Pending::NextBatch { sub, last_seq_id }]
+        // Unsubscribes sent before the frame taken for the dropped one (all
+        // of them, if none expects an answer) may have been the dropped one
+        // instead (they get no answer to tell): they are sent again. A
+        // repeated unsubscribe is harmless; a lost one would leave the
+        // subscription streaming at the server.
+        let earlier: Vec<Pending> = self
+            .unsettled
+            .drain(..found.unwrap_or(self.unsettled.len()))
+            .filter_map(|s| match s {
+                Sent::Unsubscribe(w) => Some(Pending::Unsubscribe(w)),
+                _ => None,
+            })
+            .collect();
+        let dropped = found.and_then(|_| self.unsettled.pop_front());
+        let retry = match dropped {
+            Some(Sent::Subscribe(id, generation)) => match self.subs.get_mut(&id) {
+                Some(s) if s.generation == generation && s.phase == SubPhase::Subscribing => {
+                    s.generation += 1;
+                    s.phase = SubPhase::Queued;
+                    Some(Pending::Subscribe(id))
                 }
-                _ => Vec::new(),
+                _ => None,
             },
-            // Only unsubscribes are unsettled: one of them was dropped.
-            None => self
-                .unsettled
-                .drain(..)
-                .filter_map(|s| match s {
-                    Sent::Unsubscribe(w) => Some(Pending::Unsubscribe(w)),
-                    _ => None,
-                })
-                .collect(),
+            Some(Sent::NextBatch {
+                sub,
+                generation,
+                last_seq_id,
+            }) if self.subs.get(&sub).is_some_and(|s| s.generation == generation) => {
+                Some(Pending::NextBatch { sub, last_seq_id })
+            }
+            _ => None,
         };
-        retry.splice(0..0, earlier);
-        for p in retry.into_iter().rev() {
+        for p in earlier.into_iter().chain(retry).rev() {
             match p {
                 Pending::Subscribe(id) => self.enqueue_subscribe(id, true),
                 p => self.queue.push_front(p),
