@@ -33,6 +33,17 @@ pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
 pub use kalam_testkit::{FaultProxy, RealServer, TestServer};
 pub use scenarios::{PATIENCE, eventually, next_event, until_ready};
 
+/// A Tokio runtime for the kit, the fault proxy and the scenarios' timers,
+/// for runners whose client is on another runtime (they poll each scenario
+/// on a thread that has entered it).
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
 /// Calls `$m!` with the name of every conformance scenario (each a function
 /// in [`scenarios`]), so every runner runs the same list:
 ///

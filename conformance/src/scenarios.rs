@@ -1093,16 +1093,9 @@ pub async fn tls_to_a_plain_server_is_a_typed_error<R: Runtime>(b: &dyn Backend)
 
 /// A client for the fault scenarios: root credentials, quick reconnects,
 /// a keepalive ping every second (so its 10 s silence limit is checked
-/// often), and `timeouts`; connection-level errors are collected in the returned
-/// list.
-fn fault_client<R: Runtime>(
-    b: &dyn Backend,
-    url: &str,
-    timeouts: KalamLinkTimeouts,
-) -> (KalamLinkClient<R>, Arc<std::sync::Mutex<Vec<String>>>) {
-    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = errors.clone();
-    let client = KalamLinkClient::<R>::builder()
+/// often), and `timeouts`.
+fn fault_client<R: Runtime>(b: &dyn Backend, url: &str, timeouts: KalamLinkTimeouts) -> KalamLinkClient<R> {
+    KalamLinkClient::<R>::builder()
         .base_url(url)
         .auth(AuthProvider::system_user_auth(b.root_password()))
         .connection_options(
@@ -1111,10 +1104,29 @@ fn fault_client<R: Runtime>(
                 .with_ping_interval(Duration::from_secs(1)),
         )
         .timeouts(timeouts)
-        .on_error(move |e| sink.lock().unwrap().push(e.to_string()))
         .build()
-        .expect("client");
-    (client, errors)
+        .expect("client")
+}
+
+/// The common start of the fault scenarios that watch a table: a writer
+/// straight to the server, a table `ns` with row 1, a fault client at `url`
+/// and its live query on the table, which has reported row 1 exactly once.
+async fn watched_table<R: Runtime>(
+    b: &dyn Backend,
+    url: &str,
+    ns: &str,
+    timeouts: KalamLinkTimeouts,
+) -> (KalamLinkClient<R>, String, KalamLinkClient<R>, LiveEvents) {
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&writer, ns).await;
+    insert(&writer, &table, 1).await;
+    let client = fault_client::<R>(b, url, timeouts);
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("subscribe");
+    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    (writer, table, client, s)
 }
 
 /// Short limits for the fault scenarios.
@@ -1212,7 +1224,7 @@ pub async fn fault_latency_each_way<R: Runtime>(b: &dyn Backend) {
     let writer = root::<R>(b, &b.url());
     let table = setup_table(&writer, "conf_latency").await;
     insert(&writer, &table, 1).await;
-    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let client = fault_client::<R>(b, &proxy.url(), short_timeouts());
     let tasks: Vec<_> = (0..4)
         .map(|i| {
             let c = client.clone();
@@ -1256,7 +1268,7 @@ pub async fn fault_bandwidth_limit<R: Runtime>(b: &dyn Backend) {
             .await
             .expect("insert");
     }
-    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let client = fault_client::<R>(b, &proxy.url(), short_timeouts());
     let n = client
         .execute_query(&format!("SELECT * FROM {table}"))
         .await
@@ -1297,7 +1309,7 @@ pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
     let proxy = proxy(b).await;
     let writer = root::<R>(b, &b.url());
     let table = setup_table(&writer, "conf_reset_http").await;
-    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
+    let client = fault_client::<R>(b, &proxy.url(), short_timeouts());
     client
         .execute_query("SELECT 1")
         .await
@@ -1344,15 +1356,7 @@ pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
 /// once.
 pub async fn fault_reset_mid_frame<R: Runtime>(b: &dyn Backend) {
     let proxy = proxy(b).await;
-    let writer = root::<R>(b, &b.url());
-    let table = setup_table(&writer, "conf_reset_ws").await;
-    insert(&writer, &table, 1).await;
-    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
-    let mut s = client
-        .live_events(&format!("SELECT * FROM {table}"))
-        .await
-        .expect("subscribe");
-    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    let (writer, table, _client, mut s) = watched_table::<R>(b, &proxy.url(), "conf_reset_ws", short_timeouts()).await;
     proxy.reset_response_after(600);
     writer
         .execute_query(&format!(
@@ -1380,20 +1384,9 @@ pub async fn fault_reset_mid_frame<R: Runtime>(b: &dyn Backend) {
 /// live query reconnects and resumes: rows inserted meanwhile arrive once.
 pub async fn fault_half_open<R: Runtime>(b: &dyn Backend) {
     let proxy = proxy(b).await;
-    let writer = root::<R>(b, &b.url());
-    let table = setup_table(&writer, "conf_half_open").await;
-    insert(&writer, &table, 1).await;
-    let (client, _) = fault_client::<R>(
-        b,
-        &proxy.url(),
-        short_timeouts().with_receive_timeout(Duration::from_secs(1)),
-    );
+    let timeouts = short_timeouts().with_receive_timeout(Duration::from_secs(1));
+    let (writer, table, client, mut s) = watched_table::<R>(b, &proxy.url(), "conf_half_open", timeouts).await;
     client.execute_query("SELECT 1").await.expect("warm");
-    let mut s = client
-        .live_events(&format!("SELECT * FROM {table}"))
-        .await
-        .expect("subscribe");
-    rows_exactly_once(&mut s, &[1], "initial rows").await;
 
     proxy.freeze_open();
     proxy.set_stall(true);
@@ -1419,15 +1412,7 @@ pub async fn fault_half_open<R: Runtime>(b: &dyn Backend) {
 /// and the live query resumes with every row inserted meanwhile, once.
 pub async fn fault_refuse_then_accept<R: Runtime>(b: &dyn Backend) {
     let proxy = proxy(b).await;
-    let writer = root::<R>(b, &b.url());
-    let table = setup_table(&writer, "conf_refuse").await;
-    insert(&writer, &table, 1).await;
-    let (client, _) = fault_client::<R>(b, &proxy.url(), short_timeouts());
-    let mut s = client
-        .live_events(&format!("SELECT * FROM {table}"))
-        .await
-        .expect("subscribe");
-    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    let (writer, table, client, mut s) = watched_table::<R>(b, &proxy.url(), "conf_refuse", short_timeouts()).await;
 
     proxy.set_refuse(true);
     proxy.drop_all();
@@ -1459,15 +1444,7 @@ pub async fn fault_refuse_then_accept<R: Runtime>(b: &dyn Backend) {
 /// queries work again (the first may fail with a typed transport error);
 /// the data survived.
 pub async fn fault_server_restart<R: Runtime>(b: &dyn Backend) {
-    let writer = root::<R>(b, &b.url());
-    let table = setup_table(&writer, "conf_restart").await;
-    insert(&writer, &table, 1).await;
-    let (client, errors) = fault_client::<R>(b, &b.url(), short_timeouts());
-    let mut s = client
-        .live_events(&format!("SELECT * FROM {table}"))
-        .await
-        .expect("subscribe");
-    rows_exactly_once(&mut s, &[1], "initial rows").await;
+    let (writer, table, client, mut s) = watched_table::<R>(b, &b.url(), "conf_restart", short_timeouts()).await;
     insert(&writer, &table, 2).await;
     rows_exactly_once(&mut s, &[2], "before the restart").await;
 
@@ -1485,7 +1462,6 @@ pub async fn fault_server_restart<R: Runtime>(b: &dyn Backend) {
     rows_exactly_once(&mut s, &[3, 4], "after the restart").await;
     insert(&writer, &table, 5).await;
     rows_exactly_once(&mut s, &[5], "live again").await;
-    let _ = errors;
 }
 
 /// Nothing listens: `connect()` with no reconnects left and a query both

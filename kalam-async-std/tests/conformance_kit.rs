@@ -8,16 +8,7 @@
 //! runtime.
 
 use kalam_async_std::rt::AsyncStd;
-use kalam_conformance::{ServerSettings, scenarios};
-
-/// The Tokio runtime for the kit, the fault proxy and the scenarios' timers.
-fn tokio_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
+use kalam_conformance::{ServerSettings, scenarios, tokio_runtime};
 
 macro_rules! against_the_kit {
     ($($name:ident),* $(,)?) => {$(

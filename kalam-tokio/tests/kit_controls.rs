@@ -43,6 +43,31 @@ async fn table(client: &KalamLinkClient, ns: &str) -> String {
     format!("{ns}.t")
 }
 
+/// A refresher that mints a fresh root access token with the kit's secret
+/// (so it is valid after `force_expire_all`), counting its calls.
+fn minting_refresher(server: &TestServer) -> (AuthRefreshCallback, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (counter, secret) = (calls.clone(), server.jwt_secret().to_owned());
+    let refresher: AuthRefreshCallback = Arc::new(move || {
+        let (counter, secret) = (counter.clone(), secret.clone());
+        Box::pin(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let now = unix_now();
+            let claims = kalam_testkit::Claims {
+                sub: "root".into(),
+                iss: "kalamdb".into(),
+                exp: now + 3600,
+                iat: now,
+                email: None,
+                role: "system".into(),
+                token_type: "access".into(),
+            };
+            Ok(AuthProvider::jwt_token(kalam_testkit::sign_jwt(&secret, &claims)))
+        }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
+    });
+    (refresher, calls)
+}
+
 /// The server expires every token behind the client's back. The query is
 /// answered TOKEN_EXPIRED; the refresh token (expired too) is refused; the
 /// stored basic credentials log in again; the query is retried once.
@@ -73,28 +98,7 @@ async fn server_side_expiry_recovers_through_refresh_then_login() {
 async fn server_side_expiry_with_refresher_runs_it_once() {
     let server = TestServer::start().await;
     let first = server.mint_token(kalam_testkit::Mint::access("root"));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let refresher: AuthRefreshCallback = {
-        let (calls, secret) = (calls.clone(), server.jwt_secret().to_owned());
-        Arc::new(move || {
-            let (calls, secret) = (calls.clone(), secret.clone());
-            Box::pin(async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                // A token minted now, after the server expired the old ones.
-                let now = unix_now();
-                let claims = kalam_testkit::Claims {
-                    sub: "root".into(),
-                    iss: "kalamdb".into(),
-                    exp: now + 3600,
-                    iat: now,
-                    email: None,
-                    role: "system".into(),
-                    token_type: "access".into(),
-                };
-                Ok(AuthProvider::jwt_token(kalam_testkit::sign_jwt(&secret, &claims)))
-            }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
-        })
-    };
+    let (refresher, calls) = minting_refresher(&server);
     let client = KalamLinkClient::builder()
         .base_url(server.url())
         .jwt_token(first)
@@ -449,27 +453,7 @@ async fn live_events_returns_after_ack_subscribe_timeout_cold() {
 async fn credentials_from_refresher_become_current_on_the_kit() {
     let server = TestServer::start().await;
     let first = server.mint_token(kalam_testkit::Mint::access("root"));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let refresher: AuthRefreshCallback = {
-        let (calls, secret) = (calls.clone(), server.jwt_secret().to_owned());
-        Arc::new(move || {
-            let (calls, secret) = (calls.clone(), secret.clone());
-            Box::pin(async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                let now = unix_now();
-                let claims = kalam_testkit::Claims {
-                    sub: "root".into(),
-                    iss: "kalamdb".into(),
-                    exp: now + 3600,
-                    iat: now,
-                    email: None,
-                    role: "system".into(),
-                    token_type: "access".into(),
-                };
-                Ok(AuthProvider::jwt_token(kalam_testkit::sign_jwt(&secret, &claims)))
-            }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
-        })
-    };
+    let (refresher, calls) = minting_refresher(&server);
     let client = KalamLinkClient::builder()
         .base_url(server.url())
         .jwt_token(first.clone())
