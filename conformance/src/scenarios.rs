@@ -31,6 +31,12 @@ pub const MANY_SUBSCRIPTIONS: usize = 80;
 /// the old socket's slots (the server's default is 10).
 pub const MANY_SUBSCRIPTIONS_PER_USER_LIMIT: usize = 200;
 
+/// Reconnects after 50 ms, backing off to at most 200 ms: scenarios that
+/// cut sockets do not wait for the default half second.
+fn quick_reconnects() -> ConnectionOptions {
+    ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
+}
+
 async fn proxy(b: &dyn Backend) -> FaultProxy {
     FaultProxy::start(&b.url()).await.expect("start proxy")
 }
@@ -504,9 +510,7 @@ pub async fn dropped_socket_loses_no_change<R: Runtime>(b: &dyn Backend) {
     let client = KalamLinkClient::<R>::builder()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
-        .connection_options(
-            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
-        )
+        .connection_options(quick_reconnects())
         .build()
         .unwrap();
     let direct = root::<R>(b, &b.url());
@@ -557,9 +561,7 @@ pub async fn reconnect_asks_provider_again<R: Runtime>(b: &dyn Backend) {
     let client = KalamLinkClient::<R>::builder()
         .base_url(proxy.url())
         .auth_provider(provider.clone())
-        .connection_options(
-            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
-        )
+        .connection_options(quick_reconnects())
         .on_connect(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         })
@@ -602,9 +604,7 @@ pub async fn refused_ws_auth_surfaces_once<R: Runtime>(b: &dyn Backend) {
     let client = KalamLinkClient::<R>::builder()
         .base_url(proxy.url())
         .jwt_token(forged)
-        .connection_options(
-            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
-        )
+        .connection_options(quick_reconnects())
         .on_error(move |_| {
             counter.fetch_add(1, Ordering::SeqCst);
         })
@@ -850,9 +850,7 @@ pub async fn many_subscriptions_all_deliver<R: Runtime>(b: &dyn Backend) {
     let client = KalamLinkClient::<R>::builder()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
-        .connection_options(
-            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
-        )
+        .connection_options(quick_reconnects())
         .on_error(move |e| sink.lock().unwrap().push(e.to_string()))
         .build()
         .unwrap();
@@ -985,9 +983,7 @@ pub async fn disconnect_ends_streams_and_closes_the_socket<R: Runtime>(b: &dyn B
     let client = KalamLinkClient::<R>::builder()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
-        .connection_options(
-            ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200)),
-        )
+        .connection_options(quick_reconnects())
         .build()
         .unwrap();
     let table = setup_table(&client, "conf_disconnect").await;
@@ -1098,11 +1094,7 @@ fn fault_client<R: Runtime>(b: &dyn Backend, url: &str, timeouts: KalamLinkTimeo
     KalamLinkClient::<R>::builder()
         .base_url(url)
         .auth(AuthProvider::system_user_auth(b.root_password()))
-        .connection_options(
-            ConnectionOptions::default()
-                .with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
-                .with_ping_interval(Duration::from_secs(1)),
-        )
+        .connection_options(quick_reconnects().with_ping_interval(Duration::from_secs(1)))
         .timeouts(timeouts)
         .build()
         .expect("client")
