@@ -1,0 +1,155 @@
+//! Live queries: the initial-data pages (`_seq` paging, `last_rows`) and
+//! whether a changed row matches a subscription's filter.
+
+use super::*;
+
+impl Engine {
+    /// Rows of a live query's table for the subscription's initial data,
+    /// as the given user: `(rows, last _seq)`.
+    pub fn live_rows(&mut self, q: LivePage<'_>) -> Result<Vec<Map<String, Value>>, SqlError> {
+        let LivePage {
+            user,
+            table,
+            columns,
+            where_sql,
+            after_seq,
+            limit,
+            newest,
+        } = q;
+        let def = self
+            .table(table)
+            .cloned()
+            .ok_or_else(|| SqlError::new(404, "NOT_FOUND", format!("Not found: Table not found: {table}")))?;
+        let cols = project(&def, columns);
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+            def.sqlite_name()
+        );
+        let mut conds = Vec::new();
+        if let Some(w) = where_sql {
+            let (w, _) = self.rewrite(1, w, None)?;
+            conds.push(format!("({w})"));
+        }
+        if let Some(s) = after_seq {
+            conds.push(format!("_seq > {s}"));
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(if newest {
+            " ORDER BY _seq DESC"
+        } else {
+            " ORDER BY _seq"
+        });
+        sql.push_str(&format!(" LIMIT {limit}"));
+        let conn = self.conn(user)?;
+        let mut st = conn.prepare(&sql).map_err(|e| classify(1, e))?;
+        let mut rows = st.query([]).map_err(|e| classify(1, e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(internal)? {
+            let mut m = Map::new();
+            for (i, c) in cols.iter().enumerate() {
+                let ktype = match c.as_str() {
+                    "_seq" => "BigInt",
+                    "_deleted" => "Boolean",
+                    _ => def.column(c).map(|d| d.ktype).unwrap_or("Text"),
+                };
+                m.insert(c.clone(), encode(r.get_ref(i).map_err(internal)?, ktype));
+            }
+            out.push(m);
+        }
+        if newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Whether a change's row matches a live query's WHERE clause.
+    pub fn row_matches(&mut self, table: &str, row: &Map<String, Value>, where_sql: &str) -> bool {
+        let Some(def) = self.table(table).cloned() else {
+            return false;
+        };
+        let Ok((w, _)) = self.rewrite(1, where_sql, None) else {
+            return true;
+        };
+        let mut names = Vec::new();
+        let mut vals = Vec::new();
+        for c in &def.columns {
+            names.push(quote(&c.name));
+            vals.push(
+                row.get(&c.name)
+                    .map(|v| json_cell_to_sql(v, c.ktype))
+                    .unwrap_or(rusqlite::types::Value::Null),
+            );
+        }
+        let placeholders = (1..=vals.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "WITH t({}) AS (VALUES ({placeholders})) SELECT 1 FROM t WHERE {w}",
+            names.join(", ")
+        );
+        let Ok(conn) = self.conn("root") else { return true };
+        let Ok(mut st) = conn.prepare(&sql) else {
+            // Like the server: a filter it cannot compile lets everything through.
+            return true;
+        };
+        st.exists(params_from_iter(vals.iter())).unwrap_or(true)
+    }
+}
+
+/// One page of a live query's initial data.
+pub struct LivePage<'a> {
+    /// Whose rows (USER tables).
+    pub user: &'a str,
+    /// `ns.table`.
+    pub table: &'a str,
+    /// Projected columns (empty or `*`: all).
+    pub columns: &'a [String],
+    /// The subscription's filter.
+    pub where_sql: Option<&'a str>,
+    /// Only rows with a greater `_seq`.
+    pub after_seq: Option<i64>,
+    /// At most this many rows.
+    pub limit: usize,
+    /// The newest rows (for `last_rows`).
+    pub newest: bool,
+}
+
+/// The columns a live query projects: `*` is every column plus `_seq` and
+/// `_deleted`; a list gets `_seq` added.
+pub fn project(def: &TableDef, columns: &[String]) -> Vec<String> {
+    if columns.is_empty() || columns.iter().any(|c| c == "*") {
+        let mut all: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+        all.push("_seq".into());
+        all.push("_deleted".into());
+        return all;
+    }
+    let mut cols: Vec<String> = columns.to_vec();
+    if !cols.iter().any(|c| c == "_seq") {
+        cols.push("_seq".into());
+    }
+    cols
+}
+
+/// The schema of a live query, as JSON fields.
+pub fn live_schema(def: &TableDef, columns: &[String]) -> Vec<Value> {
+    project(def, columns)
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (ktype, flags) = match c.as_str() {
+                "_seq" | "_deleted" => (if c == "_seq" { "BigInt" } else { "Boolean" }, vec!["nn"]),
+                _ => def
+                    .column(c)
+                    .map(|d| (d.ktype, flags_of(d)))
+                    .unwrap_or(("Text", vec![])),
+            };
+            let mut f = json!({"name": c, "data_type": ktype, "index": i});
+            if !flags.is_empty() {
+                f["flags"] = json!(flags);
+            }
+            f
+        })
+        .collect()
+}
