@@ -176,9 +176,7 @@ fn describe(e: &LiveEvent) -> String {
 }
 
 fn id_of(row: &LiveRow) -> i64 {
-    row.get("id")
-        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_i64()))
-        .expect("row has an id")
+    row.get("id").expect("row has an integer id")
 }
 
 // ------------------------------------------------------------------- HTTP

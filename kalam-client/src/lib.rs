@@ -39,7 +39,7 @@ pub mod prelude {
     pub use crate::live::{LiveEvents, LiveQuery};
     pub use kalam_proto::{
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
-        KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse, QueryRequest,
+        KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse, Param, QueryRequest,
         QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId, SubscriptionOptions,
         TransportError, UserInfo,
     };

@@ -33,6 +33,22 @@ pub enum Error {
     #[error("transport error: {0}")]
     Transport(#[from] TransportError),
 
+    /// A cell of a result row could not be read as asked (no such column, or
+    /// a value of another type), so `row.get("id")?` works in a function
+    /// that returns this crate's `Result`.
+    #[error("{0}")]
+    Cell(#[from] crate::types::CellError),
+
+    /// A parameter is a NaN or infinite float. JSON has no such numbers, so
+    /// it would reach the server as NULL; it is refused before sending.
+    #[error("parameter ${position} is {value}, which JSON cannot carry (it would reach the server as NULL)")]
+    NonFiniteParameter {
+        /// The parameter's position (`$1` is 1).
+        position: usize,
+        /// The value.
+        value: f64,
+    },
+
     /// The base URL given to the builder is not usable.
     #[error("invalid base URL {url:?}: {reason}")]
     InvalidUrl {

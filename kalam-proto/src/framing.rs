@@ -195,6 +195,80 @@ pub struct QueryRequest {
     /// Namespace for unqualified table names.
     #[serde(rename = "namespace_id", skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The first NaN or infinite float given to [`param`](Self::param):
+    /// position and value, refused by [`to_body`](Self::to_body).
+    #[serde(skip)]
+    non_finite: Option<(usize, f64)>,
+}
+
+/// A value for one positional parameter (`$1`, `$2`…), as
+/// [`QueryRequest::param`] takes it: a boolean, an integer, a finite float, a
+/// string, `None` for NULL, or a JSON scalar. A NaN or infinite float is kept
+/// as such, so the request is refused with
+/// [`Error::NonFiniteParameter`] instead of sending NULL (what a
+/// `serde_json::Value` would silently make of it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param(ParamValue);
+
+#[derive(Debug, Clone, PartialEq)]
+enum ParamValue {
+    Json(Value),
+    NonFinite(f64),
+}
+
+impl From<f64> for Param {
+    fn from(x: f64) -> Self {
+        Param(if x.is_finite() {
+            ParamValue::Json(Value::from(x))
+        } else {
+            ParamValue::NonFinite(x)
+        })
+    }
+}
+
+impl From<f32> for Param {
+    fn from(x: f32) -> Self {
+        Param::from(f64::from(x))
+    }
+}
+
+macro_rules! param_from_json {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Param {
+            fn from(v: $t) -> Self {
+                Param(ParamValue::Json(Value::from(v)))
+            }
+        }
+    )*};
+}
+param_from_json!(
+    bool,
+    i8,
+    i16,
+    i32,
+    i64,
+    isize,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    &str,
+    String,
+    serde_json::Number,
+    Value
+);
+
+impl From<&String> for Param {
+    fn from(v: &String) -> Self {
+        Param(ParamValue::Json(Value::from(v.as_str())))
+    }
+}
+
+impl<T: Into<Param>> From<Option<T>> for Param {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Param(ParamValue::Json(Value::Null)), Into::into)
+    }
 }
 
 impl QueryRequest {
@@ -204,18 +278,31 @@ impl QueryRequest {
             sql: sql.into(),
             params: None,
             namespace: None,
+            non_finite: None,
         }
     }
 
     /// Sets the positional parameters.
     pub fn with_params(mut self, params: Vec<Value>) -> Self {
         self.params = Some(params);
+        self.non_finite = None;
         self
     }
 
-    /// Appends one positional parameter.
-    pub fn param(mut self, value: impl Into<Value>) -> Self {
-        self.params.get_or_insert_with(Vec::new).push(value.into());
+    /// Appends one positional parameter. A NaN or infinite float makes
+    /// [`to_body`](Self::to_body) (so the query) fail with
+    /// [`Error::NonFiniteParameter`].
+    pub fn param(mut self, value: impl Into<Param>) -> Self {
+        let params = self.params.get_or_insert_with(Vec::new);
+        match value.into().0 {
+            ParamValue::Json(v) => params.push(v),
+            ParamValue::NonFinite(x) => {
+                if self.non_finite.is_none() {
+                    self.non_finite = Some((params.len() + 1, x));
+                }
+                params.push(Value::Null);
+            }
+        }
         self
     }
 
@@ -228,8 +315,11 @@ impl QueryRequest {
     /// The JSON body. Refused here, with a typed error and before anything
     /// is sent, what the server would refuse (PROTOCOL §3.1, §6): arrays and
     /// objects as parameters, SQL over 1 MiB, more than 50 parameters or
-    /// one over 512 KiB, a body over 2 MiB.
+    /// one over 512 KiB, a body over 2 MiB; and NaN or infinite floats.
     pub fn to_body(&self) -> Result<Vec<u8>> {
+        if let Some((position, value)) = self.non_finite {
+            return Err(Error::NonFiniteParameter { position, value });
+        }
         if self.sql.len() > limits::MAX_SQL_BYTES {
             return Err(Error::InvalidInput(format!(
                 "the SQL text is {} bytes; the server accepts at most {} (1 MiB)",
@@ -572,5 +662,39 @@ mod tests {
         assert_eq!(r.unwrap().results[0].row_count, 1);
         let r = decode_query(StatusCode::OK, &h, br#"{"status":"success","results":[{"schema":[]"#);
         assert!(matches!(r, Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn non_finite_float_parameters_are_refused_not_sent_as_null() {
+        for (bad, position) in [(f64::NAN, 2), (f64::INFINITY, 2), (f64::NEG_INFINITY, 2)] {
+            let request = QueryRequest::new("SELECT $1, $2, $3")
+                .param(1.5)
+                .param(bad)
+                .param(f64::NAN);
+            match request.to_body() {
+                Err(Error::NonFiniteParameter { position: p, value }) => {
+                    assert_eq!(p, position);
+                    assert!(value.is_nan() == bad.is_nan() && (value.is_nan() || value == bad));
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(QueryRequest::new("SELECT $1").param(f32::NAN).to_body().is_err());
+        let ok = QueryRequest::new("SELECT $1, $2, $3, $4")
+            .param(2.5f32)
+            .param(None::<f64>)
+            .param(Some("x"))
+            .param(u64::MAX)
+            .to_body()
+            .unwrap();
+        assert_eq!(
+            ok,
+            br#"{"sql":"SELECT $1, $2, $3, $4","params":[2.5,null,"x",18446744073709551615]}"#
+        );
+        // Parameters set anew replace the refused one.
+        let replaced = QueryRequest::new("SELECT $1")
+            .param(f64::NAN)
+            .with_params(vec![1.into()]);
+        assert!(replaced.to_body().is_ok());
     }
 }

@@ -137,7 +137,7 @@ pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
-pub use framing::{Endpoints, QueryRequest};
+pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::LiveRows;
 pub use machine::{
     AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, Decoded, OpId, Operation, Output, Reply,

@@ -79,14 +79,14 @@ impl LiveRows {
             }
             LiveEvent::Update { row, old } => {
                 let key = self.key_of(row);
-                let entry = self.rows.entry(key).or_default();
-                for (k, v) in row {
+                let entry = self.rows.entry(key).or_default().as_map_mut();
+                for (k, v) in row.as_map() {
                     entry.insert(k.clone(), v.clone());
                 }
                 // A column that became NULL is missing from the new image
                 // but present among the old values.
-                for k in old.keys() {
-                    if !row.contains_key(k) {
+                for k in old.as_map().keys() {
+                    if !row.as_map().contains_key(k) {
                         entry.insert(k.clone(), Value::Null);
                     }
                 }
@@ -132,7 +132,7 @@ impl LiveRows {
     }
 
     fn key_of(&self, row: &LiveRow) -> Key {
-        let part = |c: &str| Part::of_text(&row.get(c).map(cell_text).unwrap_or_default());
+        let part = |c: &str| Part::of_text(&row.as_map().get(c).map(cell_text).unwrap_or_default());
         if self.key_columns.is_empty() {
             // No primary key known: the row's own identity is its `_seq`.
             return Key(vec![part("_seq")]);
@@ -162,7 +162,7 @@ mod tests {
     use serde_json::json;
 
     fn row(v: Value) -> LiveRow {
-        v.as_object().cloned().unwrap()
+        LiveRow::from_map(v.as_object().cloned().unwrap())
     }
 
     #[test]

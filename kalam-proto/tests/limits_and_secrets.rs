@@ -113,7 +113,8 @@ fn live_rows_are_ordered_by_the_keys_value() {
             row: json!({"id": id, "name": format!("n{id}")})
                 .as_object()
                 .cloned()
-                .unwrap(),
+                .unwrap()
+                .into(),
         });
     }
     let ids: Vec<&str> = live.rows().map(|r| r["id"].as_str().unwrap()).collect();

@@ -36,6 +36,7 @@ mod http;
 pub mod jwt;
 mod proxy;
 pub mod real;
+pub mod shape;
 mod sql;
 mod ws;
 

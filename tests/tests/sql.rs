@@ -9,6 +9,7 @@
 
 mod support;
 
+use kalam_testkit::shape::shape_diff;
 use kalam_testkit::{RealServer, TestServer};
 use serde_json::{Value, json};
 use support::{Http, Reply};
@@ -508,51 +509,6 @@ async fn odd_input_gets_kalamdb_errors_and_never_breaks_the_server() {
     kit_run(odd_input_never_breaks_the_server).await;
 }
 
-/// Differences in shape (see [`Cmp::Shape`]).
-fn shape_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let (kx, ky): (Vec<&String>, Vec<&String>) = (x.keys().collect(), y.keys().collect());
-            if kx != ky {
-                out.push(format!("{path}: keys {kx:?}, got {ky:?}"));
-            }
-            for (k, v) in x {
-                if let Some(w) = y.get(k) {
-                    shape_diff(&format!("{path}.{k}"), v, w, out);
-                }
-            }
-            for k in ["code", "row_count", "data_type", "name", "flags", "as_user", "status"] {
-                if let (Some(v), Some(w)) = (x.get(k), y.get(k))
-                    && !v.is_object()
-                    && v != w
-                {
-                    out.push(format!("{path}.{k}: {v}, got {w}"));
-                }
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            if x.len() != y.len() {
-                out.push(format!("{path}: {} items, got {}", x.len(), y.len()));
-            }
-            for (i, (v, w)) in x.iter().zip(y).enumerate() {
-                shape_diff(&format!("{path}[{i}]"), v, w, out);
-            }
-        }
-        (x, y) => {
-            let kind = |v: &Value| match v {
-                Value::Null => 0,
-                Value::Bool(_) => 1,
-                Value::Number(_) => 2,
-                Value::String(_) => 3,
-                _ => 4,
-            };
-            if kind(x) != kind(y) {
-                out.push(format!("{path}: {x}, got {y}"));
-            }
-        }
-    }
-}
-
 /// The scenarios against the real server and the kit: the same assertions
 /// hold on both, and the answers have the same shapes. A real-server test:
 /// `.ci/run` runs it (`--ignored`), and without the real server it fails.
@@ -594,7 +550,7 @@ async fn scenarios_match_the_real_server() {
         };
         let mut diffs = Vec::new();
         match r.cmp {
-            Cmp::Shape => shape_diff("$", &a, &b, &mut diffs),
+            Cmp::Shape => diffs = shape_diff(&a, &b),
             Cmp::Status if a["error"]["code"] != b["error"]["code"] => {
                 diffs.push(format!("code {}, kit {}", a["error"]["code"], b["error"]["code"]))
             }

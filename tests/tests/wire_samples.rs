@@ -20,6 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use kalam_testkit::shape::{ShapeRules, shape_diff_with};
 use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, Refusal, TestServer, sign_jwt, verify_jwt};
 use serde_json::Value;
 
@@ -261,73 +262,6 @@ async fn replay(base: &str, exchanges: &[Exchange]) -> Vec<Answer> {
     out
 }
 
-/// Differences in shape between an expected and an actual JSON value.
-fn shape_diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(a), Value::Object(b)) => {
-            // Key order is part of the bytes on the wire.
-            let (ka, kb): (Vec<&String>, Vec<&String>) = (a.keys().collect(), b.keys().collect());
-            if ka != kb && a.len() == b.len() && a.keys().all(|k| b.contains_key(k)) {
-                out.push(format!("{path}: keys in order {ka:?}, got {kb:?}"));
-            }
-            for k in a.keys() {
-                match b.get(k) {
-                    Some(v) => shape_diff(&format!("{path}.{k}"), &a[k], v, out),
-                    None => out.push(format!("{path}.{k}: missing")),
-                }
-            }
-            for k in b.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{path}.{k}: unexpected"));
-            }
-            // Codes and counts are part of the shape.
-            for k in [
-                "code",
-                "message",
-                "row_count",
-                "status",
-                "data_type",
-                "name",
-                "flags",
-                "as_user",
-                "admin_ui_access",
-            ] {
-                if let (Some(x), Some(y)) = (a.get(k), b.get(k))
-                    && (x.is_string() || x.is_number() || x.is_boolean() || x.is_array())
-                    && x != y
-                {
-                    out.push(format!("{path}.{k}: expected {x}, got {y}"));
-                }
-            }
-            if (path.ends_with("error") || path == "$")
-                && let (Some(Value::String(x)), Some(Value::String(y))) = (a.get("error"), b.get("error"))
-                && x != y
-            {
-                out.push(format!("{path}.error: expected {x:?}, got {y:?}"));
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            if a.len() != b.len() {
-                out.push(format!("{path}: expected {} items, got {}", a.len(), b.len()));
-            }
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                shape_diff(&format!("{path}[{i}]"), x, y, out);
-            }
-        }
-        (a, b) => {
-            let kind = |v: &Value| match v {
-                Value::Null => "null",
-                Value::Bool(_) => "bool",
-                Value::Number(_) => "number",
-                Value::String(_) => "string",
-                _ => "composite",
-            };
-            if kind(a) != kind(b) {
-                out.push(format!("{path}: expected a {}, got a {} ({b})", kind(a), kind(b)));
-            }
-        }
-    }
-}
-
 fn compare(exchanges: &[Exchange], expected: &[Answer], actual: &[Answer]) -> Vec<String> {
     let mut problems = Vec::new();
     for ((e, want), got) in exchanges.iter().zip(expected).zip(actual) {
@@ -348,7 +282,7 @@ fn compare(exchanges: &[Exchange], expected: &[Answer], actual: &[Answer]) -> Ve
             diffs.push(format!("cookies: expected {:?}, got {:?}", want.cookies, got.cookies));
         }
         match (&want.json, &got.json) {
-            (Some(a), Some(b)) => shape_diff("$", a, b, &mut diffs),
+            (Some(a), Some(b)) => diffs.extend(shape_diff_with(&ShapeRules::wire(), a, b)),
             (None, None) if want.text != got.text => {
                 diffs.push(format!("body: expected {:?}, got {:?}", want.text, got.text))
             }
