@@ -112,6 +112,20 @@ pub enum Error {
     #[error("the server did not acknowledge the subscription within {0:?}")]
     SubscribeTimeout(std::time::Duration),
 
+    /// The server answers this endpoint (health, setup) only to a client on
+    /// its own machine (a loopback peer), and this client is not one. A
+    /// remote client checks readiness with an authenticated `SELECT 1`.
+    #[error(
+        "the server answers {endpoint} only to clients on its own machine (localhost); \
+         from elsewhere, check readiness with an authenticated query such as SELECT 1 ({server})"
+    )]
+    LocalhostOnly {
+        /// The endpoint's path.
+        endpoint: &'static str,
+        /// The server's 403 answer.
+        server: ServerError,
+    },
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,
@@ -144,7 +158,7 @@ impl Error {
     /// The server's error, if this is one.
     pub fn server(&self) -> Option<&ServerError> {
         match self {
-            Error::Server(e) => Some(e),
+            Error::Server(e) | Error::LocalhostOnly { server: e, .. } => Some(e),
             _ => None,
         }
     }
@@ -199,6 +213,15 @@ pub enum ErrorCode {
     RateLimited,
     /// `internal_error` / `INTERNAL_ERROR`.
     InternalError,
+    // First-time setup (§2.8).
+    /// `already_configured`: setup was done already (root has a password).
+    AlreadyConfigured,
+    /// `weak_password`: a setup password is too short or too simple.
+    WeakPassword,
+    /// `invalid_user`: the setup's user id is not acceptable.
+    InvalidUser,
+    /// `user_exists`: the setup's user exists already.
+    UserExists,
     // SQL (§3.3).
     /// `INVALID_SQL`.
     InvalidSql,
@@ -253,6 +276,10 @@ impl ErrorCode {
             "setup_required" | "SETUP_REQUIRED" => SetupRequired,
             "rate_limited" => RateLimited,
             "internal_error" | "INTERNAL_ERROR" => InternalError,
+            "already_configured" => AlreadyConfigured,
+            "weak_password" => WeakPassword,
+            "invalid_user" => InvalidUser,
+            "user_exists" => UserExists,
             "INVALID_SQL" => InvalidSql,
             "SQL_EXECUTION_ERROR" => SqlExecutionError,
             "EMPTY_SQL" => EmptySql,
@@ -287,6 +314,10 @@ impl ErrorCode {
             SetupRequired => "setup_required",
             RateLimited => "rate_limited",
             InternalError => "INTERNAL_ERROR",
+            AlreadyConfigured => "already_configured",
+            WeakPassword => "weak_password",
+            InvalidUser => "invalid_user",
+            UserExists => "user_exists",
             InvalidSql => "INVALID_SQL",
             SqlExecutionError => "SQL_EXECUTION_ERROR",
             EmptySql => "EMPTY_SQL",
@@ -429,6 +460,10 @@ mod tests {
             "unauthorized",
             "account_locked",
             "RATE_LIMIT_EXCEEDED",
+            "already_configured",
+            "weak_password",
+            "invalid_user",
+            "user_exists",
             "SOMETHING_NEW",
         ] {
             assert_eq!(ErrorCode::parse(s).as_str(), s);

@@ -28,6 +28,16 @@ pub mod paths {
     pub const SQL: &str = "/v1/api/sql";
     /// `GET`: WebSocket upgrade for live queries.
     pub const WS: &str = "/v1/ws";
+    /// `POST`: read topic messages.
+    pub const TOPICS_CONSUME: &str = "/v1/api/topics/consume";
+    /// `POST`: commit a consumer group's offset.
+    pub const TOPICS_ACK: &str = "/v1/api/topics/ack";
+    /// `GET`: liveness and version (localhost only).
+    pub const HEALTH: &str = "/v1/api/healthcheck";
+    /// `GET`: does the server need first-time setup? (localhost only)
+    pub const SETUP_STATUS: &str = "/v1/api/auth/status";
+    /// `POST`: first-time setup (localhost only).
+    pub const SETUP: &str = "/v1/api/auth/setup";
 }
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -42,6 +52,11 @@ pub struct Endpoints {
     me: Uri,
     sql: Uri,
     logout: Uri,
+    topics_consume: Uri,
+    topics_ack: Uri,
+    health: Uri,
+    setup_status: Uri,
+    setup: Uri,
 }
 
 impl Endpoints {
@@ -88,6 +103,11 @@ impl Endpoints {
             me: at(paths::ME)?,
             sql: at(paths::SQL)?,
             logout: at(paths::LOGOUT)?,
+            topics_consume: at(paths::TOPICS_CONSUME)?,
+            topics_ack: at(paths::TOPICS_ACK)?,
+            health: at(paths::HEALTH)?,
+            setup_status: at(paths::SETUP_STATUS)?,
+            setup: at(paths::SETUP)?,
             base,
         })
     }
@@ -95,6 +115,31 @@ impl Endpoints {
     /// The normalised base URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `…/v1/api/topics/consume`.
+    pub fn topics_consume(&self) -> &Uri {
+        &self.topics_consume
+    }
+
+    /// `…/v1/api/topics/ack`.
+    pub fn topics_ack(&self) -> &Uri {
+        &self.topics_ack
+    }
+
+    /// `…/v1/api/healthcheck`.
+    pub fn health(&self) -> &Uri {
+        &self.health
+    }
+
+    /// `…/v1/api/auth/status`.
+    pub fn setup_status(&self) -> &Uri {
+        &self.setup_status
+    }
+
+    /// `…/v1/api/auth/setup`.
+    pub fn setup(&self) -> &Uri {
+        &self.setup
     }
 
     /// Whether the server is reached over TLS.
@@ -139,6 +184,16 @@ fn json_post(uri: &Uri, body: Vec<u8>) -> Request<Vec<u8>> {
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri.clone();
     req.headers_mut().insert(CONTENT_TYPE, JSON);
+    req
+}
+
+/// A JSON `POST` to `uri`, stamped with a cached `Authorization` value
+/// when there is one.
+pub(crate) fn json_post_with(uri: &Uri, body: Vec<u8>, authorization: Option<&HeaderValue>) -> Request<Vec<u8>> {
+    let mut req = json_post(uri, body);
+    if let Some(a) = authorization {
+        req.headers_mut().insert(AUTHORIZATION, a.clone());
+    }
     req
 }
 

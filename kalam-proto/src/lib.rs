@@ -106,6 +106,8 @@
 //! - [`client`]: the core; [`machine`] and [`ws`]: the two machines.
 //! - [`framing`]: requests as `http::Request<Vec<u8>>` values and decoders for
 //!   every answer, including the server's three error body shapes.
+//! - [`topics`]: the topic consumer's framing and its pure poll/commit/back-off
+//!   state machine ([`ConsumerState`]); [`admin`]: health check and first-time setup.
 //! - [`jwt`]: reading a token's claims (`exp`, `token_type`…) without verifying it.
 //! - [`types`]: login answers, query results, rows with typed access
 //!   (64-bit integers arrive as strings and read back as `i64`).
@@ -117,6 +119,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 mod auth;
 mod callbacks;
 pub mod client;
@@ -129,10 +132,12 @@ pub mod machine;
 mod options;
 mod secret;
 mod time;
+pub mod topics;
 pub mod types;
 pub mod ws;
 pub mod ws_messages;
 
+pub use admin::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
@@ -146,6 +151,10 @@ pub use machine::{
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;
 pub use time::{Instant, Now};
+pub use topics::{
+    AckRequest, AckResponse, AutoOffsetReset, ConsumeRequest, ConsumeResponse, ConsumerConfig, ConsumerRecord,
+    ConsumerState, ConsumerStep, TopicOp,
+};
 pub use types::{
     CellError, ColumnRef, FromValue, KalamDataType, LoginResponse, MeResponse, QueryResponse, QueryResult, QueryStatus,
     Row, SchemaField, UserInfo,

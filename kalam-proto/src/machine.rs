@@ -38,12 +38,14 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 
+use crate::admin::{self, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 use crate::auth::{AuthProvider, bearer_header};
 use crate::error::{Error, Result, TransportError};
 use crate::framing::{self, Endpoints, QueryRequest};
 use crate::jwt::{self, JwtClaims};
 use crate::secret::Secret;
 use crate::time::{Instant, Now};
+use crate::topics::{self, AckRequest, AckResponse, ConsumeRequest, ConsumeResponse};
 use crate::types::{LoginResponse, MeResponse, QueryResponse};
 
 /// Identifies one operation submitted to the machine.
@@ -114,6 +116,18 @@ pub enum Operation {
         /// The refresh token.
         refresh_token: Secret,
     },
+    /// Read topic messages (`POST /v1/api/topics/consume`) with a valid
+    /// token, like a query (retried once after `TOKEN_EXPIRED`).
+    ConsumeTopic(ConsumeRequest),
+    /// Commit a consumer group's offset (`POST /v1/api/topics/ack`) with a
+    /// valid token, like a query.
+    AckTopic(AckRequest),
+    /// `GET /v1/api/healthcheck`, without a token (localhost only).
+    Health,
+    /// `GET /v1/api/auth/status`, without a token (localhost only).
+    SetupStatus,
+    /// `POST /v1/api/auth/setup`, without a token (localhost only).
+    Setup(SetupRequest),
 }
 
 /// The result of an operation.
@@ -127,6 +141,16 @@ pub enum Reply {
     Token(Secret),
     /// For [`Operation::Login`] and [`Operation::Refresh`].
     Login(LoginResponse),
+    /// For [`Operation::ConsumeTopic`].
+    Consume(ConsumeResponse),
+    /// For [`Operation::AckTopic`].
+    Ack(AckResponse),
+    /// For [`Operation::Health`].
+    Health(HealthResponse),
+    /// For [`Operation::SetupStatus`].
+    SetupStatus(SetupStatus),
+    /// For [`Operation::Setup`].
+    Setup(SetupResponse),
 }
 
 /// Which kind of HTTP exchange a request is (for logs and metrics).
@@ -140,6 +164,16 @@ pub enum RequestKind {
     Me,
     /// `POST /v1/api/sql`.
     Query,
+    /// `POST /v1/api/topics/consume`.
+    ConsumeTopic,
+    /// `POST /v1/api/topics/ack`.
+    AckTopic,
+    /// `GET /v1/api/healthcheck`.
+    Health,
+    /// `GET /v1/api/auth/status`.
+    SetupStatus,
+    /// `POST /v1/api/auth/setup`.
+    Setup,
 }
 
 /// An HTTP answer decoded by [`decode`], ready for
@@ -152,6 +186,16 @@ pub enum Decoded {
     Me(Result<MeResponse>),
     /// The answer to a [`RequestKind::Login`] or [`RequestKind::Refresh`].
     Login(Result<LoginResponse>),
+    /// The answer to a [`RequestKind::ConsumeTopic`].
+    Consume(Result<ConsumeResponse>),
+    /// The answer to a [`RequestKind::AckTopic`].
+    Ack(Result<AckResponse>),
+    /// The answer to a [`RequestKind::Health`].
+    Health(Result<HealthResponse>),
+    /// The answer to a [`RequestKind::SetupStatus`].
+    SetupStatus(Result<SetupStatus>),
+    /// The answer to a [`RequestKind::Setup`].
+    Setup(Result<SetupResponse>),
 }
 
 /// Decodes an answer with the decoder its request's kind calls for. Pure and
@@ -163,6 +207,11 @@ pub fn decode(kind: RequestKind, status: http::StatusCode, headers: &http::Heade
         RequestKind::Query => Decoded::Query(framing::decode_query(status, headers, body)),
         RequestKind::Me => Decoded::Me(framing::decode_me(status, headers, body)),
         RequestKind::Login | RequestKind::Refresh => Decoded::Login(framing::decode_login(status, headers, body)),
+        RequestKind::ConsumeTopic => Decoded::Consume(topics::decode_consume(status, headers, body)),
+        RequestKind::AckTopic => Decoded::Ack(topics::decode_ack(status, headers, body)),
+        RequestKind::Health => Decoded::Health(admin::decode_health(status, headers, body)),
+        RequestKind::SetupStatus => Decoded::SetupStatus(admin::decode_setup_status(status, headers, body)),
+        RequestKind::Setup => Decoded::Setup(admin::decode_setup(status, headers, body)),
     }
 }
 
@@ -444,14 +493,18 @@ impl AuthMachine {
     pub fn submit(&mut self, operation: Operation, now: Now) -> OpId {
         let op = OpId(self.fresh_id());
         let body = match &operation {
-            Operation::Query(q) => match q.to_body() {
-                Ok(b) => b,
-                Err(e) => {
-                    self.out.push_back(Output::Done { op, result: Err(e) });
-                    return op;
-                }
-            },
-            _ => Vec::new(),
+            Operation::Query(q) => q.to_body(),
+            Operation::ConsumeTopic(r) => r.to_body(),
+            Operation::AckTopic(r) => r.to_body(),
+            Operation::Setup(r) => r.to_body(),
+            _ => Ok(Vec::new()),
+        };
+        let mut body = match body {
+            Ok(b) => b,
+            Err(e) => {
+                self.out.push_back(Output::Done { op, result: Err(e) });
+                return op;
+            }
         };
         let fresh = matches!(operation, Operation::Token { fresh: true }) && self.config.has_dynamic_provider;
         let explicit = match &operation {
@@ -462,6 +515,17 @@ impl AuthMachine {
             Operation::Refresh { refresh_token } => Some((
                 RequestKind::Refresh,
                 framing::refresh_request(&self.endpoints, refresh_token),
+            )),
+            // No token: these endpoints are open (to localhost).
+            Operation::Health => Some((RequestKind::Health, Ok(admin::health_request(&self.endpoints)))),
+            Operation::SetupStatus => Some((
+                RequestKind::SetupStatus,
+                Ok(admin::setup_status_request(&self.endpoints)),
+            )),
+            Operation::Setup(_) => Some((
+                RequestKind::Setup,
+                // The body holds passwords: it goes out and is not kept.
+                Ok(admin::setup_request(&self.endpoints, std::mem::take(&mut body))),
             )),
             _ => None,
         };
@@ -528,6 +592,11 @@ impl AuthMachine {
             Some((RequestKind::Query, _)) => matches!(decoded, Decoded::Query(_)),
             Some((RequestKind::Me, _)) => matches!(decoded, Decoded::Me(_)),
             Some((RequestKind::Login | RequestKind::Refresh, _)) => matches!(decoded, Decoded::Login(_)),
+            Some((RequestKind::ConsumeTopic, _)) => matches!(decoded, Decoded::Consume(_)),
+            Some((RequestKind::AckTopic, _)) => matches!(decoded, Decoded::Ack(_)),
+            Some((RequestKind::Health, _)) => matches!(decoded, Decoded::Health(_)),
+            Some((RequestKind::SetupStatus, _)) => matches!(decoded, Decoded::SetupStatus(_)),
+            Some((RequestKind::Setup, _)) => matches!(decoded, Decoded::Setup(_)),
             None => false, // not waited for (any more)
         };
         if !fits {
@@ -542,6 +611,13 @@ impl AuthMachine {
                 Decoded::Query(Err(e)) => self.op_failed(op, token_gen, e, now),
                 Decoded::Me(r) => self.finish(op, r.map(Reply::Me)),
                 Decoded::Login(r) => self.finish(op, r.map(Reply::Login)),
+                Decoded::Consume(Ok(r)) => self.finish(op, Ok(Reply::Consume(r))),
+                Decoded::Consume(Err(e)) => self.op_failed(op, token_gen, e, now),
+                Decoded::Ack(Ok(r)) => self.finish(op, Ok(Reply::Ack(r))),
+                Decoded::Ack(Err(e)) => self.op_failed(op, token_gen, e, now),
+                Decoded::Health(r) => self.finish(op, r.map(Reply::Health)),
+                Decoded::SetupStatus(r) => self.finish(op, r.map(Reply::SetupStatus)),
+                Decoded::Setup(r) => self.finish(op, r.map(Reply::Setup)),
             },
             InFlight::Recovery => {
                 if let Decoded::Login(result) = decoded {
@@ -821,7 +897,19 @@ impl AuthMachine {
                     .ok_or(Error::MissingCredentials);
                 self.finish(op, r);
             }
-            Operation::Login { .. } | Operation::Refresh { .. } => {}
+            Operation::ConsumeTopic(_) => {
+                let request = topics::consume_request(&self.endpoints, pending.body.clone(), authorization);
+                self.transmit(RequestKind::ConsumeTopic, request, inflight);
+            }
+            Operation::AckTopic(_) => {
+                let request = topics::ack_request(&self.endpoints, pending.body.clone(), authorization);
+                self.transmit(RequestKind::AckTopic, request, inflight);
+            }
+            Operation::Login { .. }
+            | Operation::Refresh { .. }
+            | Operation::Health
+            | Operation::SetupStatus
+            | Operation::Setup(_) => {}
         }
     }
 

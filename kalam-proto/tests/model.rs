@@ -346,7 +346,13 @@ impl Model {
                 continue;
             }
             let answers: &[HttpAnswer] = match s.kind {
-                RequestKind::Query | RequestKind::Me => &[
+                RequestKind::Query
+                | RequestKind::Me
+                | RequestKind::ConsumeTopic
+                | RequestKind::AckTopic
+                | RequestKind::Health
+                | RequestKind::SetupStatus
+                | RequestKind::Setup => &[
                     HttpAnswer::Ok,
                     HttpAnswer::Expired,
                     HttpAnswer::Invalid,

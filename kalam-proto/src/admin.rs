@@ -1,0 +1,286 @@
+//! Health check and first-time setup (PROTOCOL §3.5, §2.8), pure.
+//!
+//! These endpoints need no token, and the server answers them only to a
+//! client on its own machine (a loopback peer). From anywhere else they
+//! answer 403, which decodes to [`Error::LocalhostOnly`]: a remote client
+//! checks readiness with an authenticated `SELECT 1` instead.
+//!
+//! Setup turns a fresh server (root has no password) into a usable one: it
+//! sets root's password and creates a first DBA user. It returns no token:
+//! log in afterwards.
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecodeError, Error, ErrorCode, Result};
+use crate::framing::{self, Endpoints};
+use crate::secret::Secret;
+use crate::types::UserInfo;
+
+/// The answer of the health endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HealthResponse {
+    /// `healthy` when the server is up.
+    pub status: String,
+    /// The server's version, e.g. `0.4.3-rc.4`.
+    #[serde(default)]
+    pub version: String,
+    /// The API version, e.g. `v1`.
+    #[serde(default)]
+    pub api_version: String,
+    /// When the server was built.
+    #[serde(default)]
+    pub build_date: Option<String>,
+}
+
+impl HealthResponse {
+    /// Whether the server says it is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.status.eq_ignore_ascii_case("healthy")
+    }
+}
+
+/// The answer of `GET /v1/api/auth/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SetupStatus {
+    /// True when root has no password yet: [`SetupRequest`] is due.
+    pub needs_setup: bool,
+    /// The server's explanation.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// First-time setup: root's password and a first DBA user. `Debug` hides
+/// both passwords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupRequest {
+    /// Id of the new DBA user (not `root`).
+    pub user: String,
+    /// The DBA user's password.
+    pub password: Secret,
+    /// Root's new password.
+    pub root_password: Secret,
+    /// The DBA user's e-mail.
+    pub email: Option<String>,
+}
+
+impl SetupRequest {
+    /// A setup creating DBA user `user` with `password` and giving root
+    /// `root_password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>, root_password: impl Into<String>) -> Self {
+        SetupRequest {
+            user: user.into(),
+            password: Secret::new(password.into()),
+            root_password: Secret::new(root_password.into()),
+            email: None,
+        }
+    }
+
+    /// Sets the DBA user's e-mail.
+    pub fn with_email(mut self, email: impl Into<String>) -> Self {
+        self.email = Some(email.into());
+        self
+    }
+
+    /// The JSON body. What the server would refuse anyway is refused here
+    /// first: an empty user, the user `root`, names over 128 bytes,
+    /// passwords over 256 bytes.
+    pub fn to_body(&self) -> Result<Vec<u8>> {
+        if self.user.trim().is_empty() {
+            return Err(Error::InvalidInput("setup needs the id of the first DBA user".into()));
+        }
+        if self.user == crate::SYSTEM_USER {
+            return Err(Error::InvalidInput("the first DBA user may not be root".into()));
+        }
+        if self.user.len() > 128 {
+            return Err(Error::InvalidInput("the user id is over 128 bytes".into()));
+        }
+        if self.password.expose().len() > 256 || self.root_password.expose().len() > 256 {
+            return Err(Error::InvalidInput("a password is over 256 bytes".into()));
+        }
+        #[derive(Serialize)]
+        struct Body<'a> {
+            user: &'a str,
+            password: &'a str,
+            root_password: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            email: Option<&'a str>,
+        }
+        serde_json::to_vec(&Body {
+            user: &self.user,
+            password: self.password.expose(),
+            root_password: self.root_password.expose(),
+            email: self.email.as_deref(),
+        })
+        .map_err(|e| Error::InvalidInput(e.to_string()))
+    }
+}
+
+/// The answer of a successful setup.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SetupResponse {
+    /// The DBA user created.
+    pub user: UserInfo,
+    /// The server's message.
+    #[serde(default)]
+    pub message: String,
+}
+
+fn get(uri: &http::Uri) -> Request<Vec<u8>> {
+    let mut req = Request::new(Vec::new());
+    *req.uri_mut() = uri.clone();
+    req
+}
+
+/// `GET /v1/api/healthcheck` (no token).
+pub fn health_request(ep: &Endpoints) -> Request<Vec<u8>> {
+    get(ep.health())
+}
+
+/// `GET /v1/api/auth/status` (no token).
+pub fn setup_status_request(ep: &Endpoints) -> Request<Vec<u8>> {
+    get(ep.setup_status())
+}
+
+/// `POST /v1/api/auth/setup` with a prepared body (no token).
+pub fn setup_request(ep: &Endpoints, body: Vec<u8>) -> Request<Vec<u8>> {
+    let mut req = Request::new(body);
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = ep.setup().clone();
+    req.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    req
+}
+
+fn decode_local<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T> {
+    if status == StatusCode::FORBIDDEN {
+        let mut server = framing::decode_error(status, headers, body);
+        // The health endpoints put their sentence where a code would be.
+        if let ErrorCode::Other(text) = &server.code {
+            server.message = text.clone();
+            server.code = ErrorCode::Forbidden;
+        } else if server.code == ErrorCode::Unspecified {
+            server.code = ErrorCode::Forbidden;
+        }
+        return Err(Error::LocalhostOnly { endpoint, server });
+    }
+    if !status.is_success() {
+        return Err(framing::decode_error(status, headers, body).into());
+    }
+    serde_json::from_slice(body).map_err(|e| DecodeError::new(status.as_u16(), endpoint, e).into())
+}
+
+/// Decodes the health answer; a 403 (the client is not on the server's
+/// machine) is [`Error::LocalhostOnly`].
+pub fn decode_health(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<HealthResponse> {
+    decode_local(crate::framing::paths::HEALTH, status, headers, body)
+}
+
+/// Decodes the setup status; a 403 is [`Error::LocalhostOnly`].
+pub fn decode_setup_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<SetupStatus> {
+    decode_local(crate::framing::paths::SETUP_STATUS, status, headers, body)
+}
+
+/// Decodes the answer of a setup. Refusals keep the server's code:
+/// `already_configured` (409), `weak_password`, `invalid_user` (400),
+/// `user_exists` (409), `rate_limited` (429); a 403 is
+/// [`Error::LocalhostOnly`].
+pub fn decode_setup(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<SetupResponse> {
+    decode_local(crate::framing::paths::SETUP, status, headers, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_body_and_checks() {
+        let r = SetupRequest::new("admin", "Adm1nPass!", "R00tPass!").with_email("a@x.io");
+        let body = String::from_utf8(r.to_body().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"user":"admin","password":"Adm1nPass!","root_password":"R00tPass!","email":"a@x.io"}"#
+        );
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("Adm1nPass") && !debug.contains("R00tPass"), "{debug}");
+        for bad in [
+            SetupRequest::new("", "p", "q"),
+            SetupRequest::new("root", "p", "q"),
+            SetupRequest::new("a".repeat(129), "p", "q"),
+            SetupRequest::new("a", "p".repeat(257), "q"),
+        ] {
+            assert!(matches!(bad.to_body(), Err(Error::InvalidInput(_))));
+        }
+        let ep = Endpoints::new("http://h:1/prefix").unwrap();
+        let req = setup_request(&ep, r.to_body().unwrap());
+        assert_eq!(req.uri().to_string(), "http://h:1/prefix/v1/api/auth/setup");
+        assert!(req.headers().get(http::header::AUTHORIZATION).is_none());
+        assert_eq!(health_request(&ep).uri().path(), "/prefix/v1/api/healthcheck");
+        assert_eq!(setup_status_request(&ep).uri().path(), "/prefix/v1/api/auth/status");
+    }
+
+    #[test]
+    fn decodes_recorded_answers() {
+        let h = HeaderMap::new();
+        let ok =
+            br#"{"api_version":"v1","build_date":"2026-11-22 19:18:29 UTC","status":"healthy","version":"0.4.3-rc.4"}"#;
+        let health = decode_health(StatusCode::OK, &h, ok).unwrap();
+        assert!(health.is_healthy());
+        assert_eq!(health.version, "0.4.3-rc.4");
+        let st = decode_setup_status(
+            StatusCode::OK,
+            &h,
+            br#"{"message":"Server is configured and ready.","needs_setup":false}"#,
+        )
+        .unwrap();
+        assert!(!st.needs_setup);
+        let e = decode_health(
+            StatusCode::FORBIDDEN,
+            &h,
+            br#"{"error":"Access denied. Health endpoint is localhost-only."}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::LocalhostOnly { server, .. } if server.status == 403),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), Some(&ErrorCode::Forbidden));
+        assert_eq!(
+            e.server().unwrap().message,
+            "Access denied. Health endpoint is localhost-only."
+        );
+        assert!(e.to_string().contains("localhost"), "{e}");
+        let e = decode_setup_status(
+            StatusCode::FORBIDDEN,
+            &h,
+            br#"{"error":"forbidden","message":"Setup status can only be checked from localhost"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::LocalhostOnly { .. }));
+        for (status, kind, code) in [
+            (409, "already_configured", ErrorCode::AlreadyConfigured),
+            (400, "weak_password", ErrorCode::WeakPassword),
+            (400, "invalid_user", ErrorCode::InvalidUser),
+            (409, "user_exists", ErrorCode::UserExists),
+            (429, "rate_limited", ErrorCode::RateLimited),
+        ] {
+            let body = format!(r#"{{"error":"{kind}","message":"m"}}"#);
+            let e = decode_setup(StatusCode::from_u16(status).unwrap(), &h, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), Some(&code), "{kind}");
+            assert_eq!(e.server().unwrap().status, status);
+        }
+        let done = decode_setup(
+            StatusCode::OK,
+            &h,
+            br#"{"user":{"id":"admin","role":"dba","email":null},"message":"Setup complete"}"#,
+        )
+        .unwrap();
+        assert_eq!((done.user.id.as_str(), done.user.role.as_str()), ("admin", "dba"));
+    }
+}
