@@ -9,9 +9,11 @@ use kalam_proto::{
     Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result,
     SubscriptionOptions,
 };
+use kalam_proto::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
 
+use crate::consumer::{BoxSleep, ConsumerBuilder, Timer};
 use crate::driver::{Callbacks, Clock, Driver};
 use crate::live::{LiveEvents, LiveQuery};
 use crate::msg::Command;
@@ -227,6 +229,60 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// Like [`live`](Self::live) with explicit options.
     pub async fn live_with(&self, sql: &str, options: SubscriptionOptions) -> Result<LiveQuery> {
         Ok(LiveQuery::new(self.live_events_with(sql, Some(options)).await?))
+    }
+
+    /// A topic consumer: set `topic` and `group_id`, then `build()`.
+    /// Topics need the `service`, `dba` or `system` role (root is
+    /// `system`); see [`TopicConsumer`](crate::TopicConsumer) for delivery
+    /// (at least once) and acknowledgement.
+    pub fn consumer(&self) -> ConsumerBuilder {
+        fn sleep_until<R: Runtime>(at: std::time::Instant) -> BoxSleep {
+            Box::pin(R::sleep_until(at))
+        }
+        let timer = Timer {
+            now: R::now,
+            sleep_until: sleep_until::<R>,
+        };
+        ConsumerBuilder::new(self.inner.commands.clone(), timer)
+    }
+
+    /// The server's health and version (`GET /v1/api/healthcheck`, no
+    /// token). The server answers it only to clients on its own machine:
+    /// from elsewhere this is [`Error::LocalhostOnly`]; check readiness with
+    /// an authenticated `execute_query("SELECT 1")` instead.
+    pub async fn health_check(&self) -> Result<HealthResponse> {
+        match self.submit(Operation::Health).await? {
+            Answer::Reply(Reply::Health(r)) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether the server still needs its first-time [`setup`](Self::setup)
+    /// (root has no password yet). No token; localhost only, like
+    /// [`health_check`](Self::health_check).
+    pub async fn needs_setup(&self) -> Result<bool> {
+        Ok(self.setup_status().await?.needs_setup)
+    }
+
+    /// The server's setup status with its message (`GET /v1/api/auth/status`).
+    pub async fn setup_status(&self) -> Result<SetupStatus> {
+        match self.submit(Operation::SetupStatus).await? {
+            Answer::Reply(Reply::SetupStatus(r)) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// First-time setup of a fresh server: gives root its password and
+    /// creates a first DBA user (`POST /v1/api/auth/setup`, no token,
+    /// localhost only). It returns no token: log in afterwards (for example
+    /// with [`update_shared_auth`](Self::update_shared_auth)). Refusals keep
+    /// the server's code: [`ErrorCode::AlreadyConfigured`](kalam_proto::ErrorCode::AlreadyConfigured),
+    /// `WeakPassword`, `InvalidUser`, `UserExists`, `RateLimited`.
+    pub async fn setup(&self, request: SetupRequest) -> Result<SetupResponse> {
+        match self.submit(Operation::Setup(request)).await? {
+            Answer::Reply(Reply::Setup(r)) => Ok(r),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn command(&self, command: Command) -> Result<()> {

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod consumer;
 mod driver;
 mod live;
 mod msg;
@@ -31,12 +32,17 @@ mod sync;
 pub mod tls;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+pub use consumer::{ConsumerBuilder, TopicConsumer};
 
 /// The names an application uses, re-exported by each adapter beside its
 /// own `KalamLinkClient` and `KalamLinkClientBuilder`.
 pub mod prelude {
     pub use crate::DEFAULT_BASE_URL;
+    pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
     pub use crate::live::{LiveEvents, LiveQuery};
+    pub use kalam_proto::{
+        AckResponse, AutoOffsetReset, ConsumerRecord, HealthResponse, SetupRequest, SetupResponse, SetupStatus, TopicOp,
+    };
     pub use kalam_proto::{
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
         KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse, Param, QueryRequest,

@@ -6,8 +6,7 @@
 //! - [`ConsumerState`]: every decision of a consumer loop, with time as an
 //!   argument: where the next poll starts, when it may go out (the server
 //!   does not long-poll, so an empty poll backs off), when a batch is
-//!   committed (auto-commit), which messages were already handed out, and
-//!   which errors end the consumer. A driver asks
+//!   committed (auto-commit), and which errors end the consumer. A driver asks
 //!   [`next_step`](ConsumerState::next_step), performs it, and feeds the
 //!   result back.
 //!
@@ -18,8 +17,10 @@
 //! from and retried once.
 //!
 //! Delivery is **at least once**: the server resumes a group at its last
-//! committed offset + 1, so whatever was handed out and not acknowledged
-//! when a consumer stops is delivered again to the next one.
+//! committed offset + 1, and claims the records a poll hands out for the
+//! group until they are acknowledged or the claim expires (60 s by default),
+//! so whatever was handed out and not acknowledged in time is delivered
+//! again.
 
 use std::time::Duration;
 
@@ -330,7 +331,7 @@ pub enum ConsumerStep {
 #[derive(Debug, Clone)]
 pub struct ConsumerState {
     config: ConsumerConfig,
-    /// The next offset to hand out; earlier ones were handed out already.
+    /// The offset after the highest one handed out (or where `Latest` was).
     position: Option<u64>,
     /// The highest offset handed out.
     delivered: Option<u64>,
@@ -362,6 +363,11 @@ impl ConsumerState {
     /// The next offset the consumer will hand out, once known.
     pub fn position(&self) -> Option<u64> {
         self.position
+    }
+
+    /// The highest offset this consumer has handed out.
+    pub fn delivered(&self) -> Option<u64> {
+        self.delivered
     }
 
     /// The highest offset this consumer committed.
@@ -413,34 +419,28 @@ impl ConsumerState {
         }
     }
 
-    /// A poll's answer: returns the messages to hand out (those not handed
-    /// out already by this consumer) and schedules the next poll: at once
-    /// after messages, after the back-off when there were none.
+    /// A poll's answer: returns the messages to hand out and schedules the
+    /// next poll: at once after messages, after the back-off when there were
+    /// none. Messages the server hands out again (their claim expired before
+    /// an acknowledgement) are handed out again: that is at-least-once.
     pub fn handle_consume(&mut self, response: ConsumeResponse, now: Instant) -> Vec<ConsumerRecord> {
-        let position = self.position;
-        let fresh: Vec<ConsumerRecord> = response
-            .messages
-            .into_iter()
-            .filter(|m| position.is_none_or(|p| m.offset >= p))
-            .collect();
-        match fresh.iter().map(|m| m.offset).max() {
+        match response.messages.iter().map(|m| m.offset).max() {
             Some(last) => {
-                self.position = Some(last.saturating_add(1).max(response.next_offset));
+                let after = last.saturating_add(1).max(response.next_offset);
+                self.position = Some(self.position.map_or(after, |p| p.max(after)));
                 self.delivered = Some(self.delivered.map_or(last, |d| d.max(last)));
                 self.idle_streak = 0;
                 self.not_before = None;
             }
             None => {
-                // Nothing new. The first empty answer pins where `Latest`
-                // was; a batch already handed out and not committed (the
-                // server resumes at the last commit + 1) waits for its ack.
+                // Nothing new. The first empty answer pins where `Latest` was.
                 if self.position.is_none() {
                     self.position = Some(response.next_offset);
                 }
                 self.idle(now, None);
             }
         }
-        fresh
+        response.messages
     }
 
     /// An acknowledgement went through.
@@ -648,16 +648,22 @@ mod tests {
     }
 
     #[test]
-    fn manual_ack_never_commits_and_redeliveries_are_filtered() {
+    fn manual_ack_never_commits_and_redeliveries_are_handed_out_again() {
         let mut c = ConsumerState::new(ConsumerConfig::new("t", "g"));
         let now = Instant::ZERO;
         c.handle_consume(decode(&answer(&[5, 6], 7, false)), now);
         assert!(c.pending_commit().is_none());
-        // The group's commit is older: the server sends 5 and 6 again.
-        assert!(c.handle_consume(decode(&answer(&[5, 6], 7, false)), now).is_empty());
-        assert!(matches!(c.next_step(now), ConsumerStep::Wait(_)));
-        let got = c.handle_consume(decode(&answer(&[5, 6, 7], 8, false)), now + Duration::from_secs(1));
-        assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![7]);
+        assert!(
+            matches!(c.next_step(now), ConsumerStep::Consume(_)),
+            "no wait after messages"
+        );
+        // Not acknowledged in time: the server hands 5 and 6 out again.
+        let got = c.handle_consume(decode(&answer(&[5, 6, 7], 8, false)), now + Duration::from_secs(61));
+        assert_eq!(got.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!((c.position(), c.delivered()), (Some(8), Some(7)));
+        // An older answer never moves the position back.
+        c.handle_consume(decode(&answer(&[5], 6, false)), now + Duration::from_secs(122));
+        assert_eq!(c.position(), Some(8));
     }
 
     #[test]
