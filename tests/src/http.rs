@@ -204,6 +204,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
             state.count(|c| c.queries += 1);
             sql(&state, &headers, is_json, &body, started)
         }
+        (Method::POST, "/v1/api/topics/consume") => {
+            topics(&state, &headers, is_json, &body, started, TopicCall::Consume)
+        }
+        (Method::POST, "/v1/api/topics/ack") => topics(&state, &headers, is_json, &body, started, TopicCall::Ack),
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(KitBody::default())
@@ -456,23 +460,37 @@ fn sql_error(e: SqlError, admin: bool, started: Instant) -> Answer {
     )
 }
 
-fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], started: Instant) -> Answer {
-    // Authentication first, as the server does (§2.9.2).
-    let Some(auth) = headers.get(AUTHORIZATION) else {
-        return bearer_refusal("MISSING_AUTHORIZATION", "Authentication required", started);
-    };
-    let Some(token) = auth
+/// Bearer authentication of the endpoints that answer in the SQL envelope
+/// (§2.9.2): the token's claims and the user's role, or the refusal's
+/// `error.code`.
+fn bearer(state: &State, headers: &http::HeaderMap) -> Result<(jwt::Claims, String), &'static str> {
+    let auth = headers.get(AUTHORIZATION).ok_or("MISSING_AUTHORIZATION")?;
+    let token = auth
         .to_str()
         .ok()
         .and_then(|a| a.strip_prefix("Bearer "))
         .map(str::trim)
-    else {
-        return bearer_refusal("INVALID_CREDENTIALS", "Invalid credentials", started);
+        .ok_or("INVALID_CREDENTIALS")?;
+    state.verify(token, "access").map_err(|e| match e {
+        jwt::Refusal::Expired => "TOKEN_EXPIRED",
+        jwt::Refusal::Invalid => "INVALID_CREDENTIALS",
+    })
+}
+
+/// The answer to a refused [`bearer`] authentication.
+fn bearer_refused(code: &str, started: Instant) -> Answer {
+    let message = match code {
+        "MISSING_AUTHORIZATION" => "Authentication required",
+        _ => "Invalid credentials",
     };
-    let (claims, role) = match state.verify(token, "access") {
+    bearer_refusal(code, message, started)
+}
+
+fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], started: Instant) -> Answer {
+    // Authentication first, as the server does (§2.9.2).
+    let (claims, role) = match bearer(state, headers) {
         Ok(x) => x,
-        Err(jwt::Refusal::Expired) => return bearer_refusal("TOKEN_EXPIRED", "Invalid credentials", started),
-        Err(jwt::Refusal::Invalid) => return bearer_refusal("INVALID_CREDENTIALS", "Invalid credentials", started),
+        Err(code) => return bearer_refused(code, started),
     };
     let admin = role == "dba" || role == "system";
     if !is_json {
@@ -586,4 +604,75 @@ fn success(outcomes: Vec<(Outcome, String)>, started: Instant) -> Answer {
     }
     let body = format!(r#"{{"status":"success","results":{results},"took":{}}}"#, took(started));
     raw_json(StatusCode::OK, body)
+}
+
+/// Which topic endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopicCall {
+    Consume,
+    Ack,
+}
+
+/// `POST /v1/api/topics/consume` and `/ack` (§5): Bearer auth in the SQL
+/// envelope, then the body (framework plain-text 400s), then the role
+/// (`403 FORBIDDEN`) and the topic (`404 NOT_FOUND`).
+fn topics(
+    state: &State,
+    headers: &http::HeaderMap,
+    is_json: bool,
+    body: &[u8],
+    started: Instant,
+    call: TopicCall,
+) -> Answer {
+    let role = match bearer(state, headers) {
+        Ok((_, role)) => role,
+        Err(code) => return bearer_refused(code, started),
+    };
+    if !is_json {
+        return text(StatusCode::BAD_REQUEST, "Content type error".into());
+    }
+    if body.len() > MAX_JSON {
+        return text(StatusCode::BAD_REQUEST, json_overflow(body.len()));
+    }
+    let topic_error =
+        |status: StatusCode, error: String, code: &str| json_answer(status, json!({"error": error, "code": code}));
+    let bad_body = |e: serde_json::Error| text(StatusCode::BAD_REQUEST, format!("Json deserialize error: {e}"));
+    let request = match call {
+        TopicCall::Consume => serde_json::from_slice(body).map(Ok),
+        TopicCall::Ack => serde_json::from_slice(body).map(Err),
+    };
+    let request: Result<crate::topics::ConsumeRequest, crate::topics::AckRequest> = match request {
+        Ok(r) => r,
+        Err(e) => return bad_body(e),
+    };
+    if !matches!(role.as_str(), "service" | "dba" | "system") {
+        let what = match call {
+            TopicCall::Consume => "consumption",
+            TopicCall::Ack => "acknowledgment",
+        };
+        return topic_error(
+            StatusCode::FORBIDDEN,
+            format!("Topic {what} requires service, dba, or system role"),
+            "FORBIDDEN",
+        );
+    }
+    let Ok(mut engine) = state.engine.lock() else {
+        return topic_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Failed to lookup topic".into(),
+            "INTERNAL_ERROR",
+        );
+    };
+    let (topic_id, answer) = match &request {
+        Ok(c) => (&c.topic_id, engine.topics.consume(c)),
+        Err(a) => (&a.topic_id, engine.topics.ack(a)),
+    };
+    match answer {
+        Some(v) => json_answer(StatusCode::OK, v),
+        None => topic_error(
+            StatusCode::NOT_FOUND,
+            format!("Topic '{topic_id}' does not exist"),
+            "NOT_FOUND",
+        ),
+    }
 }

@@ -27,8 +27,27 @@
 //! (`SUBSCRIPTION_LIMIT_EXCEEDED`); the builder can change both. A live
 //! query sees exactly the changes committed after the server registered it.
 //!
-//! It is not KalamDB: it has no Raft, no storage, no topics or files, and
-//! SQL is SQLite's with KalamDB's namespaces, types and answer shapes on top.
+//! Topics (`CREATE TOPIC`, `ALTER TOPIC … ADD SOURCE`, and
+//! `POST /v1/api/topics/consume` / `ack`) work as on the server: see
+//! [Topics](#topics) below and PROTOCOL §5.
+//!
+//! It is not KalamDB: it has no Raft and no storage (everything is in
+//! memory), and SQL is SQLite's with KalamDB's namespaces, types and answer
+//! shapes on top.
+//!
+//! # Topics
+//!
+//! A topic is created with `CREATE TOPIC ns.name [PARTITIONS n]` and fed by
+//! `ALTER TOPIC ns.name ADD SOURCE ns.table ON INSERT|UPDATE|DELETE
+//! [WITH (payload = 'key')]` (admins only). Each committed change of a routed
+//! table becomes a message: the row as JSON (base64 in the answer) with
+//! `_seq`, `_deleted`, `_commit_seq` and `_table`, its primary key as `key`,
+//! the writer as `user` (USER and STREAM tables), on the partition the key
+//! hashes to. `consume` needs a `service`, `dba` or `system` role; it reads
+//! from the group's committed offset + 1, else from `start`; the range it
+//! hands out stays claimed by the group (not handed out to it again) until
+//! acknowledged or until [`TestServerBuilder::topic_visibility_timeout`]
+//! passes, as on the server.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +57,7 @@ mod proxy;
 pub mod real;
 pub mod shape;
 mod sql;
+mod topics;
 mod ws;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -224,6 +244,8 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_USER: usize = 10;
 /// capacity, refilled at this rate).
 pub const DEFAULT_MAX_WS_MESSAGES_PER_SEC: u32 = 50;
 
+pub use topics::DEFAULT_TOPIC_VISIBILITY_TIMEOUT;
+
 /// The server's WebSocket limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WsLimits {
@@ -332,6 +354,7 @@ pub struct TestServerBuilder {
     latency: Duration,
     idle_timeout: Duration,
     limits: WsLimits,
+    topic_visibility_timeout: Duration,
 }
 
 impl Default for TestServerBuilder {
@@ -346,6 +369,7 @@ impl Default for TestServerBuilder {
                 max_subscriptions_per_user: DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
                 max_messages_per_sec: DEFAULT_MAX_WS_MESSAGES_PER_SEC,
             },
+            topic_visibility_timeout: DEFAULT_TOPIC_VISIBILITY_TIMEOUT,
         }
     }
 }
@@ -402,10 +426,22 @@ impl TestServerBuilder {
         self
     }
 
+    /// How long a range of topic messages handed out by
+    /// `POST /v1/api/topics/consume` stays claimed by its consumer group
+    /// without an ack (default 60 s, [`DEFAULT_TOPIC_VISIBILITY_TIMEOUT`], as
+    /// the server): until then the group's next consumes skip it; after, it
+    /// is handed out again. Measured on Tokio's clock, so a test with paused
+    /// time can advance past it.
+    pub fn topic_visibility_timeout(mut self, d: Duration) -> Self {
+        self.topic_visibility_timeout = d;
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(self) -> TestServer {
         let (changes, _) = broadcast::channel(4096);
         let mut engine = sql::Engine::new(changes.clone());
+        engine.topics.visibility_timeout = self.topic_visibility_timeout;
         let hash = bcrypt::hash(&self.root_password, 4).expect("bcrypt");
         engine.users.insert(
             "root".into(),

@@ -137,6 +137,8 @@ impl Engine {
             conn.execute(&format!("DELETE FROM {schema}._changes"), [])
                 .map_err(internal)?;
         }
+        // One commit sequence number for what this statement (or COMMIT) wrote.
+        let commit_seq = if found.is_empty() { 0 } else { self.seq.next() };
         for (kind, table, old, new, per_user) in found {
             let Some(def) = self.table(&table).cloned() else {
                 continue;
@@ -167,6 +169,22 @@ impl Engine {
                 old: decode(old),
                 new: decode(new),
             };
+            let row = if change.kind == "delete" {
+                &change.old
+            } else {
+                &change.new
+            };
+            if let Some(row) = row {
+                let pk: Vec<String> = def.columns.iter().filter(|c| c.pk).map(|c| c.name.clone()).collect();
+                self.topics.publish(Published {
+                    table: &def.full,
+                    kind: change.kind,
+                    row,
+                    pk: &pk,
+                    user: change.owner.as_deref(),
+                    commit_seq,
+                });
+            }
             let _ = self.changes.send(Arc::new(change));
         }
         Ok(())

@@ -17,6 +17,14 @@ pub(super) enum StatementKind {
     CreateTable,
     /// `DROP TABLE …`.
     DropTable,
+    /// `CREATE TOPIC …`.
+    CreateTopic,
+    /// `ALTER TOPIC … ADD SOURCE …`.
+    AlterTopic,
+    /// `DROP TOPIC …`.
+    DropTopic,
+    /// `CLEAR TOPIC …`.
+    ClearTopic,
     /// Any other `CREATE …` or `ALTER …` (not `ALTER USER`): DDL the kit
     /// does not know, refused after the admin check.
     OtherDdl,
@@ -53,6 +61,10 @@ impl StatementKind {
             ("CREATE" | "DROP", "NAMESPACE") => StatementKind::Namespace,
             ("CREATE", "USER") if w(2) != "TABLE" => StatementKind::CreateUser,
             ("DROP", "TABLE") => StatementKind::DropTable,
+            ("CREATE", "TOPIC") => StatementKind::CreateTopic,
+            ("ALTER", "TOPIC") => StatementKind::AlterTopic,
+            ("DROP", "TOPIC") => StatementKind::DropTopic,
+            ("CLEAR", "TOPIC") => StatementKind::ClearTopic,
             ("CREATE", _) if says_table => StatementKind::CreateTable,
             ("ALTER", x) if x != "USER" && says_table => StatementKind::CreateTable,
             ("CREATE", _) => StatementKind::OtherDdl,
@@ -66,6 +78,17 @@ impl StatementKind {
             ("ROLLBACK", _) => StatementKind::Rollback,
             _ => StatementKind::Unknown,
         }
+    }
+
+    /// Whether it manages topics (admins only, with their own message).
+    fn topic_ddl(self) -> bool {
+        matches!(
+            self,
+            StatementKind::CreateTopic
+                | StatementKind::AlterTopic
+                | StatementKind::DropTopic
+                | StatementKind::ClearTopic
+        )
     }
 
     /// Whether only admins (DBA, System) may run it.
@@ -98,6 +121,13 @@ impl Engine {
                 "Admin privileges (DBA or System role) required for DDL",
             ));
         }
+        if kind.topic_ddl() && !admin {
+            return Err(SqlError::new(
+                403,
+                "PERMISSION_DENIED",
+                "Admin privileges (DBA or System role) required for topic management",
+            ));
+        }
         let as_user = |o: Outcome| (o, user.to_owned());
         match kind {
             StatementKind::ExecuteAs => self.execute_as(n, user, role, stmt, params, namespace),
@@ -114,6 +144,10 @@ impl Engine {
             StatementKind::CreateUser => self.create_user(n, stmt).map(as_user),
             StatementKind::CreateTable => self.create_table(n, stmt).map(as_user),
             StatementKind::DropTable => self.drop_table(n, stmt).map(as_user),
+            StatementKind::CreateTopic => self.create_topic(n, stmt).map(as_user),
+            StatementKind::AlterTopic => self.alter_topic(n, stmt).map(as_user),
+            StatementKind::DropTopic => self.drop_topic(n, stmt).map(as_user),
+            StatementKind::ClearTopic => self.clear_topic(n, stmt).map(as_user),
             StatementKind::OtherDdl => Err(SqlError::new(
                 400,
                 "INVALID_SQL",

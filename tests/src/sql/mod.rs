@@ -18,8 +18,9 @@
 //! classification), [`tokenize`] (the small SQL tokenizer and text helpers),
 //! [`types`] (KalamDB types ⇄ SQLite values and JSON), [`catalog`] (tables,
 //! users, name resolution), [`dispatch`] (a statement's kind, parsed once, and
-//! what runs it), [`ddl`], [`dml`], [`changes`] (change capture) and [`live`]
-//! (live-query initial data and filters).
+//! what runs it), [`ddl`], [`dml`], [`changes`] (change capture, which also
+//! feeds the topics), [`topics`] (topic DDL) and [`live`] (live-query initial
+//! data and filters).
 
 mod catalog;
 mod changes;
@@ -29,6 +30,7 @@ mod dml;
 mod errors;
 mod live;
 mod tokenize;
+mod topics;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,6 +41,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, params_from_iter};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
+
+use crate::topics::Published;
 
 pub use catalog::{ColumnDef, TableDef, TableKind, UserRecord};
 pub use changes::Change;
@@ -88,6 +92,8 @@ pub struct Engine {
     pub bcrypt_cost: u32,
     /// The open explicit transaction of the current request: user and id.
     transaction: Option<(String, String)>,
+    /// Topics fed by the tables' changes, with their messages and offsets.
+    pub(crate) topics: crate::topics::Topics,
 }
 
 static INSTANCE: AtomicU64 = AtomicU64::new(0);
@@ -117,6 +123,7 @@ impl Engine {
             users: BTreeMap::new(),
             bcrypt_cost: 4,
             transaction: None,
+            topics: crate::topics::Topics::default(),
         }
     }
 

@@ -1,0 +1,448 @@
+//! Topics (PROTOCOL §5): topic DDL, table changes feeding a topic,
+//! `POST /v1/api/topics/consume` and `/ack`, and their errors.
+//!
+//! One exchange runs against the kit with its assertions; the same
+//! exchange against the real server (`topics_match_the_real_server`,
+//! ignored in a plain `cargo test`) must pass the same assertions and give
+//! answers of the same shape.
+
+mod support;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use kalam_testkit::shape::{ShapeRules, shape_diff_with};
+use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, TestServer, sign_jwt};
+use serde_json::{Value, json};
+use support::{Http, Reply};
+
+/// How a step is compared between the kit and the real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    /// Status, content type, and the JSON shape with messages and error
+    /// texts equal (or the same plain text).
+    Exact,
+    /// Status, content type and JSON shape; messages may differ (job ids,
+    /// `took`).
+    Shape,
+}
+
+struct Step {
+    label: String,
+    cmp: Cmp,
+    reply: Reply,
+}
+
+struct Run {
+    http: Http,
+    root: String,
+    steps: Vec<Step>,
+}
+
+impl Run {
+    fn record(&mut self, label: String, cmp: Cmp, reply: Reply) -> &Reply {
+        self.steps.push(Step { label, cmp, reply });
+        &self.steps.last().expect("just pushed").reply
+    }
+
+    async fn sql_as(&mut self, token: &str, cmp: Cmp, sql: &str) -> &Reply {
+        let reply = self.http.sql(token, sql).await;
+        self.record(sql.to_owned(), cmp, reply)
+    }
+
+    async fn ok(&mut self, sql: &str) -> &Reply {
+        let root = self.root.clone();
+        let r = self.sql_as(&root, Cmp::Exact, sql).await;
+        assert_eq!(r.status, 200, "{sql}: {}", r.text());
+        r
+    }
+
+    /// A topic call with raw headers and body.
+    async fn call(&mut self, cmp: Cmp, path: &str, headers: &[(&str, &str)], body: &str) -> &Reply {
+        let reply = self.http.send("POST", path, headers, body.to_owned()).await;
+        self.record(format!("{path} {body}"), cmp, reply)
+    }
+
+    /// A topic call as `token` with a JSON body.
+    async fn topic(&mut self, token: &str, what: &str, body: Value) -> &Reply {
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        self.call(
+            Cmp::Exact,
+            &format!("/v1/api/topics/{what}"),
+            &headers,
+            &body.to_string(),
+        )
+        .await
+    }
+}
+
+/// The payloads of a consume answer, decoded, with each message's `op`,
+/// `key` and `user`.
+fn decoded(r: &Reply) -> Vec<(Value, Value, Value, Value)> {
+    r.json()["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let bytes = B64
+                .decode(m["payload"].as_str().expect("payload"))
+                .expect("standard base64");
+            let payload: Value = serde_json::from_slice(&bytes).expect("payload is JSON");
+            (payload, m["op"].clone(), m["key"].clone(), m["user"].clone())
+        })
+        .collect()
+}
+
+fn offsets(r: &Reply) -> Vec<u64> {
+    r.json()["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("offset"))
+        .collect()
+}
+
+fn expired_token(user: &str, role: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    sign_jwt(
+        DEFAULT_JWT_SECRET,
+        &Claims {
+            sub: user.into(),
+            iss: "kalamdb".into(),
+            exp: now - 3600,
+            iat: now - 7200,
+            email: None,
+            role: role.into(),
+            token_type: "access".into(),
+        },
+    )
+}
+
+/// The exchange, with its assertions; its steps for the comparison.
+async fn exchange(base: &str) -> Vec<Step> {
+    let http = Http::new(base);
+    let root = http.login("root", "kalamdb123").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mut run = Run {
+        http: http.clone(),
+        root: root.clone(),
+        steps: Vec::new(),
+    };
+    run.ok("CREATE NAMESPACE tq").await;
+    run.ok("CREATE SHARED TABLE tq.items (id BIGINT PRIMARY KEY, name TEXT)")
+        .await;
+    run.ok("CREATE USER TABLE tq.notes (id BIGINT PRIMARY KEY, body TEXT)")
+        .await;
+    run.ok("CREATE USER 'svc' WITH PASSWORD 'password123' ROLE service")
+        .await;
+    run.ok("CREATE USER 'bob' WITH PASSWORD 'password123' ROLE user").await;
+    let token = |v: Value| v["access_token"].as_str().expect("token").to_owned();
+    let svc = token(http.login("svc", "password123").await);
+    let bob = token(http.login("bob", "password123").await);
+
+    // Topic DDL and its errors.
+    let r = run.ok("CREATE TOPIC tq.events").await;
+    assert_eq!(
+        r.json()["results"][0]["message"],
+        "Created topic 'tq.events' with 1 partition(s)"
+    );
+    for (sql, code) in [
+        ("CREATE TOPIC tq.events", "SQL_EXECUTION_ERROR"),
+        ("CREATE TOPIC plain", "SQL_EXECUTION_ERROR"),
+        ("CREATE TOPIC nons.t", "SQL_EXECUTION_ERROR"),
+        ("CREATE TOPIC tq.x PARTITIONS x", "INVALID_SQL"),
+        (
+            "ALTER TOPIC tq.nope ADD SOURCE tq.items ON INSERT",
+            "SQL_EXECUTION_ERROR",
+        ),
+        ("ALTER TOPIC tq.events ADD SOURCE tq.items ON UPSERT", "INVALID_SQL"),
+        ("ALTER TOPIC tq.events ADD SOURCE tq.items", "INVALID_SQL"),
+        ("DROP TOPIC tq.nope", "SQL_EXECUTION_ERROR"),
+    ] {
+        let r = run.sql_as(&root, Cmp::Exact, sql).await;
+        assert_eq!((r.status, r.code()), (400, code.to_owned()), "{sql}: {}", r.text());
+    }
+    let r = run.sql_as(&svc, Cmp::Exact, "CREATE TOPIC tq.x").await;
+    assert_eq!((r.status, r.code()), (403, "PERMISSION_DENIED".to_owned()));
+    for op in ["INSERT", "UPDATE", "DELETE"] {
+        run.ok(&format!("ALTER TOPIC tq.events ADD SOURCE tq.items ON {op}"))
+            .await;
+    }
+    let r = run
+        .sql_as(&root, Cmp::Exact, "ALTER TOPIC tq.events ADD SOURCE tq.items ON INSERT")
+        .await;
+    assert_eq!(r.code(), "SQL_EXECUTION_ERROR");
+
+    // Changes feed the topic.
+    run.ok("INSERT INTO tq.items (id, name) VALUES (1, 'a'), (2, 'b')")
+        .await;
+    run.ok("UPDATE tq.items SET name = 'c' WHERE id = 1").await;
+    run.ok("DELETE FROM tq.items WHERE id = 2").await;
+    let consume = |group: &str, start: Value, limit: u64| json!({"topic_id": "tq.events", "group_id": group, "start": start, "limit": limit});
+    let r = run.topic(&svc, "consume", consume("g", json!("Earliest"), 2)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(offsets(r), vec![0, 1]);
+    assert_eq!(
+        (r.json()["next_offset"].clone(), r.json()["has_more"].clone()),
+        (json!(2), json!(true))
+    );
+    let first = decoded(r);
+    assert_eq!(first[0].0["id"], "1");
+    assert_eq!(first[0].0["name"], "a");
+    assert_eq!(first[0].0["_table"], "tq:items");
+    assert_eq!(first[0].0["_deleted"], false);
+    assert!(first[0].0["_seq"].is_string() && first[0].0["_commit_seq"].is_string());
+    assert_eq!(
+        (first[0].1.clone(), first[0].2.clone(), first[0].3.clone()),
+        (json!("Insert"), json!("1"), Value::Null)
+    );
+    // The group's claim: the rest, then nothing (next_offset = the start offset).
+    let r = run.topic(&svc, "consume", consume("g", json!("earliest"), 10)).await;
+    assert_eq!(offsets(r), vec![2, 3]);
+    assert_eq!(
+        (r.json()["next_offset"].clone(), r.json()["has_more"].clone()),
+        (json!(4), json!(false))
+    );
+    let rest = decoded(r);
+    assert_eq!(
+        (rest[0].0["name"].clone(), rest[0].1.clone()),
+        (json!("c"), json!("Update"))
+    );
+    assert_eq!(
+        (
+            rest[1].0["id"].clone(),
+            rest[1].0["_deleted"].clone(),
+            rest[1].1.clone()
+        ),
+        (json!("2"), json!(true), json!("Delete"))
+    );
+    let r = run.topic(&svc, "consume", consume("g", json!("Earliest"), 10)).await;
+    assert_eq!((offsets(r), r.json()["next_offset"].clone()), (vec![], json!(0)));
+    // Latest, an explicit offset, and a committed offset that wins over `start`.
+    let r = run.topic(&svc, "consume", consume("latest", json!("Latest"), 10)).await;
+    assert_eq!((offsets(r), r.json()["next_offset"].clone()), (vec![], json!(4)));
+    let r = run
+        .topic(&svc, "consume", consume("off", json!({"Offset": 3}), 10))
+        .await;
+    assert_eq!(offsets(r), vec![3]);
+    let ack = json!({"topic_id": "tq.events", "group_id": "acked", "upto_offset": 1});
+    let r = run.topic(&root, "ack", ack).await;
+    assert_eq!(r.json(), json!({"success": true, "acknowledged_offset": 1}));
+    let r = run.topic(&svc, "consume", consume("acked", json!("Latest"), 1)).await;
+    assert_eq!((offsets(r), r.json()["has_more"].clone()), (vec![2], json!(true)));
+
+    // Errors: role, unknown topic, auth, malformed bodies.
+    let r = run.topic(&bob, "consume", consume("g", json!("Earliest"), 1)).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            403,
+            json!({"error": "Topic consumption requires service, dba, or system role", "code": "FORBIDDEN"})
+        )
+    );
+    let r = run
+        .topic(
+            &bob,
+            "ack",
+            json!({"topic_id": "tq.events", "group_id": "g", "upto_offset": 0}),
+        )
+        .await;
+    assert_eq!((r.status, r.json()["code"].clone()), (403, json!("FORBIDDEN")));
+    let r = run
+        .topic(&svc, "consume", json!({"topic_id": "tq.nope", "group_id": "g"}))
+        .await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            404,
+            json!({"error": "Topic 'tq.nope' does not exist", "code": "NOT_FOUND"})
+        )
+    );
+    let r = run
+        .topic(
+            &svc,
+            "ack",
+            json!({"topic_id": "tq.nope", "group_id": "g", "upto_offset": 0}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let expired = expired_token("svc", "service");
+    let r = run.topic(&expired, "consume", consume("g", json!("Earliest"), 1)).await;
+    assert_eq!((r.status, r.code()), (401, "TOKEN_EXPIRED".to_owned()));
+    let r = run
+        .topic("garbage", "consume", consume("g", json!("Earliest"), 1))
+        .await;
+    assert_eq!((r.status, r.code()), (401, "INVALID_CREDENTIALS".to_owned()));
+    let r = run
+        .call(
+            Cmp::Shape,
+            "/v1/api/topics/ack",
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (401, "MISSING_AUTHORIZATION".to_owned()));
+    let svc_auth = format!("Bearer {svc}");
+    let json_headers = [
+        ("authorization", svc_auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    for (path, body, text) in [
+        (
+            "consume",
+            r#"{"topic_id":"tq.events"}"#,
+            "Json deserialize error: missing field `group_id` at line 1 column 24",
+        ),
+        (
+            "consume",
+            r#"{"topic_id":"tq.events","group_id":"g","start":"Middle"}"#,
+            "Json deserialize error: Invalid start position: Middle at line 1 column 56",
+        ),
+        (
+            "ack",
+            r#"{"topic_id":"tq.events","group_id":"g"}"#,
+            "Json deserialize error: missing field `upto_offset` at line 1 column 39",
+        ),
+        (
+            "ack",
+            "{bad",
+            "Json deserialize error: key must be a string at line 1 column 2",
+        ),
+    ] {
+        let r = run
+            .call(Cmp::Exact, &format!("/v1/api/topics/{path}"), &json_headers, body)
+            .await;
+        assert_eq!((r.status, r.text()), (400, text.to_owned()), "{body}");
+        assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    }
+    let r = run
+        .call(
+            Cmp::Exact,
+            "/v1/api/topics/consume",
+            &[("authorization", &svc_auth)],
+            "{}",
+        )
+        .await;
+    assert_eq!((r.status, r.text()), (400, "Content type error".to_owned()));
+
+    // A USER table, two partitions, the writer as `user`, key-only payloads.
+    run.ok("CREATE TOPIC tq.notes_topic PARTITIONS 2").await;
+    run.ok("ALTER TOPIC tq.notes_topic ADD SOURCE tq.notes ON INSERT WITH (payload = 'key')")
+        .await;
+    let r = run
+        .sql_as(
+            &bob,
+            Cmp::Exact,
+            "INSERT INTO tq.notes (id, body) VALUES (1, 'x'), (2, 'y'), (3, 'z'), (4, 'w')",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut seen = Vec::new();
+    for partition in [0, 1] {
+        let body =
+            json!({"topic_id": "tq.notes_topic", "group_id": "n", "start": "Earliest", "partition_id": partition});
+        let r = run.topic(&svc, "consume", body).await;
+        for (payload, op, key, user) in decoded(r) {
+            assert_eq!((op, user), (json!("Insert"), json!("bob")));
+            assert!(payload.get("_table").is_none(), "key payloads have no _table");
+            assert_eq!(payload["id"], key);
+            seen.push(key);
+        }
+    }
+    seen.sort_by_key(|k| k.as_str().map(str::to_owned));
+    assert_eq!(seen, vec![json!("1"), json!("2"), json!("3"), json!("4")]);
+
+    // CLEAR and DROP.
+    run.sql_as(&root, Cmp::Shape, "CLEAR TOPIC tq.events").await;
+    let r = run
+        .topic(&svc, "consume", consume("after-clear", json!("Earliest"), 10))
+        .await;
+    assert_eq!(offsets(r), Vec::<u64>::new());
+    let r = run.sql_as(&root, Cmp::Shape, "DROP TOPIC tq.events").await;
+    assert_eq!(r.status, 200);
+    let r = run.topic(&svc, "consume", consume("g", json!("Earliest"), 1)).await;
+    assert_eq!(r.status, 404);
+    run.steps
+}
+
+#[tokio::test]
+async fn topics_fed_by_table_changes() {
+    let server = TestServer::start().await;
+    exchange(&server.url()).await;
+    server.shutdown().await;
+}
+
+/// The payload's keys, sorted (the server writes them in hash order).
+fn payload_keys(r: &Reply) -> Vec<Vec<String>> {
+    if !r.json()["messages"].is_array() {
+        return Vec::new();
+    }
+    decoded(r)
+        .into_iter()
+        .map(|(p, ..)| {
+            let mut k: Vec<String> = p.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            k.sort();
+            k
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the real KalamDB server (../shared/kalamdb-server): cargo test -p kalam-testkit --test topics -- --ignored"]
+async fn topics_match_the_real_server() {
+    let real = RealServer::start();
+    let real_steps = exchange(&real.url()).await;
+    let kit = TestServer::start().await;
+    let kit_steps = exchange(&kit.url()).await;
+    assert_eq!(real_steps.len(), kit_steps.len());
+    let mut problems = Vec::new();
+    for (r, k) in real_steps.iter().zip(&kit_steps) {
+        let label: String = r.label.chars().take(100).collect();
+        let (rr, kr) = (&r.reply, &k.reply);
+        if (rr.status, rr.header("content-type")) != (kr.status, kr.header("content-type")) {
+            problems.push(format!(
+                "{label}: {} {:?}, kit {} {:?}",
+                rr.status,
+                rr.header("content-type"),
+                kr.status,
+                kr.header("content-type")
+            ));
+            continue;
+        }
+        match (
+            serde_json::from_slice::<Value>(&rr.body),
+            serde_json::from_slice::<Value>(&kr.body),
+        ) {
+            (Ok(a), Ok(b)) => {
+                let rules = match r.cmp {
+                    Cmp::Exact => ShapeRules::wire(),
+                    Cmp::Shape => ShapeRules::structural(),
+                };
+                let mut diffs = shape_diff_with(&rules, &a, &b);
+                // `took` is in every SQL envelope, and never the same.
+                diffs.retain(|d| !d.starts_with("$.took"));
+                if label.starts_with("/v1/api/topics/consume") && payload_keys(rr) != payload_keys(kr) {
+                    diffs.push(format!(
+                        "payload keys {:?}, kit {:?}",
+                        payload_keys(rr),
+                        payload_keys(kr)
+                    ));
+                }
+                problems.extend(diffs.into_iter().map(|d| format!("{label}: {d}")));
+            }
+            _ if rr.body != kr.body => problems.push(format!("{label}: {:?}, kit {:?}", rr.text(), kr.text())),
+            _ => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the kit differs from the real server:\n{}",
+        problems.join("\n")
+    );
+    kit.shutdown().await;
+}
