@@ -27,7 +27,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub mod scenarios;
+pub mod admin;
+#[path = "scenarios.rs"]
+mod core_scenarios;
+pub mod topics;
+
+/// Every conformance scenario, by name (what [`for_each_scenario!`] lists):
+/// the core suite (auth, queries, live queries, faults), the topic consumer
+/// ([`topics`]) and health and first-time setup ([`admin`]).
+pub mod scenarios {
+    pub use crate::admin::*;
+    pub use crate::core_scenarios::*;
+    pub use crate::topics::*;
+}
 
 pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
 pub use kalam_testkit::{FaultProxy, RealServer, TestServer};
@@ -89,6 +101,11 @@ macro_rules! for_each_scenario {
             fault_reset_mid_frame,
             fault_refuse_then_accept,
             fault_server_restart,
+            consumer_reads_acks_and_resumes,
+            consumer_auto_commit_commits_each_batch,
+            consumer_refusals_are_typed,
+            consumer_token_handling_is_the_query_path,
+            health_check_needs_no_token,
         );
     };
 }
