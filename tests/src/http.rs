@@ -1,6 +1,7 @@
 //! The HTTP side: routing, the auth endpoints and `POST /v1/api/sql`, with
 //! the status codes, error shapes and key orders of the real server.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::files;
 use crate::sql::{Outcome, SqlError};
 use crate::{SeenRequest, State, VERSION, http_date, jwt, rfc3339, unix_now};
 
@@ -165,6 +167,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         return crate::ws::upgrade(req, state).await;
     }
     let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
     let too_large = |size: u64| {
         json_answer(
@@ -204,6 +207,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
             state.count(|c| c.queries += 1);
             sql(&state, &headers, is_json, &body, started)
         }
+        (Method::GET, p) if p.starts_with("/v1/files/") => download(&state, &headers, p, query.as_deref(), started),
         (Method::POST, "/v1/api/topics/consume") => {
             topics(&state, &headers, is_json, &body, started, TopicCall::Consume)
         }
@@ -493,23 +497,27 @@ fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], sta
         Err(code) => return bearer_refused(code, started),
     };
     let admin = role == "dba" || role == "system";
-    if !is_json {
-        let e = SqlError::new(400, "INVALID_INPUT", "Invalid JSON payload: Content type error");
-        return sql_error(e, admin, started);
-    }
-    let input_error = |message: String| SqlError::new(400, "INVALID_INPUT", message);
-    if body.len() > MAX_JSON {
-        return sql_error(
-            input_error(format!("Invalid JSON payload: {}", json_overflow(body.len()))),
-            admin,
-            started,
-        );
-    }
-    let request: SqlRequest = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            let e = input_error(format!("Invalid JSON payload: Json deserialize error: {e}"));
-            return sql_error(e, admin, started);
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let multipart = files::is_multipart(content_type);
+    let (request, parts) = if multipart {
+        match files::parse_multipart(content_type, body, state.file_limits) {
+            Ok(m) => (
+                SqlRequest {
+                    sql: m.sql,
+                    params: m.params,
+                    namespace_id: m.namespace_id,
+                },
+                m.files,
+            ),
+            Err(e) => return sql_error(SqlError::new(400, e.code, e.message), false, started),
+        }
+    } else {
+        match json_sql_request(is_json, body) {
+            Ok(r) => (r, HashMap::new()),
+            Err(e) => return sql_error(e, admin, started),
         }
     };
     if request.sql.len() > MAX_SQL {
@@ -538,6 +546,23 @@ fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], sta
     }
     let sql_text = request.sql.as_str();
     let namespace = request.namespace_id.as_deref();
+    let required = files::placeholders(sql_text);
+    if !required.is_empty() || !parts.is_empty() {
+        let upload = Upload {
+            user: &claims.sub,
+            role: &role,
+            sql: sql_text,
+            params: &params,
+            namespace,
+            multipart,
+            parts,
+            required,
+        };
+        return match file_upload(state, upload) {
+            Ok(outcomes) => success(outcomes, started),
+            Err(e) => sql_error(e, admin, started),
+        };
+    }
     let outcome = match state.engine.lock() {
         Ok(mut engine) => engine.run(&claims.sub, &role, sql_text, &params, namespace),
         Err(_) => Err(SqlError::new(500, "INTERNAL_ERROR", "SQL request failed")),
@@ -547,6 +572,232 @@ fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], sta
         Err(e) => return sql_error(e, admin, started),
     };
     success(outcomes, started)
+}
+
+/// The JSON body of `POST /v1/api/sql`, or the `INVALID_INPUT` refusal.
+fn json_sql_request(is_json: bool, body: &[u8]) -> Result<SqlRequest, SqlError> {
+    let input_error = |message: String| SqlError::new(400, "INVALID_INPUT", message);
+    if !is_json {
+        return Err(input_error("Invalid JSON payload: Content type error".into()));
+    }
+    if body.len() > MAX_JSON {
+        return Err(input_error(format!(
+            "Invalid JSON payload: {}",
+            json_overflow(body.len())
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| input_error(format!("Invalid JSON payload: Json deserialize error: {e}")))
+}
+
+/// A SQL request with FILE placeholders or file parts.
+struct Upload<'a> {
+    user: &'a str,
+    role: &'a str,
+    sql: &'a str,
+    params: &'a [Value],
+    namespace: Option<&'a str>,
+    multipart: bool,
+    parts: HashMap<String, files::Part>,
+    required: Vec<String>,
+}
+
+/// The file-upload path of `POST /v1/api/sql` (§3.6): one statement into
+/// a USER or SHARED table; each `FILE("x")` becomes the FileRef JSON of part
+/// `file:x`, and the files are kept once the statement succeeded.
+fn file_upload(state: &State, u: Upload<'_>) -> Result<Vec<(Outcome, String)>, SqlError> {
+    let input = |m: &str| SqlError::new(400, "INVALID_INPUT", m);
+    if !u.multipart {
+        return Err(input("FILE placeholders require multipart/form-data"));
+    }
+    let statements = crate::sql::split_statements(u.sql);
+    let [statement] = statements.as_slice() else {
+        return Err(input("File uploads require a single SQL statement"));
+    };
+    let words: Vec<&str> = statement.split_whitespace().collect();
+    let target = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("INTO"))
+        .filter(|_| words.first().is_some_and(|w| w.eq_ignore_ascii_case("INSERT")))
+        .or_else(|| words.first().filter(|w| w.eq_ignore_ascii_case("UPDATE")).map(|_| 0))
+        .and_then(|i| words.get(i + 1))
+        .map(|t| t.split('(').next().unwrap_or_default().trim_matches('"'))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            input("Could not determine target table from SQL. Use fully qualified table name (namespace.table).")
+        })?;
+    let full = match target.split_once('.') {
+        Some(_) => target.to_owned(),
+        None => format!("{}.{target}", u.namespace.unwrap_or("default")),
+    };
+    let mut engine = state
+        .engine
+        .lock()
+        .map_err(|_| SqlError::new(500, "INTERNAL_ERROR", "SQL request failed"))?;
+    let def = engine.table(&full).cloned().ok_or_else(|| {
+        SqlError::new(
+            400,
+            "TABLE_NOT_FOUND",
+            format!("Table '{}' not found", full.replacen('.', ":", 1)),
+        )
+    })?;
+    let owner = match def.kind {
+        crate::sql::TableKind::User => Some(u.user),
+        crate::sql::TableKind::Shared => None,
+        crate::sql::TableKind::Stream => {
+            return Err(input("File uploads are not supported for stream or system tables"));
+        }
+    };
+    let mut parts = u.parts;
+    if !u.required.is_empty() {
+        parts.retain(|k, _| u.required.contains(k));
+    }
+    let (refs, pending) = match state.files.lock() {
+        Ok(mut f) => f.prepare(&def.full, owner, &parts),
+        Err(_) => return Err(SqlError::new(500, "INTERNAL_ERROR", "Failed to stage file")),
+    };
+    let substituted = files::substitute(statement, &refs);
+    if !files::placeholders(&substituted).is_empty() {
+        // A placeholder without its part stays a call of an unknown function.
+        let mut e = SqlError::new(
+            400,
+            "SQL_EXECUTION_ERROR",
+            "Statement 1 failed: Execution error: Error during planning: Invalid function 'file'.\nDid you mean 'ln'?",
+        );
+        e.details = Some(substituted);
+        return Err(e);
+    }
+    let outcomes = engine.run(u.user, u.role, &substituted, u.params, u.namespace)?;
+    if let Ok(mut f) = state.files.lock() {
+        f.commit(pending);
+    }
+    Ok(outcomes)
+}
+
+/// An error of the download route in the SQL envelope, with `took` 0.0 as
+/// the server writes it there.
+fn download_error(status: StatusCode, code: &str, message: &str) -> Answer {
+    raw_json(
+        status,
+        format!(
+            r#"{{"status":"error","results":[],"took":0.0,"error":{}}}"#,
+            json!({"code": code, "message": message})
+        ),
+    )
+}
+
+/// `GET /v1/files/{namespace}/{table}/{subfolder}/{stored_name}[?user_id=]` (§3.6).
+fn download(state: &State, headers: &http::HeaderMap, path: &str, query: Option<&str>, started: Instant) -> Answer {
+    let segments: Vec<&str> = path.trim_start_matches("/v1/files/").split('/').collect();
+    let [ns, table, sub, stored] = segments.as_slice() else {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(KitBody::default())
+            .unwrap_or_default();
+    };
+    let (claims, role) = match bearer(state, headers) {
+        Ok(x) => x,
+        Err(code) => return bearer_refused(code, started),
+    };
+    let requested = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("user_id=").map(str::to_owned))
+    });
+    let (def, target_role) = {
+        let Ok(engine) = state.engine.lock() else {
+            return download_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "File lookup failed",
+            );
+        };
+        let def = engine.table(&format!("{ns}.{table}")).cloned();
+        let target_role = requested
+            .as_ref()
+            .and_then(|u| engine.users.get(u).map(|r| r.role.clone()));
+        (def, target_role)
+    };
+    let Some(def) = def else {
+        return json_answer(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("Table '{ns}:{table}' not found")}),
+        );
+    };
+    let owner = match def.kind {
+        crate::sql::TableKind::User => {
+            let me = claims.sub.clone();
+            match requested {
+                Some(other) if other != me => {
+                    let target = target_role.as_deref().unwrap_or("user");
+                    let allowed = match role.as_str() {
+                        "system" | "dba" => true,
+                        "service" => matches!(target, "user" | "service"),
+                        _ => false,
+                    };
+                    if !allowed {
+                        return download_error(
+                            StatusCode::FORBIDDEN,
+                            "PERMISSION_DENIED",
+                            "Requested user is not allowed for the current role",
+                        );
+                    }
+                    Some(other)
+                }
+                _ => Some(me),
+            }
+        }
+        crate::sql::TableKind::Shared => {
+            if role == "user" {
+                return download_error(
+                    StatusCode::FORBIDDEN,
+                    "PERMISSION_DENIED",
+                    "Shared table access denied (access_level=Private)",
+                );
+            }
+            if requested.is_some() {
+                return download_error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_INPUT",
+                    "user_id is only valid for user tables",
+                );
+            }
+            None
+        }
+        crate::sql::TableKind::Stream => {
+            return download_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_INPUT",
+                "File storage is not supported for stream or system tables",
+            );
+        }
+    };
+    let valid_sub = sub.len() == 5 && sub.starts_with('f') && sub[1..].chars().all(|c| c.is_ascii_digit());
+    let bad = |s: &str| s.contains("..") || s.contains('/') || s.contains('\\') || s.contains('\0');
+    if !valid_sub || bad(sub) || bad(stored) {
+        return download_error(StatusCode::BAD_REQUEST, "INVALID_INPUT", "Invalid file path");
+    }
+    let data = state
+        .files
+        .lock()
+        .ok()
+        .and_then(|f| f.get(&def.full, owner.as_deref(), sub, stored));
+    match data {
+        Some(data) => {
+            let safe: String = stored
+                .chars()
+                .filter(|c| !matches!(c, '"' | '\r' | '\n' | '\0'))
+                .collect();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(CONTENT_TYPE, files::download_type(stored))
+                .header("content-disposition", format!("inline; filename=\"{safe}\""))
+                .body(KitBody::full(data))
+                .unwrap_or_default()
+        }
+        None => json_answer(
+            StatusCode::NOT_FOUND,
+            json!({"code": "FILE_NOT_FOUND", "error": "File not found"}),
+        ),
+    }
 }
 
 /// The success envelope: row and DDL results in order, then the folded

@@ -31,6 +31,13 @@
 //! `POST /v1/api/topics/consume` / `ack`) work as on the server: see
 //! [Topics](#topics) below and PROTOCOL §5.
 //!
+//! FILE columns work too (PROTOCOL §3.6): a multipart `POST /v1/api/sql`
+//! with `file:<placeholder>` parts stores each file in memory and the
+//! FileRef JSON (`id`, `sub`, `name`, `size`, `mime`, `sha256`) in the
+//! column; `GET /v1/files/{ns}/{table}/{sub}/{stored_name}` (see
+//! [`stored_name`]) serves it back. [`TestServerBuilder::max_file_size`]
+//! lowers the 25 MiB per-file limit so `FILE_TOO_LARGE` can be tested.
+//!
 //! It is not KalamDB: it has no Raft and no storage (everything is in
 //! memory), and SQL is SQLite's with KalamDB's namespaces, types and answer
 //! shapes on top.
@@ -51,6 +58,7 @@
 
 #![forbid(unsafe_code)]
 
+mod files;
 mod http;
 pub mod jwt;
 mod proxy;
@@ -244,6 +252,7 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_USER: usize = 10;
 /// capacity, refilled at this rate).
 pub const DEFAULT_MAX_WS_MESSAGES_PER_SEC: u32 = 50;
 
+pub use files::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES_PER_REQUEST, stored_name};
 pub use topics::DEFAULT_TOPIC_VISIBILITY_TIMEOUT;
 
 /// The server's WebSocket limits.
@@ -283,6 +292,9 @@ pub(crate) struct State {
     pub(crate) latency: Mutex<Duration>,
     pub(crate) ws: WsControls,
     pub(crate) open_sockets: AtomicUsize,
+    /// Files uploaded into FILE columns.
+    pub(crate) files: Mutex<files::Files>,
+    pub(crate) file_limits: files::FileLimits,
 }
 
 impl State {
@@ -355,6 +367,7 @@ pub struct TestServerBuilder {
     idle_timeout: Duration,
     limits: WsLimits,
     topic_visibility_timeout: Duration,
+    file_limits: files::FileLimits,
 }
 
 impl Default for TestServerBuilder {
@@ -370,6 +383,10 @@ impl Default for TestServerBuilder {
                 max_messages_per_sec: DEFAULT_MAX_WS_MESSAGES_PER_SEC,
             },
             topic_visibility_timeout: DEFAULT_TOPIC_VISIBILITY_TIMEOUT,
+            file_limits: files::FileLimits {
+                max_file_size: DEFAULT_MAX_FILE_SIZE,
+                max_files: DEFAULT_MAX_FILES_PER_REQUEST,
+            },
         }
     }
 }
@@ -437,6 +454,26 @@ impl TestServerBuilder {
         self
     }
 
+    /// The largest file one `file:<placeholder>` part of a multipart
+    /// `POST /v1/api/sql` may carry (default 25 MiB,
+    /// [`DEFAULT_MAX_FILE_SIZE`], as the server's `files.max_size_bytes`).
+    /// A larger part is refused with `400 FILE_TOO_LARGE` ("File '…'
+    /// exceeds maximum size of … bytes"). Lower it to test that refusal
+    /// without 25 MiB bodies (a body over 10 MiB is refused first, with
+    /// `413 BODY_TOO_LARGE`, as by the server).
+    pub fn max_file_size(mut self, bytes: usize) -> Self {
+        self.file_limits.max_file_size = bytes;
+        self
+    }
+
+    /// The most `file:` parts one multipart request may carry (default 20,
+    /// [`DEFAULT_MAX_FILES_PER_REQUEST`]); one more is refused with
+    /// `400 TOO_MANY_FILES`.
+    pub fn max_files_per_request(mut self, n: usize) -> Self {
+        self.file_limits.max_files = n;
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(self) -> TestServer {
         let (changes, _) = broadcast::channel(4096);
@@ -475,6 +512,8 @@ impl TestServerBuilder {
                 subscriptions: Mutex::new(HashMap::new()),
             },
             open_sockets: AtomicUsize::new(0),
+            files: Mutex::new(files::Files::default()),
+            file_limits: self.file_limits,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -48,6 +48,7 @@ pub use catalog::{ColumnDef, TableDef, TableKind, UserRecord};
 pub use changes::Change;
 pub use errors::SqlError;
 pub use live::{LivePage, live_schema, project};
+pub(crate) use tokenize::split_statements;
 
 use catalog::*;
 use changes::*;

@@ -16,6 +16,7 @@ pub(super) fn decl_type(ktype: &str) -> &'static str {
         "Json" => "JSON_TEXT",
         "Uuid" => "UUID_TEXT",
         "Bytes" => "BYTES_BLOB",
+        "File" => "FILE_TEXT",
         _ => "TEXT",
     }
 }
@@ -33,6 +34,7 @@ pub(super) fn ktype_of_decl(decl: &str) -> Option<&'static str> {
         "JSON_TEXT" => "Json",
         "UUID_TEXT" => "Uuid",
         "BYTES_BLOB" => "Bytes",
+        "FILE_TEXT" => "File",
         "TEXT" => "Text",
         _ => return None,
     })
@@ -54,6 +56,7 @@ pub(super) fn ktype_of_sql(t: &str) -> Option<&'static str> {
         "JSON" | "JSONB" => "Json",
         "UUID" => "Uuid",
         "BYTES" | "BLOB" | "BYTEA" => "Bytes",
+        "FILE" => "File",
         _ => return None,
     })
 }
@@ -88,7 +91,7 @@ pub(super) fn encode_json(v: Value, ktype: &str) -> Value {
         ("Double" | "Float", Value::Number(n)) => json!(n.as_f64().unwrap_or(0.0)),
         ("Timestamp", Value::String(s)) => parse_timestamp_us(&s).map(|us| json!(us)).unwrap_or(Value::String(s)),
         ("Date", Value::String(s)) => parse_date_days(&s).map(|d| json!(d)).unwrap_or(Value::String(s)),
-        ("Text" | "Json" | "Uuid", Value::Number(n)) => Value::String(n.to_string()),
+        ("Text" | "Json" | "Uuid" | "File", Value::Number(n)) => Value::String(n.to_string()),
         (_, v) => v,
     }
 }
