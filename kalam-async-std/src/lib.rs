@@ -2,7 +2,8 @@
 //!
 //! The same client as `kalam-tokio`, name for name (`KalamLinkClient`, its
 //! builder, `AuthProvider`, `DynamicAuthProvider`, `auth_refresher`, live
-//! queries, hooks, options), on async-std I/O: this crate only gives
+//! queries, hooks, options, the topic consumer [`TopicConsumer`],
+//! `health_check` and `setup`), on async-std I/O: this crate only gives
 //! [`kalam_client`] an async-std runtime ([`rt::AsyncStd`]: spawn, clock,
 //! timer, HTTP/1.1 with async-h1, async-std TCP under the WebSocket). The
 //! API and the driver task are written once in `kalam-client`; every

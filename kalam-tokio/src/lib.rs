@@ -80,6 +80,35 @@
 //! ends with [`Error::SubscriptionLagged`] after the buffered events; the
 //! others are not delayed.
 //!
+//! Topics are read with a consumer group, at least once: acknowledge after
+//! processing ([`TopicConsumer::ack`]), or commit each batch when the next is
+//! asked for ([`ConsumerBuilder::enable_auto_commit`]). An empty poll backs
+//! off on Tokio's clock (the server does not hold polls open):
+//!
+//! ```no_run
+//! use kalam_tokio::{AutoOffsetReset, KalamLinkClient};
+//!
+//! # async fn run(client: KalamLinkClient) -> kalam_tokio::Result<()> {
+//! let mut consumer = client
+//!     .consumer()
+//!     .topic("shop.order_events")
+//!     .group_id("shipping")
+//!     .auto_offset_reset(AutoOffsetReset::Earliest)
+//!     .build()?;
+//! while let Some(record) = consumer.next().await {
+//!     let record = record?;
+//!     let order: serde_json::Value = record.payload_json()?;
+//!     println!("{} {order}", record.offset);
+//!     consumer.ack(record.offset).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`KalamLinkClient::health_check`], [`KalamLinkClient::needs_setup`] and
+//! [`KalamLinkClient::setup`] need no token; the server answers them only on
+//! its own machine ([`Error::LocalhostOnly`] from elsewhere).
+//!
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
 //! [`KalamLinkClient::refresh_access_token`]), `rustls` (https and wss),
 //! `gzip` (accept compressed WebSocket frames).
