@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use kalam_client::prelude::*;
 use kalam_client::{KalamLinkClient, Runtime, TopicConsumer};
 
@@ -118,22 +119,20 @@ pub async fn consumer_reads_acks_and_resumes<R: Runtime>(b: &dyn Backend) {
         "resumes after the commit"
     );
 
-    let mut audit = client
+    // Another group, read as a Stream.
+    let audit = client
         .consumer()
         .topic(&topic)
         .group_id("audit")
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .max_poll_records(100)
         .build()
-        .unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 6 {
-        let batch = tokio::time::timeout(PATIENCE, audit.poll())
-            .await
-            .expect("in time")
-            .expect("poll");
-        seen.extend(batch.into_iter().map(|r| r.offset));
-    }
+        .unwrap()
+        .into_stream();
+    let records: Vec<Result<ConsumerRecord>> = tokio::time::timeout(PATIENCE, audit.take(6).collect())
+        .await
+        .expect("six records in time");
+    let seen: Vec<u64> = records.into_iter().map(|r| r.expect("record").offset).collect();
     assert_eq!(seen, vec![0, 1, 2, 3, 4, 5], "another group reads from its own start");
 }
 
