@@ -220,6 +220,12 @@ pub async fn consumer_refusals_are_typed<R: Runtime>(b: &dyn Backend) {
     );
     assert!(missing.next().await.is_none(), "an unknown topic ends the consumer");
     assert!(missing.is_finished());
+    let again = missing.poll().await.expect_err("an ended consumer");
+    assert_eq!(
+        again.code(),
+        Some(&ErrorCode::NotFound),
+        "the error that ended it: {again}"
+    );
 
     client
         .execute_query("CREATE USER conf_reader WITH PASSWORD 'ReaderPass123!' ROLE user")

@@ -129,7 +129,7 @@ impl ConsumerBuilder {
             timer: self.timer,
             state: ConsumerState::new(self.config),
             buffer: VecDeque::new(),
-            finished: false,
+            finished: None,
         })
     }
 }
@@ -164,7 +164,8 @@ pub struct TopicConsumer {
     origin: std::time::Instant,
     state: ConsumerState,
     buffer: VecDeque<ConsumerRecord>,
-    finished: bool,
+    /// The error that ended the consumer.
+    finished: Option<Error>,
 }
 
 impl std::fmt::Debug for TopicConsumer {
@@ -173,7 +174,7 @@ impl std::fmt::Debug for TopicConsumer {
             .field("config", self.state.config())
             .field("position", &self.state.position())
             .field("committed", &self.state.committed())
-            .field("finished", &self.finished)
+            .field("finished", &self.finished.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -196,12 +197,17 @@ impl TopicConsumer {
 
     /// Whether the consumer ended on an error that waiting cannot fix.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.finished.is_some()
     }
 
     /// The next batch of records (never empty): polls, waiting between
     /// empty polls, until records arrive or a request fails. With
-    /// auto-commit, the previous batch is committed first.
+    /// auto-commit, the previous batch is committed first. Once the
+    /// consumer has ended, the error that ended it.
+    ///
+    /// Not cancel-safe: a poll dropped while its request is in flight
+    /// loses that answer; the server keeps those records claimed for the
+    /// group until the claim expires, then delivers them again.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>> {
         if let Some(first) = self.buffer.pop_front() {
             let mut batch = vec![first];
@@ -209,8 +215,8 @@ impl TopicConsumer {
             return Ok(batch);
         }
         loop {
-            if self.finished {
-                return Err(Error::Closed);
+            if let Some(e) = &self.finished {
+                return Err(e.clone());
             }
             match self.state.next_step(self.now()) {
                 ConsumerStep::Wait(at) => (self.timer.sleep_until)(self.origin + at.as_duration()).await,
@@ -239,7 +245,7 @@ impl TopicConsumer {
         if let Some(record) = self.buffer.pop_front() {
             return Some(Ok(record));
         }
-        if self.finished {
+        if self.finished.is_some() {
             return None;
         }
         match self.poll().await {
@@ -301,7 +307,7 @@ impl TopicConsumer {
 
     fn failed(&mut self, error: Error) -> Error {
         if self.state.handle_error(&error, self.now()) {
-            self.finished = true;
+            self.finished = Some(error.clone());
         }
         error
     }
