@@ -19,9 +19,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::files;
 use crate::sql::{Outcome, SqlError};
-use crate::{SeenRequest, State, VERSION, http_date, jwt, rfc3339, unix_now};
+use crate::{SeenRequest, State, http_date, jwt, rfc3339, unix_now};
+use crate::{files, setup};
 
 type Answer = Response<KitBody>;
 
@@ -195,14 +195,19 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         (Method::POST, "/v1/api/auth/refresh") => refresh(&state, &headers),
         (Method::POST, "/v1/api/auth/logout") => logout(),
         (Method::GET, "/v1/api/auth/me") => me(&state, &headers),
-        (Method::GET, "/v1/api/auth/status") => json_answer(
-            StatusCode::OK,
-            json!({"message": "Server is configured and ready.", "needs_setup": false}),
-        ),
-        (Method::GET, "/health") | (Method::GET, "/v1/api/healthcheck") => json_answer(
-            StatusCode::OK,
-            json!({"api_version": "v1", "build_date": "kalam-testkit", "status": "healthy", "version": VERSION}),
-        ),
+        (Method::GET, "/v1/api/auth/status") => reply(setup::status(&state)),
+        (Method::POST, "/v1/api/auth/setup") => match setup::setup(&state, is_json, &body) {
+            Ok(r) => reply(r),
+            Err(refusal) => text(StatusCode::BAD_REQUEST, refusal),
+        },
+        (Method::GET, "/health") | (Method::GET, "/v1/api/healthcheck") => reply(setup::health(&state)),
+        (Method::GET, "/v1/api/cluster/health") => {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            reply(setup::cluster_health(&state, host))
+        }
         (Method::POST, "/v1/api/sql") => {
             state.count(|c| c.queries += 1);
             sql(&state, &headers, is_json, &body, started)
@@ -233,6 +238,14 @@ fn take_fault(state: &State, path: &str) -> Option<crate::Fault> {
     Some(out)
 }
 
+/// A `(status, JSON body)` answer.
+fn reply((status, body): setup::Reply) -> Answer {
+    json_answer(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+}
+
 fn json_answer(status: StatusCode, body: Value) -> Answer {
     raw_json(status, body.to_string())
 }
@@ -257,7 +270,8 @@ fn auth_error(status: StatusCode, kind: &str, message: &str) -> Answer {
     json_answer(status, json!({"error": kind, "message": message}))
 }
 
-fn user_json(id: &str, u: &crate::sql::UserRecord) -> Value {
+/// A user as the auth endpoints show it.
+pub(crate) fn user_json(id: &str, u: &crate::sql::UserRecord) -> Value {
     json!({"id": id, "role": u.role, "email": u.email, "created_at": u.created_at, "updated_at": u.created_at})
 }
 
@@ -309,6 +323,22 @@ fn login(state: &State, is_json: bool, body: &[u8]) -> Answer {
         .lock()
         .ok()
         .and_then(|e| e.users.get(user).map(|u| u.hash.clone()));
+    if user == "root" && hash.as_deref() == Some("") {
+        if password.is_empty() {
+            return auth_error(
+                StatusCode::PRECONDITION_REQUIRED,
+                "setup_required",
+                "Server requires initial setup. Root password is not configured.",
+            );
+        }
+        if state.remote_peers {
+            return auth_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "System users with empty passwords cannot authenticate remotely. Set a password with: ALTER USER root SET PASSWORD '...'",
+            );
+        }
+    }
     let ok = hash.is_some_and(|h| bcrypt::verify(password, &h).unwrap_or(false));
     if !ok {
         state.count(|c| c.failed_logins += 1);

@@ -38,6 +38,12 @@
 //! [`stored_name`]) serves it back. [`TestServerBuilder::max_file_size`]
 //! lowers the 25 MiB per-file limit so `FILE_TOO_LARGE` can be tested.
 //!
+//! The localhost-only endpoints (`/health`, `/v1/api/healthcheck`,
+//! `/v1/api/cluster/health`, `/v1/api/auth/status`, `POST /v1/api/auth/setup`)
+//! answer as on a local server; [`TestServerBuilder::remote_peers`] makes
+//! them answer as to a remote caller, and [`TestServerBuilder::needs_setup`]
+//! starts a server whose root has no password yet.
+//!
 //! It is not KalamDB: it has no Raft and no storage (everything is in
 //! memory), and SQL is SQLite's with KalamDB's namespaces, types and answer
 //! shapes on top.
@@ -63,6 +69,7 @@ mod http;
 pub mod jwt;
 mod proxy;
 pub mod real;
+mod setup;
 pub mod shape;
 mod sql;
 mod topics;
@@ -87,6 +94,8 @@ pub const DEFAULT_ROOT_PASSWORD: &str = "kalamdb123";
 pub const DEFAULT_JWT_SECRET: &str = "local-test-secret-0123456789abcdefghijklmnop";
 /// The server version the kit claims.
 pub const VERSION: &str = "0.4.3-rc.4";
+/// The `build_date` of the kit's health answers.
+pub const BUILD_DATE: &str = "kalam-testkit";
 
 /// Counters of what the server saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -295,6 +304,9 @@ pub(crate) struct State {
     /// Files uploaded into FILE columns.
     pub(crate) files: Mutex<files::Files>,
     pub(crate) file_limits: files::FileLimits,
+    /// Every peer is treated as remote (the localhost-only endpoints refuse).
+    pub(crate) remote_peers: bool,
+    pub(crate) started: std::time::Instant,
 }
 
 impl State {
@@ -368,6 +380,8 @@ pub struct TestServerBuilder {
     limits: WsLimits,
     topic_visibility_timeout: Duration,
     file_limits: files::FileLimits,
+    needs_setup: bool,
+    remote_peers: bool,
 }
 
 impl Default for TestServerBuilder {
@@ -387,6 +401,8 @@ impl Default for TestServerBuilder {
                 max_file_size: DEFAULT_MAX_FILE_SIZE,
                 max_files: DEFAULT_MAX_FILES_PER_REQUEST,
             },
+            needs_setup: false,
+            remote_peers: false,
         }
     }
 }
@@ -474,12 +490,42 @@ impl TestServerBuilder {
         self
     }
 
+    /// Start as a server that needs first-time setup (PROTOCOL §2.8): root
+    /// has no password, `GET /v1/api/auth/status` says `needs_setup: true`,
+    /// logging in as root with an empty password answers
+    /// `428 setup_required`, and `POST /v1/api/auth/setup` (user, password,
+    /// root_password, email) sets root's password and creates the first DBA
+    /// user, with the server's validation (`weak_password`, `invalid_user`,
+    /// `user_exists`, then `409 already_configured`). Default `false`.
+    /// [`TestServer::root_password`] stays the builder's value.
+    pub fn needs_setup(mut self, on: bool) -> Self {
+        self.needs_setup = on;
+        self
+    }
+
+    /// Treat every peer as remote (default `false`: the kit's peers are
+    /// loopback). The localhost-only endpoints then answer as the server
+    /// answers a remote caller: `/health` and `/v1/api/healthcheck`
+    /// `403 {"error":"Access denied. Health endpoint is localhost-only."}`,
+    /// `/v1/api/cluster/health` the same for "Cluster health",
+    /// `/v1/api/auth/status` and `/v1/api/auth/setup`
+    /// `403 {"error":"forbidden","message":…}`; and root without a password
+    /// cannot log in (`403 forbidden`).
+    pub fn remote_peers(mut self, on: bool) -> Self {
+        self.remote_peers = on;
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(self) -> TestServer {
         let (changes, _) = broadcast::channel(4096);
         let mut engine = sql::Engine::new(changes.clone());
         engine.topics.visibility_timeout = self.topic_visibility_timeout;
-        let hash = bcrypt::hash(&self.root_password, 4).expect("bcrypt");
+        let hash = if self.needs_setup {
+            String::new()
+        } else {
+            bcrypt::hash(&self.root_password, 4).expect("bcrypt")
+        };
         engine.users.insert(
             "root".into(),
             sql::UserRecord {
@@ -514,6 +560,8 @@ impl TestServerBuilder {
             open_sockets: AtomicUsize::new(0),
             files: Mutex::new(files::Files::default()),
             file_limits: self.file_limits,
+            remote_peers: self.remote_peers,
+            started: std::time::Instant::now(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
