@@ -106,6 +106,25 @@ macro_rules! for_each_scenario {
             consumer_refusals_are_typed,
             consumer_token_handling_is_the_query_path,
             health_check_needs_no_token,
+            setup_is_refused_once_configured,
+        );
+    };
+}
+
+/// Calls `$m!` with the scenarios that need a server state only the kit can
+/// be started in (see [`ServerSettings::for_scenario`]): a server that needs
+/// first-time setup (the real server's `start.sh` always sets root's
+/// password) and one that sees every client as remote (the real server's
+/// clients here are all on loopback). Each adapter runs them on its runtime
+/// against the kit; the real server runs [`for_each_scenario!`]'s
+/// `setup_is_refused_once_configured` and `health_check_needs_no_token`
+/// instead.
+#[macro_export]
+macro_rules! for_each_kit_only_scenario {
+    ($m:ident) => {
+        $m!(
+            first_time_setup_then_login,
+            localhost_only_endpoints_refuse_a_remote_client,
         );
     };
 }
@@ -116,6 +135,10 @@ macro_rules! for_each_scenario {
 pub struct ServerSettings {
     /// `rate_limit.max_subscriptions_per_user` (the server's default is 10).
     pub max_subscriptions_per_user: Option<usize>,
+    /// Root has no password yet: the server needs first-time setup (kit only).
+    pub needs_setup: bool,
+    /// The server sees every client as remote (kit only).
+    pub remote_peers: bool,
 }
 
 impl ServerSettings {
@@ -124,6 +147,15 @@ impl ServerSettings {
         match name {
             "many_subscriptions_all_deliver" => ServerSettings {
                 max_subscriptions_per_user: Some(scenarios::MANY_SUBSCRIPTIONS_PER_USER_LIMIT),
+                ..ServerSettings::default()
+            },
+            "first_time_setup_then_login" => ServerSettings {
+                needs_setup: true,
+                ..ServerSettings::default()
+            },
+            "localhost_only_endpoints_refuse_a_remote_client" => ServerSettings {
+                remote_peers: true,
+                ..ServerSettings::default()
             },
             _ => ServerSettings::default(),
         }
@@ -135,11 +167,21 @@ impl ServerSettings {
         if let Some(n) = self.max_subscriptions_per_user {
             builder = builder.max_subscriptions_per_user(n);
         }
-        builder.start().await
+        builder
+            .needs_setup(self.needs_setup)
+            .remote_peers(self.remote_peers)
+            .start()
+            .await
     }
 
     /// A real server with these settings (through `KALAMDB_EXTRA_TOML`).
+    /// `needs_setup` and `remote_peers` cannot be had from it (those
+    /// scenarios are in [`for_each_kit_only_scenario!`]).
     pub fn start_real(&self) -> RealServer {
+        assert!(
+            !self.needs_setup && !self.remote_peers,
+            "the real server cannot start unconfigured or see loopback clients as remote"
+        );
         match self.max_subscriptions_per_user {
             Some(n) => {
                 let toml = format!("[rate_limit]\nmax_subscriptions_per_user = {n}");
