@@ -1,11 +1,28 @@
 //! Live queries: the initial-data pages (`_seq` paging, `last_rows`) and
 //! whether a changed row matches a subscription's filter.
+//!
+//! A page is chosen as the server chooses it: the first (or, for
+//! `last_rows`, the last) `limit` rows by `_seq`, **handed back in
+//! primary-key order** (the server's "ORDER BY + LIMIT comes back in
+//! primary-key order" bug, PROTOCOL §3.4 and §4.6). The caller cuts the
+//! page to `batch_size` after that, so when `_seq` order and key order
+//! differ, pages skip and repeat rows exactly as the server's do.
 
 use super::*;
 
 impl Engine {
-    /// Rows of a live query's table for the subscription's initial data,
-    /// as the given user: `(rows, last _seq)`.
+    /// The table a live query reads: a user table, or a system table
+    /// (`system.users`, which has no rows for live queries in the kit).
+    pub fn live_table(&self, full: &str) -> Option<TableDef> {
+        if full.eq_ignore_ascii_case("system.users") {
+            return Some(system_users_def());
+        }
+        self.table(full).cloned()
+    }
+
+    /// Rows of a live query's table for one initial-data page, as the given
+    /// user: the first `limit` rows by `_seq` (the last ones when `newest`),
+    /// in primary-key order.
     pub fn live_rows(&mut self, q: LivePage<'_>) -> Result<Vec<Map<String, Value>>, SqlError> {
         let LivePage {
             user,
@@ -17,15 +34,22 @@ impl Engine {
             newest,
         } = q;
         let def = self
-            .table(table)
-            .cloned()
+            .live_table(table)
             .ok_or_else(|| SqlError::new(404, "NOT_FOUND", format!("Not found: Table not found: {table}")))?;
+        if is_system(&def) {
+            return Ok(Vec::new());
+        }
         let cols = project(&def, columns);
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
-            def.sqlite_name()
-        );
+        let keys: Vec<String> = def.columns.iter().filter(|c| c.pk).map(|c| quote(&c.name)).collect();
+        let keys = if keys.is_empty() { vec![quote("_seq")] } else { keys };
+        let listed = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let key_aliases = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS \"__kit_key{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = format!("SELECT {listed}, {key_aliases} FROM {}", def.sqlite_name());
         let mut conds = Vec::new();
         if let Some(w) = where_sql {
             let (w, _) = self.rewrite(1, w, None)?;
@@ -44,6 +68,11 @@ impl Engine {
             " ORDER BY _seq"
         });
         sql.push_str(&format!(" LIMIT {limit}"));
+        let by_key = (0..keys.len())
+            .map(|i| format!("\"__kit_key{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {listed} FROM ({sql}) ORDER BY {by_key}");
         let conn = self.conn(user)?;
         let mut st = conn.prepare(&sql).map_err(|e| classify(1, e))?;
         let mut rows = st.query([]).map_err(|e| classify(1, e))?;
@@ -59,9 +88,6 @@ impl Engine {
                 m.insert(c.clone(), encode(r.get_ref(i).map_err(internal)?, ktype));
             }
             out.push(m);
-        }
-        if newest {
-            out.reverse();
         }
         Ok(out)
     }
@@ -112,17 +138,27 @@ pub struct LivePage<'a> {
     pub after_seq: Option<i64>,
     /// At most this many rows.
     pub limit: usize,
-    /// The newest rows (for `last_rows`).
+    /// The newest rows by `_seq` (for `last_rows`) rather than the oldest.
     pub newest: bool,
 }
 
-/// The columns a live query projects: `*` is every column plus `_seq` and
-/// `_deleted`; a list gets `_seq` added.
+fn is_system(def: &TableDef) -> bool {
+    def.full.to_ascii_lowercase().starts_with("system.")
+}
+
+fn is_star(columns: &[String]) -> bool {
+    columns.is_empty() || columns.iter().any(|c| c == "*")
+}
+
+/// The columns of a live query's rows: `*` is every column plus `_seq` and
+/// `_deleted` (none for a system table); a list gets `_seq` added.
 pub fn project(def: &TableDef, columns: &[String]) -> Vec<String> {
-    if columns.is_empty() || columns.iter().any(|c| c == "*") {
+    if is_star(columns) {
         let mut all: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
-        all.push("_seq".into());
-        all.push("_deleted".into());
+        if !is_system(def) {
+            all.push("_seq".into());
+            all.push("_deleted".into());
+        }
         return all;
     }
     let mut cols: Vec<String> = columns.to_vec();
@@ -132,9 +168,15 @@ pub fn project(def: &TableDef, columns: &[String]) -> Vec<String> {
     cols
 }
 
-/// The schema of a live query, as JSON fields.
+/// The schema of a live query, as JSON fields: the row's columns, except
+/// that a column list's schema does not show the `_seq` its rows carry.
 pub fn live_schema(def: &TableDef, columns: &[String]) -> Vec<Value> {
-    project(def, columns)
+    let shown = if is_star(columns) {
+        project(def, columns)
+    } else {
+        columns.to_vec()
+    };
+    shown
         .iter()
         .enumerate()
         .map(|(i, c)| {
