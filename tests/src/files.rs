@@ -253,36 +253,73 @@ pub fn stored_name(id: &str, name: &str) -> String {
 }
 
 /// The MIME type the server gives a file uploaded without one: from its
-/// first bytes, else its extension.
+/// first bytes, else from what follows the name's last `.` (the whole name
+/// when it has none, as on the server: a part named `doc` is a Word file).
 fn detect_mime(name: &str, data: &[u8]) -> &'static str {
-    let magic: [(&[u8], &str); 5] = [
+    let magic: [(&[u8], &str); 6] = [
         (b"\x89PNG\r\n\x1a\n", "image/png"),
         (b"\xff\xd8\xff", "image/jpeg"),
+        (b"GIF87a", "image/gif"),
+        (b"GIF89a", "image/gif"),
         (b"%PDF", "application/pdf"),
         (b"PK\x03\x04", "application/zip"),
-        (b"GIF8", "image/gif"),
     ];
-    if data.len() >= 8
-        && let Some((_, m)) = magic.iter().find(|(p, _)| data.starts_with(p))
-    {
-        return m;
+    if data.len() >= 8 {
+        if let Some((_, m)) = magic.iter().find(|(p, _)| data.starts_with(p)) {
+            return m;
+        }
+        if data.len() >= 12 && data.starts_with(b"RIFF") && &data[8..12] == b"WEBP" {
+            return "image/webp";
+        }
     }
-    by_extension(name).unwrap_or("application/octet-stream")
+    let ext = name.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    match ext.as_str() {
+        "txt" => "text/plain",
+        "html" | "htm" => "text/html",
+        "css" => "text/css",
+        "js" => "application/javascript",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "csv" => "text/csv",
+        "md" => "text/markdown",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "ogg" => "audio/ogg",
+        "wav" => "audio/wav",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "tar" => "application/x-tar",
+        "gz" | "gzip" => "application/gzip",
+        "rar" => "application/vnd.rar",
+        "7z" => "application/x-7z-compressed",
+        _ => "application/octet-stream",
+    }
 }
 
-fn by_extension(name: &str) -> Option<&'static str> {
-    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-    Some(match ext.as_str() {
+/// The Content-Type of a download, guessed from the stored name's
+/// extension (the common types; anything else is
+/// `application/octet-stream`).
+pub(crate) fn download_type(stored: &str) -> &'static str {
+    let ext = stored
+        .rsplit_once('.')
+        .map(|e| e.1.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
         "txt" => "text/plain",
         "html" | "htm" => "text/html",
         "css" => "text/css",
         "csv" => "text/csv",
         "md" => "text/markdown",
-        "js" => "application/javascript",
         "json" => "application/json",
-        "xml" => "application/xml",
         "pdf" => "application/pdf",
         "zip" => "application/zip",
+        "gz" => "application/gzip",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
@@ -290,13 +327,9 @@ fn by_extension(name: &str) -> Option<&'static str> {
         "webp" => "image/webp",
         "mp3" => "audio/mpeg",
         "mp4" => "video/mp4",
-        _ => return None,
-    })
-}
-
-/// The Content-Type of a download, from the stored name's extension.
-pub(crate) fn download_type(stored: &str) -> &'static str {
-    by_extension(stored).unwrap_or("application/octet-stream")
+        "doc" => "application/msword",
+        _ => "application/octet-stream",
+    }
 }
 
 /// Where a file lives: table (lower case), owner (USER tables), subfolder,

@@ -181,6 +181,38 @@ async fn exchange(base: &str) -> Vec<Step> {
     let r = run.get(Some(&svc), &path).await;
     assert_eq!(r.status, 200, "a service may read a shared table's files");
 
+    // Parts without a filename or a content type: the name is the
+    // placeholder, the type comes from the first bytes or the name.
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n12345678";
+    let sql = br#"INSERT INTO fx.docs (id, f) VALUES (2, FILE("doc")), (3, FILE("pic"))"#;
+    let r = run
+        .upload(
+            &root,
+            Cmp::Exact,
+            &[("sql", None, sql), ("file:doc", None, HELLO), ("file:pic", None, png)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = run
+        .ok(&root, "SELECT id, f FROM fx.docs WHERE id > 1 ORDER BY id")
+        .await;
+    let (doc, pic) = (file_ref(r, 0), file_ref(r, 1));
+    assert_eq!(
+        (&doc["name"], &doc["mime"]),
+        (&json!("doc"), &json!("application/msword"))
+    );
+    assert_eq!((&pic["name"], &pic["mime"]), (&json!("pic"), &json!("image/png")));
+    let pic_path = format!(
+        "/v1/files/fx/docs/f0001/{}",
+        stored_name(pic["id"].as_str().expect("id"), "pic")
+    );
+    assert!(pic_path.ends_with("-pic.bin"));
+    let r = run.get(Some(&root), &pic_path).await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("application/octet-stream"))
+    );
+
     // Download errors.
     let r = run.get(None, &path).await;
     assert_eq!((r.status, r.code()), (401, "MISSING_AUTHORIZATION".to_owned()));
