@@ -6,7 +6,7 @@
 mod support;
 
 use kalam_testkit::shape::{ShapeRules, shape_diff_with};
-use kalam_testkit::{RealServer, TestServer};
+use kalam_testkit::{Mint, RealServer, TestServer};
 use serde_json::{Value, json};
 use support::{Http, Reply};
 
@@ -96,6 +96,19 @@ async fn a_server_that_needs_setup_is_set_up_once() {
         (
             400,
             "Json deserialize error: unknown field `extra`, expected one of `user`, `username`, `password`, `root_password`, `email` at line 1 column 62".to_owned()
+        )
+    );
+
+    // A user that exists already (made with a minted root token) is refused.
+    let minted = server.mint_token(Mint::access("root"));
+    http.ok(&minted, "CREATE USER 'taken' WITH PASSWORD 'takenpass123' ROLE user")
+        .await;
+    let r = setup(&http, &body("taken", "adminpass123", "rootpass123")).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            409,
+            json!({"error": "user_exists", "message": "User 'taken' already exists"})
         )
     );
 
