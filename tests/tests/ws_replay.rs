@@ -35,9 +35,26 @@
 //! The expiry session was recorded on a second, fresh server: it gets one.
 //!
 //! Waits are not replayed: the next frame is sent as soon as the previous
-//! answer is in. A session whose end is a server-initiated close after a
-//! silence (auth timeout, heartbeat timeout) is left to wait on its own
-//! task while the next sessions run.
+//! answer is in. What the recorder's pauses made sure of is made sure of
+//! otherwise:
+//! - before a side-channel request that follows a client frame with no
+//!   answer (an `unsubscribe`, say), the replay sends a ping of its own and
+//!   waits for its pong, so the server has handled that frame (the pong is
+//!   not compared; frames before it are);
+//! - after a side-channel request the recording got no frame for, the
+//!   replay listens for 300 ms: a change that comes is compared with the
+//!   next recorded frame, and so reported;
+//! - a run of `change` frames with nothing between them (the rows of one
+//!   statement, or one change fanned out to several subscriptions) is
+//!   matched as a set: the real server sends them in no fixed order;
+//! - a session whose end is a server-initiated close after a silence (auth
+//!   timeout, heartbeat timeout, the `websockets` library's session) is
+//!   left to wait on its own task while the next sessions run, so the real
+//!   server's replay takes about 20 s.
+//!
+//! Not replayed: the recorder's idle waits meant to show that the server
+//! sends no pings of its own (`ws_ping_pong.json`); a ping from the server
+//! during any replayed session is reported.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -182,8 +199,9 @@ impl Target {
             addr,
             fresh_addr,
             // The kit's auth timeout is the server's 3 s, checked at once
-            // rather than on the server's 5 s tick.
-            auth_timeout: (Duration::from_secs(3), Duration::from_secs(8)),
+            // rather than on the server's 5 s tick; it counts from a moment
+            // before the replay has read the upgrade's answer.
+            auth_timeout: (Duration::from_millis(2900), Duration::from_secs(8)),
             idle_timeout: (KIT_IDLE, KIT_IDLE + Duration::from_secs(5)),
             patience: Duration::from_secs(5),
         }
