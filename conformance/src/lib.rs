@@ -114,8 +114,9 @@ macro_rules! for_each_scenario {
 /// Calls `$m!` with the scenarios that need a server state only the kit can
 /// be started in (see [`ServerSettings::for_scenario`]): a server that needs
 /// first-time setup (the real server's `start.sh` always sets root's
-/// password) and one that sees every client as remote (the real server's
-/// clients here are all on loopback). Each adapter runs them on its runtime
+/// password), one that sees every client as remote (the real server's
+/// clients here are all on loopback), and one whose topic claims expire in
+/// a fraction of a second (the real server's take 60 s). Each adapter runs them on its runtime
 /// against the kit; the real server runs [`for_each_scenario!`]'s
 /// `setup_is_refused_once_configured` and `health_check_needs_no_token`
 /// instead.
@@ -125,6 +126,7 @@ macro_rules! for_each_kit_only_scenario {
         $m!(
             first_time_setup_then_login,
             localhost_only_endpoints_refuse_a_remote_client,
+            unacknowledged_records_come_again,
         );
     };
 }
@@ -139,6 +141,9 @@ pub struct ServerSettings {
     pub needs_setup: bool,
     /// The server sees every client as remote (kit only).
     pub remote_peers: bool,
+    /// How long records a consume handed out stay claimed for the group
+    /// without an acknowledgement (kit only; the server's default is 60 s).
+    pub topic_visibility_timeout: Option<std::time::Duration>,
 }
 
 impl ServerSettings {
@@ -157,6 +162,10 @@ impl ServerSettings {
                 remote_peers: true,
                 ..ServerSettings::default()
             },
+            "unacknowledged_records_come_again" => ServerSettings {
+                topic_visibility_timeout: Some(scenarios::SHORT_VISIBILITY_TIMEOUT),
+                ..ServerSettings::default()
+            },
             _ => ServerSettings::default(),
         }
     }
@@ -166,6 +175,9 @@ impl ServerSettings {
         let mut builder = TestServer::builder();
         if let Some(n) = self.max_subscriptions_per_user {
             builder = builder.max_subscriptions_per_user(n);
+        }
+        if let Some(d) = self.topic_visibility_timeout {
+            builder = builder.topic_visibility_timeout(d);
         }
         builder
             .needs_setup(self.needs_setup)
@@ -179,7 +191,7 @@ impl ServerSettings {
     /// scenarios are in [`for_each_kit_only_scenario!`]).
     pub fn start_real(&self) -> RealServer {
         assert!(
-            !self.needs_setup && !self.remote_peers,
+            !self.needs_setup && !self.remote_peers && self.topic_visibility_timeout.is_none(),
             "the real server cannot start unconfigured or see loopback clients as remote"
         );
         match self.max_subscriptions_per_user {

@@ -364,3 +364,45 @@ impl<R: Runtime> DynamicAuthProvider for RootProvider<R> {
         })
     }
 }
+
+/// The claim timeout of `unacknowledged_records_come_again`'s kit.
+pub const SHORT_VISIBILITY_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// At least once, end to end: a consumer that stops (crashes) before
+/// acknowledging loses nothing. Once the server's claim on what it handed
+/// out expires (here `SHORT_VISIBILITY_TIMEOUT`), the next consumer of the
+/// group gets the same records; after its acknowledgement they do not come
+/// again.
+pub async fn unacknowledged_records_come_again<R: Runtime>(b: &dyn Backend) {
+    let client = root::<R>(b, &b.url());
+    let (table, topic) = topic_fixture(&client, "conf_redeliver").await;
+    insert(&client, &table, 1..=2).await;
+    let consumer = || {
+        client
+            .consumer()
+            .topic(&topic)
+            .group_id("workers")
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .poll_interval(Duration::from_millis(20))
+            .max_backoff(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    let mut crashed = consumer();
+    let first = [next_record(&mut crashed).await, next_record(&mut crashed).await];
+    assert_eq!([first[0].offset, first[1].offset], [0, 1]);
+    drop(crashed); // stops before acknowledging
+
+    let mut next = consumer();
+    let again = [next_record(&mut next).await, next_record(&mut next).await];
+    assert_eq!([again[0].offset, again[1].offset], [0, 1], "delivered again");
+    assert_eq!(again[0].payload, first[0].payload);
+    next.ack(1).await.expect("ack");
+    insert(&client, &table, 3..=3).await;
+    let r = next_record(&mut next).await;
+    assert_eq!(
+        (r.offset, item(&r)),
+        (2, "item-3".to_owned()),
+        "acknowledged ones stay done"
+    );
+}
