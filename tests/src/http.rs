@@ -643,7 +643,18 @@ fn file_upload(state: &State, u: Upload<'_>) -> Result<Vec<(Outcome, String)>, S
     let [statement] = statements.as_slice() else {
         return Err(input("File uploads require a single SQL statement"));
     };
-    let words: Vec<&str> = statement.split_whitespace().collect();
+    // `EXECUTE AS USER 'x' (…)` writes as x: the target table is the inner
+    // statement's, and x owns the files of a USER table.
+    let execute_as = statement
+        .split_whitespace()
+        .next()
+        .filter(|w| w.eq_ignore_ascii_case("EXECUTE"))
+        .and_then(|_| crate::sql::parse_execute_as(statement));
+    let (writer, inner) = match &execute_as {
+        Some((user, inner)) => (user.as_str(), inner.as_str()),
+        None => (u.user, statement.as_str()),
+    };
+    let words: Vec<&str> = inner.split_whitespace().collect();
     let target = words
         .iter()
         .position(|w| w.eq_ignore_ascii_case("INTO"))
@@ -671,7 +682,17 @@ fn file_upload(state: &State, u: Upload<'_>) -> Result<Vec<(Outcome, String)>, S
         )
     })?;
     let owner = match def.kind {
-        crate::sql::TableKind::User => Some(u.user),
+        crate::sql::TableKind::User => Some(writer),
+        crate::sql::TableKind::Shared if execute_as.is_some() => {
+            return Err(SqlError::new(
+                400,
+                "SQL_EXECUTION_ERROR",
+                format!(
+                    "EXECUTE AS USER is not allowed on SHARED tables (table '{}'). AS USER impersonation is only supported for USER and STREAM tables.",
+                    def.full.replacen('.', ":", 1)
+                ),
+            ));
+        }
         crate::sql::TableKind::Shared => None,
         crate::sql::TableKind::Stream => {
             return Err(input("File uploads are not supported for stream or system tables"));

@@ -9,7 +9,8 @@
 //!   `CLEAR TOPIC` remove the topic or its messages.
 //! - a message's payload is the changed row as JSON (the new row for INSERT
 //!   and UPDATE, the deleted row with `_deleted: true` for DELETE), with
-//!   `_seq`, `_deleted`, `_commit_seq` and, in `full` mode, `_table`
+//!   `_seq`, `_deleted`, `_commit_seq` (not for STREAM tables) and, in
+//!   `full` mode, `_table`
 //!   (`ns:table`); its key is the primary key's value; its partition the
 //!   key's hash modulo the partitions; `user` the writing user for USER and
 //!   STREAM tables.
@@ -252,8 +253,9 @@ pub(crate) struct Published<'a> {
     pub(crate) pk: &'a [String],
     /// The writing user for USER and STREAM tables.
     pub(crate) user: Option<&'a str>,
-    /// The commit's sequence number.
-    pub(crate) commit_seq: i64,
+    /// The commit's sequence number (`None` for STREAM tables, whose rows
+    /// have no `_commit_seq`).
+    pub(crate) commit_seq: Option<i64>,
 }
 
 impl Topics {
@@ -325,7 +327,9 @@ impl Topics {
             return;
         }
         let mut row = p.row.clone();
-        row.insert("_commit_seq".into(), json!(p.commit_seq.to_string()));
+        if let Some(seq) = p.commit_seq {
+            row.insert("_commit_seq".into(), json!(seq.to_string()));
+        }
         let key = match p.pk {
             [] => None,
             [one] => row.get(one).map(|v| match v {
@@ -479,7 +483,7 @@ mod tests {
                 row: &row,
                 pk: &["id".to_owned()],
                 user: None,
-                commit_seq: 7,
+                commit_seq: Some(7),
             });
         }
         t

@@ -336,6 +336,28 @@ async fn exchange(base: &str) -> Vec<Step> {
     assert_eq!(r.status, 200, "a service may read a user's file");
     let r = run.get(Some(&bob), &format!("{path}?user_id=svc")).await;
     assert_eq!((r.status, r.code()), (403, "PERMISSION_DENIED".to_owned()));
+
+    // EXECUTE AS USER: the file belongs to the target; not on SHARED tables.
+    let sql = br#"EXECUTE AS USER 'bob' (INSERT INTO fx.mine (id, f) VALUES (6, FILE("doc")))"#;
+    let r = run.upload(&root, Cmp::Exact, &[("sql", None, sql), hello_part]).await;
+    assert_eq!(
+        (r.status, r.json()["results"][0]["as_user"].clone()),
+        (200, json!("bob")),
+        "{}",
+        r.text()
+    );
+    let r = run.ok(&bob, "SELECT id, f FROM fx.mine WHERE id = 6").await;
+    let f = file_ref(r, 0);
+    let path = format!(
+        "/v1/files/fx/mine/{}/{}",
+        f["sub"].as_str().expect("sub"),
+        stored_name(f["id"].as_str().expect("id"), "hello.txt")
+    );
+    let r = run.get(Some(&bob), &path).await;
+    assert_eq!((r.status, r.body.as_ref()), (200, HELLO));
+    let sql = br#"EXECUTE AS USER 'bob' (INSERT INTO fx.docs (id, f) VALUES (7, FILE("doc")))"#;
+    let r = run.upload(&root, Cmp::Exact, &[("sql", None, sql), hello_part]).await;
+    assert_eq!((r.status, r.code()), (400, "SQL_EXECUTION_ERROR".to_owned()));
     run.steps
 }
 

@@ -357,6 +357,33 @@ async fn exchange(base: &str) -> Vec<Step> {
     seen.sort_by_key(|k| k.as_str().map(str::to_owned));
     assert_eq!(seen, vec![json!("1"), json!("2"), json!("3"), json!("4")]);
 
+    // A STREAM table (no `_commit_seq` in its rows), and EXECUTE AS: the
+    // target is the message's user.
+    run.ok("CREATE STREAM TABLE tq.ev (id BIGINT PRIMARY KEY, v TEXT) WITH (TTL_SECONDS = 60)")
+        .await;
+    run.ok("CREATE TOPIC tq.evt").await;
+    run.ok("ALTER TOPIC tq.evt ADD SOURCE tq.ev ON INSERT").await;
+    run.ok("ALTER TOPIC tq.evt ADD SOURCE tq.notes ON INSERT").await;
+    let r = run
+        .sql_as(&bob, Cmp::Exact, "INSERT INTO tq.ev (id, v) VALUES (1, 'a')")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    run.ok("EXECUTE AS USER 'bob' (INSERT INTO tq.notes (id, body) VALUES (9, 'as bob'))")
+        .await;
+    let body = json!({"topic_id": "tq.evt", "group_id": "e", "start": "Earliest"});
+    let r = run.topic(&svc, "consume", body).await;
+    let got = decoded(r);
+    assert_eq!(got.len(), 2);
+    assert!(got[0].0.get("_commit_seq").is_none(), "{}", got[0].0);
+    assert_eq!(
+        (got[0].0["_table"].clone(), got[0].3.clone()),
+        (json!("tq:ev"), json!("bob"))
+    );
+    assert_eq!(
+        (got[1].0["body"].clone(), got[1].3.clone()),
+        (json!("as bob"), json!("bob"))
+    );
+
     // CLEAR and DROP.
     run.sql_as(&root, Cmp::Shape, "CLEAR TOPIC tq.events").await;
     let r = run

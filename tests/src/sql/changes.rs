@@ -182,7 +182,7 @@ impl Engine {
                     row,
                     pk: &pk,
                     user: change.owner.as_deref(),
-                    commit_seq,
+                    commit_seq: (def.kind != TableKind::Stream).then_some(commit_seq),
                 });
             }
             let _ = self.changes.send(Arc::new(change));

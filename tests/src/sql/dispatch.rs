@@ -274,7 +274,7 @@ pub(super) fn transaction_id(seq: i64) -> String {
     )
 }
 
-pub(super) fn parse_execute_as(stmt: &str) -> Option<(String, String)> {
+pub(crate) fn parse_execute_as(stmt: &str) -> Option<(String, String)> {
     // EXECUTE AS USER 'alice' (statement)
     let open = stmt.find('(')?;
     let close = matching_paren(stmt, open)?;

@@ -46,6 +46,7 @@ use crate::topics::Published;
 
 pub use catalog::{ColumnDef, TableDef, TableKind, UserRecord};
 pub use changes::Change;
+pub(crate) use dispatch::parse_execute_as;
 pub use errors::SqlError;
 pub use live::{LivePage, live_schema, project};
 pub(crate) use tokenize::split_statements;
