@@ -152,18 +152,27 @@ pub async fn consumer_auto_commit_commits_each_batch<R: Runtime>(b: &dyn Backend
         .poll_interval(Duration::from_millis(20))
         .build()
         .unwrap();
-    let mut first = Vec::new();
-    while first.len() < 3 {
+    // The three rows may come in one batch or (on a server that publishes
+    // them a little later) in several: each batch but the last one is
+    // committed when the next is asked for.
+    let mut batches: Vec<Vec<u64>> = Vec::new();
+    while batches.iter().map(Vec::len).sum::<usize>() < 3 {
         let batch = tokio::time::timeout(PATIENCE, consumer.poll()).await.expect("in time");
-        first.extend(batch.expect("poll"));
+        batches.push(batch.expect("poll").iter().map(|r| r.offset).collect());
+        let expected = batches.iter().rev().nth(1).and_then(|b| b.last().copied());
+        assert_eq!(
+            consumer.committed(),
+            expected,
+            "the batch before, not the one being processed"
+        );
+        assert_eq!(
+            proxy.count("/v1/api/topics/ack"),
+            batches.len() - 1,
+            "one commit per batch"
+        );
     }
-    let last = first.last().unwrap().offset;
-    assert_eq!(
-        consumer.committed(),
-        None,
-        "nothing committed while the batch is processed"
-    );
-    assert_eq!(proxy.count("/v1/api/topics/ack"), 0);
+    let last = *batches.last().unwrap().last().unwrap();
+    assert_eq!(last, 2);
 
     insert(&client, &table, 4..=4).await;
     let next = tokio::time::timeout(PATIENCE, consumer.poll())
@@ -176,7 +185,7 @@ pub async fn consumer_auto_commit_commits_each_batch<R: Runtime>(b: &dyn Backend
         Some(last),
         "the first batch, committed before the next poll"
     );
-    assert_eq!(proxy.count("/v1/api/topics/ack"), 1, "one commit for the batch");
+    assert_eq!(proxy.count("/v1/api/topics/ack"), batches.len(), "one commit per batch");
     // Stopping: commit what was handed out.
     let done = consumer.commit().await.expect("commit").expect("something to commit");
     assert_eq!(done.acknowledged_offset, 3);
@@ -316,7 +325,9 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
     let Ok(Reply::Consume(consumed)) = result else {
         panic!("{result:?}")
     };
-    assert_eq!(consumed.messages.len(), 1);
+    // (The row may not be published yet on a server that publishes a little
+    // after the insert: what counts here is that the retry was answered.)
+    assert!(consumed.messages.len() <= 1, "{consumed:?}");
     assert_eq!(refreshes.load(Ordering::SeqCst), 1, "one refresher call");
     assert_eq!(
         proxy.count("/v1/api/topics/consume"),
