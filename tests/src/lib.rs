@@ -761,6 +761,27 @@ impl TestServer {
             .unwrap_or(0)
     }
 
+    /// The offset consumer group `group` last acknowledged
+    /// (`POST /v1/api/topics/ack`) on `partition` of `topic`, if any: what a
+    /// test of an at-least-once consumer checks after processing.
+    pub fn committed_offset(&self, topic: &str, group: &str, partition: u32) -> Option<u64> {
+        self.state
+            .engine
+            .lock()
+            .ok()
+            .and_then(|e| e.topics.committed(topic, group, partition))
+    }
+
+    /// Messages in `partition` of `topic` (`None` for no such topic or
+    /// partition), whatever any group consumed.
+    pub fn topic_len(&self, topic: &str, partition: u32) -> Option<usize> {
+        self.state
+            .engine
+            .lock()
+            .ok()
+            .and_then(|e| e.topics.len(topic, partition))
+    }
+
     /// A receiver of every committed row change.
     pub fn changes(&self) -> broadcast::Receiver<Arc<Change>> {
         self.state.changes.subscribe()

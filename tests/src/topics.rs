@@ -434,6 +434,18 @@ impl Topics {
         Some(json!({"messages": messages, "next_offset": next_offset, "has_more": has_more}))
     }
 
+    /// The group's committed offset on a partition.
+    pub(crate) fn committed(&self, topic: &str, group: &str, partition: u32) -> Option<u64> {
+        self.committed
+            .get(&(topic.to_owned(), group.to_owned(), partition))
+            .copied()
+    }
+
+    /// Messages kept in a partition.
+    pub(crate) fn len(&self, topic: &str, partition: u32) -> Option<usize> {
+        self.topics.get(topic)?.log.get(partition as usize).map(Vec::len)
+    }
+
     /// Commits `upto_offset` for the group; `None` for an unknown topic.
     pub(crate) fn ack(&mut self, r: &AckRequest) -> Option<Value> {
         if !self.exists(&r.topic_id) {

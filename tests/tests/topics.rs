@@ -401,6 +401,49 @@ async fn exchange(base: &str) -> Vec<Step> {
 async fn topics_fed_by_table_changes() {
     let server = TestServer::start().await;
     exchange(&server.url()).await;
+    // What the exchange left, as the kit's accessors see it: bob's four
+    // notes and the one written as bob.
+    assert_eq!(
+        server.committed_offset("tq.events", "acked", 0),
+        None,
+        "dropped with its topic"
+    );
+    assert_eq!(
+        server
+            .topic_len("tq.notes_topic", 0)
+            .zip(server.topic_len("tq.notes_topic", 1))
+            .map(|(a, b)| a + b),
+        Some(5)
+    );
+    assert_eq!(server.topic_len("tq.notes_topic", 2), None);
+    assert_eq!(server.topic_len("tq.events", 0), None);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn committed_offsets_are_visible_to_tests() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server.url());
+    let root = http.login("root", "kalamdb123").await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    http.ok(&root, "CREATE NAMESPACE tq").await;
+    http.ok(&root, "CREATE TOPIC tq.t").await;
+    assert_eq!(server.committed_offset("tq.t", "g", 0), None);
+    let auth = format!("Bearer {root}");
+    let r = http
+        .send(
+            "POST",
+            "/v1/api/topics/ack",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            json!({"topic_id": "tq.t", "group_id": "g", "upto_offset": 41}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.committed_offset("tq.t", "g", 0), Some(41));
+    assert_eq!(server.committed_offset("tq.t", "g", 1), None);
+    assert_eq!(server.topic_len("tq.t", 0), Some(0));
     server.shutdown().await;
 }
 
