@@ -85,7 +85,9 @@ pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Respon
     };
     let header_protocol = json!({
         "serialization": param("serialization").unwrap_or_else(|| "json".into()),
-        "compression": param("compression").unwrap_or_else(|| if compress { "gzip" } else { "none" }.into()),
+        // `gzip` unless the query says otherwise, even with
+        // `?compress=false` (which alone decides compression).
+        "compression": param("compression").unwrap_or_else(|| "gzip".into()),
     });
     let header_token = req
         .headers()

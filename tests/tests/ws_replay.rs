@@ -67,7 +67,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use kalam_testkit::shape::{ShapeRules, shape_diff_with};
 use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, Refusal, TestServer, sign_jwt, verify_jwt};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -1144,6 +1144,86 @@ async fn tail(ctx: Arc<Ctx>, file: String, first: usize, rest: Vec<Value>, mut l
     problems
 }
 
+/// Sessions written here in the recordings' format, from what the real
+/// server was seen to do (and checked against it with the recordings):
+/// the protocol an upgrade-header authentication reports when the query
+/// string names none, and MessagePack chosen in the query string.
+fn extra_sessions() -> Vec<Session> {
+    let now = unix_now_ms();
+    let token = sign_jwt(
+        DEFAULT_JWT_SECRET,
+        &Claims {
+            sub: "root".into(),
+            iss: "kalamdb".into(),
+            exp: (now / 1000.0) as u64 + 3600,
+            iat: (now / 1000.0) as u64,
+            email: Some("root@localhost".into()),
+            role: "system".into(),
+            token_type: "access".into(),
+        },
+    );
+    let upgrade = |t: f64, path: &str| {
+        json!({"dir": "handshake", "t_ms": t, "request": {"method": "GET", "path": path, "headers": {
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13", "Authorization": format!("Bearer {token}")}},
+            "response": {"status": 101}})
+    };
+    let text = |t: f64, dir: &str, v: Value| json!({"dir": dir, "t_ms": t, "opcode": "text", "text": v.to_string()});
+    let close =
+        |t: f64, dir: &str| json!({"dir": dir, "t_ms": t, "opcode": "close", "close": {"code": 1000, "reason": ""}});
+    let success = |serialization: &str| {
+        json!({"type": "auth_success", "user": "root", "role": "system",
+            "protocol": {"serialization": serialization, "compression": "gzip"}})
+    };
+    // Row 1 of demo.live_items, as the recordings last saw it.
+    let control =
+        json!({"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": 382_978_040_937_680_896_u64});
+    let flags = |f: &[&str]| json!(f);
+    let schema = json!([
+        {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+        {"name": "name", "data_type": "Text", "index": 1, "flags": flags(&["nn"])},
+        {"name": "qty", "data_type": "Int", "index": 2},
+        {"name": "note", "data_type": "Text", "index": 3},
+        {"name": "_seq", "data_type": "BigInt", "index": 4, "flags": flags(&["nn"])},
+        {"name": "_deleted", "data_type": "Boolean", "index": 5, "flags": flags(&["nn"])},
+    ]);
+    let msgpack = |t: f64, v: Value| json!({"dir": "recv", "t_ms": t, "opcode": "binary", "decoded": {"encoding": "msgpack", "json": v}});
+    let frames = vec![
+        upgrade(0.0, "/v1/ws"),
+        text(1.0, "recv", success("json")),
+        close(2.0, "send"),
+        close(3.0, "recv"),
+        upgrade(10.0, "/v1/ws?compress=false"),
+        text(11.0, "recv", success("json")),
+        close(12.0, "send"),
+        close(13.0, "recv"),
+        upgrade(20.0, "/v1/ws?serialization=msgpack"),
+        text(21.0, "recv", success("msgpack")),
+        text(
+            22.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "hdr_mp", "sql": "SELECT * FROM demo.live_items WHERE id = 1", "options": {}}}),
+        ),
+        msgpack(
+            23.0,
+            json!({"type": "subscription_ack", "subscription_id": "hdr_mp", "total_rows": 0, "batch_control": control, "schema": schema}),
+        ),
+        msgpack(
+            24.0,
+            json!({"type": "initial_data_batch", "subscription_id": "hdr_mp", "rows": [
+                {"id": "1", "name": "apple", "qty": 3, "note": null, "_seq": "382978040937680896", "_deleted": false}
+            ], "batch_control": control}),
+        ),
+        close(25.0, "send"),
+        close(26.0, "recv"),
+    ];
+    vec![Session {
+        file: "(written here) header authentication defaults".into(),
+        frames,
+        start_ms: now,
+    }]
+}
+
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
 async fn setup(ctx: &Ctx) -> Vec<String> {
     let mut problems = Vec::new();
@@ -1173,6 +1253,9 @@ async fn replay_all(target: Target) -> (Vec<String>, Vec<String>) {
     for (file, v) in samples("ws_") {
         files.push(file.clone());
         let session = Session::of(&file, &v);
+        problems.extend(replay_session(main.clone(), &session).await);
+    }
+    for session in extra_sessions() {
         problems.extend(replay_session(main.clone(), &session).await);
     }
     let fresh = Ctx::new(&target, &target.fresh_addr);
