@@ -116,6 +116,8 @@ pub(crate) async fn upgrade(req: Request<Incoming>, state: Arc<State>) -> Respon
 struct Sub {
     table: String,
     columns: Vec<String>,
+    /// The table's primary-key columns.
+    keys: Vec<String>,
     where_sql: Option<String>,
     batch_size: usize,
     /// The number of the last initial-data batch sent.
@@ -571,6 +573,7 @@ impl Session {
         let mut sub = Sub {
             table: def.full.to_ascii_lowercase(),
             columns: project(&def, &columns),
+            keys: def.columns.iter().filter(|c| c.pk).map(|c| c.name.clone()).collect(),
             where_sql,
             batch_size,
             batch_num: 0,
@@ -780,34 +783,38 @@ impl Session {
                 json!({"type": "change", "subscription_id": id, "change_type": "insert", "rows": [pick(new, true)]})
             }
             "update" => {
+                // The new row's non-null columns and the old values of the
+                // changed ones, each with the key (listed or not) and `_seq`.
                 let (Some(new), Some(old)) = (&c.new, &c.old) else {
                     return;
                 };
+                let keyed = |k: &String| sub.keys.contains(k) || k == "_seq";
                 let mut row = pick(new, false);
                 row.remove("_deleted");
-                let mut before = Map::new();
-                for (k, v) in old {
-                    if (new.get(k) != Some(v) || k == "_seq" || is_key(sub, k)) && k != "_deleted" && cols.contains(k) {
-                        before.insert(k.clone(), v.clone());
+                for k in &sub.keys {
+                    if let Some(v) = new.get(k) {
+                        row.insert(k.clone(), v.clone());
                     }
                 }
+                let before: Map<String, Value> = old
+                    .iter()
+                    .filter(|(k, v)| keyed(k) || (new.get(*k) != Some(*v) && cols.contains(*k) && *k != "_deleted"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 json!({"type": "change", "subscription_id": id, "change_type": "update", "rows": [row], "old_values": [before]})
             }
             _ => {
+                // The listed columns and `_seq`; `_deleted: true` with `*`.
                 let Some(old) = &c.old else { return };
                 let mut row = pick(old, true);
-                row.insert("_deleted".into(), json!(true));
+                if cols.iter().any(|c| c == "_deleted") {
+                    row.insert("_deleted".into(), json!(true));
+                }
                 json!({"type": "change", "subscription_id": id, "change_type": "delete", "old_values": [row]})
             }
         };
         self.push(out, msg);
     }
-}
-
-fn is_key(sub: &Sub, column: &str) -> bool {
-    // Without the catalog at hand, `id` stands for the key; a good enough
-    // approximation for the kit (the client keys rows by the schema's pk flag).
-    sub.columns.first().is_some_and(|c| c == column)
 }
 
 /// Close 1011 with the server's reason, cut to the 123 bytes a close

@@ -1217,11 +1217,99 @@ fn extra_sessions() -> Vec<Session> {
         close(25.0, "send"),
         close(26.0, "recv"),
     ];
-    vec![Session {
+    let header = Session {
         file: "(written here) header authentication defaults".into(),
         frames,
         start_ms: now,
-    }]
+    };
+
+    // Changes seen through a column list (PROTOCOL §4.5): the key is added
+    // to an update's rows and old values, an update of a column outside
+    // the list still comes, with the key and `_seq` alone as old values,
+    // and a delete has the listed columns and `_seq` (no key, no
+    // `_deleted`). A table of its own: the `websockets` library session's
+    // subscription to demo.live_items is still open.
+    let sql = |t: f64, statement: &str| {
+        json!({"dir": "http", "t_ms": t, "label": statement, "exchange": {
+            "request": {"method": "POST", "path": "/v1/api/sql",
+                "headers": {"Content-Type": "application/json", "Authorization": format!("Bearer {token}")},
+                "body_raw": json!({"sql": statement}).to_string()},
+            "response": {"status": 200, "body_raw": r#"{"status":"success"}"#}}})
+    };
+    let change = |t: f64, kind: &str, rows: Value, old: Value| {
+        let mut v = json!({"type": "change", "subscription_id": "cols", "change_type": kind});
+        if !rows.is_null() {
+            v["rows"] = rows;
+        }
+        if !old.is_null() {
+            v["old_values"] = old;
+        }
+        text(t, "recv", v)
+    };
+    let frames = vec![
+        sql(
+            0.0,
+            "CREATE TABLE demo.col_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, qty INT, note TEXT) WITH (TYPE = 'USER')",
+        ),
+        sql(0.0, "INSERT INTO demo.col_items (id, name, qty) VALUES (1, 'apple', 3)"),
+        json!({"dir": "handshake", "t_ms": 0.0, "request": {"method": "GET", "path": "/v1/ws?compress=false", "headers": {
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13"}}, "response": {"status": 101}}),
+        text(
+            1.0,
+            "send",
+            json!({"type": "authenticate", "method": "jwt", "token": token, "protocol": {"serialization": "json", "compression": "none"}}),
+        ),
+        text(
+            2.0,
+            "recv",
+            json!({"type": "auth_success", "user": "root", "role": "system", "protocol": {"serialization": "json", "compression": "none"}}),
+        ),
+        text(
+            3.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "cols", "sql": "SELECT name, qty FROM demo.col_items WHERE id = 1"}}),
+        ),
+        text(
+            4.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "cols", "total_rows": 0,
+            "batch_control": {"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": null},
+            "schema": [
+                {"name": "name", "data_type": "Text", "index": 0, "flags": flags(&["nn"])},
+                {"name": "qty", "data_type": "Int", "index": 1},
+            ]}),
+        ),
+        sql(5.0, "UPDATE demo.col_items SET qty = 4 WHERE id = 1"),
+        change(
+            6.0,
+            "update",
+            json!([{"name": "apple", "qty": 4, "id": "1", "_seq": "1000000000000000001"}]),
+            json!([{"qty": 3, "id": "1", "_seq": "1000000000000000000"}]),
+        ),
+        sql(7.0, "UPDATE demo.col_items SET note = 'n' WHERE id = 1"),
+        change(
+            8.0,
+            "update",
+            json!([{"name": "apple", "qty": 4, "id": "1", "_seq": "1000000000000000002"}]),
+            json!([{"id": "1", "_seq": "1000000000000000001"}]),
+        ),
+        sql(9.0, "DELETE FROM demo.col_items WHERE id = 1"),
+        change(
+            10.0,
+            "delete",
+            Value::Null,
+            json!([{"name": "apple", "qty": 4, "_seq": "1000000000000000003"}]),
+        ),
+        close(11.0, "send"),
+        close(12.0, "recv"),
+    ];
+    let columns = Session {
+        file: "(written here) changes through a column list".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
