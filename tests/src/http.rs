@@ -266,6 +266,11 @@ fn text(status: StatusCode, body: String) -> Answer {
         .unwrap_or_default()
 }
 
+/// `429 rate_limited` of the auth endpoints.
+fn rate_limited(message: &str) -> Answer {
+    auth_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+}
+
 fn auth_error(status: StatusCode, kind: &str, message: &str) -> Answer {
     json_answer(status, json!({"error": kind, "message": message}))
 }
@@ -317,6 +322,9 @@ fn login(state: &State, is_json: bool, body: &[u8]) -> Answer {
         Ok(r) => r,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("Json deserialize error: {e}")),
     };
+    if !state.rates.auth() {
+        return rate_limited("Too many authentication attempts. Please retry shortly.");
+    }
     let (user, password) = (request.user.as_str(), request.password.as_str());
     let hash = state
         .engine
@@ -363,6 +371,9 @@ fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 fn refresh(state: &State, headers: &http::HeaderMap) -> Answer {
+    if !state.rates.auth() {
+        return rate_limited("Too many authentication attempts. Please retry shortly.");
+    }
     let token = match cookie(headers, "kalamdb_refresh") {
         Some(t) => t,
         None => match headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -526,6 +537,14 @@ fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], sta
         Ok(x) => x,
         Err(code) => return bearer_refused(code, started),
     };
+    if !state.rates.query(&claims.sub) {
+        let e = SqlError::new(
+            429,
+            "RATE_LIMIT_EXCEEDED",
+            "Too many queries per second. Please slow down.",
+        );
+        return sql_error(e, false, started);
+    }
     let admin = role == "dba" || role == "system";
     let content_type = headers
         .get(CONTENT_TYPE)

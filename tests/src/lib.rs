@@ -67,6 +67,7 @@
 mod files;
 mod http;
 pub mod jwt;
+mod limits;
 mod proxy;
 pub mod real;
 mod setup;
@@ -307,6 +308,8 @@ pub(crate) struct State {
     /// Every peer is treated as remote (the localhost-only endpoints refuse).
     pub(crate) remote_peers: bool,
     pub(crate) started: std::time::Instant,
+    /// Auth and SQL request rates (off unless the builder sets them).
+    pub(crate) rates: limits::RateLimits,
 }
 
 impl State {
@@ -382,6 +385,8 @@ pub struct TestServerBuilder {
     file_limits: files::FileLimits,
     needs_setup: bool,
     remote_peers: bool,
+    auth_rate: Option<u32>,
+    query_rate: Option<u32>,
 }
 
 impl Default for TestServerBuilder {
@@ -403,6 +408,8 @@ impl Default for TestServerBuilder {
             },
             needs_setup: false,
             remote_peers: false,
+            auth_rate: None,
+            query_rate: None,
         }
     }
 }
@@ -516,6 +523,28 @@ impl TestServerBuilder {
         self
     }
 
+    /// Limit authentication requests (login, refresh, setup) to `n` a
+    /// second, as the server's `rate_limit.max_auth_requests_per_ip_per_sec`
+    /// (20 on the server; off in the kit unless set): a token bucket of
+    /// capacity `n` refilled at `n` per second on Tokio's clock. One over
+    /// answers `429 {"error":"rate_limited","message":"Too many
+    /// authentication attempts. Please retry shortly."}` (setup: "Too many
+    /// setup attempts…"). WebSocket authentication is not counted.
+    pub fn max_auth_requests_per_sec(mut self, n: u32) -> Self {
+        self.auth_rate = Some(n);
+        self
+    }
+
+    /// Limit `POST /v1/api/sql` to `n` requests a second per user, as the
+    /// server's `rate_limit.max_queries_per_sec` (100 on the server; off in
+    /// the kit unless set). One over answers `429` in the SQL envelope with
+    /// `RATE_LIMIT_EXCEEDED` ("Too many queries per second. Please slow
+    /// down.").
+    pub fn max_queries_per_sec(mut self, n: u32) -> Self {
+        self.query_rate = Some(n);
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(self) -> TestServer {
         let (changes, _) = broadcast::channel(4096);
@@ -562,6 +591,7 @@ impl TestServerBuilder {
             file_limits: self.file_limits,
             remote_peers: self.remote_peers,
             started: std::time::Instant::now(),
+            rates: limits::RateLimits::new(self.auth_rate, self.query_rate),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

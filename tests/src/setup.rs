@@ -162,6 +162,13 @@ pub(crate) fn setup(state: &State, is_json: bool, body: &[u8]) -> Result<Reply, 
         return Err("Content type error".into());
     }
     let r: SetupRequest = serde_json::from_slice(body).map_err(|e| format!("Json deserialize error: {e}"))?;
+    if !state.rates.auth() {
+        return Ok(error(
+            429,
+            "rate_limited",
+            "Too many setup attempts. Please retry shortly.",
+        ));
+    }
     if state.remote_peers {
         return Ok(error(
             403,
