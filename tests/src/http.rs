@@ -209,14 +209,28 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
             reply(setup::cluster_health(&state, host))
         }
         (Method::POST, "/v1/api/sql") => {
-            state.count(|c| c.queries += 1);
+            let multipart = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(files::is_multipart);
+            state.count(|c| {
+                c.queries += 1;
+                c.uploads += usize::from(multipart);
+            });
             sql(&state, &headers, is_json, &body, started)
         }
-        (Method::GET, p) if p.starts_with("/v1/files/") => download(&state, &headers, p, query.as_deref(), started),
+        (Method::GET, p) if p.starts_with("/v1/files/") => {
+            state.count(|c| c.downloads += 1);
+            download(&state, &headers, p, query.as_deref(), started)
+        }
         (Method::POST, "/v1/api/topics/consume") => {
+            state.count(|c| c.topic_consumes += 1);
             topics(&state, &headers, is_json, &body, started, TopicCall::Consume)
         }
-        (Method::POST, "/v1/api/topics/ack") => topics(&state, &headers, is_json, &body, started, TopicCall::Ack),
+        (Method::POST, "/v1/api/topics/ack") => {
+            state.count(|c| c.topic_acks += 1);
+            topics(&state, &headers, is_json, &body, started, TopicCall::Ack)
+        }
         _ => Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body(KitBody::default())

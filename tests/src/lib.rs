@@ -122,6 +122,14 @@ pub struct Counters {
     pub ws_rate_limited: usize,
     /// Subscriptions refused with `SUBSCRIPTION_LIMIT_EXCEEDED`.
     pub ws_subscriptions_refused: usize,
+    /// `POST /v1/api/topics/consume` requests (answered in any way).
+    pub topic_consumes: usize,
+    /// `POST /v1/api/topics/ack` requests (answered in any way).
+    pub topic_acks: usize,
+    /// Multipart `POST /v1/api/sql` requests (file uploads, answered in any way).
+    pub uploads: usize,
+    /// `GET /v1/files/…` requests (answered in any way).
+    pub downloads: usize,
 }
 
 /// One request, as the server saw it.

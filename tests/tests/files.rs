@@ -364,7 +364,10 @@ async fn exchange(base: &str) -> Vec<Step> {
 #[tokio::test]
 async fn files_upload_read_back_and_download() {
     let server = TestServer::start().await;
-    exchange(&server.url()).await;
+    let steps = exchange(&server.url()).await;
+    let count = |prefix: &str| steps.iter().filter(|s| s.label.starts_with(prefix)).count();
+    let c = server.counters();
+    assert_eq!((c.uploads, c.downloads), (count("multipart"), count("GET /v1/files/")));
     server.shutdown().await;
 }
 

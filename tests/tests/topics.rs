@@ -400,7 +400,13 @@ async fn exchange(base: &str) -> Vec<Step> {
 #[tokio::test]
 async fn topics_fed_by_table_changes() {
     let server = TestServer::start().await;
-    exchange(&server.url()).await;
+    let steps = exchange(&server.url()).await;
+    let count = |prefix: &str| steps.iter().filter(|s| s.label.starts_with(prefix)).count();
+    let c = server.counters();
+    assert_eq!(
+        (c.topic_consumes, c.topic_acks),
+        (count("/v1/api/topics/consume"), count("/v1/api/topics/ack"))
+    );
     // What the exchange left, as the kit's accessors see it: bob's four
     // notes and the one written as bob.
     assert_eq!(
