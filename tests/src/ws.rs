@@ -120,6 +120,8 @@ struct Sub {
     keys: Vec<String>,
     where_sql: Option<String>,
     batch_size: usize,
+    /// Subscribed with `options`: it has initial data to page through.
+    initial: bool,
     /// The number of the last initial-data batch sent.
     batch_num: u32,
     /// Initial data still being paged: changes wait here.
@@ -576,6 +578,7 @@ impl Session {
             keys: def.columns.iter().filter(|c| c.pk).map(|c| c.name.clone()).collect(),
             where_sql,
             batch_size,
+            initial: options.is_some(),
             batch_num: 0,
             loading: options.is_some(),
             snapshot_seq: 0,
@@ -663,6 +666,14 @@ impl Session {
                 &format!("Not found: Subscription not found: {id}"),
             );
         };
+        if !sub.initial {
+            return self.sub_error(
+                out,
+                id,
+                "BATCH_FETCH_FAILED",
+                &format!("Invalid operation: Subscription {id} was created without initial data loading"),
+            );
+        }
         let Ok(mut engine) = self.state.engine.lock() else {
             return;
         };

@@ -1309,7 +1309,116 @@ fn extra_sessions() -> Vec<Session> {
         frames,
         start_ms: now,
     };
-    vec![header, columns]
+
+    // MessagePack on the default (gzip) path: large messages are
+    // gzip(MessagePack); the rows are the recorded ones of demo.docs.
+    let recorded = samples("ws_protocol_compression_none_on_default_path.json");
+    let recorded = &recorded.first().expect("the compression sample").1["frames"];
+    let as_docs_mp = |v: &Value| {
+        let mut v = v.clone();
+        v["subscription_id"] = json!("docs_mp");
+        v
+    };
+    let ack = serde_json::from_str::<Value>(recorded[4]["text"].as_str().unwrap_or_default()).unwrap_or_default();
+    let batch = &recorded[5]["decoded"]["json"];
+    let packed = |t: f64, gzip: bool, v: Value| {
+        let mut decoded = json!({"encoding": "msgpack", "json": v});
+        if gzip {
+            decoded["compression"] = json!("gzip");
+        }
+        json!({"dir": "recv", "t_ms": t, "opcode": "binary", "decoded": decoded})
+    };
+    // Paging edge cases on demo.many (rows 1 to 7 and 100): a `next_batch`
+    // without `last_seq_id` starts again from the first row; one for a
+    // subscription without initial data is refused.
+    let many = |t: f64, id: &str, rows: Value, n: u32, more: bool, last: &str| {
+        let status = match (more, n) {
+            (false, _) => "ready",
+            (true, 0) => "loading",
+            (true, _) => "loading_batch",
+        };
+        let control = json!({"batch_num": n, "has_more": more, "status": status, "last_seq_id": last.parse::<u64>().unwrap_or(0)});
+        text(
+            t,
+            "recv",
+            json!({"type": "initial_data_batch", "subscription_id": id, "rows": rows, "batch_control": control}),
+        )
+    };
+    let many_rows = json!([
+        {"id": "1", "v": "v1", "_seq": "382978087716753408", "_deleted": false},
+        {"id": "2", "v": "v2", "_seq": "382978087716753409", "_deleted": false},
+    ]);
+    let many_schema = json!([
+        {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+        {"name": "v", "data_type": "Text", "index": 1},
+        {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
+        {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
+    ]);
+    let frames = vec![
+        upgrade(0.0, "/v1/ws?serialization=msgpack"),
+        text(1.0, "recv", success("msgpack")),
+        text(
+            2.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "docs_mp", "sql": "SELECT * FROM demo.docs", "options": {}}}),
+        ),
+        packed(3.0, false, as_docs_mp(&ack)),
+        packed(4.0, true, as_docs_mp(batch)),
+        close(5.0, "send"),
+        close(6.0, "recv"),
+        upgrade(10.0, "/v1/ws?compress=false&serialization=json&compression=none"),
+        text(
+            11.0,
+            "recv",
+            json!({"type": "auth_success", "user": "root", "role": "system", "protocol": {"serialization": "json", "compression": "none"}}),
+        ),
+        text(
+            12.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "pg", "sql": "SELECT * FROM demo.many", "options": {"batch_size": 2}}}),
+        ),
+        text(
+            13.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "pg", "total_rows": 0,
+                "batch_control": {"batch_num": 0, "has_more": true, "status": "loading", "last_seq_id": 382_978_087_716_753_409_u64},
+                "schema": many_schema}),
+        ),
+        many(14.0, "pg", many_rows.clone(), 0, true, "382978087716753409"),
+        text(15.0, "send", json!({"type": "next_batch", "subscription_id": "pg"})),
+        many(16.0, "pg", many_rows, 1, true, "382978087716753409"),
+        text(
+            17.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "live_only", "sql": "SELECT * FROM demo.many"}}),
+        ),
+        text(
+            18.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "live_only", "total_rows": 0,
+                "batch_control": {"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": null},
+                "schema": many_schema}),
+        ),
+        text(
+            19.0,
+            "send",
+            json!({"type": "next_batch", "subscription_id": "live_only", "last_seq_id": 382_978_087_716_753_409_u64}),
+        ),
+        text(
+            20.0,
+            "recv",
+            json!({"type": "error", "subscription_id": "live_only", "code": "BATCH_FETCH_FAILED",
+                "message": "Invalid operation: Subscription live_only was created without initial data loading"}),
+        ),
+        close(21.0, "send"),
+        close(22.0, "recv"),
+    ];
+    let paging = Session {
+        file: "(written here) MessagePack with gzip, and paging edge cases".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns, paging]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
