@@ -470,7 +470,7 @@ impl Session {
                     && !from.is_i64()
                     && !from.is_null()
                 {
-                    return invalid("invalid type for `from`: expected i64");
+                    return invalid(&not_i64(from));
                 }
                 self.subscribe(id, sql, sub.get("options"), out, changes);
                 Step::Continue
@@ -482,7 +482,7 @@ impl Session {
                 let last = match v.get("last_seq_id") {
                     None | Some(Value::Null) => None,
                     Some(n) if n.is_i64() => n.as_i64(),
-                    Some(_) => return invalid("invalid type for `last_seq_id`: expected i64"),
+                    Some(other) => return invalid(&not_i64(other)),
                 };
                 self.next_batch(id, last, out);
                 Step::Continue
@@ -826,6 +826,15 @@ impl Session {
         };
         self.push(out, msg);
     }
+}
+
+/// The parser's words for a value that should have been an `i64`
+/// (`invalid type: string "12", expected i64`).
+fn not_i64(v: &Value) -> String {
+    serde_json::from_value::<i64>(v.clone())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "invalid type, expected i64".into())
 }
 
 /// Close 1011 with the server's reason, cut to the 123 bytes a close

@@ -1418,7 +1418,51 @@ fn extra_sessions() -> Vec<Session> {
         frames,
         start_ms: now,
     };
-    vec![header, columns, paging]
+
+    // Messages the server cannot take close the connection with 1011 and
+    // the parser's words (PROTOCOL §4.4).
+    let plain = |t: f64| {
+        json!({"dir": "handshake", "t_ms": t, "request": {"method": "GET", "path": "/v1/ws?compress=false", "headers": {
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13"}}, "response": {"status": 101}})
+    };
+    let authenticate = json!({"type": "authenticate", "method": "jwt", "token": token, "protocol": {"serialization": "json", "compression": "none"}});
+    let authenticated = json!({"type": "auth_success", "user": "root", "role": "system", "protocol": {"serialization": "json", "compression": "none"}});
+    let closed = |t: f64, reason: &str| json!({"dir": "recv", "t_ms": t, "opcode": "close", "close": {"code": 1011, "reason": reason}});
+    let mut frames = vec![
+        plain(0.0),
+        json!({"dir": "send", "t_ms": 1.0, "opcode": "text", "text": "{garbage"}),
+        closed(2.0, "Invalid message: key must be a string at line 1 column 2"),
+    ];
+    for (n, (message, reason)) in [
+        (json!({"type": "subscribe"}), "Invalid message: missing field `subscription`"),
+        (
+            json!({"type": "next_batch", "subscription_id": "x", "last_seq_id": "12"}),
+            "Invalid message: invalid type: string \"12\", expected i64",
+        ),
+        (
+            json!({"type": "subscribe", "subscription": {"id": "f", "sql": "SELECT * FROM demo.many", "options": {"from": "12"}}}),
+            "Invalid message: invalid type: string \"12\", expected i64",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = 10.0 * (n + 1) as f64;
+        frames.extend([
+            plain(t),
+            text(t + 1.0, "send", authenticate.clone()),
+            text(t + 2.0, "recv", authenticated.clone()),
+            text(t + 3.0, "send", message),
+            closed(t + 4.0, reason),
+        ]);
+    }
+    let unparsable = Session {
+        file: "(written here) messages the server cannot take".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns, paging, unparsable]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
