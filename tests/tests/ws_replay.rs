@@ -1462,7 +1462,73 @@ fn extra_sessions() -> Vec<Session> {
         frames,
         start_ms: now,
     };
-    vec![header, columns, paging, unparsable]
+
+    // The filter is checked against the new row (PROTOCOL §4.6): a row
+    // that enters it comes as an update, one that leaves it not at all.
+    let filt = |t: f64, kind: &str, rows: Value, old: Value| {
+        let mut v = json!({"type": "change", "subscription_id": "filt", "change_type": kind});
+        if !rows.is_null() {
+            v["rows"] = rows;
+        }
+        if !old.is_null() {
+            v["old_values"] = old;
+        }
+        text(t, "recv", v)
+    };
+    let frames = vec![
+        sql(0.0, "CREATE TABLE demo.filt (id BIGINT PRIMARY KEY, qty INT) WITH (TYPE = 'USER')"),
+        sql(0.0, "INSERT INTO demo.filt (id, qty) VALUES (1, 1)"),
+        plain(1.0),
+        text(2.0, "send", authenticate.clone()),
+        text(3.0, "recv", authenticated.clone()),
+        text(
+            4.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "filt", "sql": "SELECT * FROM demo.filt WHERE qty > 5"}}),
+        ),
+        text(
+            5.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "filt", "total_rows": 0,
+                "batch_control": {"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": null},
+                "schema": [
+                    {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+                    {"name": "qty", "data_type": "Int", "index": 1},
+                    {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
+                    {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
+                ]}),
+        ),
+        sql(6.0, "UPDATE demo.filt SET qty = 10 WHERE id = 1"),
+        filt(
+            7.0,
+            "update",
+            json!([{"id": "1", "qty": 10, "_seq": "1100000000000000001"}]),
+            json!([{"id": "1", "qty": 1, "_seq": "1100000000000000000"}]),
+        ),
+        sql(8.0, "UPDATE demo.filt SET qty = 2 WHERE id = 1"),
+        sql(9.0, "INSERT INTO demo.filt (id, qty) VALUES (2, 50)"),
+        filt(
+            10.0,
+            "insert",
+            json!([{"id": "2", "qty": 50, "_seq": "1100000000000000003", "_deleted": false}]),
+            Value::Null,
+        ),
+        sql(11.0, "DELETE FROM demo.filt WHERE id = 2"),
+        filt(
+            12.0,
+            "delete",
+            Value::Null,
+            json!([{"id": "2", "qty": 50, "_seq": "1100000000000000004", "_deleted": true}]),
+        ),
+        close(13.0, "send"),
+        close(14.0, "recv"),
+    ];
+    let filters = Session {
+        file: "(written here) rows entering and leaving a filter".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns, paging, unparsable, filters]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
