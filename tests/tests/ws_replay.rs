@@ -1476,7 +1476,10 @@ fn extra_sessions() -> Vec<Session> {
         text(t, "recv", v)
     };
     let frames = vec![
-        sql(0.0, "CREATE TABLE demo.filt (id BIGINT PRIMARY KEY, qty INT) WITH (TYPE = 'USER')"),
+        sql(
+            0.0,
+            "CREATE TABLE demo.filt (id BIGINT PRIMARY KEY, qty INT) WITH (TYPE = 'USER')",
+        ),
         sql(0.0, "INSERT INTO demo.filt (id, qty) VALUES (1, 1)"),
         plain(1.0),
         text(2.0, "send", authenticate.clone()),
@@ -1490,13 +1493,13 @@ fn extra_sessions() -> Vec<Session> {
             5.0,
             "recv",
             json!({"type": "subscription_ack", "subscription_id": "filt", "total_rows": 0,
-                "batch_control": {"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": null},
-                "schema": [
-                    {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
-                    {"name": "qty", "data_type": "Int", "index": 1},
-                    {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
-                    {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
-                ]}),
+            "batch_control": {"batch_num": 0, "has_more": false, "status": "ready", "last_seq_id": null},
+            "schema": [
+                {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+                {"name": "qty", "data_type": "Int", "index": 1},
+                {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
+                {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
+            ]}),
         ),
         sql(6.0, "UPDATE demo.filt SET qty = 10 WHERE id = 1"),
         filt(
