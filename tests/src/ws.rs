@@ -10,8 +10,11 @@
 //! `error` stay JSON text), gzip of messages of 512 bytes and more unless
 //! `?compress=false`, control pongs, the echo of a client's close frame,
 //! close 1011 for a message it cannot parse, initial-data pages
-//! (`batch_size`, `next_batch`, `last_rows`, `from`), one `change` frame
-//! per row, the per-user subscription limit and the message rate limit.
+//! (`batch_size`, `next_batch`, `last_rows`, `from`, chosen by `_seq` and
+//! sent in key order, see `sql::live`), one `change` frame per row (an
+//! update with the key and `_seq` in both images; the filter checked
+//! against the new row), the server's error and close texts, the per-user
+//! subscription limit and the message rate limit.
 //!
 //! Deliberate differences from the real server:
 //! - The auth timeout (3 s) is checked at once, not on the server's 5 s

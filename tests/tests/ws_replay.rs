@@ -52,6 +52,12 @@
 //!   left to wait on its own task while the next sessions run, so the real
 //!   server's replay takes about 20 s.
 //!
+//! Beside the recordings, a few sessions are written here in the same
+//! format from what the real server was seen to do (upgrade-header
+//! authentication defaults, MessagePack with gzip, paging edge cases,
+//! changes through a column list, rows entering and leaving a filter, the
+//! 1011 reasons): the real-server test checks them like the recordings.
+//!
 //! Not replayed: the recorder's idle waits meant to show that the server
 //! sends no pings of its own (`ws_ping_pong.json`); a ping from the server
 //! during any replayed session is reported.
