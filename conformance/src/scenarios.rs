@@ -316,6 +316,7 @@ pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend)
                 assert_eq!(done, op);
                 break result;
             }
+            Some(Output::TransmitUpload { .. }) => panic!("no upload was asked for"),
             None => panic!("the machine stalled"),
         }
     };

@@ -319,6 +319,7 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
                 assert_eq!(done, op);
                 break result;
             }
+            Some(Output::TransmitUpload { .. }) => panic!("no upload was asked for"),
             None => panic!("the machine stalled"),
         }
     };

@@ -9,13 +9,16 @@
 //! Why not surf itself: its HTTP/1.1 client pools connections with deadpool
 //! 0.7, which depends on tokio; this crate promises an application no tokio.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_std::net::TcpStream;
 use futures_util::AsyncReadExt as _;
-use kalam_client::HttpSettings;
+use futures_util::TryStreamExt as _;
 use kalam_client::pool::IdlePool;
+use kalam_client::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::TransportError;
 
 use crate::net::{Io, secure, tcp};
@@ -84,6 +87,51 @@ impl HttpClient {
             .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
     }
 
+    /// Sends one request with its body streamed from `body` (of the given
+    /// length) and answers with the head, within the receive timeout; the
+    /// answer's body is read as it arrives, and its connection goes back to
+    /// the pool at its end.
+    pub(crate) async fn send_streaming(
+        &self,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> Result<http::Response<BodyReader>, TransportError> {
+        let (parts, ()) = request.into_parts();
+        let mut request = to_http_types(http::Request::from_parts(parts, Vec::new()))?;
+        if let Some((chunks, len)) = body {
+            let len = usize::try_from(len).map_err(|_| TransportError::Io("body too large".into()))?;
+            let content_type = request.header("content-type").map(|v| v.as_str().to_owned());
+            // async-h1 wants a `Sync` buffered reader: the chunks behind a lock.
+            let reader = futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read())));
+            request.set_body(http_types::Body::from_reader(reader, Some(len)));
+            if let Some(ct) = content_type {
+                request.insert_header("content-type", ct);
+            }
+        }
+        let exchange = async {
+            let conn = self.checkout().await?;
+            let mut encoder = async_h1::client::Encoder::new(request);
+            futures_util::io::copy(&mut encoder, &mut conn.io.clone())
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            let mut response = async_h1::client::decode(conn.io.clone())
+                .await
+                .map_err(|e| TransportError::Io(e.to_string()))?;
+            let keep = response
+                .header("connection")
+                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+            let head = from_http_types(&response, ())?;
+            let reader = PooledBody {
+                body: response.take_body(),
+                release: keep.then(|| (conn, self.pool.clone())),
+            };
+            Ok(head.map(|()| Box::pin(reader) as BodyReader))
+        };
+        async_std::future::timeout(self.limits.receive_timeout, exchange)
+            .await
+            .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
+    }
+
     async fn checkout(&self) -> Result<Conn, TransportError> {
         if let Some(conn) = self.pool.take(Instant::now(), |c| still_open(&c.tcp)) {
             return Ok(conn);
@@ -128,7 +176,36 @@ fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request,
     Ok(out)
 }
 
-fn from_http_types(response: &http_types::Response, body: Vec<u8>) -> Result<http::Response<Vec<u8>>, TransportError> {
+/// A reader made `Sync` by a lock (it is only ever read by one task).
+struct SyncRead<T>(Mutex<T>);
+
+impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Pin::new(&mut *inner).poll_read(cx, buf)
+    }
+}
+
+/// An answer's body as a reader; at its end the connection goes back to the pool.
+struct PooledBody {
+    body: http_types::Body,
+    release: Option<(Conn, Arc<IdlePool<Conn>>)>,
+}
+
+impl futures_util::AsyncRead for PooledBody {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let n = std::task::ready!(Pin::new(&mut self.body).poll_read(cx, buf))?;
+        if n == 0
+            && !buf.is_empty()
+            && let Some((conn, pool)) = self.release.take()
+        {
+            pool.put(conn, Instant::now());
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+fn from_http_types<B>(response: &http_types::Response, body: B) -> Result<http::Response<B>, TransportError> {
     let mut out = http::Response::builder().status(u16::from(response.status()));
     for (name, values) in response.iter() {
         for value in values.iter() {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use kalam_client::{HttpSettings, Runtime, socket_target};
+use kalam_client::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
 use kalam_proto::{Result, TransportError};
 
 pub use crate::http::HttpClient;
@@ -65,6 +65,20 @@ impl Runtime for AsyncStd {
         request: http::Request<Vec<u8>>,
     ) -> std::result::Result<http::Response<Vec<u8>>, TransportError> {
         http.send(request).await
+    }
+
+    async fn send_streaming(
+        http: HttpClient,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> std::result::Result<http::Response<BodyReader>, TransportError> {
+        http.send_streaming(request, body).await
+    }
+
+    async fn open_file(path: std::path::PathBuf) -> std::io::Result<(BodyReader, u64)> {
+        let file = async_std::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        Ok((Box::pin(file), len))
     }
 
     fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static {

@@ -285,7 +285,7 @@ impl<R: Runtime> KalamLinkClient<R> {
         }
     }
 
-    fn command(&self, command: Command) -> Result<()> {
+    pub(crate) fn command(&self, command: Command) -> Result<()> {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
 

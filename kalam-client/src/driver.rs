@@ -77,7 +77,7 @@ impl<R: Runtime> Clock<R> {
     }
 }
 
-type Task = Pin<Box<dyn Future<Output = Event> + Send>>;
+pub(crate) type Task = Pin<Box<dyn Future<Output = Event> + Send>>;
 
 /// `at + d`, or a year from `at` when a huge time limit would overflow
 /// the clock (`Duration::MAX` means "never").
@@ -102,6 +102,8 @@ pub(crate) struct Driver<R: Runtime> {
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     timer: Option<(std::time::Instant, Pin<Box<R::Sleep>>)>,
+    /// The sources of uploads and the body slots of downloads in progress.
+    files: crate::files::Registry,
 }
 
 enum Step {
@@ -131,6 +133,7 @@ impl<R: Runtime> Driver<R> {
             events_tx,
             events,
             timer: None,
+            files: crate::files::Registry::default(),
         }
     }
 
@@ -205,6 +208,10 @@ impl<R: Runtime> Driver<R> {
         let now = self.clock.now();
         match command {
             Command::Submit(operation, reply) => self.core.submit(operation, reply, now),
+            Command::SubmitFiles(operation, attach, reply) => {
+                self.files.attach(attach);
+                self.core.submit(operation, reply, now);
+            }
             Command::SetAuth(auth) => self.core.set_credentials(auth, now),
             Command::GetAuth(reply) => reply.send(self.core.credentials().clone()),
             Command::Connect(reply) => self.core.connect(reply, now),
@@ -254,6 +261,11 @@ impl<R: Runtime> Driver<R> {
         while let Some(output) = self.core.poll_output() {
             match output {
                 CoreOutput::SendHttp { id, kind, request } => self.start_http(id, kind, request),
+                CoreOutput::SendUpload { id, request, plan } => {
+                    let max = self.socket_settings.max_frame;
+                    let task = crate::files::upload::<R>(self.http.clone(), id, request, plan, &self.files, max);
+                    self.in_flight.push(task);
+                }
                 CoreOutput::OpenSocket { url, attempt } => {
                     tracing::debug!(attempt, "opening WebSocket");
                     crate::socket::open::<R>(url, self.socket_settings, attempt, self.events_tx.clone());
@@ -321,6 +333,12 @@ impl<R: Runtime> Driver<R> {
     /// Starts an HTTP exchange; it is decoded where it completes, with the
     /// decoder kalam-proto picks for its kind.
     fn start_http(&mut self, id: RequestId, kind: RequestKind, request: http::Request<Vec<u8>>) {
+        if kind == RequestKind::Download {
+            // The body is the caller's, streamed (`files`).
+            let max = self.socket_settings.max_frame;
+            let task = crate::files::download::<R>(self.http.clone(), id, request, &self.files, max);
+            return self.in_flight.push(task);
+        }
         let exchange = R::send_http(self.http.clone(), request);
         let span = tracing::debug_span!("kalam.http", ?kind, id = id.0);
         self.in_flight.push(Box::pin(

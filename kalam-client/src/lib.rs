@@ -22,6 +22,7 @@
 mod client;
 mod consumer;
 mod driver;
+mod files;
 mod live;
 mod msg;
 pub mod pool;
@@ -33,22 +34,24 @@ pub mod tls;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
 pub use consumer::{ConsumerBuilder, TopicConsumer};
+pub use files::{FileDownload, FileSource, FileUpload, UploadProgress};
 
 /// The names an application uses, re-exported by each adapter beside its
 /// own `KalamLinkClient` and `KalamLinkClientBuilder`.
 pub mod prelude {
     pub use crate::DEFAULT_BASE_URL;
     pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
+    pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
     pub use crate::live::{LiveEvents, LiveQuery};
     pub use kalam_proto::{
         AckResponse, AutoOffsetReset, ConsumerRecord, HealthResponse, SetupRequest, SetupResponse, SetupStatus, TopicOp,
     };
     pub use kalam_proto::{
-        AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DynamicAuthProvider, Error, ErrorCode,
-        KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse, Param, QueryRequest,
-        QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId, SubscriptionOptions,
-        TransportError, UserInfo,
+        AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,
+        ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse,
+        Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
+        SubscriptionOptions, TransportError, UserInfo,
     };
 }
 pub use live::{LiveEvents, LiveQuery};
-pub use rt::{HttpSettings, Runtime, SocketSettings, socket_target};
+pub use rt::{BodyChunks, BodyReader, HttpSettings, Runtime, SocketSettings, socket_target};

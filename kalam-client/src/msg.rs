@@ -13,6 +13,8 @@ pub(crate) type Waiter = ReplyTx<Result<Answer>>;
 /// What the handles ask of the driver.
 pub(crate) enum Command {
     Submit(Operation, Waiter),
+    /// An upload or a download, with the caller's sources or body slot.
+    SubmitFiles(Operation, crate::files::Attach, Waiter),
     SetAuth(AuthProvider),
     GetAuth(ReplyTx<AuthProvider>),
     Connect(Option<Waiter>),

@@ -3,7 +3,11 @@
 //! decision) is written once, here and in `kalam-proto`.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
+
+use futures_core::Stream;
 
 use futures_io::{AsyncRead, AsyncWrite};
 use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, Result, TransportError};
@@ -56,7 +60,28 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// `wss://…`; TLS is the runtime's, where it has it). The handshake and
     /// the framing are kalam-client's.
     fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
+
+    /// Sends one request whose body, if any, is streamed from `body` (its
+    /// exact length given: the transport sends it as `Content-Length`), and
+    /// answers as soon as the answer's head is in (within
+    /// `settings.receive_timeout`, which thus also bounds the upload), with
+    /// its body as a reader. The connection goes back to the pool once
+    /// that reader reaches its end; dropping it earlier closes it.
+    fn send_streaming(
+        http: Self::Http,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> impl Future<Output = std::result::Result<http::Response<BodyReader>, TransportError>> + Send + 'static;
+
+    /// Opens a local file for reading, with its length.
+    fn open_file(path: PathBuf) -> impl Future<Output = std::io::Result<(BodyReader, u64)>> + Send + 'static;
 }
+
+/// A request body streamed in chunks, in order.
+pub type BodyChunks = Pin<Box<dyn Stream<Item = std::io::Result<Vec<u8>>> + Send>>;
+
+/// A body read as it arrives (an answer's, or a local file's).
+pub type BodyReader = Pin<Box<dyn AsyncRead + Send>>;
 
 /// The server and the limits of the HTTP client.
 #[derive(Debug, Clone)]

@@ -72,6 +72,8 @@ impl ClientConfig {
         ClientConfig {
             auth: AuthConfig {
                 max_in_flight: options.http_max_connections.max(1),
+                files: crate::files::FileLimits::from_options(options),
+                boundary_seed: seed.rotate_left(17) ^ 0x6b61_6c61_6d2d_6d70,
                 ..AuthConfig::default()
             },
             ws: WsConfig::from_options(options, timeouts, seed),
@@ -144,6 +146,18 @@ pub enum CoreOutput<W> {
         /// The request, complete with headers.
         request: Request<Vec<u8>>,
     },
+    /// Send this upload: the head (the transport adds `Content-Length:
+    /// plan.content_length`) and its body streamed segment by segment from
+    /// the caller's sources. Feed the answer, decoded for
+    /// [`RequestKind::Upload`], like a [`CoreOutput::SendHttp`]'s.
+    SendUpload {
+        /// Echo this back.
+        id: RequestId,
+        /// The head, complete with headers.
+        request: Request<()>,
+        /// The body.
+        plan: crate::files::UploadPlan,
+    },
     /// Open a WebSocket; report [`ClientCore::handle_socket_open`] or
     /// [`ClientCore::handle_socket_closed`] with the same `attempt`.
     OpenSocket {
@@ -210,6 +224,12 @@ impl<W: std::fmt::Debug> std::fmt::Debug for CoreOutput<W> {
                 .field("id", id)
                 .field("kind", kind)
                 .field("request", &RequestSummary(request))
+                .finish(),
+            CoreOutput::SendUpload { id, request, plan } => f
+                .debug_struct("SendUpload")
+                .field("id", id)
+                .field("request", &format_args!("{} {}", request.method(), request.uri()))
+                .field("plan", plan)
                 .finish(),
             CoreOutput::OpenSocket { url, attempt } => f
                 .debug_struct("OpenSocket")
@@ -548,6 +568,9 @@ impl<W> ClientCore<W> {
     fn on_auth(&mut self, output: Output, now: Now) {
         match output {
             Output::Transmit { id, kind, request } => self.out.push_back(CoreOutput::SendHttp { id, kind, request }),
+            Output::TransmitUpload { id, request, plan } => {
+                self.out.push_back(CoreOutput::SendUpload { id, request, plan })
+            }
             Output::FetchCredentials { id, source } => {
                 self.callbacks.insert((now.instant + self.config.callback_timeout, id));
                 self.out.push_back(CoreOutput::FetchCredentials { id, source });

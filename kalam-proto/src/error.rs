@@ -126,6 +126,50 @@ pub enum Error {
         server: ServerError,
     },
 
+    /// A file of an upload is larger than
+    /// [`ConnectionOptions::max_file_bytes`](crate::ConnectionOptions::max_file_bytes);
+    /// nothing was sent.
+    #[error("file {name:?} is {size} bytes; at most {limit} bytes per file are accepted")]
+    FileTooLarge {
+        /// The file's name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// An upload has more files than
+    /// [`ConnectionOptions::max_files_per_request`](crate::ConnectionOptions::max_files_per_request);
+    /// nothing was sent.
+    #[error("{count} files in one upload; at most {limit} are accepted")]
+    TooManyFiles {
+        /// Files given.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// An upload's body (files and framing) is larger than
+    /// [`ConnectionOptions::max_upload_body_bytes`](crate::ConnectionOptions::max_upload_body_bytes);
+    /// nothing was sent.
+    #[error("the upload would be {size} bytes; at most {limit} bytes per request are accepted")]
+    UploadTooLarge {
+        /// The body's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// The server answered `TOKEN_EXPIRED` to an upload whose data came from
+    /// an async reader, which cannot be read twice. The upload was sent
+    /// once and not run; the token has been renewed, so uploading again
+    /// (with a new reader) will go through.
+    #[error(
+        "the server refused the upload's token (TOKEN_EXPIRED) and its reader cannot be sent twice; the token was renewed, upload again"
+    )]
+    UploadNotReplayable,
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,

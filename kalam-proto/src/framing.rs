@@ -142,6 +142,11 @@ impl Endpoints {
         &self.setup
     }
 
+    /// The URL of `POST /v1/api/sql`.
+    pub fn sql_uri(&self) -> &Uri {
+        &self.sql
+    }
+
     /// Whether the server is reached over TLS.
     pub fn is_https(&self) -> bool {
         self.base.starts_with("https://")

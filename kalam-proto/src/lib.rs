@@ -70,6 +70,7 @@
 //!                 // frame with `handle_frame`, the end with `handle_socket_closed`.
 //!                 core.handle_socket_closed(attempt, None, "no sockets here", now);
 //!             }
+//!             CoreOutput::SendUpload { .. } => {} // see `files`: streamed by a real driver
 //!             CoreOutput::SendText(_) | CoreOutput::SendPing | CoreOutput::CloseSocket { .. } => {}
 //!             CoreOutput::FetchCredentials { id, .. } => {
 //!                 // Await the application's callback, then:
@@ -124,6 +125,7 @@ mod auth;
 mod callbacks;
 pub mod client;
 mod error;
+pub mod files;
 pub mod framing;
 pub mod gzip;
 pub mod jwt;
@@ -142,6 +144,7 @@ pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
+pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::LiveRows;
 pub use machine::{

@@ -41,6 +41,7 @@ use http::{HeaderValue, Request, Response};
 use crate::admin::{self, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 use crate::auth::{AuthProvider, bearer_header};
 use crate::error::{Error, Result, TransportError};
+use crate::files::{self, DownloadInfo, FileLimits, UploadPlan, UploadRequest};
 use crate::framing::{self, Endpoints, QueryRequest};
 use crate::jwt::{self, JwtClaims};
 use crate::secret::Secret;
@@ -76,6 +77,10 @@ pub struct AuthConfig {
     /// Most operation requests in flight at once; more wait in order
     /// (the machine's own logins and refreshes never wait). Default 64.
     pub max_in_flight: usize,
+    /// Limits checked before an upload is sent.
+    pub files: FileLimits,
+    /// Seeds the multipart boundaries of uploads.
+    pub boundary_seed: u64,
 }
 
 impl Default for AuthConfig {
@@ -86,6 +91,8 @@ impl Default for AuthConfig {
             has_dynamic_provider: false,
             has_refresher: false,
             max_in_flight: 64,
+            files: FileLimits::default(),
+            boundary_seed: 0,
         }
     }
 }
@@ -128,6 +135,21 @@ pub enum Operation {
     SetupStatus,
     /// `POST /v1/api/auth/setup`, without a token (localhost only).
     Setup(SetupRequest),
+    /// Run one SQL statement with files (multipart `POST /v1/api/sql`) with
+    /// a valid token. Retried after `TOKEN_EXPIRED` like a query when its
+    /// data can be read again; otherwise answered
+    /// [`Error::UploadNotReplayable`] once the token is renewed.
+    Upload(UploadRequest),
+    /// `GET` a FILE column's file (the path from
+    /// [`FileRef::download_path`](crate::FileRef::download_path)) with a
+    /// valid token. Answers the head; the driver streams the body.
+    Download {
+        /// `/v1/files/…`.
+        path: String,
+        /// The driver's name for where the body goes, attached to the
+        /// request as a [`DownloadSink`](crate::files::DownloadSink).
+        sink: u64,
+    },
 }
 
 /// The result of an operation.
@@ -151,6 +173,9 @@ pub enum Reply {
     SetupStatus(SetupStatus),
     /// For [`Operation::Setup`].
     Setup(SetupResponse),
+    /// For [`Operation::Download`]: the file is there; its bytes are in
+    /// the answer's body, which the driver streams.
+    Download(DownloadInfo),
 }
 
 /// Which kind of HTTP exchange a request is (for logs and metrics).
@@ -174,6 +199,13 @@ pub enum RequestKind {
     SetupStatus,
     /// `POST /v1/api/auth/setup`.
     Setup,
+    /// `POST /v1/api/sql` with files: sent as [`Output::TransmitUpload`];
+    /// the answer is decoded like a query's.
+    Upload,
+    /// `GET /v1/files/…`: the body of a 2xx answer is the file, streamed to
+    /// the caller (see [`crate::files::download_streams_body`]); only the
+    /// head is decoded.
+    Download,
 }
 
 /// An HTTP answer decoded by [`decode`], ready for
@@ -196,6 +228,8 @@ pub enum Decoded {
     SetupStatus(Result<SetupStatus>),
     /// The answer to a [`RequestKind::Setup`].
     Setup(Result<SetupResponse>),
+    /// The answer to a [`RequestKind::Download`] (its head only when 2xx).
+    Download(Result<DownloadInfo>),
 }
 
 /// Decodes an answer with the decoder its request's kind calls for. Pure and
@@ -204,7 +238,8 @@ pub enum Decoded {
 /// every decision (retry, refusal, recovery) stays in the machine.
 pub fn decode(kind: RequestKind, status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Decoded {
     match kind {
-        RequestKind::Query => Decoded::Query(framing::decode_query(status, headers, body)),
+        RequestKind::Query | RequestKind::Upload => Decoded::Query(framing::decode_query(status, headers, body)),
+        RequestKind::Download => Decoded::Download(files::decode_download(status, headers, body)),
         RequestKind::Me => Decoded::Me(framing::decode_me(status, headers, body)),
         RequestKind::Login | RequestKind::Refresh => Decoded::Login(framing::decode_login(status, headers, body)),
         RequestKind::ConsumeTopic => Decoded::Consume(topics::decode_consume(status, headers, body)),
@@ -244,6 +279,18 @@ pub enum Output {
         /// Which callback.
         source: CredentialSource,
     },
+    /// Send this upload: the request's head, and its body as a plan to
+    /// stream from the caller's sources; feed the answer (decoded as
+    /// [`RequestKind::Upload`]) like a [`Output::Transmit`]'s.
+    TransmitUpload {
+        /// Echo this back with the answer.
+        id: RequestId,
+        /// The head, complete with headers but `Content-Length`, which is
+        /// [`UploadPlan::content_length`].
+        request: Request<()>,
+        /// The body.
+        plan: UploadPlan,
+    },
     /// An operation finished.
     Done {
         /// The operation.
@@ -266,6 +313,12 @@ impl std::fmt::Debug for Output {
                 .debug_struct("FetchCredentials")
                 .field("id", id)
                 .field("source", source)
+                .finish(),
+            Output::TransmitUpload { id, request, plan } => f
+                .debug_struct("TransmitUpload")
+                .field("id", id)
+                .field("request", &format_args!("{} {}", request.method(), request.uri()))
+                .field("plan", plan)
                 .finish(),
             Output::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
         }
@@ -376,6 +429,8 @@ struct PendingOp {
     operation: Operation,
     /// The prepared SQL body, kept for the one retry.
     body: Vec<u8>,
+    /// An upload's framed body.
+    plan: Option<UploadPlan>,
     retried: bool,
 }
 
@@ -506,6 +561,19 @@ impl AuthMachine {
                 return op;
             }
         };
+        let plan = match &operation {
+            Operation::Upload(u) => {
+                match files::multipart_plan(u, &self.config.files, self.config.boundary_seed, op.0) {
+                    Ok(plan) => Some(plan),
+                    Err(e) => {
+                        // Refused before anything is sent.
+                        self.out.push_back(Output::Done { op, result: Err(e) });
+                        return op;
+                    }
+                }
+            }
+            _ => None,
+        };
         let fresh = matches!(operation, Operation::Token { fresh: true }) && self.config.has_dynamic_provider;
         let explicit = match &operation {
             Operation::Login { user, password } => Some((
@@ -534,6 +602,7 @@ impl AuthMachine {
             PendingOp {
                 operation,
                 body,
+                plan,
                 retried: false,
             },
         );
@@ -589,7 +658,8 @@ impl AuthMachine {
     /// like an answer to a request no longer waited for.
     pub fn handle_decoded(&mut self, id: RequestId, decoded: Decoded, now: Now) {
         let fits = match self.inflight.get(&id) {
-            Some((RequestKind::Query, _)) => matches!(decoded, Decoded::Query(_)),
+            Some((RequestKind::Query | RequestKind::Upload, _)) => matches!(decoded, Decoded::Query(_)),
+            Some((RequestKind::Download, _)) => matches!(decoded, Decoded::Download(_)),
             Some((RequestKind::Me, _)) => matches!(decoded, Decoded::Me(_)),
             Some((RequestKind::Login | RequestKind::Refresh, _)) => matches!(decoded, Decoded::Login(_)),
             Some((RequestKind::ConsumeTopic, _)) => matches!(decoded, Decoded::Consume(_)),
@@ -618,6 +688,8 @@ impl AuthMachine {
                 Decoded::Health(r) => self.finish(op, r.map(Reply::Health)),
                 Decoded::SetupStatus(r) => self.finish(op, r.map(Reply::SetupStatus)),
                 Decoded::Setup(r) => self.finish(op, r.map(Reply::Setup)),
+                Decoded::Download(Ok(info)) => self.finish(op, Ok(Reply::Download(info))),
+                Decoded::Download(Err(e)) => self.op_failed(op, token_gen, e, now),
             },
             InFlight::Recovery => {
                 if let Decoded::Login(result) = decoded {
@@ -910,6 +982,28 @@ impl AuthMachine {
             | Operation::Health
             | Operation::SetupStatus
             | Operation::Setup(_) => {}
+            Operation::Upload(upload) => {
+                if pending.retried && !upload.replayable {
+                    // Refused once with TOKEN_EXPIRED; the token is renewed
+                    // now, but the reader's data is gone: say so, do not
+                    // send half an upload.
+                    return self.finish(op, Err(Error::UploadNotReplayable));
+                }
+                if let Some(plan) = pending.plan.clone() {
+                    let request = files::upload_request(&self.endpoints, &plan, authorization);
+                    let id = RequestId(self.fresh_id());
+                    self.op_requests += 1;
+                    self.inflight.insert(id, (RequestKind::Upload, inflight));
+                    self.out.push_back(Output::TransmitUpload { id, request, plan });
+                }
+            }
+            Operation::Download { path, sink } => match files::download_request(&self.endpoints, path, authorization) {
+                Ok(mut request) => {
+                    request.extensions_mut().insert(files::DownloadSink(*sink));
+                    self.transmit(RequestKind::Download, request, inflight);
+                }
+                Err(e) => self.finish(op, Err(e)),
+            },
         }
     }
 

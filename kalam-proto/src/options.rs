@@ -35,6 +35,16 @@ pub struct ConnectionOptions {
     /// Events buffered per live query before a slow consumer's
     /// subscription is ended (default 1024).
     pub subscription_buffer: usize,
+    /// Largest file in an upload, checked before sending (default 25 MiB,
+    /// the server's default).
+    pub max_file_bytes: u64,
+    /// Most files in one upload, checked before sending (default 20, the
+    /// server's default).
+    pub max_files_per_request: usize,
+    /// Largest upload request body, files and framing, checked before
+    /// sending (default 10 MiB: the server refuses a larger `Content-Length`
+    /// with `413 BODY_TOO_LARGE`, whatever the per-file limit).
+    pub max_upload_body_bytes: u64,
 }
 
 impl Default for ConnectionOptions {
@@ -51,6 +61,9 @@ impl Default for ConnectionOptions {
             http_max_connections: 64,
             max_response_bytes: 64 << 20,
             subscription_buffer: 1024,
+            max_file_bytes: 25 << 20,
+            max_files_per_request: 20,
+            max_upload_body_bytes: 10 << 20,
         }
     }
 }
@@ -114,6 +127,24 @@ impl ConnectionOptions {
     /// Events buffered per live query.
     pub fn with_subscription_buffer(mut self, n: usize) -> Self {
         self.subscription_buffer = n.max(1);
+        self
+    }
+
+    /// Largest file in an upload (match the server's `files` settings).
+    pub fn with_max_file_bytes(mut self, n: u64) -> Self {
+        self.max_file_bytes = n;
+        self
+    }
+
+    /// Most files in one upload (match the server's `files` settings).
+    pub fn with_max_files_per_request(mut self, n: usize) -> Self {
+        self.max_files_per_request = n;
+        self
+    }
+
+    /// Largest upload request body (match the server's body limit).
+    pub fn with_max_upload_body_bytes(mut self, n: u64) -> Self {
+        self.max_upload_body_bytes = n;
         self
     }
 }

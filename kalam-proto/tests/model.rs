@@ -352,7 +352,9 @@ impl Model {
                 | RequestKind::AckTopic
                 | RequestKind::Health
                 | RequestKind::SetupStatus
-                | RequestKind::Setup => &[
+                | RequestKind::Setup
+                | RequestKind::Upload
+                | RequestKind::Download => &[
                     HttpAnswer::Ok,
                     HttpAnswer::Expired,
                     HttpAnswer::Invalid,

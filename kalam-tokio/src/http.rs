@@ -5,17 +5,25 @@
 //! the pool before its answer is reported, so one client never holds more
 //! connections than `http_max_connections`.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use bytes::{Buf as _, Bytes};
+use futures_util::{Stream, StreamExt as _};
+use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use kalam_client::HttpSettings;
 use kalam_client::pool::IdlePool;
+use kalam_client::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::{Error, TransportError};
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A request body streamed from chunks (uploads).
+type Streamed = StreamBody<Pin<Box<dyn Stream<Item = std::io::Result<Frame<Bytes>>> + Send>>>;
+/// Whole bodies (every other request) or streamed ones, on the same connections.
+type RequestBody = Either<Full<Bytes>, Streamed>;
+type Sender = SendRequest<RequestBody>;
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
@@ -40,22 +48,88 @@ impl HttpClient {
 
     /// Sends one request and reads the whole answer, within the receive timeout.
     pub(crate) async fn send(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Bytes>, TransportError> {
-        let (mut parts, body) = request.into_parts();
-        // Origin form on the connection, with the authority in `Host`.
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| http::Uri::from_static("/"), |pq| http::Uri::from(pq.clone()));
-        parts.headers.insert(http::header::HOST, self.authority.clone());
-        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let (parts, body) = request.into_parts();
+        let request = self.origin_form(parts, Either::Left(Full::new(Bytes::from(body))));
         let limit = self.limits.receive_timeout;
         tokio::time::timeout(limit, self.exchange(request))
             .await
             .map_err(|_| TransportError::Timeout(limit))?
     }
 
-    async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<http::Response<Bytes>, TransportError> {
-        let now = || tokio::time::Instant::now().into_std();
+    /// Sends one request with its body streamed from `body` (of the given
+    /// length) and answers with the head, within the receive timeout; the
+    /// answer's body is read as it arrives, and its connection goes back to
+    /// the pool at its end.
+    pub(crate) async fn send_streaming(
+        &self,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> Result<http::Response<BodyReader>, TransportError> {
+        let (mut parts, ()) = request.into_parts();
+        let body = match body {
+            Some((chunks, len)) => {
+                parts
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+                let frames = chunks.map(|chunk| chunk.map(|c| Frame::data(Bytes::from(c))));
+                Either::Right(StreamBody::new(
+                    Box::pin(frames) as Pin<Box<dyn Stream<Item = _> + Send>>
+                ))
+            }
+            None => Either::Left(Full::new(Bytes::new())),
+        };
+        let request = self.origin_form(parts, body);
+        let limit = self.limits.receive_timeout;
+        let (response, sender) = tokio::time::timeout(limit, self.dispatch(request))
+            .await
+            .map_err(|_| TransportError::Timeout(limit))??;
+        let (parts, body) = response.into_parts();
+        let reader = PooledBody {
+            body,
+            chunk: Bytes::new(),
+            release: Some((sender, self.pool.clone())),
+        };
+        Ok(http::Response::from_parts(parts, Box::pin(reader) as BodyReader))
+    }
+
+    /// Origin form on the connection, with the authority in `Host`.
+    fn origin_form(&self, mut parts: http::request::Parts, body: RequestBody) -> http::Request<RequestBody> {
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| http::Uri::from_static("/"), |pq| http::Uri::from(pq.clone()));
+        parts.headers.insert(http::header::HOST, self.authority.clone());
+        http::Request::from_parts(parts, body)
+    }
+
+    async fn exchange(&self, request: http::Request<RequestBody>) -> Result<http::Response<Bytes>, TransportError> {
+        let (response, sender) = self.dispatch(request).await?;
+        let (parts, body) = response.into_parts();
+        let max = self.limits.max_body;
+        let body = Limited::new(body, max)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    TransportError::BodyTooLarge { limit: max }
+                } else {
+                    TransportError::Io(e.to_string())
+                }
+            })?
+            .to_bytes();
+        // The whole answer is read: the connection is free again.
+        if !sender.is_closed() {
+            self.pool.put(sender, now());
+        }
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    /// Sends the request on a pooled or new connection; answers the head
+    /// and the connection (busy until the body is read).
+    async fn dispatch(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> Result<(http::Response<Incoming>, Sender), TransportError> {
         let (mut sender, reused) = match self.pool.take(now(), |s| !s.is_closed()) {
             Some(s) => (s, true),
             None => (self.connect().await?, false),
@@ -78,24 +152,7 @@ impl HttpClient {
                 _ => return Err(io_error(unsent.into_error())),
             },
         };
-        let (parts, body) = response.into_parts();
-        let max = self.limits.max_body;
-        let body = Limited::new(body, max)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    TransportError::BodyTooLarge { limit: max }
-                } else {
-                    TransportError::Io(e.to_string())
-                }
-            })?
-            .to_bytes();
-        // The whole answer is read: the connection is free again.
-        if !sender.is_closed() {
-            self.pool.put(sender, now());
-        }
-        Ok(http::Response::from_parts(parts, body))
+        Ok((response, sender))
     }
 
     async fn connect(&self) -> Result<Sender, TransportError> {
@@ -117,6 +174,47 @@ impl HttpClient {
             let _ = connection.await; // ends when the server closes it or the sender is dropped
         });
         Ok(sender)
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// An answer's body as a reader; at its end the connection goes back to the pool.
+struct PooledBody {
+    body: Incoming,
+    chunk: Bytes,
+    release: Option<(Sender, Arc<IdlePool<Sender>>)>,
+}
+
+impl futures_util::AsyncRead for PooledBody {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if !this.chunk.is_empty() {
+                let n = this.chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&this.chunk[..n]);
+                this.chunk.advance(n);
+                return Poll::Ready(Ok(n));
+            }
+            match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.chunk = data;
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(io_error(e).to_string()))),
+                None => {
+                    if let Some((sender, pool)) = this.release.take()
+                        && !sender.is_closed()
+                    {
+                        pool.put(sender, now());
+                    }
+                    return Poll::Ready(Ok(0));
+                }
+            }
+        }
     }
 }
 

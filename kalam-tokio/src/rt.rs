@@ -4,7 +4,7 @@
 
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
-use kalam_client::{HttpSettings, Runtime, socket_target};
+use kalam_client::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
 use kalam_proto::{Error, Result, TransportError};
 
 use crate::net::{Io, secure};
@@ -55,6 +55,20 @@ impl Runtime for Tokio {
         request: http::Request<Vec<u8>>,
     ) -> std::result::Result<http::Response<Bytes>, TransportError> {
         http.send(request).await
+    }
+
+    async fn send_streaming(
+        http: HttpClient,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> std::result::Result<http::Response<BodyReader>, TransportError> {
+        http.send_streaming(request, body).await
+    }
+
+    async fn open_file(path: std::path::PathBuf) -> std::io::Result<(BodyReader, u64)> {
+        let file = tokio::fs::File::open(path).await?;
+        let len = file.metadata().await?.len();
+        Ok((Box::pin(TokioAdapter::new(file)), len))
     }
 
     fn connect(url: &str) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send + 'static {

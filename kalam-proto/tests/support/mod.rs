@@ -116,6 +116,8 @@ pub struct SentHttp {
     /// The `Authorization` header, if any.
     pub auth: Option<String>,
     pub body: Vec<u8>,
+    /// A download's sink (from the request's extensions).
+    pub sink: Option<u64>,
     pub answered: bool,
     /// When it was asked for.
     pub at: Now,
@@ -464,11 +466,40 @@ impl Pump {
                         .get(http::header::AUTHORIZATION)
                         .map(|v| v.to_str().unwrap().to_owned());
                     self.check_authorization(kind, auth.as_deref());
+                    let sink = request
+                        .extensions()
+                        .get::<kalam_proto::files::DownloadSink>()
+                        .map(|s| s.0);
                     self.http.push(SentHttp {
                         id,
                         kind,
                         auth,
+                        sink,
                         body: request.into_body(),
+                        answered: false,
+                        at: self.now,
+                    })
+                }
+                CoreOutput::SendUpload { id, request, plan } => {
+                    let auth = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    self.check_authorization(RequestKind::Upload, auth.as_deref());
+                    // The body as sent, each file's data as that many `*`.
+                    let mut body = Vec::new();
+                    for segment in &plan.segments {
+                        match segment {
+                            kalam_proto::Segment::Framed(b) => body.extend_from_slice(b),
+                            kalam_proto::Segment::File { len, .. } => body.resize(body.len() + *len as usize, b'*'),
+                        }
+                    }
+                    self.http.push(SentHttp {
+                        id,
+                        kind: RequestKind::Upload,
+                        auth,
+                        sink: None,
+                        body,
                         answered: false,
                         at: self.now,
                     })
@@ -553,8 +584,10 @@ impl Pump {
         let token = auth
             .strip_prefix("Bearer ")
             .unwrap_or_else(|| panic!("a non-Bearer Authorization header on a {kind:?} request"));
-        if matches!(kind, RequestKind::Query | RequestKind::Me)
-            && let Ok(claims) = kalam_proto::jwt::inspect(token)
+        if matches!(
+            kind,
+            RequestKind::Query | RequestKind::Me | RequestKind::Upload | RequestKind::Download
+        ) && let Ok(claims) = kalam_proto::jwt::inspect(token)
         {
             let skew = self.core.config().auth.skew.as_secs();
             assert!(
