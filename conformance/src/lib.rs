@@ -30,14 +30,17 @@ use sha2::Sha256;
 pub mod admin;
 #[path = "scenarios.rs"]
 mod core_scenarios;
+pub mod files;
 pub mod topics;
 
 /// Every conformance scenario, by name (what [`for_each_scenario!`] lists):
 /// the core suite (auth, queries, live queries, faults), the topic consumer
-/// ([`topics`]) and health and first-time setup ([`admin`]).
+/// ([`topics`]), health and first-time setup ([`admin`]) and FILE columns
+/// ([`files`]).
 pub mod scenarios {
     pub use crate::admin::*;
     pub use crate::core_scenarios::*;
+    pub use crate::files::*;
     pub use crate::topics::*;
 }
 
@@ -107,6 +110,9 @@ macro_rules! for_each_scenario {
             consumer_token_handling_is_the_query_path,
             health_check_needs_no_token,
             setup_is_refused_once_configured,
+            files_upload_select_download_round_trip,
+            files_over_limits_are_refused_before_sending,
+            files_token_expired_upload_is_sent_again,
         );
     };
 }
