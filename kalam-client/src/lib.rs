@@ -12,6 +12,12 @@
 //! surf). Nothing here makes a protocol decision: those are all in
 //! `kalam-proto`; nothing here does I/O: that is the adapter's.
 //!
+//! FILE columns: [`KalamLinkClient::execute_with_files`] streams uploads
+//! from paths, bytes or async readers ([`FileUpload`], with
+//! [`UploadProgress`]), and [`KalamLinkClient::download_file`] streams a
+//! [`FileRef`](kalam_proto::FileRef)'s file to any `AsyncWrite`; framing,
+//! limits and retries are `kalam-proto`'s ([`kalam_proto::files`]).
+//!
 //! The handle and stream plumbing (reply slots, the command channel,
 //! subscriber queues) is `std` `Mutex` + `Waker`, so it works on any
 //! executor; no lock is held across an `.await`.
