@@ -332,3 +332,52 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
         .expect("select");
     assert_eq!(r.rows().count(), 1, "the row exists once");
 }
+
+/// On the client's own driver (kit only: it can expire every token it
+/// issued): after `TOKEN_EXPIRED`, an upload from bytes is sent again, and
+/// an upload from a reader is sent once and answered
+/// [`Error::UploadNotReplayable`] with the token renewed, so the next
+/// request goes through without another login.
+pub async fn files_token_expired_on_the_client<R: Runtime>(server: &crate::TestServer) {
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::basic_auth("root".into(), server.root_password().into()))
+        .build()
+        .expect("client");
+    client.execute_query("SELECT 1").await.expect("log in");
+    let sql = QueryRequest::new(format!(
+        r#"INSERT INTO {NAMESPACE}.{TABLE} (id, f) VALUES (1, FILE("doc"))"#
+    ));
+
+    // From a reader: sent once, refused, not sent again.
+    server.force_expire_all();
+    let before = server.counters();
+    let reader = futures_util::io::Cursor::new(vec![7u8; 1000]);
+    let e = client
+        .execute_with_files(sql.clone(), vec![FileUpload::from_reader("doc", "r.bin", reader, 1000)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::UploadNotReplayable), "{e:?}");
+    let after = server.counters();
+    assert_eq!(after.queries, before.queries + 1, "the upload left once");
+    assert_eq!(
+        after.logins,
+        before.logins + 1,
+        "the token was renewed (the refresh token had expired too)"
+    );
+    client.execute_query("SELECT 1").await.expect("the renewed token works");
+    assert_eq!(server.counters().logins, after.logins, "no further login");
+
+    // From bytes: sent again with the renewed token.
+    server.force_expire_all();
+    let before = server.counters();
+    let result = client
+        .execute_with_files(sql, vec![FileUpload::from_bytes("doc", "b.bin", vec![7u8; 1000])])
+        .await;
+    assert!(!result.as_ref().is_err_and(Error::is_token_expired), "{result:?}");
+    assert_eq!(
+        server.counters().queries,
+        before.queries + 2,
+        "refused, then sent again once"
+    );
+}
