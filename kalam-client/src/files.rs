@@ -343,6 +343,11 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// the client's and a `TOKEN_EXPIRED` answer is retried like a query.
     /// A missing file is the server's `FILE_NOT_FOUND` (404) error; a body
     /// shorter or longer than [`FileRef::size`] is a transport error.
+    ///
+    /// The answer's head must arrive within the receive timeout; the body
+    /// then has no time limit of its own (a large file on a slow link takes
+    /// what it takes): wrap the call in your runtime's timeout if you need
+    /// one. Dropping the future drops the connection.
     pub async fn download_file<W: AsyncWrite + Unpin + ?Sized>(
         &self,
         file: &FileRef,
