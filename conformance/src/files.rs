@@ -163,6 +163,23 @@ pub async fn files_upload_select_download_round_trip<R: Runtime>(b: &dyn Backend
         .unwrap_err();
     assert_eq!(e.code().map(ErrorCode::as_str), Some("FILE_NOT_FOUND"), "{e:?}");
     assert_eq!(e.server().map(|s| s.status), Some(404));
+
+    // A reader that ends before its declared length: the upload fails (the
+    // body is cut, never padded), and nothing is inserted.
+    let short = futures_util::io::Cursor::new(vec![1u8; 10]);
+    let e = client
+        .execute_with_files(
+            insert(&table, 4),
+            vec![FileUpload::from_reader("doc", "short.bin", short, 1000)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Transport(_)), "{e:?}");
+    let r = client
+        .execute(QueryRequest::new(format!("SELECT id FROM {table} WHERE id = 4")))
+        .await
+        .expect("select");
+    assert_eq!(r.rows().count(), 0, "nothing was inserted");
 }
 
 /// Uploads over a limit are refused with typed errors before any byte is
