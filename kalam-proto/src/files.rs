@@ -270,12 +270,13 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Checks an upload against the limits and what the server accepts, before
-/// anything is sent: [`Error::TooManyFiles`], [`Error::FileTooLarge`],
-/// [`Error::UploadTooLarge`] (checked on the framed body), and
-/// [`Error::InvalidInput`] for no files, a placeholder used twice or
-/// holding quotes, backslashes or control characters, a filename or MIME
-/// type with control characters, and the SQL checks of a query.
+/// Checks an upload's files against the limits and what the server
+/// accepts, before anything is sent: [`Error::TooManyFiles`],
+/// [`Error::FileTooLarge`], and [`Error::InvalidInput`] for no files, a
+/// placeholder used twice or holding quotes, backslashes, parentheses or
+/// control characters, a filename with control characters, and a MIME type
+/// that is not a header value. [`multipart_plan`] runs it, then checks the
+/// SQL as for a query and the framed body's size ([`Error::UploadTooLarge`]).
 pub fn check_upload(upload: &UploadRequest, limits: &FileLimits) -> Result<()> {
     if upload.files.is_empty() {
         return Err(Error::InvalidInput(
