@@ -183,3 +183,68 @@ fn an_expired_token_is_renewed_before_an_upload_is_sent() {
     p.answer_next(200, OK);
     assert!(p.query_ok(w));
 }
+
+mod properties {
+    use kalam_proto::files::{boundary, multipart_plan};
+    use kalam_proto::{FileLimits, FileRef, QueryRequest, Segment, UploadFile, UploadRequest};
+    use proptest::prelude::*;
+
+    fn file(name: String) -> FileRef {
+        FileRef {
+            id: "42".into(),
+            sub: "f0001".into(),
+            name,
+            size: 0,
+            mime: "text/plain".into(),
+            sha256: String::new(),
+            shard: None,
+        }
+    }
+
+    proptest! {
+        /// Whatever the name: `<id>[-stem].<ext>`, the stem lower-case ASCII
+        /// letters, digits and single inner dashes, at most 50 characters;
+        /// the extension `bin`, or at most 10 lower-case letters and digits.
+        #[test]
+        fn stored_names_are_always_well_formed(name in "\\PC{0,80}") {
+            let stored = file(name.clone()).stored_name();
+            let rest = stored.strip_prefix("42").expect("starts with the id");
+            let (stem, ext) = rest.rsplit_once('.').expect("an extension");
+            let stem = stem.strip_prefix('-').unwrap_or(stem);
+            prop_assert!(stem.len() <= 50, "{stored}");
+            prop_assert!(stem.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{stored}");
+            prop_assert!(!stem.starts_with('-') && !stem.ends_with('-') && !stem.contains("--"), "{stored}");
+            prop_assert!(rest.is_empty() || rest.starts_with('.') || (rest.starts_with('-') && !stem.is_empty()), "{stored}");
+            prop_assert!(ext.len() <= 10 && ext.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{stored}");
+            if !name.contains('.') {
+                prop_assert_eq!(ext, "bin");
+            }
+        }
+
+        /// The framed body is exactly `content_length` long, and the boundary
+        /// appears in it only as the delimiters, whatever the SQL and names.
+        #[test]
+        fn framing_is_exact(sql in "\\PC{1,200}", names in proptest::collection::vec("[^\"\\\\\\p{Cc}]{0,30}", 1..4), seed in any::<u64>()) {
+            let files: Vec<UploadFile> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| UploadFile { placeholder: format!("p{i}"), filename: n.clone(), mime: "a/b".into(), len: i as u64 * 3 })
+                .collect();
+            let upload = UploadRequest { query: QueryRequest::new(sql), files, replayable: true, sources: 0 };
+            let plan = multipart_plan(&upload, &FileLimits::default(), seed, 1).unwrap();
+            let mut body = Vec::new();
+            for s in &plan.segments {
+                match s {
+                    Segment::Framed(b) => body.extend_from_slice(b),
+                    Segment::File { len, .. } => body.resize(body.len() + *len as usize, b'.'),
+                }
+            }
+            prop_assert_eq!(body.len() as u64, plan.content_length);
+            let delimiter = format!("--{}", plan.boundary);
+            let text = String::from_utf8_lossy(&body);
+            // One delimiter per part (sql + files) and the closing one.
+            prop_assert_eq!(text.matches(&delimiter).count(), upload.files.len() + 2);
+            prop_assert!(plan.boundary == boundary(seed, 1) || upload.query.sql.contains(&boundary(seed, 1)));
+        }
+    }
+}
