@@ -129,6 +129,9 @@ struct Sub {
     batch_num: u32,
     /// Initial data still being paged: changes wait here.
     loading: bool,
+    /// Where the initial data ends: the table's highest `_seq` when the
+    /// subscription was made. Pages stop there; changes after it wait in
+    /// `buffered` until the last page is sent.
     snapshot_seq: i64,
     buffered: Vec<Arc<Change>>,
     /// Changes are numbered in commit order as this session receives them;
@@ -616,12 +619,14 @@ impl Session {
             (Some(n), None) => (n as usize + 1, true),
             _ => (batch_size + 1, false),
         };
+        sub.snapshot_seq = engine.live_snapshot_end(&owner, &def.full);
         let rows = engine.live_rows(LivePage {
             user: &owner,
             table: &def.full,
             columns: &columns,
             where_sql: sub.where_sql.as_deref(),
             after_seq: from,
+            upto_seq: Some(sub.snapshot_seq),
             limit,
             newest,
         });
@@ -640,7 +645,6 @@ impl Session {
         }
         // The `_seq` of the last row as sent, not the highest.
         let last_seq = rows.last().and_then(row_seq);
-        sub.snapshot_seq = rows.iter().filter_map(row_seq).max().unwrap_or(from.unwrap_or(0));
         let control = json!({
             "batch_num": 0, "has_more": has_more,
             "status": if has_more { "loading" } else { "ready" },
@@ -701,6 +705,7 @@ impl Session {
             columns: &cols,
             where_sql: sub.where_sql.as_deref(),
             after_seq: last,
+            upto_seq: Some(sub.snapshot_seq),
             limit: sub.batch_size + 1,
             newest: false,
         });
@@ -710,10 +715,8 @@ impl Session {
         let has_more = rows.len() > batch_size;
         rows.truncate(batch_size);
         let last_seq = rows.last().and_then(row_seq);
-        let highest = rows.iter().filter_map(row_seq).max();
         let mut batch_num = 1;
         if let Some(s) = self.subs.get_mut(id) {
-            s.snapshot_seq = s.snapshot_seq.max(highest.unwrap_or(0));
             s.loading = has_more;
             s.batch_num += 1;
             batch_num = s.batch_num;

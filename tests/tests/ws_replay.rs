@@ -1537,7 +1537,91 @@ fn extra_sessions() -> Vec<Session> {
         frames,
         start_ms: now,
     };
-    vec![header, columns, paging, unparsable, filters]
+
+    // A change committed while the initial data is still being paged
+    // (PROTOCOL §4.6 step 3).
+    let load = |t: f64, rows: Value, n: u32, more: bool, last: &str| {
+        let status = match (more, n) {
+            (false, _) => "ready",
+            (true, 0) => "loading",
+            (true, _) => "loading_batch",
+        };
+        let control = json!({"batch_num": n, "has_more": more, "status": status, "last_seq_id": last.parse::<u64>().unwrap_or(0)});
+        text(
+            t,
+            "recv",
+            json!({"type": "initial_data_batch", "subscription_id": "load", "rows": rows, "batch_control": control}),
+        )
+    };
+    let row = |id: &str, seq: &str| json!({"id": id, "qty": 1, "_seq": seq, "_deleted": false});
+    let frames = vec![
+        sql(
+            0.0,
+            "CREATE TABLE demo.load (id BIGINT PRIMARY KEY, qty INT) WITH (TYPE = 'USER')",
+        ),
+        sql(0.0, "INSERT INTO demo.load (id, qty) VALUES (1, 1), (2, 1), (3, 1)"),
+        plain(1.0),
+        text(2.0, "send", authenticate.clone()),
+        text(3.0, "recv", authenticated.clone()),
+        text(
+            4.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "load", "sql": "SELECT * FROM demo.load", "options": {"batch_size": 2}}}),
+        ),
+        text(
+            5.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "load", "total_rows": 0,
+            "batch_control": {"batch_num": 0, "has_more": true, "status": "loading", "last_seq_id": 1_200_000_000_000_000_001_u64},
+            "schema": [
+                {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+                {"name": "qty", "data_type": "Int", "index": 1},
+                {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
+                {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
+            ]}),
+        ),
+        load(
+            6.0,
+            json!([row("1", "1200000000000000000"), row("2", "1200000000000000001")]),
+            0,
+            true,
+            "1200000000000000001",
+        ),
+        sql(7.0, "INSERT INTO demo.load (id, qty) VALUES (4, 1)"),
+        text(
+            8.0,
+            "send",
+            json!({"type": "next_batch", "subscription_id": "load", "last_seq_id": 1_200_000_000_000_000_001_u64}),
+        ),
+        // The pages end where the table stood at the subscribe; the row
+        // inserted since comes as a change right after the last page.
+        load(
+            9.0,
+            json!([row("3", "1200000000000000002")]),
+            1,
+            false,
+            "1200000000000000002",
+        ),
+        text(
+            10.0,
+            "recv",
+            json!({"type": "change", "subscription_id": "load", "change_type": "insert", "rows": [row("4", "1200000000000000003")]}),
+        ),
+        sql(11.0, "INSERT INTO demo.load (id, qty) VALUES (5, 1)"),
+        text(
+            12.0,
+            "recv",
+            json!({"type": "change", "subscription_id": "load", "change_type": "insert", "rows": [row("5", "1200000000000000004")]}),
+        ),
+        close(13.0, "send"),
+        close(14.0, "recv"),
+    ];
+    let loading = Session {
+        file: "(written here) a change during the initial load".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns, paging, unparsable, filters, loading]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.

@@ -6,7 +6,9 @@
 //! primary-key order** (the server's "ORDER BY + LIMIT comes back in
 //! primary-key order" bug, PROTOCOL §3.4 and §4.6). The caller cuts the
 //! page to `batch_size` after that, so when `_seq` order and key order
-//! differ, pages skip and repeat rows exactly as the server's do.
+//! differ, pages skip and repeat rows exactly as the server's do. Every
+//! page ends where the table stood when the subscription was made (its
+//! snapshot); what changed since comes as changes after the last page.
 
 use super::*;
 
@@ -30,6 +32,7 @@ impl Engine {
             columns,
             where_sql,
             after_seq,
+            upto_seq,
             limit,
             newest,
         } = q;
@@ -57,6 +60,9 @@ impl Engine {
         }
         if let Some(s) = after_seq {
             conds.push(format!("_seq > {s}"));
+        }
+        if let Some(s) = upto_seq {
+            conds.push(format!("_seq <= {s}"));
         }
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
@@ -90,6 +96,19 @@ impl Engine {
             out.push(m);
         }
         Ok(out)
+    }
+
+    /// The highest `_seq` of a live query's table as the given user sees
+    /// it: where a subscription's initial data ends (0 when empty).
+    pub fn live_snapshot_end(&mut self, user: &str, table: &str) -> i64 {
+        let Some(def) = self.live_table(table).filter(|d| !is_system(d)) else {
+            return 0;
+        };
+        let sql = format!("SELECT COALESCE(MAX(_seq), 0) FROM {}", def.sqlite_name());
+        self.conn(user)
+            .ok()
+            .and_then(|c| c.query_row(&sql, [], |r| r.get::<_, i64>(0)).ok())
+            .unwrap_or(0)
     }
 
     /// Whether a change's row matches a live query's WHERE clause.
@@ -136,6 +155,8 @@ pub struct LivePage<'a> {
     pub where_sql: Option<&'a str>,
     /// Only rows with a greater `_seq`.
     pub after_seq: Option<i64>,
+    /// Only rows with this `_seq` or a smaller one (the snapshot's end).
+    pub upto_seq: Option<i64>,
     /// At most this many rows.
     pub limit: usize,
     /// The newest rows by `_seq` (for `last_rows`) rather than the oldest.
