@@ -387,16 +387,15 @@ pub fn multipart_plan(upload: &UploadRequest, limits: &FileLimits, seed: u64, n:
     }
     head.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     segments.push(Segment::Framed(head));
-    let file_bytes: u64 = upload.files.iter().map(|f| f.len).sum();
-    let framed: u64 = segments
-        .iter()
-        .map(|s| match s {
-            Segment::Framed(b) => b.len() as u64,
-            Segment::File { .. } => 0,
-        })
-        .sum();
-    let content_length = framed + file_bytes;
-    if content_length > limits.max_body_bytes {
+    // Declared lengths are the caller's: added without overflowing, a sum
+    // past `u64::MAX` stands at `u64::MAX` and is over any limit.
+    let file_bytes = upload.files.iter().fold(0u64, |sum, f| sum.saturating_add(f.len));
+    let framed = segments.iter().fold(0u64, |sum, s| match s {
+        Segment::Framed(b) => sum.saturating_add(b.len() as u64),
+        Segment::File { .. } => sum,
+    });
+    let content_length = framed.saturating_add(file_bytes);
+    if content_length > limits.max_body_bytes || content_length == u64::MAX {
         return Err(Error::UploadTooLarge {
             size: content_length,
             limit: limits.max_body_bytes,
@@ -689,6 +688,33 @@ mod tests {
             multipart_plan(&upload(vec![bad_mime]), &FileLimits::default(), 0, 0),
             Err(Error::InvalidInput(_))
         ));
+    }
+
+    /// Limits raised to the top (a server configured without them) and
+    /// declared lengths that add up past `u64::MAX`: a typed refusal, not
+    /// an arithmetic overflow.
+    #[test]
+    fn lengths_that_overflow_are_refused_not_a_panic() {
+        let limits = FileLimits {
+            max_file_bytes: u64::MAX,
+            max_files: 20,
+            max_body_bytes: u64::MAX,
+        };
+        let huge = vec![part("a", "x", u64::MAX / 2 + 1), part("b", "y", u64::MAX / 2 + 1)];
+        let e = multipart_plan(&upload(huge), &limits, 0, 0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UploadTooLarge {
+                    size: u64::MAX,
+                    limit: u64::MAX
+                }
+            ),
+            "{e}"
+        );
+        // The files fit in a u64 but not with the framing around them.
+        let e = multipart_plan(&upload(vec![part("a", "x", u64::MAX - 10)]), &limits, 0, 0).unwrap_err();
+        assert!(matches!(e, Error::UploadTooLarge { size: u64::MAX, .. }), "{e}");
     }
 
     #[test]
