@@ -1621,7 +1621,85 @@ fn extra_sessions() -> Vec<Session> {
         frames,
         start_ms: now,
     };
-    vec![header, columns, paging, unparsable, filters, loading]
+
+    // Rows updated while the initial data is paged: one already sent, one
+    // not yet. Neither is in a later page; both come as updates after the
+    // last one.
+    let load2 = |t: f64, rows: Value, n: u32, more: bool, last: &str| {
+        let status = if more { "loading" } else { "ready" };
+        let control = json!({"batch_num": n, "has_more": more, "status": status, "last_seq_id": last.parse::<u64>().unwrap_or(0)});
+        text(
+            t,
+            "recv",
+            json!({"type": "initial_data_batch", "subscription_id": "load2", "rows": rows, "batch_control": control}),
+        )
+    };
+    let row2 = |id: &str, qty: i64, seq: &str| json!({"id": id, "qty": qty, "_seq": seq, "_deleted": false});
+    let update = |t: f64, id: &str, new_seq: &str, old_seq: &str| {
+        text(
+            t,
+            "recv",
+            json!({"type": "change", "subscription_id": "load2", "change_type": "update",
+                "rows": [{"id": id, "qty": 2, "_seq": new_seq}], "old_values": [{"id": id, "qty": 1, "_seq": old_seq}]}),
+        )
+    };
+    let frames = vec![
+        sql(
+            0.0,
+            "CREATE TABLE demo.load2 (id BIGINT PRIMARY KEY, qty INT) WITH (TYPE = 'USER')",
+        ),
+        sql(0.0, "INSERT INTO demo.load2 (id, qty) VALUES (1, 1), (2, 1), (3, 1)"),
+        plain(1.0),
+        text(2.0, "send", authenticate.clone()),
+        text(3.0, "recv", authenticated.clone()),
+        text(
+            4.0,
+            "send",
+            json!({"type": "subscribe", "subscription": {"id": "load2", "sql": "SELECT * FROM demo.load2", "options": {"batch_size": 1}}}),
+        ),
+        text(
+            5.0,
+            "recv",
+            json!({"type": "subscription_ack", "subscription_id": "load2", "total_rows": 0,
+            "batch_control": {"batch_num": 0, "has_more": true, "status": "loading", "last_seq_id": 1_300_000_000_000_000_000_u64},
+            "schema": [
+                {"name": "id", "data_type": "BigInt", "index": 0, "flags": flags(&["pk", "nn", "uq"])},
+                {"name": "qty", "data_type": "Int", "index": 1},
+                {"name": "_seq", "data_type": "BigInt", "index": 2, "flags": flags(&["nn"])},
+                {"name": "_deleted", "data_type": "Boolean", "index": 3, "flags": flags(&["nn"])},
+            ]}),
+        ),
+        load2(
+            6.0,
+            json!([row2("1", 1, "1300000000000000000")]),
+            0,
+            true,
+            "1300000000000000000",
+        ),
+        sql(7.0, "UPDATE demo.load2 SET qty = 2 WHERE id <= 2"),
+        text(
+            8.0,
+            "send",
+            json!({"type": "next_batch", "subscription_id": "load2", "last_seq_id": 1_300_000_000_000_000_000_u64}),
+        ),
+        load2(
+            9.0,
+            json!([row2("3", 1, "1300000000000000002")]),
+            1,
+            false,
+            "1300000000000000002",
+        ),
+        update(10.0, "1", "1300000000000000003", "1300000000000000000"),
+        update(11.0, "2", "1300000000000000004", "1300000000000000001"),
+        close(12.0, "send"),
+        close(13.0, "recv"),
+    ];
+    let updated = Session {
+        file: "(written here) rows updated during the initial load".into(),
+        frames,
+        start_ms: now,
+    };
+    vec![header, columns, paging, unparsable, filters, loading, updated]
 }
 
 /// The HTTP samples' requests, replayed to rebuild the recording's state.
