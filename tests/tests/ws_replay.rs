@@ -56,7 +56,8 @@
 //! format from what the real server was seen to do (upgrade-header
 //! authentication defaults, MessagePack with gzip, paging edge cases,
 //! changes through a column list, rows entering and leaving a filter, the
-//! 1011 reasons): the real-server test checks them like the recordings.
+//! 1011 reasons, changes made while the initial data is paged): the
+//! real-server test checks them like the recordings.
 //!
 //! Not replayed: the recorder's idle waits meant to show that the server
 //! sends no pings of its own (`ws_ping_pong.json`); a ping from the server
@@ -220,7 +221,8 @@ impl Target {
             fresh_addr,
             // PROTOCOL §4.2, §4.7: 3 s and 10 s, checked on a 5 s tick.
             auth_timeout: (Duration::from_millis(2900), Duration::from_millis(9500)),
-            idle_timeout: (Duration::from_millis(9900), Duration::from_millis(16500)),
+            // (a loaded CI machine may add a moment to the 15 s).
+            idle_timeout: (Duration::from_millis(9900), Duration::from_millis(17500)),
             patience: Duration::from_secs(10),
         }
     }
