@@ -154,6 +154,19 @@ pub async fn files_upload_select_download_round_trip<R: Runtime>(b: &dyn Backend
     download.read_to_end(&mut out).await.expect("read the body");
     assert!(out == bytes);
 
+    // A reference that says the file is smaller than what the server
+    // sends (a stale or forged reference): a transport error, and the
+    // writer never gets more than the reference's size.
+    let mut smaller = file.clone();
+    smaller.size = 10;
+    let mut out = Vec::new();
+    let e = client
+        .download_file(&smaller, NAMESPACE, TABLE, &mut out)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Transport(_)), "{e:?}");
+    assert!(out.len() <= 10, "{} bytes written past the reference's size", out.len());
+
     // A file that is not there.
     let mut missing = file.clone();
     missing.id = "1".into();

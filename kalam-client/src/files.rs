@@ -342,7 +342,9 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// to `writer` as it arrives; returns the bytes written. The token is
     /// the client's and a `TOKEN_EXPIRED` answer is retried like a query.
     /// A missing file is the server's `FILE_NOT_FOUND` (404) error; a body
-    /// shorter or longer than [`FileRef::size`] is a transport error.
+    /// shorter or longer than [`FileRef::size`] is a transport error, and
+    /// `writer` never gets more than `size` bytes (an answer whose
+    /// `Content-Length` differs is refused before any byte is written).
     ///
     /// The answer's head must arrive within the receive timeout; the body
     /// then has no time limit of its own (a large file on a slow link takes
@@ -355,7 +357,18 @@ impl<R: Runtime> KalamLinkClient<R> {
         table: &str,
         writer: &mut W,
     ) -> Result<u64> {
+        let wrong_size = |had: &dyn std::fmt::Display| {
+            Error::Transport(TransportError::Io(format!(
+                "the file's body had {had} bytes; its reference says {}",
+                file.size
+            )))
+        };
         let mut download = self.download_file_reader(file, namespace, table).await?;
+        if let Some(announced) = download.info().content_length
+            && announced != file.size
+        {
+            return Err(wrong_size(&announced));
+        }
         let mut buf = vec![0u8; CHUNK];
         let mut total = 0u64;
         loop {
@@ -366,15 +379,19 @@ impl<R: Runtime> KalamLinkClient<R> {
             if n == 0 {
                 break;
             }
+            // Never more than the reference's size reaches the writer, however
+            // long the body runs.
+            let room = usize::try_from(file.size - total).unwrap_or(usize::MAX);
+            if n > room {
+                writer.write_all(&buf[..room]).await.map_err(Error::other)?;
+                return Err(wrong_size(&format_args!("more than {}", file.size)));
+            }
             writer.write_all(&buf[..n]).await.map_err(Error::other)?;
             total += n as u64;
         }
         writer.flush().await.map_err(Error::other)?;
         if total != file.size {
-            return Err(Error::Transport(TransportError::Io(format!(
-                "the file's body had {total} bytes; its reference says {}",
-                file.size
-            ))));
+            return Err(wrong_size(&total));
         }
         Ok(total)
     }
