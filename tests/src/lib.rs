@@ -61,6 +61,28 @@
 //! hands out stays claimed by the group (not handed out to it again) until
 //! acknowledged or until [`TestServerBuilder::topic_visibility_timeout`]
 //! passes, as on the server.
+//!
+//! ## Where the kit differs from the server on purpose
+//!
+//! Every recorded WebSocket session of `../shared/wire-samples` replays
+//! frame for frame on the kit and on the real server (`tests/ws_replay.rs`).
+//! Kept different, each for a reason:
+//! - The auth timeout (3 s) is checked at once, not on the server's 5 s
+//!   heartbeat tick (the server closes between 3 and about 8 s); the
+//!   heartbeat timeout is [`TestServerBuilder::ws_idle_timeout`]
+//!   (default 10 s), also checked at once rather than on the tick. Tests
+//!   stay fast and the timing stays within the server's documented range.
+//! - System tables (`system.users`) can be subscribed to, as on the
+//!   server, but have no initial rows and never change: the kit keeps its
+//!   users outside its tables.
+//! - Subscription SQL is parsed by hand: the recorded error texts are the
+//!   server's; other malformed queries get texts in the server's style
+//!   that were not checked against it.
+//! - Frame limits are the WebSocket library's: a frame over 64 KiB is
+//!   accepted (the server drops the TCP connection) and a fragmented
+//!   message is put together (the server ignores it).
+//!
+//! [`TestServerBuilder::ws_idle_timeout`]: crate::TestServerBuilder::ws_idle_timeout
 
 #![forbid(unsafe_code)]
 

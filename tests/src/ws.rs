@@ -16,23 +16,8 @@
 //! against the new row), the server's error and close texts, the per-user
 //! subscription limit and the message rate limit.
 //!
-//! Deliberate differences from the real server:
-//! - The auth timeout (3 s) is checked at once, not on the server's 5 s
-//!   heartbeat tick (the server closes between 3 and about 8 s); the
-//!   heartbeat timeout is [`TestServerBuilder::ws_idle_timeout`]
-//!   (default 10 s), also checked at once rather than on the tick. Tests
-//!   stay fast and the timing stays within the server's documented range.
-//! - System tables (`system.users`) can be subscribed to, as on the
-//!   server, but have no initial rows and never change: the kit keeps its
-//!   users outside its tables.
-//! - Subscription SQL is parsed by hand: the recorded error texts are the
-//!   server's; other malformed queries get texts in the server's style
-//!   that were not checked against it.
-//! - Frame limits are the WebSocket library's: a frame over 64 KiB is
-//!   accepted (the server drops the TCP connection) and a fragmented
-//!   message is put together (the server ignores it).
-//!
-//! [`TestServerBuilder::ws_idle_timeout`]: crate::TestServerBuilder::ws_idle_timeout
+//! Deliberate differences from the real server: see the crate docs
+//! ("Where the kit differs from the server on purpose").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
