@@ -10,27 +10,9 @@ mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use kalam_testkit::shape::{ShapeRules, shape_diff_with};
-use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, TestServer, sign_jwt};
+use kalam_testkit::{RealServer, TestServer};
 use serde_json::{Value, json};
-use support::{Http, Reply};
-
-/// How a step is compared between the kit and the real server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cmp {
-    /// Status, content type, and the JSON shape with messages and error
-    /// texts equal (or the same plain text).
-    Exact,
-    /// Status, content type and JSON shape; messages may differ (job ids,
-    /// `took`).
-    Shape,
-}
-
-struct Step {
-    label: String,
-    cmp: Cmp,
-    reply: Reply,
-}
+use support::{Cmp, Http, Reply, Step, assert_kit_matches_real, expired_token};
 
 struct Run {
     http: Http,
@@ -100,25 +82,6 @@ fn offsets(r: &Reply) -> Vec<u64> {
         .iter()
         .map(|m| m["offset"].as_u64().expect("offset"))
         .collect()
-}
-
-fn expired_token(user: &str, role: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    sign_jwt(
-        DEFAULT_JWT_SECRET,
-        &Claims {
-            sub: user.into(),
-            iss: "kalamdb".into(),
-            exp: now - 3600,
-            iat: now - 7200,
-            email: None,
-            role: role.into(),
-            token_type: "access".into(),
-        },
-    )
 }
 
 /// The exchange, with its assertions; its steps for the comparison.
@@ -475,50 +438,17 @@ async fn topics_match_the_real_server() {
     let real_steps = exchange(&real.url()).await;
     let kit = TestServer::start().await;
     let kit_steps = exchange(&kit.url()).await;
-    assert_eq!(real_steps.len(), kit_steps.len());
-    let mut problems = Vec::new();
-    for (r, k) in real_steps.iter().zip(&kit_steps) {
-        let label: String = r.label.chars().take(100).collect();
+    assert_kit_matches_real(&real_steps, &kit_steps, |r, k, diffs| {
+        // `took` is in every SQL envelope, and never the same.
+        diffs.retain(|d| !d.starts_with("$.took"));
         let (rr, kr) = (&r.reply, &k.reply);
-        if (rr.status, rr.header("content-type")) != (kr.status, kr.header("content-type")) {
-            problems.push(format!(
-                "{label}: {} {:?}, kit {} {:?}",
-                rr.status,
-                rr.header("content-type"),
-                kr.status,
-                kr.header("content-type")
+        if r.label.starts_with("/v1/api/topics/consume") && payload_keys(rr) != payload_keys(kr) {
+            diffs.push(format!(
+                "payload keys {:?}, kit {:?}",
+                payload_keys(rr),
+                payload_keys(kr)
             ));
-            continue;
         }
-        match (
-            serde_json::from_slice::<Value>(&rr.body),
-            serde_json::from_slice::<Value>(&kr.body),
-        ) {
-            (Ok(a), Ok(b)) => {
-                let rules = match r.cmp {
-                    Cmp::Exact => ShapeRules::wire(),
-                    Cmp::Shape => ShapeRules::structural(),
-                };
-                let mut diffs = shape_diff_with(&rules, &a, &b);
-                // `took` is in every SQL envelope, and never the same.
-                diffs.retain(|d| !d.starts_with("$.took"));
-                if label.starts_with("/v1/api/topics/consume") && payload_keys(rr) != payload_keys(kr) {
-                    diffs.push(format!(
-                        "payload keys {:?}, kit {:?}",
-                        payload_keys(rr),
-                        payload_keys(kr)
-                    ));
-                }
-                problems.extend(diffs.into_iter().map(|d| format!("{label}: {d}")));
-            }
-            _ if rr.body != kr.body => problems.push(format!("{label}: {:?}, kit {:?}", rr.text(), kr.text())),
-            _ => {}
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "the kit differs from the real server:\n{}",
-        problems.join("\n")
-    );
+    });
     kit.shutdown().await;
 }

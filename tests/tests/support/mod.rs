@@ -195,3 +195,89 @@ pub fn claims(token: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// An access token for `user` with `role`, signed with the kit's default
+/// secret (the real server's too), that expired an hour ago.
+pub fn expired_token(user: &str, role: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    kalam_testkit::sign_jwt(
+        kalam_testkit::DEFAULT_JWT_SECRET,
+        &kalam_testkit::Claims {
+            sub: user.into(),
+            iss: "kalamdb".into(),
+            exp: now - 3600,
+            iat: now - 7200,
+            email: None,
+            role: role.into(),
+            token_type: "access".into(),
+        },
+    )
+}
+
+/// How a step is compared between the kit and the real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// Status, content type, and the JSON shape with messages and error
+    /// texts equal ([`ShapeRules::wire`](kalam_testkit::shape::ShapeRules::wire)),
+    /// or the same bytes when not JSON.
+    Exact,
+    /// Status, content type and JSON shape; messages may differ (job ids,
+    /// `took`) ([`ShapeRules::structural`](kalam_testkit::shape::ShapeRules::structural)).
+    Shape,
+}
+
+/// One answer of an exchange run against both servers.
+pub struct Step {
+    pub label: String,
+    pub cmp: Cmp,
+    pub reply: Reply,
+}
+
+/// Compares the real server's answers with the kit's, step by step: the
+/// same number of steps, then for each the status and content type, then
+/// JSON bodies by [`Cmp`] (the differences passed through `refine`, which
+/// may drop or add some), other bodies byte for byte. Panics listing every
+/// difference.
+pub fn assert_kit_matches_real(real: &[Step], kit: &[Step], refine: impl Fn(&Step, &Step, &mut Vec<String>)) {
+    use kalam_testkit::shape::{ShapeRules, shape_diff_with};
+    assert_eq!(real.len(), kit.len(), "both servers ran the same steps");
+    let mut problems = Vec::new();
+    for (r, k) in real.iter().zip(kit) {
+        let label: String = r.label.chars().take(100).collect();
+        let (rr, kr) = (&r.reply, &k.reply);
+        if (rr.status, rr.header("content-type")) != (kr.status, kr.header("content-type")) {
+            problems.push(format!(
+                "{label}: {} {:?}, kit {} {:?}",
+                rr.status,
+                rr.header("content-type"),
+                kr.status,
+                kr.header("content-type")
+            ));
+            continue;
+        }
+        match (
+            serde_json::from_slice::<Value>(&rr.body),
+            serde_json::from_slice::<Value>(&kr.body),
+        ) {
+            (Ok(a), Ok(b)) => {
+                let rules = match r.cmp {
+                    Cmp::Exact => ShapeRules::wire(),
+                    Cmp::Shape => ShapeRules::structural(),
+                };
+                let mut diffs = shape_diff_with(&rules, &a, &b);
+                refine(r, k, &mut diffs);
+                problems.extend(diffs.into_iter().map(|d| format!("{label}: {d}")));
+            }
+            _ if rr.body != kr.body => problems.push(format!("{label}: {:?}, kit {:?}", rr.text(), kr.text())),
+            _ => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the kit differs from the real server:\n{}",
+        problems.join("\n")
+    );
+}
