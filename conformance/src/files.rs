@@ -7,15 +7,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures_util::AsyncReadExt as _;
 use kalam_client::prelude::*;
 use kalam_client::{BodyChunks, KalamLinkClient, Runtime};
 use sha2::{Digest as _, Sha256};
 
-use crate::scenarios::{PATIENCE, root};
-use crate::{Backend, FaultProxy, mint, unix_now};
+use crate::scenarios::{machine_behind_an_expired_token, root};
+use crate::{Backend, FaultProxy, unix_now};
 
 const NAMESPACE: &str = "conf_files";
 const TABLE: &str = "docs";
@@ -256,40 +255,12 @@ pub async fn files_over_limits_are_refused_before_sending<R: Runtime>(b: &dyn Ba
 /// the server answers `TOKEN_EXPIRED`, the refresher is called once, and the
 /// same body is sent again and runs once.
 pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backend) {
-    use kalam_client::HttpSettings;
-    use kalam_proto::{
-        AuthConfig, AuthMachine, Endpoints, Instant, Now, Operation, Output, Reply, RequestKind, Segment, UploadFile,
-        UploadRequest,
-    };
+    use kalam_proto::{Operation, Output, Reply, RequestKind, Segment, UploadFile, UploadRequest};
 
     let client = root::<R>(b, &b.url());
     let table = files_table(&client).await;
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
-    let real_now = unix_now();
-    let expired = mint(
-        &b.jwt_secret(),
-        "root",
-        "system",
-        "access",
-        real_now - 7200,
-        real_now - 3600,
-    );
-    let endpoints = Endpoints::new(&proxy.url()).unwrap();
-    let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
-    let mut m = AuthMachine::new(
-        endpoints.clone(),
-        AuthProvider::jwt_token(expired),
-        AuthConfig {
-            has_refresher: true,
-            ..AuthConfig::default()
-        },
-        now,
-    );
-    let timeouts = KalamLinkTimeouts::default()
-        .with_connection_timeout(PATIENCE)
-        .with_receive_timeout(PATIENCE);
-    let settings = HttpSettings::new::<R>(&endpoints, &ConnectionOptions::default(), &timeouts).expect("settings");
-    let http = R::http_client(&settings).expect("the runtime's HTTP client");
+    let (mut m, now, http) = machine_behind_an_expired_token::<R>(b, &proxy.url());
     let calls = Arc::new(AtomicUsize::new(0));
     let file = data(20 << 10, 4);
     let op = m.submit(

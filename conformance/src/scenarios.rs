@@ -262,19 +262,19 @@ pub async fn refresher_called_once_for_expired_token<R: Runtime>(b: &dyn Backend
     );
 }
 
-/// The server's TOKEN_EXPIRED answer: the machine's clock is set two hours
-/// behind so it believes an expired token fresh; the server refuses it, the
-/// refresher is asked once, and the query is retried once, successfully.
-/// (This drives kalam-proto's AuthMachine directly, over `R`'s HTTP client
-/// and with an `auth_refresher` of a `KalamLinkClient<R>`: no client can be
-/// made to send a token its own clock sees expired, and a real server
-/// cannot be made to expire a token early. The kit's `force_expire_all`
-/// tests in kalam-tokio's kit_controls.rs cover the whole client.)
-pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend) {
+/// An `AuthMachine` for `url` whose clock is two hours behind, so that it
+/// holds as fresh a root token the server finds expired an hour ago (and
+/// answers `TOKEN_EXPIRED`), with a refresher; the machine's time; and
+/// `R`'s HTTP client for `url`. No client can be made to send a token its
+/// own clock sees expired, and a real server cannot be made to expire a
+/// token early: this is how a scenario meets the server's `TOKEN_EXPIRED`.
+pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
+    b: &dyn Backend,
+    url: &str,
+) -> (kalam_proto::AuthMachine, kalam_proto::Now, R::Http) {
     use kalam_client::HttpSettings;
-    use kalam_proto::{AuthConfig, AuthMachine, Endpoints, Instant, Now, Operation, Output, Reply};
+    use kalam_proto::{AuthConfig, AuthMachine, Endpoints, Instant, Now};
 
-    let proxy = proxy(b).await;
     let real_now = unix_now();
     let expired = mint(
         &b.jwt_secret(),
@@ -284,22 +284,38 @@ pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend)
         real_now - 7200,
         real_now - 3600,
     );
-    let endpoints = Endpoints::new(&proxy.url()).unwrap();
-    let mut m = AuthMachine::new(
+    let endpoints = Endpoints::new(url).unwrap();
+    let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
+    let machine = AuthMachine::new(
         endpoints.clone(),
         AuthProvider::jwt_token(expired),
         AuthConfig {
             has_refresher: true,
             ..AuthConfig::default()
         },
-        Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200)),
+        now,
     );
-    let now = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
     let timeouts = KalamLinkTimeouts::default()
         .with_connection_timeout(PATIENCE)
         .with_receive_timeout(PATIENCE);
     let settings = HttpSettings::new::<R>(&endpoints, &ConnectionOptions::default(), &timeouts).expect("settings");
     let http = R::http_client(&settings).expect("the runtime's HTTP client");
+    (machine, now, http)
+}
+
+/// The server's TOKEN_EXPIRED answer: the machine's clock is set two hours
+/// behind so it believes an expired token fresh; the server refuses it, the
+/// refresher is asked once, and the query is retried once, successfully.
+/// (This drives kalam-proto's AuthMachine directly, over `R`'s HTTP client
+/// and with an `auth_refresher` of a `KalamLinkClient<R>`: no client can be
+/// made to send a token its own clock sees expired, and a real server
+/// cannot be made to expire a token early. The kit's `force_expire_all`
+/// tests in kalam-tokio's kit_controls.rs cover the whole client.)
+pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend) {
+    use kalam_proto::{Operation, Output, Reply};
+
+    let proxy = proxy(b).await;
+    let (mut m, now, http) = machine_behind_an_expired_token::<R>(b, &proxy.url());
     let (refresher, refreshes) = counting_refresher::<R>(b);
     let op = m.submit(Operation::Query(QueryRequest::new("SELECT 42")), now);
     let result = loop {

@@ -14,8 +14,8 @@ use futures_util::StreamExt as _;
 use kalam_client::prelude::*;
 use kalam_client::{KalamLinkClient, Runtime, TopicConsumer};
 
-use crate::scenarios::{PATIENCE, root};
-use crate::{Backend, FaultProxy, mint, unix_now};
+use crate::scenarios::{PATIENCE, machine_behind_an_expired_token, root};
+use crate::{Backend, FaultProxy};
 
 /// Creates `ns.orders` and the topic `ns.order_events`, fed by its inserts.
 /// Returns (table, topic).
@@ -267,8 +267,7 @@ pub async fn consumer_refusals_are_typed<R: Runtime>(b: &dyn Backend) {
 /// request retried once; with a dynamic provider, the provider's token is
 /// used and the provider asked once.
 pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backend) {
-    use kalam_client::HttpSettings;
-    use kalam_proto::{AuthConfig, AuthMachine, ConsumeRequest, Endpoints, Instant, Now, Operation, Output, Reply};
+    use kalam_proto::{ConsumeRequest, Operation, Output, Reply};
 
     let client = root::<R>(b, &b.url());
     let (table, topic) = topic_fixture(&client, "conf_topic_tokens").await;
@@ -278,27 +277,7 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
     // a machine whose clock is two hours behind holds a token the server
     // finds expired.
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
-    let real_now = unix_now();
-    let then = Now::new(Instant::ZERO, Duration::from_secs(real_now - 7200));
-    let expired = mint(
-        &b.jwt_secret(),
-        "root",
-        "system",
-        "access",
-        real_now - 7200,
-        real_now - 3600,
-    );
-    let endpoints = Endpoints::new(&proxy.url()).unwrap();
-    let config = AuthConfig {
-        has_refresher: true,
-        ..AuthConfig::default()
-    };
-    let mut m = AuthMachine::new(endpoints.clone(), AuthProvider::jwt_token(expired), config, then);
-    let timeouts = KalamLinkTimeouts::default()
-        .with_connection_timeout(PATIENCE)
-        .with_receive_timeout(PATIENCE);
-    let settings = HttpSettings::new::<R>(&endpoints, &ConnectionOptions::default(), &timeouts).expect("settings");
-    let http = R::http_client(&settings).expect("the runtime's HTTP client");
+    let (mut m, then, http) = machine_behind_an_expired_token::<R>(b, &proxy.url());
     let mut request = ConsumeRequest::new(&topic, "tokens");
     request.start = AutoOffsetReset::Earliest;
     let op = m.submit(Operation::ConsumeTopic(request), then);
