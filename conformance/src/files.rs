@@ -237,6 +237,17 @@ pub async fn files_over_limits_are_refused_before_sending<R: Runtime>(b: &dyn Ba
     let three = ["a", "b", "c"].map(|p| FileUpload::from_bytes(p, "x.txt", b"x".to_vec()));
     let e = client.execute_with_files(sql.clone(), three.into()).await.unwrap_err();
     assert!(matches!(e, Error::TooManyFiles { count: 3, limit: 2 }), "{e:?}");
+    // A path that cannot be opened: the I/O error itself, with the path.
+    let nowhere = std::env::temp_dir().join(format!("kalam-conf-missing-{}-{}.bin", std::process::id(), unix_now()));
+    let e = client
+        .execute_with_files(sql.clone(), vec![FileUpload::from_path("a", &nowhere)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::FileSource { path, source }
+            if *path == nowhere && source.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
     // The server's request body limit (10 MiB) by default.
     let default = root::<R>(b, &proxy.url());
     let e = default

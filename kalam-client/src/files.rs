@@ -258,7 +258,8 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// for queries; after `TOKEN_EXPIRED` the upload is sent again with a
     /// renewed token when its data comes from paths and bytes, and answered
     /// [`Error::UploadNotReplayable`] (after renewing the token) when it
-    /// comes from a reader.
+    /// comes from a reader. A path that cannot be opened is
+    /// [`Error::FileSource`], before anything is sent.
     pub async fn execute_with_files(
         &self,
         request: impl Into<QueryRequest>,
@@ -293,7 +294,10 @@ impl<R: Runtime> KalamLinkClient<R> {
                 Source::Path(path) => {
                     R::open_file(path.clone())
                         .await
-                        .map_err(|e| Error::InvalidInput(format!("cannot open {}: {e}", path.display())))?
+                        .map_err(|e| Error::FileSource {
+                            path: path.clone(),
+                            source: Arc::new(e),
+                        })?
                         .1
                 }
                 Source::Bytes(b) => b.len() as u64,

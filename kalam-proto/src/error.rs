@@ -170,6 +170,17 @@ pub enum Error {
     )]
     UploadNotReplayable,
 
+    /// A local file given to an upload (`FileUpload::from_path`) could not
+    /// be opened or read for its length; nothing was sent. `source.kind()`
+    /// says why (not found, permission denied…).
+    #[error("cannot open {path:?} for the upload: {source}")]
+    FileSource {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+
     /// The client (its driver task) has shut down.
     #[error("the client is closed")]
     Closed,
