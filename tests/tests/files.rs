@@ -8,9 +8,9 @@
 
 mod support;
 
-use kalam_testkit::{RealServer, TestServer, stored_name};
+use kalam_testkit::{TestServer, stored_name};
 use serde_json::{Value, json};
-use support::{Cmp, Http, Reply, Step, assert_kit_matches_real, expired_token};
+use support::{Cmp, Http, Reply, Step, exchange_matches_real, expired_token};
 
 /// One part of a multipart body: name, optional (filename, content type), data.
 type PartSpec<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
@@ -376,10 +376,5 @@ async fn the_per_file_limit_is_a_builder_knob() {
 #[tokio::test]
 #[ignore = "needs the real KalamDB server (../shared/kalamdb-server): cargo test -p kalam-testkit --test files -- --ignored"]
 async fn files_match_the_real_server() {
-    let real = RealServer::start();
-    let real_steps = exchange(&real.url()).await;
-    let kit = TestServer::start().await;
-    let kit_steps = exchange(&kit.url()).await;
-    assert_kit_matches_real(&real_steps, &kit_steps, |_, _, _| {});
-    kit.shutdown().await;
+    exchange_matches_real(|url| async move { exchange(&url).await }, |_, _, _| {}).await;
 }

@@ -236,6 +236,22 @@ pub struct Step {
     pub reply: Reply,
 }
 
+/// Runs `exchange` against the real server (started for it) and then
+/// against a fresh kit, and compares their answers
+/// ([`assert_kit_matches_real`]).
+pub async fn exchange_matches_real<F, Fut>(exchange: F, refine: impl Fn(&Step, &Step, &mut Vec<String>))
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<Step>>,
+{
+    let real = kalam_testkit::RealServer::start();
+    let real_steps = exchange(real.url()).await;
+    let kit = kalam_testkit::TestServer::start().await;
+    let kit_steps = exchange(kit.url()).await;
+    assert_kit_matches_real(&real_steps, &kit_steps, refine);
+    kit.shutdown().await;
+}
+
 /// Compares the real server's answers with the kit's, step by step: the
 /// same number of steps, then for each the status and content type, then
 /// JSON bodies by [`Cmp`] (the differences passed through `refine`, which
