@@ -52,15 +52,8 @@ impl HttpClient {
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
         let request = to_http_types(request)?;
-        let exchange = async {
-            let conn = self.checkout().await?;
-            let mut encoder = async_h1::client::Encoder::new(request);
-            futures_util::io::copy(&mut encoder, &mut conn.io.clone())
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
-            let mut response = async_h1::client::decode(conn.io.clone())
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
+        self.within(async {
+            let (conn, mut response, keep) = self.dispatch(request).await?;
             let mut body = Vec::new();
             response
                 .take_body()
@@ -73,18 +66,13 @@ impl HttpClient {
                     limit: self.limits.max_body,
                 });
             }
-            let keep = response
-                .header("connection")
-                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
             let answer = from_http_types(&response, body)?;
             if keep {
                 self.pool.put(conn, Instant::now());
             }
             Ok(answer)
-        };
-        async_std::future::timeout(self.limits.receive_timeout, exchange)
-            .await
-            .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
+        })
+        .await
     }
 
     /// Sends one request with its body streamed from `body` (of the given
@@ -108,25 +96,45 @@ impl HttpClient {
                 request.insert_header("content-type", ct);
             }
         }
-        let exchange = async {
-            let conn = self.checkout().await?;
-            let mut encoder = async_h1::client::Encoder::new(request);
-            futures_util::io::copy(&mut encoder, &mut conn.io.clone())
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
-            let mut response = async_h1::client::decode(conn.io.clone())
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
-            let keep = response
-                .header("connection")
-                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+        self.within(async {
+            let (conn, mut response, keep) = self.dispatch(request).await?;
             let head = from_http_types(&response, ())?;
             let reader = PooledBody {
                 body: response.take_body(),
                 release: keep.then(|| (conn, self.pool.clone())),
             };
             Ok(head.map(|()| Box::pin(reader) as BodyReader))
-        };
+        })
+        .await
+    }
+
+    /// Sends the request on a pooled or new connection and decodes the
+    /// answer's head; answers the connection (busy until the body is read),
+    /// the answer with its body still to read, and whether the connection
+    /// may be reused (the server did not say `Connection: close`).
+    async fn dispatch(
+        &self,
+        request: http_types::Request,
+    ) -> Result<(Conn, http_types::Response, bool), TransportError> {
+        let conn = self.checkout().await?;
+        let mut encoder = async_h1::client::Encoder::new(request);
+        futures_util::io::copy(&mut encoder, &mut conn.io.clone())
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+        let response = async_h1::client::decode(conn.io.clone())
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
+        let keep = response
+            .header("connection")
+            .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+        Ok((conn, response, keep))
+    }
+
+    /// `exchange`, within the receive timeout.
+    async fn within<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
         async_std::future::timeout(self.limits.receive_timeout, exchange)
             .await
             .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
