@@ -314,6 +314,10 @@ impl ConsumerConfig {
     }
 }
 
+/// The longest a consumer waits because the server said `Retry-After`
+/// (the real server asks for a second or two when rate limiting).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// What a consumer loop must do next ([`ConsumerState::next_step`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsumerStep {
@@ -452,13 +456,18 @@ impl ConsumerState {
     /// A poll or a commit failed. Returns whether the consumer should stop:
     /// the role may not consume (`FORBIDDEN`), the topic does not exist
     /// (`NOT_FOUND`), the credentials were refused, or the request itself was
-    /// refused. Otherwise the next step waits for the back-off (or the
-    /// server's `Retry-After`).
+    /// refused. Otherwise the next step waits for the back-off, or for the
+    /// server's `Retry-After` when that is longer, up to
+    /// [`MAX_RETRY_AFTER`] (a larger number from the network does not park
+    /// the consumer for years).
     pub fn handle_error(&mut self, error: &Error, now: Instant) -> bool {
         let fatal = error.is_credentials_rejected()
             || matches!(error, Error::InvalidInput(_) | Error::MissingCredentials)
             || matches!(error.code(), Some(ErrorCode::Forbidden | ErrorCode::NotFound));
-        let retry_after = error.server().and_then(|e| e.retry_after_secs).map(Duration::from_secs);
+        let retry_after = error
+            .server()
+            .and_then(|e| e.retry_after_secs)
+            .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
         self.idle(now, retry_after);
         fatal
     }
@@ -681,5 +690,15 @@ mod tests {
         let mut c = ConsumerState::new(ConsumerConfig::new("t", "g"));
         assert!(!c.handle_error(&limited, now));
         assert_eq!(c.next_step(now), ConsumerStep::Wait(now + Duration::from_secs(3)));
+        // A Retry-After of u64::MAX seconds: at most MAX_RETRY_AFTER.
+        let mut huge = HeaderMap::new();
+        huge.insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from_static("18446744073709551615"),
+        );
+        let limited = decode_consume(StatusCode::TOO_MANY_REQUESTS, &huge, b"slow down").unwrap_err();
+        assert_eq!(limited.server().and_then(|s| s.retry_after_secs), Some(u64::MAX));
+        assert!(!c.handle_error(&limited, now));
+        assert_eq!(c.next_step(now), ConsumerStep::Wait(now + MAX_RETRY_AFTER));
     }
 }
