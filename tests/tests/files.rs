@@ -10,7 +10,7 @@ mod support;
 
 use kalam_testkit::{TestServer, stored_name};
 use serde_json::{Value, json};
-use support::{Cmp, Http, Reply, Step, exchange_matches_real, expired_token};
+use support::{Cmp, Http, Recorder, Reply, Step, exchange_matches_real, expired_token};
 
 /// One part of a multipart body: name, optional (filename, content type), data.
 type PartSpec<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
@@ -32,28 +32,7 @@ fn multipart(parts: &[PartSpec<'_>]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-struct Run {
-    http: Http,
-    steps: Vec<Step>,
-}
-
-impl Run {
-    fn record(&mut self, label: String, cmp: Cmp, reply: Reply) -> &Reply {
-        self.steps.push(Step { label, cmp, reply });
-        &self.steps.last().expect("just pushed").reply
-    }
-
-    async fn sql(&mut self, token: &str, cmp: Cmp, sql: &str) -> &Reply {
-        let reply = self.http.sql(token, sql).await;
-        self.record(sql.to_owned(), cmp, reply)
-    }
-
-    async fn ok(&mut self, token: &str, sql: &str) -> &Reply {
-        let r = self.sql(token, Cmp::Exact, sql).await;
-        assert_eq!(r.status, 200, "{sql}: {}", r.text());
-        r
-    }
-
+impl Recorder {
     /// A multipart `POST /v1/api/sql` as `token`.
     async fn upload(&mut self, token: &str, cmp: Cmp, parts: &[PartSpec<'_>]) -> &Reply {
         let (ctype, body) = multipart(parts);
@@ -86,10 +65,7 @@ async fn exchange(base: &str) -> Vec<Step> {
     let http = Http::new(base);
     let token = |v: Value| v["access_token"].as_str().expect("token").to_owned();
     let root = token(http.login("root", "kalamdb123").await);
-    let mut run = Run {
-        http: http.clone(),
-        steps: Vec::new(),
-    };
+    let mut run = Recorder::new(http.clone());
     run.ok(&root, "CREATE NAMESPACE fx").await;
     run.ok(&root, "CREATE SHARED TABLE fx.docs (id BIGINT PRIMARY KEY, f FILE)")
         .await;

@@ -12,32 +12,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use kalam_testkit::TestServer;
 use serde_json::{Value, json};
-use support::{Cmp, Http, Reply, Step, exchange_matches_real, expired_token};
+use support::{Cmp, Http, Recorder, Reply, Step, exchange_matches_real, expired_token};
 
-struct Run {
-    http: Http,
-    root: String,
-    steps: Vec<Step>,
-}
-
-impl Run {
-    fn record(&mut self, label: String, cmp: Cmp, reply: Reply) -> &Reply {
-        self.steps.push(Step { label, cmp, reply });
-        &self.steps.last().expect("just pushed").reply
-    }
-
-    async fn sql_as(&mut self, token: &str, cmp: Cmp, sql: &str) -> &Reply {
-        let reply = self.http.sql(token, sql).await;
-        self.record(sql.to_owned(), cmp, reply)
-    }
-
-    async fn ok(&mut self, sql: &str) -> &Reply {
-        let root = self.root.clone();
-        let r = self.sql_as(&root, Cmp::Exact, sql).await;
-        assert_eq!(r.status, 200, "{sql}: {}", r.text());
-        r
-    }
-
+impl Recorder {
     /// A topic call with raw headers and body.
     async fn call(&mut self, cmp: Cmp, path: &str, headers: &[(&str, &str)], body: &str) -> &Reply {
         let reply = self.http.send("POST", path, headers, body.to_owned()).await;
@@ -91,25 +68,22 @@ async fn exchange(base: &str) -> Vec<Step> {
         .as_str()
         .expect("token")
         .to_owned();
-    let mut run = Run {
-        http: http.clone(),
-        root: root.clone(),
-        steps: Vec::new(),
-    };
-    run.ok("CREATE NAMESPACE tq").await;
-    run.ok("CREATE SHARED TABLE tq.items (id BIGINT PRIMARY KEY, name TEXT)")
+    let mut run = Recorder::new(http.clone());
+    run.ok(&root, "CREATE NAMESPACE tq").await;
+    run.ok(&root, "CREATE SHARED TABLE tq.items (id BIGINT PRIMARY KEY, name TEXT)")
         .await;
-    run.ok("CREATE USER TABLE tq.notes (id BIGINT PRIMARY KEY, body TEXT)")
+    run.ok(&root, "CREATE USER TABLE tq.notes (id BIGINT PRIMARY KEY, body TEXT)")
         .await;
-    run.ok("CREATE USER 'svc' WITH PASSWORD 'password123' ROLE service")
+    run.ok(&root, "CREATE USER 'svc' WITH PASSWORD 'password123' ROLE service")
         .await;
-    run.ok("CREATE USER 'bob' WITH PASSWORD 'password123' ROLE user").await;
+    run.ok(&root, "CREATE USER 'bob' WITH PASSWORD 'password123' ROLE user")
+        .await;
     let token = |v: Value| v["access_token"].as_str().expect("token").to_owned();
     let svc = token(http.login("svc", "password123").await);
     let bob = token(http.login("bob", "password123").await);
 
     // Topic DDL and its errors.
-    let r = run.ok("CREATE TOPIC tq.events").await;
+    let r = run.ok(&root, "CREATE TOPIC tq.events").await;
     assert_eq!(
         r.json()["results"][0]["message"],
         "Created topic 'tq.events' with 1 partition(s)"
@@ -127,25 +101,25 @@ async fn exchange(base: &str) -> Vec<Step> {
         ("ALTER TOPIC tq.events ADD SOURCE tq.items", "INVALID_SQL"),
         ("DROP TOPIC tq.nope", "SQL_EXECUTION_ERROR"),
     ] {
-        let r = run.sql_as(&root, Cmp::Exact, sql).await;
+        let r = run.sql(&root, Cmp::Exact, sql).await;
         assert_eq!((r.status, r.code()), (400, code.to_owned()), "{sql}: {}", r.text());
     }
-    let r = run.sql_as(&svc, Cmp::Exact, "CREATE TOPIC tq.x").await;
+    let r = run.sql(&svc, Cmp::Exact, "CREATE TOPIC tq.x").await;
     assert_eq!((r.status, r.code()), (403, "PERMISSION_DENIED".to_owned()));
     for op in ["INSERT", "UPDATE", "DELETE"] {
-        run.ok(&format!("ALTER TOPIC tq.events ADD SOURCE tq.items ON {op}"))
+        run.ok(&root, &format!("ALTER TOPIC tq.events ADD SOURCE tq.items ON {op}"))
             .await;
     }
     let r = run
-        .sql_as(&root, Cmp::Exact, "ALTER TOPIC tq.events ADD SOURCE tq.items ON INSERT")
+        .sql(&root, Cmp::Exact, "ALTER TOPIC tq.events ADD SOURCE tq.items ON INSERT")
         .await;
     assert_eq!(r.code(), "SQL_EXECUTION_ERROR");
 
     // Changes feed the topic.
-    run.ok("INSERT INTO tq.items (id, name) VALUES (1, 'a'), (2, 'b')")
+    run.ok(&root, "INSERT INTO tq.items (id, name) VALUES (1, 'a'), (2, 'b')")
         .await;
-    run.ok("UPDATE tq.items SET name = 'c' WHERE id = 1").await;
-    run.ok("DELETE FROM tq.items WHERE id = 2").await;
+    run.ok(&root, "UPDATE tq.items SET name = 'c' WHERE id = 1").await;
+    run.ok(&root, "DELETE FROM tq.items WHERE id = 2").await;
     let consume = |group: &str, start: Value, limit: u64| json!({"topic_id": "tq.events", "group_id": group, "start": start, "limit": limit});
     let r = run.topic(&svc, "consume", consume("g", json!("Earliest"), 2)).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -294,11 +268,14 @@ async fn exchange(base: &str) -> Vec<Step> {
     assert_eq!((r.status, r.text()), (400, "Content type error".to_owned()));
 
     // A USER table, two partitions, the writer as `user`, key-only payloads.
-    run.ok("CREATE TOPIC tq.notes_topic PARTITIONS 2").await;
-    run.ok("ALTER TOPIC tq.notes_topic ADD SOURCE tq.notes ON INSERT WITH (payload = 'key')")
-        .await;
+    run.ok(&root, "CREATE TOPIC tq.notes_topic PARTITIONS 2").await;
+    run.ok(
+        &root,
+        "ALTER TOPIC tq.notes_topic ADD SOURCE tq.notes ON INSERT WITH (payload = 'key')",
+    )
+    .await;
     let r = run
-        .sql_as(
+        .sql(
             &bob,
             Cmp::Exact,
             "INSERT INTO tq.notes (id, body) VALUES (1, 'x'), (2, 'y'), (3, 'z'), (4, 'w')",
@@ -322,17 +299,23 @@ async fn exchange(base: &str) -> Vec<Step> {
 
     // A STREAM table (no `_commit_seq` in its rows), and EXECUTE AS: the
     // target is the message's user.
-    run.ok("CREATE STREAM TABLE tq.ev (id BIGINT PRIMARY KEY, v TEXT) WITH (TTL_SECONDS = 60)")
-        .await;
-    run.ok("CREATE TOPIC tq.evt").await;
-    run.ok("ALTER TOPIC tq.evt ADD SOURCE tq.ev ON INSERT").await;
-    run.ok("ALTER TOPIC tq.evt ADD SOURCE tq.notes ON INSERT").await;
+    run.ok(
+        &root,
+        "CREATE STREAM TABLE tq.ev (id BIGINT PRIMARY KEY, v TEXT) WITH (TTL_SECONDS = 60)",
+    )
+    .await;
+    run.ok(&root, "CREATE TOPIC tq.evt").await;
+    run.ok(&root, "ALTER TOPIC tq.evt ADD SOURCE tq.ev ON INSERT").await;
+    run.ok(&root, "ALTER TOPIC tq.evt ADD SOURCE tq.notes ON INSERT").await;
     let r = run
-        .sql_as(&bob, Cmp::Exact, "INSERT INTO tq.ev (id, v) VALUES (1, 'a')")
+        .sql(&bob, Cmp::Exact, "INSERT INTO tq.ev (id, v) VALUES (1, 'a')")
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    run.ok("EXECUTE AS USER 'bob' (INSERT INTO tq.notes (id, body) VALUES (9, 'as bob'))")
-        .await;
+    run.ok(
+        &root,
+        "EXECUTE AS USER 'bob' (INSERT INTO tq.notes (id, body) VALUES (9, 'as bob'))",
+    )
+    .await;
     let body = json!({"topic_id": "tq.evt", "group_id": "e", "start": "Earliest"});
     let r = run.topic(&svc, "consume", body).await;
     let got = decoded(r);
@@ -348,12 +331,12 @@ async fn exchange(base: &str) -> Vec<Step> {
     );
 
     // CLEAR and DROP.
-    run.sql_as(&root, Cmp::Shape, "CLEAR TOPIC tq.events").await;
+    run.sql(&root, Cmp::Shape, "CLEAR TOPIC tq.events").await;
     let r = run
         .topic(&svc, "consume", consume("after-clear", json!("Earliest"), 10))
         .await;
     assert_eq!(offsets(r), Vec::<u64>::new());
-    let r = run.sql_as(&root, Cmp::Shape, "DROP TOPIC tq.events").await;
+    let r = run.sql(&root, Cmp::Shape, "DROP TOPIC tq.events").await;
     assert_eq!(r.status, 200);
     let r = run.topic(&svc, "consume", consume("g", json!("Earliest"), 1)).await;
     assert_eq!(r.status, 404);

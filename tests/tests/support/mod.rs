@@ -236,6 +236,40 @@ pub struct Step {
     pub reply: Reply,
 }
 
+/// The steps of an exchange, recorded as they are sent.
+pub struct Recorder {
+    pub http: Http,
+    pub steps: Vec<Step>,
+}
+
+impl Recorder {
+    pub fn new(http: Http) -> Self {
+        Recorder {
+            http,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records an answer; returns it.
+    pub fn record(&mut self, label: String, cmp: Cmp, reply: Reply) -> &Reply {
+        self.steps.push(Step { label, cmp, reply });
+        &self.steps.last().expect("just pushed").reply
+    }
+
+    /// `sql` as `token`, recorded.
+    pub async fn sql(&mut self, token: &str, cmp: Cmp, sql: &str) -> &Reply {
+        let reply = self.http.sql(token, sql).await;
+        self.record(sql.to_owned(), cmp, reply)
+    }
+
+    /// `sql` as `token`, recorded (compared exactly) and asserted to succeed.
+    pub async fn ok(&mut self, token: &str, sql: &str) -> &Reply {
+        let r = self.sql(token, Cmp::Exact, sql).await;
+        assert_eq!(r.status, 200, "{sql}: {}", r.text());
+        r
+    }
+}
+
 /// Runs `exchange` against the real server (started for it) and then
 /// against a fresh kit, and compares their answers
 /// ([`assert_kit_matches_real`]).
