@@ -269,8 +269,9 @@ impl<R: Runtime> KalamLinkClient<R> {
     }
 
     /// Like [`execute_with_files`](Self::execute_with_files), calling
-    /// `progress` as the files' bytes are sent (on the client's driver
-    /// task: keep it short).
+    /// `progress` as the files' bytes are sent, on whichever task streams
+    /// the body (the client's driver task on async-std, the HTTP
+    /// connection's task on Tokio): keep it short, and do not block.
     pub async fn execute_with_files_progress(
         &self,
         request: impl Into<QueryRequest>,
