@@ -409,7 +409,10 @@ impl<R: Runtime> KalamLinkClient<R> {
 
     /// Downloads the file at a path from
     /// [`FileRef::download_path_for_user`] (an admin reading another user's
-    /// file) or [`FileRef::download_path`].
+    /// file) or [`FileRef::download_path`]. A path that is not under
+    /// `/v1/files/` (or has a `..` segment) is refused with
+    /// [`Error::InvalidInput`] before anything is sent: the request, and
+    /// the token it carries, never go to another host or endpoint.
     pub async fn download_path(&self, path: impl Into<String>) -> Result<FileDownload> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let slot: Arc<Slot> = Arc::new(Mutex::new(None));

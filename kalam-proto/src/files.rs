@@ -121,7 +121,7 @@ impl FileRef {
             }
         }
         Ok(format!(
-            "/v1/files/{namespace}/{table}/{}/{}",
+            "{FILES_ROUTE}{namespace}/{table}/{}/{}",
             self.sub,
             self.stored_name()
         ))
@@ -447,11 +447,24 @@ pub fn upload_request(ep: &Endpoints, plan: &UploadPlan, authorization: Option<&
     req
 }
 
-/// `GET` of a file at `path` (from [`FileRef::download_path`]).
+/// The route every download path is under.
+const FILES_ROUTE: &str = "/v1/files/";
+
+/// `GET` of a file at `path` (from [`FileRef::download_path`]). The path
+/// must be under `/v1/files/` with no `..` segment; anything else (which
+/// could move the request, and the token it carries, to another host or
+/// endpoint: `@evil.example/…` after the base URL names another host) is
+/// refused with [`Error::InvalidInput`].
 pub fn download_request(ep: &Endpoints, path: &str, authorization: Option<&HeaderValue>) -> Result<Request<Vec<u8>>> {
-    let uri: http::Uri = format!("{}{path}", ep.base())
-        .parse()
-        .map_err(|_| Error::InvalidInput(format!("not a download path: {path:?}")))?;
+    let not_a_download = || Error::InvalidInput(format!("not a download path under {FILES_ROUTE}: {path:?}"));
+    let route = path.split(['?', '#']).next().unwrap_or_default();
+    if !route.starts_with(FILES_ROUTE) || route.split('/').any(|s| s == ".." || s == ".") {
+        return Err(not_a_download());
+    }
+    let uri: http::Uri = format!("{}{path}", ep.base()).parse().map_err(|_| not_a_download())?;
+    if uri.authority() != ep.sql_uri().authority() {
+        return Err(not_a_download());
+    }
     let mut req = Request::new(Vec::new());
     *req.uri_mut() = uri;
     if let Some(a) = authorization {
@@ -715,6 +728,40 @@ mod tests {
         // The files fit in a u64 but not with the framing around them.
         let e = multipart_plan(&upload(vec![part("a", "x", u64::MAX - 10)]), &limits, 0, 0).unwrap_err();
         assert!(matches!(e, Error::UploadTooLarge { size: u64::MAX, .. }), "{e}");
+    }
+
+    /// `download_path` takes any string from the caller: whatever it holds,
+    /// the request (and the token it carries) stays on the client's server
+    /// and under `/v1/files/`.
+    #[test]
+    fn download_requests_never_leave_the_server_or_the_files_route() {
+        let auth = HeaderValue::from_static("Bearer secret-token");
+        for base in [
+            "http://kalam.example.com",
+            "http://localhost:2900",
+            "https://db.example.com:8443/prefix",
+        ] {
+            let ep = Endpoints::new(base).unwrap();
+            let own = ep.sql_uri().authority().unwrap().clone();
+            let ok = download_request(&ep, "/v1/files/p/docs/f0001/1-a.txt?user_id=bob", Some(&auth)).unwrap();
+            assert_eq!(ok.uri().authority(), Some(&own));
+            for evil in [
+                "@evil.com/v1/files/p/d/f0001/1-a.txt",
+                ".evil.com/v1/files/p/d/f0001/1-a.txt",
+                "evil/v1/files/x",
+                "//evil.com/v1/files/x",
+                "/v1/api/sql",
+                "/v1/files/../api/sql",
+                "/v1/files/p/../../api/sql",
+                "",
+            ] {
+                match download_request(&ep, evil, Some(&auth)) {
+                    Err(Error::InvalidInput(_)) => {}
+                    Ok(r) => panic!("{base} + {evil:?} went to {}", r.uri()),
+                    Err(e) => panic!("{base} + {evil:?}: {e:?}"),
+                }
+            }
+        }
     }
 
     #[test]
