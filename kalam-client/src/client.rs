@@ -419,7 +419,8 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
     }
 
     /// Seed of the reconnect jitter (default: random per client). Fixed
-    /// seeds make reconnect schedules reproducible in tests.
+    /// seeds make reconnect schedules reproducible in tests; the multipart
+    /// boundaries of uploads stay random whatever the seed.
     pub fn reconnect_seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -433,13 +434,18 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         R::check()?;
         let http_settings = HttpSettings::new::<R>(&endpoints, &self.options, &self.timeouts)?;
         let http = R::http_client(&http_settings)?;
-        let seed = self.seed.unwrap_or_else(|| {
+        let random = || {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
-        });
+        };
+        let seed = self.seed.unwrap_or_else(random);
         let mut config = ClientConfig::new(&self.options, &self.timeouts, seed)
             .with_dynamic_provider(self.provider.is_some())
             .with_refresher(self.refresher.is_some());
+        // Upload boundaries are always fresh: a fixed `reconnect_seed` (for
+        // reproducible reconnects) must not make them guessable to whoever
+        // writes a file's bytes.
+        config.auth.boundary_seed = random();
         if let Some(skew) = self.skew {
             config = config.with_token_expiry_skew(skew);
         }

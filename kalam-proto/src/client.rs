@@ -67,7 +67,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Settings from the client's options. `seed` seeds the reconnect jitter.
+    /// Settings from the client's options. `seed` seeds the reconnect
+    /// jitter, and the multipart boundaries of uploads until
+    /// `auth.boundary_seed` is set apart (a driver should give those fresh
+    /// randomness of their own, so that a fixed jitter seed does not make
+    /// boundaries guessable).
     pub fn new(options: &ConnectionOptions, timeouts: &KalamLinkTimeouts, seed: u64) -> Self {
         ClientConfig {
             auth: AuthConfig {

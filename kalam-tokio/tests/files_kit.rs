@@ -10,3 +10,51 @@ async fn files_token_expired_on_the_client() {
     files::files_token_expired_on_the_client::<Tokio>(&server).await;
     server.shutdown().await;
 }
+
+/// The multipart boundary of an upload: read from the head of the request
+/// a bare listener receives (the upload then fails; only the head counts).
+async fn boundary_of_an_upload(reconnect_seed: u64) -> String {
+    use kalam_tokio::{FileUpload, KalamLinkClient, QueryRequest};
+    use tokio::io::AsyncReadExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let client = KalamLinkClient::builder()
+        .base_url(&url)
+        .jwt_token("a.b.c")
+        .reconnect_seed(reconnect_seed)
+        .build()
+        .unwrap();
+    let upload = tokio::spawn(async move {
+        let sql = QueryRequest::new(r#"INSERT INTO n.t (id, f) VALUES (1, FILE("doc"))"#);
+        client
+            .execute_with_files(sql, vec![FileUpload::from_bytes("doc", "a.txt", b"hello".to_vec())])
+            .await
+    });
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed before the head");
+        head.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+    let _ = upload.await;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-type: multipart/form-data; boundary="))
+        .unwrap_or_else(|| panic!("no multipart content type in {head}"))
+        .trim()
+        .to_owned()
+}
+
+/// `reconnect_seed` fixes the reconnect jitter (for tests); it must not make
+/// the multipart boundaries predictable, or a file written to contain the
+/// boundary could end its part early and add parts of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_reconnect_seed_leaves_upload_boundaries_unpredictable() {
+    let a = boundary_of_an_upload(7).await;
+    let b = boundary_of_an_upload(7).await;
+    assert_ne!(a, b, "two clients with the same reconnect seed framed uploads alike");
+}
