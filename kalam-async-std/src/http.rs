@@ -116,17 +116,32 @@ impl HttpClient {
         &self,
         request: http_types::Request,
     ) -> Result<(Conn, http_types::Response, bool), TransportError> {
+        use futures_util::future::{Either, select};
+
         let conn = self.checkout().await?;
         let mut encoder = async_h1::client::Encoder::new(request);
-        futures_util::io::copy(&mut encoder, &mut conn.io.clone())
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?;
-        let response = async_h1::client::decode(conn.io.clone())
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?;
-        let keep = response
-            .header("connection")
-            .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+        let mut io = conn.io.clone();
+        let send = futures_util::io::copy(&mut encoder, &mut io);
+        // The answer is read while the request is still being written: a
+        // server may answer before it has read the body (a refused token on
+        // a large upload) and then close, and that answer is the one to
+        // report, not the broken pipe of the body it never read.
+        let receive = async_h1::client::decode(conn.io.clone());
+        futures_util::pin_mut!(send, receive);
+        let (response, whole) = match select(send, receive).await {
+            Either::Left((Ok(_), receive)) => (receive.await, true),
+            Either::Left((Err(sending), receive)) => match receive.await {
+                Ok(response) => (Ok(response), false),
+                Err(_) => return Err(TransportError::Io(sending.to_string())),
+            },
+            Either::Right((response, _)) => (response, false),
+        };
+        let response = response.map_err(|e| TransportError::Io(e.to_string()))?;
+        // A connection whose request was not sent whole cannot carry another.
+        let keep = whole
+            && response
+                .header("connection")
+                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
         Ok((conn, response, keep))
     }
 

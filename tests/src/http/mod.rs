@@ -173,6 +173,24 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
     if path == "/v1/ws" && req.method() == Method::GET {
         return crate::ws::upgrade(req, state).await;
     }
+    // The server authenticates a SQL request before it reads the body (its
+    // auth extractor runs first): a refused token is answered while a large
+    // upload is still arriving, and the rest of it is never read.
+    if path == "/v1/api/sql"
+        && req.method() == Method::POST
+        && let Err(code) = bearer(&state, req.headers())
+    {
+        let multipart = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(files::is_multipart);
+        state.count(|c| {
+            c.queries += 1;
+            c.uploads += usize::from(multipart);
+        });
+        return bearer_refused(code, started);
+    }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
