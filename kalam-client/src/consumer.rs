@@ -154,8 +154,9 @@ impl ConsumerBuilder {
 /// Errors are yielded, and reading goes on after the back-off, except for
 /// those that cannot pass by waiting: a role that may not consume (403
 /// `FORBIDDEN`: topics need the `service`, `dba` or `system` role), an
-/// unknown topic (404 `NOT_FOUND`) and refused credentials. After one of
-/// those the consumer ends ([`next`](Self::next) returns `None`).
+/// unknown topic (404 `NOT_FOUND`), refused credentials, and a client that
+/// has shut down ([`Error::Closed`]). After one of those the consumer ends
+/// ([`next`](Self::next) returns `None`).
 ///
 /// The consumer keeps the client's driver running while it is alive.
 pub struct TopicConsumer {

@@ -455,14 +455,17 @@ impl ConsumerState {
 
     /// A poll or a commit failed. Returns whether the consumer should stop:
     /// the role may not consume (`FORBIDDEN`), the topic does not exist
-    /// (`NOT_FOUND`), the credentials were refused, or the request itself was
-    /// refused. Otherwise the next step waits for the back-off, or for the
+    /// (`NOT_FOUND`), the credentials were refused, the request itself was
+    /// refused, or the client has shut down ([`Error::Closed`]). Otherwise the next step waits for the back-off, or for the
     /// server's `Retry-After` when that is longer, up to
     /// [`MAX_RETRY_AFTER`] (a larger number from the network does not park
     /// the consumer for years).
     pub fn handle_error(&mut self, error: &Error, now: Instant) -> bool {
         let fatal = error.is_credentials_rejected()
-            || matches!(error, Error::InvalidInput(_) | Error::MissingCredentials)
+            || matches!(
+                error,
+                Error::InvalidInput(_) | Error::MissingCredentials | Error::Closed
+            )
             || matches!(error.code(), Some(ErrorCode::Forbidden | ErrorCode::NotFound));
         let retry_after = error
             .server()
@@ -684,6 +687,8 @@ mod tests {
         assert!(c.handle_error(&forbidden, now));
         let missing = decode_consume(StatusCode::NOT_FOUND, &h, br#"{"error":"no","code":"NOT_FOUND"}"#).unwrap_err();
         assert!(c.handle_error(&missing, now));
+        // A client whose driver is gone answers nothing ever again.
+        assert!(c.handle_error(&Error::Closed, now));
         let mut h429 = HeaderMap::new();
         h429.insert(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
         let limited = decode_consume(StatusCode::TOO_MANY_REQUESTS, &h429, b"slow down").unwrap_err();
