@@ -2,8 +2,9 @@
 //!
 //! It is a single loop over four sources: commands from the handles, the
 //! HTTP exchanges and credential callbacks in flight (polled right here, so
-//! a query costs two task hops: caller → driver → caller), reports of the
-//! socket tasks, and the core's next timeout. It performs what the core
+//! a query costs two task hops: caller → driver → caller), the WebSocket
+//! (polled right here too, so a live event costs one hop: socket → driver →
+//! subscriber's queue), and the core's next timeout. It performs what the core
 //! asks (`perform`) and feeds back what happened (`on_command`, `on_event`);
 //! every decision is the core's. There are no locks held across `.await`.
 //!
@@ -33,7 +34,8 @@ use tracing::Instrument as _;
 use crate::msg::OutFrame;
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
 use crate::rt::{Runtime, SocketSettings};
-use crate::sync::{QueueTx, Receiver, Refused, Sender};
+use crate::socket::Socket;
+use crate::sync::{QueueTx, Receiver, Refused};
 
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -95,12 +97,11 @@ pub(crate) struct Driver<R: Runtime> {
     clock: Clock<R>,
     /// Subscriber queues, by subscription.
     queues: HashMap<SubId, QueueTx>,
-    /// The open socket: its attempt and its frames' way out.
-    socket: Option<(u64, Sender<OutFrame>)>,
+    /// The socket of the core's current attempt, from the moment it is
+    /// asked for until it closes.
+    socket: Option<Socket<R>>,
     /// HTTP exchanges and credential callbacks in progress.
     in_flight: FuturesUnordered<Task>,
-    events_tx: Sender<Event>,
-    events: Receiver<Event>,
     timer: Option<(std::time::Instant, Pin<Box<R::Sleep>>)>,
     /// The sources of uploads and the body slots of downloads in progress.
     files: crate::files::Registry,
@@ -109,6 +110,7 @@ pub(crate) struct Driver<R: Runtime> {
 enum Step {
     Command(Option<Command>),
     Event(Event),
+    Socket(u64, SocketReport),
     Timeout,
 }
 
@@ -120,7 +122,6 @@ impl<R: Runtime> Driver<R> {
         callbacks: Callbacks,
         clock: Clock<R>,
     ) -> Self {
-        let (events_tx, events) = crate::sync::channel();
         Driver {
             core,
             http,
@@ -130,8 +131,6 @@ impl<R: Runtime> Driver<R> {
             queues: HashMap::new(),
             socket: None,
             in_flight: FuturesUnordered::new(),
-            events_tx,
-            events,
             timer: None,
             files: crate::files::Registry::default(),
         }
@@ -149,21 +148,23 @@ impl<R: Runtime> Driver<R> {
                 Step::Command(Some(command)) => self.on_command(command),
                 Step::Command(None) => break,
                 Step::Event(event) => self.on_event(event),
+                Step::Socket(attempt, report) => self.on_socket(attempt, report),
                 Step::Timeout => {
                     self.timer = None;
                     self.core.handle_timeout(self.clock.now());
                 }
             }
         }
-        if let Some((_, tx)) = self.socket.take() {
-            let _ = tx.send(OutFrame::Close(1000, "client dropped"));
+        if let Some(socket) = self.socket.take() {
+            socket.retire(Some((1000, "client dropped")));
         }
         tracing::debug!("kalam client driver stopped");
     }
 
-    /// The next thing to handle. The four sources (commands, socket
-    /// reports, exchanges and callbacks in flight, the timer) take turns in
+    /// The next thing to handle. The four sources (commands, the socket,
+    /// exchanges and callbacks in flight, the timer) take turns in
     /// rotation, so a busy socket never starves a query or a deadline.
+    /// Polling the socket also writes the frames queued for it.
     fn poll_step(&mut self, cx: &mut Context<'_>, commands: &mut Receiver<Command>, turn: usize) -> Poll<Step> {
         for i in 0..4 {
             match (turn + i) % 4 {
@@ -173,8 +174,10 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
                 1 => {
-                    if let Poll::Ready(Some(e)) = self.events.poll_recv(cx) {
-                        return Poll::Ready(Step::Event(e));
+                    if let Some(socket) = &mut self.socket
+                        && let Poll::Ready((attempt, report)) = socket.poll(cx)
+                    {
+                        return Poll::Ready(Step::Socket(attempt, report));
                     }
                 }
                 2 => {
@@ -238,21 +241,34 @@ impl<R: Runtime> Driver<R> {
             Event::Credentials(id, CallbackOutcome::Answered(result)) => self.core.handle_credentials(id, result, now),
             Event::Credentials(id, CallbackOutcome::Panicked) => self.core.handle_callback_panicked(id, now),
             Event::Credentials(_, CallbackOutcome::Abandoned) => {}
-            Event::Socket(attempt, SocketReport::Open(tx)) => {
-                if self.core.handle_socket_open(attempt, now) {
-                    self.socket = Some((attempt, tx));
+        }
+    }
+
+    fn on_socket(&mut self, attempt: u64, report: SocketReport) {
+        let now = self.clock.now();
+        match report {
+            SocketReport::Open => {
+                if !self.core.handle_socket_open(attempt, now) {
+                    // Not wanted (any more): close it.
+                    self.retire_socket(None);
                 }
-                // Otherwise `tx` drops here and the unwanted socket closes.
             }
-            Event::Socket(attempt, SocketReport::Frame(frame)) => {
-                self.core.handle_frame(attempt, crate::socket::incoming(&frame), now);
-            }
-            Event::Socket(attempt, SocketReport::Closed(code, reason)) => {
-                if self.socket.as_ref().is_some_and(|(a, _)| *a == attempt) {
-                    self.socket = None;
-                }
+            SocketReport::Frame(frame) => self.core.handle_frame(attempt, crate::socket::incoming(&frame), now),
+            SocketReport::Closed(code, reason) => {
+                self.socket = None;
                 self.core.handle_socket_closed(attempt, code, &reason, now);
             }
+        }
+    }
+
+    /// Lets the current socket go (with a close frame, or a bare close) and
+    /// tells the core it is closed.
+    fn retire_socket(&mut self, close: Option<(u16, &'static str)>) {
+        if let Some(socket) = self.socket.take() {
+            let attempt = socket.attempt();
+            socket.retire(close);
+            self.core
+                .handle_socket_closed(attempt, None, "closed by the client", self.clock.now());
         }
     }
 
@@ -268,15 +284,14 @@ impl<R: Runtime> Driver<R> {
                 }
                 CoreOutput::OpenSocket { url, attempt } => {
                     tracing::debug!(attempt, "opening WebSocket");
-                    crate::socket::open::<R>(url, self.socket_settings, attempt, self.events_tx.clone());
+                    // A socket of an earlier attempt, still connecting, is
+                    // not wanted any more.
+                    self.retire_socket(None);
+                    self.socket = Some(Socket::open(url, self.socket_settings, attempt));
                 }
                 CoreOutput::SendText(text) => self.send_frame(OutFrame::Text(text)),
                 CoreOutput::SendPing => self.send_frame(OutFrame::Ping),
-                CoreOutput::CloseSocket { code, reason } => {
-                    if let Some((_, tx)) = self.socket.take() {
-                        let _ = tx.send(OutFrame::Close(code, reason));
-                    }
-                }
+                CoreOutput::CloseSocket { code, reason } => self.retire_socket(Some((code, reason))),
                 CoreOutput::FetchCredentials { id, source } => self.start_callback(id, source),
                 CoreOutput::Complete { waiter, result } => waiter.send(result),
                 CoreOutput::Deliver { sub, events } => match self.queues.get(&sub).map(|q| q.push(events)) {
@@ -297,8 +312,8 @@ impl<R: Runtime> Driver<R> {
     }
 
     fn send_frame(&mut self, frame: OutFrame) {
-        if let Some((_, tx)) = &self.socket {
-            let _ = tx.send(frame);
+        if let Some(socket) = &mut self.socket {
+            socket.send(frame);
         }
     }
 

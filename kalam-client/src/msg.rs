@@ -5,7 +5,7 @@ use kalam_proto::{
     TransportError,
 };
 
-use crate::sync::{QueueTx, ReplyTx, Sender};
+use crate::sync::{QueueTx, ReplyTx};
 
 /// A waiter: the reply slot of one call.
 pub(crate) type Waiter = ReplyTx<Result<Answer>>;
@@ -28,12 +28,10 @@ pub(crate) enum Command {
     Unsubscribe(SubId),
 }
 
-/// What comes back to the driver: answers of its own futures and reports of
-/// the socket tasks.
+/// What comes back to the driver: answers of its own futures.
 pub(crate) enum Event {
     Http(RequestId, std::result::Result<Decoded, TransportError>),
     Credentials(CredentialRequestId, CallbackOutcome),
-    Socket(u64, SocketReport),
 }
 
 pub(crate) enum CallbackOutcome {
@@ -43,9 +41,10 @@ pub(crate) enum CallbackOutcome {
     Abandoned,
 }
 
-/// What a socket task reports to the driver.
+/// What a socket reports to the driver that polls it.
 pub(crate) enum SocketReport {
-    Open(Sender<OutFrame>),
+    /// Connected and upgraded: ready for the core's first frame.
+    Open,
     Frame(crate::socket::Frame),
     Closed(Option<u16>, String),
 }

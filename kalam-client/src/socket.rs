@@ -1,23 +1,37 @@
-//! The WebSocket task, written once: the runtime connects a byte stream,
-//! async-tungstenite does the handshake and the framing, and this task
-//! moves frames between the socket and the driver. The client core decides
-//! what they mean.
+//! The WebSocket, written once: the runtime connects a byte stream,
+//! async-tungstenite does the framing, and the driver task polls the socket
+//! itself, beside its HTTP exchanges, commands and timer. A frame goes from
+//! the socket through the client core into the subscriber's queue in one
+//! task: one hop from the socket to the subscriber. The client core decides
+//! what frames mean.
+//!
+//! A socket's life: [`Socket::open`] starts the TCP connection and the
+//! upgrade (within the connect timeout); once connected it reports
+//! [`SocketReport::Open`]. The core's first frame, `authenticate`, is
+//! written raw by this module (see [`write_frame`]) and tungstenite takes
+//! the socket over after it. From then on [`Socket::poll`] writes what the
+//! driver queued with [`Socket::send`] and reads the next frame. A server's
+//! close is answered, and a socket the driver no longer wants is closed, in
+//! a small task of its own ([`Socket::retire`]), so the driver never waits
+//! for either.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_util::StreamExt as _;
-use std::task::Poll;
-use std::time::Duration;
-
 use futures_util::future::{Either, select};
-use futures_util::{AsyncReadExt as _, AsyncWriteExt as _};
+use futures_util::{AsyncReadExt as _, AsyncWriteExt as _, Sink, SinkExt as _, StreamExt as _};
 use kalam_proto::Incoming;
 
-use crate::msg::{Event, OutFrame, SocketReport};
+use crate::msg::{OutFrame, SocketReport};
 use crate::rt::{Runtime, SocketSettings};
-use crate::sync::Sender;
 
 /// A received WebSocket message.
 pub(crate) type Frame = Message;
@@ -31,109 +45,216 @@ pub(crate) fn incoming(frame: &Frame) -> Incoming<'_> {
     }
 }
 
-/// Opens a socket to `url` in a task of its own and runs it until it
-/// closes; every report carries `attempt`.
-pub(crate) fn open<R: Runtime>(url: String, settings: SocketSettings, attempt: u64, report: Sender<Event>) {
-    R::spawn(async move {
-        let say = |r: SocketReport| {
-            let _ = report.send(Event::Socket(attempt, r));
-        };
+type Step<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+type Ws<R> = WebSocketStream<<R as Runtime>::Stream>;
+
+enum State<R: Runtime> {
+    /// TCP (or TLS) and the upgrade, within the connect timeout.
+    Connecting(Step<R::Stream>),
+    /// Upgraded and reported open; waiting for the core's first frame.
+    Upgraded(R::Stream),
+    /// Writing the first frame raw, then handing the socket to tungstenite.
+    Authenticating(Step<Ws<R>>),
+    Open(Box<Ws<R>>),
+    /// Reported closed; nothing more comes.
+    Done,
+}
+
+/// One WebSocket connection, owned and polled by the driver task.
+pub(crate) struct Socket<R: Runtime> {
+    attempt: u64,
+    state: State<R>,
+    /// Frames to write, in order; an unbounded queue as before (the core
+    /// paces what it sends below the server's rate).
+    out: VecDeque<OutFrame>,
+    /// A frame was handed to tungstenite and not yet flushed.
+    unflushed: bool,
+    config: WebSocketConfig,
+}
+
+impl<R: Runtime> Socket<R> {
+    /// Starts connecting to `url`; the reports carry `attempt`.
+    pub(crate) fn open(url: String, settings: SocketSettings, attempt: u64) -> Self {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(settings.max_frame);
         config.max_frame_size = Some(settings.max_frame);
-        let handshake = Box::pin(async {
-            let mut stream = R::connect(&url).await.map_err(|e| e.to_string())?;
-            upgrade(&url, &mut stream).await?;
-            Ok::<_, String>(stream)
-        });
-        let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), settings.connect_timeout)));
-        let mut stream = match select(handshake, limit).await {
-            Either::Left((Ok(stream), _)) => stream,
-            Either::Left((Err(why), _)) => return say(SocketReport::Closed(None, why)),
-            Either::Right(_) => return say(SocketReport::Closed(None, "connect timed out".into())),
-        };
-        let (tx, mut outgoing) = crate::sync::channel();
-        say(SocketReport::Open(tx));
-        // The core's first frame is `authenticate`, which carries the token.
-        // It is framed and written here, not by tungstenite, whose trace
-        // logs print every frame it sends (and every upgrade request, which
-        // is why the upgrade above is this crate's own too).
-        let first = match outgoing.recv().await {
-            None => return say(SocketReport::Closed(None, "closed by the client".into())),
-            Some(OutFrame::Text(text)) => {
-                if let Err(e) = write_frame(&mut stream, text.as_bytes()).await {
-                    return say(SocketReport::Closed(None, e.to_string()));
-                }
-                None
+        let connect = async move {
+            let handshake = Box::pin(async {
+                let mut stream = R::connect(&url).await.map_err(|e| e.to_string())?;
+                upgrade(&url, &mut stream).await?;
+                Ok::<_, String>(stream)
+            });
+            let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), settings.connect_timeout)));
+            match select(handshake, limit).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => Err("connect timed out".into()),
             }
-            Some(other) => Some(other),
         };
-        let ws = async_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await;
-        let (mut sink, mut source) = ws.split();
-        // One loop moves frames both ways: what the driver wants sent, and
-        // what arrives. Sending waits for the socket, so a slow server
-        // slows the sender (the driver never waits for it).
-        enum Step {
-            In(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
-            Out(Option<OutFrame>),
+        Socket {
+            attempt,
+            state: State::Connecting(Box::pin(connect)),
+            out: VecDeque::new(),
+            unflushed: false,
+            config,
         }
-        let mut first = first;
-        let (code, reason) = loop {
-            let step = match first.take() {
-                Some(frame) => Step::Out(Some(frame)),
-                None => {
-                    std::future::poll_fn(|cx| {
-                        if let Poll::Ready(frame) = source.poll_next_unpin(cx) {
-                            return Poll::Ready(Step::In(frame));
-                        }
-                        outgoing.poll_recv(cx).map(Step::Out)
-                    })
-                    .await
-                }
-            };
-            match step {
-                Step::In(Some(Ok(Message::Close(frame)))) => {
-                    // Answer the server's close: tungstenite queued the
-                    // reply and writes it as the stream is read on to its
-                    // end (the server then closes the connection). Within
-                    // a second.
-                    let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), Duration::from_secs(1))));
-                    let drain = Box::pin(async { while source.next().await.is_some() {} });
-                    let _ = select(drain, limit).await;
-                    break frame.map_or((None, String::new()), |f| {
-                        (Some(u16::from(f.code)), f.reason.to_string())
-                    });
-                }
-                Step::In(Some(Ok(m))) => say(SocketReport::Frame(m)),
-                Step::In(Some(Err(e))) => break (None, e.to_string()),
-                Step::In(None) => break (None, String::new()),
-                // The driver no longer wants the socket.
-                Step::Out(None) => {
-                    let _ = sink.close(None).await;
-                    break (None, "closed by the client".into());
-                }
-                Step::Out(Some(frame)) => {
-                    let (message, closing) = match frame {
-                        OutFrame::Text(t) => (Message::Text(t.into()), false),
-                        OutFrame::Ping => (Message::Ping(Default::default()), false),
-                        OutFrame::Close(code, reason) => (
-                            Message::Close(Some(CloseFrame {
-                                code: CloseCode::from(code),
-                                reason: reason.into(),
-                            })),
-                            true,
-                        ),
-                    };
-                    if let Err(e) = sink.send(message).await {
-                        break (None, e.to_string());
-                    }
-                    if closing {
-                        break (None, "closed by the client".into());
-                    }
-                }
-            }
+    }
+
+    /// The attempt this socket belongs to.
+    pub(crate) fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
+    /// Queues a frame; [`poll`](Self::poll) writes it.
+    pub(crate) fn send(&mut self, frame: OutFrame) {
+        self.out.push_back(frame);
+    }
+
+    /// Writes what is queued (as far as the socket takes it without
+    /// waiting) and reads the next report: open, a frame, or closed. After
+    /// `Closed` it is pending for ever.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(u64, SocketReport)> {
+        let attempt = self.attempt;
+        let closed = |state: &mut State<R>, code, reason| {
+            *state = State::Done;
+            Poll::Ready((attempt, SocketReport::Closed(code, reason)))
         };
-        say(SocketReport::Closed(code, reason));
+        loop {
+            match &mut self.state {
+                State::Connecting(connect) => match connect.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(why)) => return closed(&mut self.state, None, why),
+                    Poll::Ready(Ok(stream)) => {
+                        self.state = State::Upgraded(stream);
+                        return Poll::Ready((attempt, SocketReport::Open));
+                    }
+                },
+                State::Upgraded(_) => {
+                    let Some(first) = self.out.pop_front() else {
+                        return Poll::Pending;
+                    };
+                    let State::Upgraded(mut stream) = std::mem::replace(&mut self.state, State::Done) else {
+                        unreachable!("matched above")
+                    };
+                    let config = self.config;
+                    // The core's first frame is `authenticate`, which
+                    // carries the token. It is framed and written here, not
+                    // by tungstenite, whose trace logs print every frame it
+                    // sends (and every upgrade request, which is why the
+                    // upgrade is this module's own too).
+                    let text = match first {
+                        OutFrame::Text(text) => Some(text),
+                        other => {
+                            self.out.push_front(other);
+                            None
+                        }
+                    };
+                    self.state = State::Authenticating(Box::pin(async move {
+                        if let Some(text) = text {
+                            write_frame(&mut stream, text.as_bytes())
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                        Ok(WebSocketStream::from_raw_socket(stream, Role::Client, Some(config)).await)
+                    }));
+                }
+                State::Authenticating(step) => match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(why)) => return closed(&mut self.state, None, why),
+                    Poll::Ready(Ok(ws)) => self.state = State::Open(Box::new(ws)),
+                },
+                State::Open(ws) => {
+                    if let Err(e) = write(ws, &mut self.out, &mut self.unflushed, cx) {
+                        return closed(&mut self.state, None, e.to_string());
+                    }
+                    return match ws.poll_next_unpin(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Some(Ok(Message::Close(frame)))) => {
+                            let State::Open(ws) = std::mem::replace(&mut self.state, State::Done) else {
+                                unreachable!("matched above")
+                            };
+                            answer_close::<R>(*ws);
+                            let (code, reason) = frame.map_or((None, String::new()), |f| {
+                                (Some(u16::from(f.code)), f.reason.to_string())
+                            });
+                            Poll::Ready((attempt, SocketReport::Closed(code, reason)))
+                        }
+                        Poll::Ready(Some(Ok(m))) => Poll::Ready((attempt, SocketReport::Frame(m))),
+                        Poll::Ready(Some(Err(e))) => closed(&mut self.state, None, e.to_string()),
+                        Poll::Ready(None) => closed(&mut self.state, None, String::new()),
+                    };
+                }
+                State::Done => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Lets go of the socket: what is queued and then a close frame
+    /// (`close`), or a bare close, are written in a task of its own, within
+    /// a second. A socket not yet open is simply dropped.
+    pub(crate) fn retire(self, close: Option<(u16, &'static str)>) {
+        let Socket { state, mut out, .. } = self;
+        let State::Open(ws) = state else { return };
+        let mut ws = *ws;
+        R::spawn(async move {
+            let finish = Box::pin(async move {
+                while let Some(frame) = out.pop_front() {
+                    ws.feed(message(frame)).await?;
+                }
+                match close {
+                    Some((code, reason)) => ws.send(message(OutFrame::Close(code, reason))).await,
+                    None => ws.close(None).await,
+                }
+            });
+            let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), Duration::from_secs(1))));
+            let _ = select(finish, limit).await;
+        });
+    }
+}
+
+fn message(frame: OutFrame) -> Message {
+    match frame {
+        OutFrame::Text(t) => Message::Text(t.into()),
+        OutFrame::Ping => Message::Ping(Default::default()),
+        OutFrame::Close(code, reason) => Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })),
+    }
+}
+
+/// Hands the queued frames to tungstenite while it takes them, then
+/// flushes; whatever the socket cannot take yet stays queued, and the
+/// driver is woken when it can.
+fn write<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    out: &mut VecDeque<OutFrame>,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Result<(), async_tungstenite::tungstenite::Error> {
+    while !out.is_empty() {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Pending => break,
+            Poll::Ready(r) => r?,
+        }
+        let frame = out.pop_front().expect("not empty");
+        Pin::new(&mut *ws).start_send(message(frame))?;
+        *unflushed = true;
+    }
+    if *unflushed && let Poll::Ready(r) = Pin::new(&mut *ws).poll_flush(cx) {
+        *unflushed = false;
+        r?;
+    }
+    Ok(())
+}
+
+/// Answers a server's close: tungstenite queued the reply and writes it as
+/// the stream is read on to its end (the server then closes the
+/// connection). In a task of its own, within a second.
+fn answer_close<R: Runtime>(mut ws: Ws<R>) {
+    R::spawn(async move {
+        let drain = Box::pin(async move { while ws.next().await.is_some() {} });
+        let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), Duration::from_secs(1))));
+        let _ = select(drain, limit).await;
     });
 }
 

@@ -175,11 +175,6 @@ impl<T> Receiver<T> {
         park(&mut s.waker, cx);
         Poll::Pending
     }
-
-    /// The next item, waiting for it.
-    pub(crate) async fn recv(&mut self) -> Option<T> {
-        std::future::poll_fn(|cx| self.poll_recv(cx)).await
-    }
 }
 
 impl<T> Drop for Receiver<T> {
