@@ -105,7 +105,16 @@ pub(crate) struct Driver<R: Runtime> {
     timer: Option<(std::time::Instant, Pin<Box<R::Sleep>>)>,
     /// The sources of uploads and the body slots of downloads in progress.
     files: crate::files::Registry,
+    /// Consumers with new events, woken once the driver has nothing ready
+    /// or after [`WAKE_BATCH`] steps: a burst wakes a consumer once per
+    /// batch, not once per event.
+    wakes: Vec<std::task::Waker>,
+    /// Steps since the first of `wakes` was deferred.
+    deferred: usize,
 }
+
+/// The most steps a consumer's wake-up is deferred by.
+const WAKE_BATCH: usize = 32;
 
 enum Step {
     Command(Option<Command>),
@@ -133,6 +142,8 @@ impl<R: Runtime> Driver<R> {
             in_flight: FuturesUnordered::new(),
             timer: None,
             files: crate::files::Registry::default(),
+            wakes: Vec::new(),
+            deferred: 0,
         }
     }
 
@@ -143,6 +154,12 @@ impl<R: Runtime> Driver<R> {
             self.perform();
             self.arm_timer();
             turn = turn.wrapping_add(1);
+            if !self.wakes.is_empty() {
+                self.deferred += 1;
+                if self.deferred >= WAKE_BATCH {
+                    self.wake_consumers();
+                }
+            }
             let step = std::future::poll_fn(|cx| self.poll_step(cx, &mut commands, turn)).await;
             match step {
                 Step::Command(Some(command)) => self.on_command(command),
@@ -158,6 +175,7 @@ impl<R: Runtime> Driver<R> {
         if let Some(socket) = self.socket.take() {
             socket.retire(Some((1000, "client dropped")));
         }
+        self.wake_consumers();
         tracing::debug!("kalam client driver stopped");
     }
 
@@ -194,7 +212,16 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
+        // Nothing ready: the consumers run now.
+        self.wake_consumers();
         Poll::Pending
+    }
+
+    fn wake_consumers(&mut self) {
+        self.deferred = 0;
+        for w in self.wakes.drain(..) {
+            w.wake();
+        }
     }
 
     /// One timer for the core's next deadline, replaced only when it moves.
@@ -294,13 +321,15 @@ impl<R: Runtime> Driver<R> {
                 CoreOutput::CloseSocket { code, reason } => self.retire_socket(Some((code, reason))),
                 CoreOutput::FetchCredentials { id, source } => self.start_callback(id, source),
                 CoreOutput::Complete { waiter, result } => waiter.send(result),
-                CoreOutput::Deliver { sub, events } => match self.queues.get(&sub).map(|q| q.push(events)) {
-                    Some(Err(Refused::Full)) => self.core.handle_subscriber_full(sub, self.clock.now()),
-                    // Nobody will read it (a `live_events` call cancelled
-                    // before the acknowledgement): stop it at the server.
-                    Some(Err(Refused::Gone)) => self.core.unsubscribe(sub, self.clock.now()),
-                    _ => {}
-                },
+                CoreOutput::Deliver { sub, events } => {
+                    match self.queues.get(&sub).map(|q| q.push(events, &mut self.wakes)) {
+                        Some(Err(Refused::Full)) => self.core.handle_subscriber_full(sub, self.clock.now()),
+                        // Nobody will read it (a `live_events` call cancelled
+                        // before the acknowledgement): stop it at the server.
+                        Some(Err(Refused::Gone)) => self.core.unsubscribe(sub, self.clock.now()),
+                        _ => {}
+                    }
+                }
                 CoreOutput::EndSubscription { sub, error } => {
                     if let Some(q) = self.queues.remove(&sub) {
                         q.end(error);

@@ -225,22 +225,18 @@ pub(crate) fn queue(capacity: usize) -> (QueueTx, QueueRx) {
 impl QueueTx {
     /// Queues the events that fit, in order, without waiting. `Err` when
     /// some did not fit, or when the consumer is gone (the events are
-    /// dropped).
-    pub(crate) fn push(&self, events: Vec<LiveEvent>) -> Result<(), Refused> {
-        let (waker, result) = {
-            let mut s = lock(&self.0);
-            if s.consumer_gone {
-                return Err(Refused::Gone);
-            }
-            let room = s.capacity.saturating_sub(s.events.len());
-            let fits = events.len() <= room;
-            s.events.extend(events.into_iter().take(room));
-            (s.waker.take(), if fits { Ok(()) } else { Err(Refused::Full) })
-        };
-        if let Some(w) = waker {
-            w.wake();
+    /// dropped). The consumer's waker, if it waits, goes to `wake`: the
+    /// driver wakes consumers once per batch of frames, not per event.
+    pub(crate) fn push(&self, events: Vec<LiveEvent>, wake: &mut Vec<Waker>) -> Result<(), Refused> {
+        let mut s = lock(&self.0);
+        if s.consumer_gone {
+            return Err(Refused::Gone);
         }
-        result
+        let room = s.capacity.saturating_sub(s.events.len());
+        let fits = events.len() <= room;
+        s.events.extend(events.into_iter().take(room));
+        wake.extend(s.waker.take());
+        if fits { Ok(()) } else { Err(Refused::Full) }
     }
 
     /// Ends the stream after the queued events, with a final error or not.
@@ -364,9 +360,9 @@ mod tests {
         let (_, waker) = cx_with();
         let cx = Context::from_waker(&waker);
         let (tx, mut rx) = queue(2);
-        assert!(tx.push(vec![LiveEvent::Ready]).is_ok());
+        assert!(tx.push(vec![LiveEvent::Ready], &mut Vec::new()).is_ok());
         assert!(matches!(
-            tx.push(vec![LiveEvent::Ready, LiveEvent::Ready]),
+            tx.push(vec![LiveEvent::Ready, LiveEvent::Ready], &mut Vec::new()),
             Err(Refused::Full)
         ));
         tx.end(Some(Error::Closed));
@@ -377,6 +373,9 @@ mod tests {
 
         let (tx, rx) = queue(2);
         drop(rx);
-        assert!(matches!(tx.push(vec![LiveEvent::Ready]), Err(Refused::Gone)));
+        assert!(matches!(
+            tx.push(vec![LiveEvent::Ready], &mut Vec::new()),
+            Err(Refused::Gone)
+        ));
     }
 }
