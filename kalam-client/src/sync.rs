@@ -190,10 +190,31 @@ impl<T> Drop for Receiver<T> {
 struct QueueState {
     events: VecDeque<LiveEvent>,
     capacity: usize,
-    /// `Some` once the driver ended the subscription (with an error or not).
-    end: Option<Option<Error>>,
+    /// `Some` once the driver ended the subscription (with an error or
+    /// not). Boxed: an idle subscription's queue stays small.
+    end: Option<Option<Box<Error>>>,
     consumer_gone: bool,
     waker: Option<Waker>,
+}
+
+impl QueueState {
+    /// The next event. A queue emptied of anything but row changes (the
+    /// subscription's set-up events), or after a burst that grew it past 64
+    /// events, gives its room back: an idle subscription holds no event
+    /// room, and a steady flow of changes keeps its few slots.
+    fn pop(&mut self) -> Option<LiveEvent> {
+        let e = self.events.pop_front()?;
+        if self.events.is_empty()
+            && (self.events.capacity() > 64
+                || !matches!(
+                    e,
+                    LiveEvent::Insert { .. } | LiveEvent::Update { .. } | LiveEvent::Delete { .. }
+                ))
+        {
+            self.events = VecDeque::new();
+        }
+        Some(e)
+    }
 }
 
 /// The driver's end of a subscription's bounded queue.
@@ -243,7 +264,7 @@ impl QueueTx {
     pub(crate) fn end(self, error: Option<Error>) {
         let waker = {
             let mut s = lock(&self.0);
-            s.end = Some(error);
+            s.end = Some(error.map(Box::new));
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -259,7 +280,7 @@ impl Drop for QueueTx {
         let waker = {
             let mut s = lock(&self.0);
             if s.end.is_none() {
-                s.end = Some(Some(Error::Closed));
+                s.end = Some(Some(Box::new(Error::Closed)));
             }
             s.waker.take()
         };
@@ -279,11 +300,11 @@ pub(crate) enum Next {
 impl QueueRx {
     pub(crate) fn poll_next(&mut self, cx: &Context<'_>) -> Poll<Next> {
         let mut s = lock(&self.0);
-        if let Some(e) = s.events.pop_front() {
+        if let Some(e) = s.pop() {
             return Poll::Ready(Next::Event(e));
         }
         match s.end.as_mut() {
-            Some(end) => Poll::Ready(end.take().map_or(Next::End, Next::Error)),
+            Some(end) => Poll::Ready(end.take().map_or(Next::End, |e| Next::Error(*e))),
             None => {
                 park(&mut s.waker, cx);
                 Poll::Pending
@@ -293,7 +314,7 @@ impl QueueRx {
 
     /// An event if one is queued, without waiting.
     pub(crate) fn try_next(&mut self) -> Option<LiveEvent> {
-        lock(&self.0).events.pop_front()
+        lock(&self.0).pop()
     }
 }
 
@@ -377,5 +398,29 @@ mod tests {
             tx.push(vec![LiveEvent::Ready], &mut Vec::new()),
             Err(Refused::Gone)
         ));
+    }
+    #[test]
+    fn an_idle_queue_holds_no_event_room() {
+        let (_, waker) = cx_with();
+        let cx = Context::from_waker(&waker);
+        let room = |rx: &QueueRx| lock(&rx.0).events.capacity();
+        let (tx, mut rx) = queue(1024);
+        let mut wake = Vec::new();
+        let insert = || LiveEvent::Insert {
+            row: Default::default(),
+        };
+        // Set-up events read: no room kept.
+        assert!(tx.push(vec![LiveEvent::Ready, LiveEvent::Ready], &mut wake).is_ok());
+        while let Poll::Ready(Next::Event(_)) = rx.poll_next(&cx) {}
+        assert_eq!(room(&rx), 0);
+        // Changes flowing one at a time keep their few slots.
+        assert!(tx.push(vec![insert()], &mut wake).is_ok());
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(_))));
+        let kept = room(&rx);
+        assert!((1..=64).contains(&kept), "{kept}");
+        // A burst's room is given back once read.
+        assert!(tx.push((0..500).map(|_| insert()).collect(), &mut wake).is_ok());
+        while rx.try_next().is_some() {}
+        assert_eq!(room(&rx), 0);
     }
 }
