@@ -1,5 +1,5 @@
 //! The runtime surface: what an adapter provides. Everything else (the
-//! driver loop, the handles, the streams, the socket task, every protocol
+//! driver loop, the handles, the streams, the WebSocket framing, every protocol
 //! decision) is written once, here and in `kalam-proto`.
 
 use std::future::Future;
