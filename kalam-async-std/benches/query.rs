@@ -101,6 +101,32 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // The same loops inside an async-std task (the caller on the
+    // executor's threads, beside the client's driver task).
+    g.bench_function("bare async-h1 + serde_json, one at a time, in a task", |b| {
+        b.iter_custom(|iters| {
+            let bare = bare.clone();
+            async_std::task::block_on(async_std::task::spawn(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    bare.query().await;
+                }
+                start.elapsed()
+            }))
+        })
+    });
+    g.bench_function("KalamLinkClient::execute_query, one at a time, in a task", |b| {
+        b.iter_custom(|iters| {
+            let client = client.clone();
+            async_std::task::block_on(async_std::task::spawn(async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    client.execute_query(SQL).await.unwrap();
+                }
+                start.elapsed()
+            }))
+        })
+    });
     for n in [32usize, 64] {
         g.bench_function(format!("bare async-h1 + serde_json, {n} in flight"), |b| {
             b.iter_custom(|iters| {
