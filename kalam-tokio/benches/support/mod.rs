@@ -1,6 +1,7 @@
-//! What the live benchmarks of both runtimes share (`kalam-async-std`'s
-//! bench includes this file): a null WebSocket server, the bare limit's
-//! client loop, and a counting allocator.
+//! What the live benchmarks of both runtimes and the heap test share
+//! (`kalam-async-std/benches/live.rs` and `kalam-tokio/tests/heap.rs`
+//! include this file): a null WebSocket server, the bare limit's client
+//! loop, and a counting allocator.
 //!
 //! The null server runs on a thread and a Tokio runtime of its own, as
 //! another process would; its allocations are not counted. It
