@@ -170,20 +170,29 @@ pub struct ConsumerRecord {
     pub user: Option<String>,
     /// The operation that produced it.
     pub op: TopicOp,
-    /// The payload bytes (for table-change topics, the row as JSON).
-    pub payload: Vec<u8>,
+    /// The payload bytes (for table-change topics, the row as JSON), or why
+    /// they could not be decoded from the server's base64. A message with a
+    /// bad payload still comes through, with its offset, so that one bad
+    /// message never holds up the batch or the group: acknowledge it to
+    /// skip it.
+    pub payload: std::result::Result<Vec<u8>, DecodeError>,
 }
 
 impl ConsumerRecord {
     /// The payload read as JSON into any `Deserialize` type
     /// (`serde_json::Value` for the row as it is).
     pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.payload).map_err(|e| DecodeError::new(0, "topic message payload", e).into())
+        serde_json::from_slice(self.payload_bytes()?).map_err(|e| DecodeError::new(0, "topic message payload", e).into())
+    }
+
+    /// The payload bytes, or why they could not be decoded.
+    pub fn payload_bytes(&self) -> Result<&[u8]> {
+        self.payload.as_deref().map_err(|e| Error::Decode(e.clone()))
     }
 
     /// The payload as UTF-8 text.
     pub fn payload_str(&self) -> Result<&str> {
-        std::str::from_utf8(&self.payload).map_err(|e| DecodeError::new(0, "topic message payload", e).into())
+        std::str::from_utf8(self.payload_bytes()?).map_err(|e| DecodeError::new(0, "topic message payload", e).into())
     }
 }
 
@@ -247,7 +256,13 @@ pub fn decode_consume(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> R
     for m in wire.messages {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(m.payload.as_bytes())
-            .map_err(|e| bad(&format_args!("payload of offset {} is not base64: {e}", m.offset)))?;
+            .map_err(|e| {
+                DecodeError::new(
+                    status.as_u16(),
+                    "topic message payload",
+                    format_args!("offset {} is not base64: {e}", m.offset),
+                )
+            });
         messages.push(ConsumerRecord {
             topic_id: m.topic_id,
             partition_id: m.partition_id,
@@ -586,8 +601,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.is_token_expired());
-        let bad = br#"{"messages":[{"offset":1,"payload":"%%%","op":"Insert"}],"next_offset":2,"has_more":false}"#;
-        assert!(matches!(decode_consume(StatusCode::OK, &h, bad), Err(Error::Decode(_))));
+        // A payload that is not base64 spoils its own message, not the batch.
+        let bad = br#"{"messages":[{"offset":1,"payload":"%%%","op":"Insert"},{"offset":2,"payload":"e30=","op":"Insert"}],"next_offset":3,"has_more":false}"#;
+        let r = decode_consume(StatusCode::OK, &h, bad).unwrap();
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[0].offset, 1);
+        assert!(matches!(r.messages[0].payload_json::<serde_json::Value>(), Err(Error::Decode(_))));
+        assert!(r.messages[0].payload_str().is_err());
+        assert_eq!(r.messages[1].payload_str().unwrap(), "{}");
+        let garbage = br#"{"messages":[{"offset":"x"}],"next_offset":3,"has_more":false}"#;
+        assert!(matches!(decode_consume(StatusCode::OK, &h, garbage), Err(Error::Decode(_))));
         let ack = decode_ack(StatusCode::OK, &h, br#"{"success":true,"acknowledged_offset":9}"#).unwrap();
         assert_eq!(ack.acknowledged_offset, 9);
         let op: TopicOp = serde_json::from_str(r#""Truncate""#).unwrap();

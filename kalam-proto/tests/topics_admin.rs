@@ -33,7 +33,7 @@ fn consume_logs_in_once_and_carries_the_jwt() {
     match p.reply(w) {
         Ok(Reply::Consume(r)) => {
             assert_eq!((r.messages[0].offset, r.next_offset), (4, 5));
-            assert_eq!(r.messages[0].payload, br#"{"id":1}"#);
+            assert_eq!(r.messages[0].payload_bytes().unwrap(), br#"{"id":1}"#);
         }
         other => panic!("{other:?}"),
     }
