@@ -182,7 +182,8 @@ impl ConsumerRecord {
     /// The payload read as JSON into any `Deserialize` type
     /// (`serde_json::Value` for the row as it is).
     pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(self.payload_bytes()?).map_err(|e| DecodeError::new(0, "topic message payload", e).into())
+        serde_json::from_slice(self.payload_bytes()?)
+            .map_err(|e| DecodeError::new(0, "topic message payload", e).into())
     }
 
     /// The payload bytes, or why they could not be decoded.
@@ -606,11 +607,17 @@ mod tests {
         let r = decode_consume(StatusCode::OK, &h, bad).unwrap();
         assert_eq!(r.messages.len(), 2);
         assert_eq!(r.messages[0].offset, 1);
-        assert!(matches!(r.messages[0].payload_json::<serde_json::Value>(), Err(Error::Decode(_))));
+        assert!(matches!(
+            r.messages[0].payload_json::<serde_json::Value>(),
+            Err(Error::Decode(_))
+        ));
         assert!(r.messages[0].payload_str().is_err());
         assert_eq!(r.messages[1].payload_str().unwrap(), "{}");
         let garbage = br#"{"messages":[{"offset":"x"}],"next_offset":3,"has_more":false}"#;
-        assert!(matches!(decode_consume(StatusCode::OK, &h, garbage), Err(Error::Decode(_))));
+        assert!(matches!(
+            decode_consume(StatusCode::OK, &h, garbage),
+            Err(Error::Decode(_))
+        ));
         let ack = decode_ack(StatusCode::OK, &h, br#"{"success":true,"acknowledged_offset":9}"#).unwrap();
         assert_eq!(ack.acknowledged_offset, 9);
         let op: TopicOp = serde_json::from_str(r#""Truncate""#).unwrap();
