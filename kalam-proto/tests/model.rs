@@ -2,7 +2,8 @@
 //! every interleaving, up to a depth, of what a driver can feed a
 //! [`ClientCore`](kalam_proto::ClientCore): HTTP answers and transport
 //! errors for each request in flight, timeouts, credential-callback answers,
-//! socket opens, drops and server frames, and the application's commands.
+//! socket opens, drops and server frames, and the application's commands
+//! (queries, a non-replayable upload, subscriptions, credentials, connect).
 //!
 //! The core is not `Clone`: a state is its trace of actions from the start,
 //! replayed on a fresh [`Pump`] (the core is deterministic, its jitter
@@ -100,6 +101,8 @@ enum Action {
     Drop,
     /// Application commands.
     Query,
+    /// A FILE upload whose data comes from a reader: it cannot be sent twice.
+    UploadReader,
     SetAuth,
     Subscribe,
     Unsubscribe,
@@ -255,6 +258,8 @@ struct Model {
     subs_on_socket: HashSet<SubId>,
     subs: Vec<SubModel>,
     queries: u8,
+    /// The waiter of the one non-replayable upload, once asked for.
+    upload: Option<u64>,
     subscribes: u8,
     set_auths: u8,
     connects: u8,
@@ -301,6 +306,7 @@ impl Model {
             subs_on_socket: HashSet::new(),
             subs: Vec::new(),
             queries: 0,
+            upload: None,
             subscribes: 0,
             set_auths: 0,
             connects: 0,
@@ -401,6 +407,9 @@ impl Model {
         if self.queries < 2 {
             v.push(Action::Query);
         }
+        if self.upload.is_none() {
+            v.push(Action::UploadReader);
+        }
         if self.set_auths < 1 {
             v.push(Action::SetAuth);
         }
@@ -435,7 +444,7 @@ impl Model {
                 let (id, kind) = (self.p.http[i].id, self.p.http[i].kind);
                 let sent_with = self.p.http[i].auth.as_deref().map(|h| token_of(h).to_owned());
                 match answer {
-                    HttpAnswer::Ok if kind == RequestKind::Query || kind == RequestKind::Me => {
+                    HttpAnswer::Ok if matches!(kind, RequestKind::Query | RequestKind::Me | RequestKind::Upload) => {
                         self.p.answer(id, 200, OK)
                     }
                     HttpAnswer::Ok | HttpAnswer::Stale => {
@@ -538,6 +547,20 @@ impl Model {
                 self.queries += 1;
                 self.p.query("SELECT 1");
             }
+            Action::UploadReader => {
+                let op = kalam_proto::Operation::Upload(kalam_proto::UploadRequest {
+                    query: kalam_proto::QueryRequest::new(r#"INSERT INTO demo.f (id, f) VALUES (1, FILE("doc"))"#),
+                    files: vec![kalam_proto::UploadFile {
+                        placeholder: "doc".into(),
+                        filename: "a.bin".into(),
+                        mime: "application/octet-stream".into(),
+                        len: 3,
+                    }],
+                    replayable: false,
+                    sources: 1,
+                });
+                self.upload = Some(self.p.submit(op));
+            }
             Action::SetAuth => {
                 self.set_auths += 1;
                 self.epoch += 1;
@@ -614,6 +637,15 @@ impl Model {
                 );
             }
             self.seen_http += 1;
+        }
+        // A body read from a reader is sent once at most; the upload succeeds
+        // only through that one request.
+        let uploads = self.p.http.iter().filter(|s| s.kind == RequestKind::Upload).count();
+        assert!(uploads <= 1, "a non-replayable upload was sent {uploads} times");
+        if let Some(w) = self.upload
+            && let Some(Ok(_)) = self.p.result(w)
+        {
+            assert_eq!(uploads, 1, "an upload answered Ok without being sent");
         }
         if self.seen_opens < self.p.opens.len() {
             self.seen_opens = self.p.opens.len();
@@ -888,6 +920,7 @@ impl Model {
         }
         (
             self.queries,
+            self.upload.map(|w| p.result(w).is_some()),
             self.subscribes,
             self.set_auths,
             self.connects,
