@@ -14,9 +14,10 @@
 //! on Tokio: a runner polls a scenario on a thread inside a multi-thread
 //! Tokio runtime (a `#[tokio::test]`, or `block_on` of its own executor
 //! after `runtime.enter()`). The client under test uses only its own
-//! runtime `R`: the scenarios spawn with `R::spawn`, and send the HTTP of
-//! the one scenario that drives `kalam-proto` directly with `R`'s HTTP
-//! client.
+//! runtime `R`: the scenarios spawn with `R::spawn`, and the three that
+//! drive a `kalam-proto` `AuthMachine` directly (a machine whose clock is
+//! behind, with a token the server finds expired: for SQL, uploads and
+//! topics) send its HTTP with `R`'s HTTP client.
 
 use std::future::Future;
 use std::pin::Pin;

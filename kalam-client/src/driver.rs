@@ -1,12 +1,15 @@
 //! The driver task: the one owner of the client core.
 //!
-//! It is a single loop over four sources: commands from the handles, the
-//! HTTP exchanges and credential callbacks in flight (polled right here, so
-//! a query costs two task hops: caller → driver → caller), the WebSocket
-//! (polled right here too, so a live event costs one hop: socket → driver →
-//! subscriber's queue), and the core's next timeout. It performs what the core
-//! asks (`perform`) and feeds back what happened (`on_command`, `on_event`);
-//! every decision is the core's. There are no locks held across `.await`.
+//! It is a single loop over four sources, polled in turn: commands from the
+//! handles, the HTTP exchanges and credential callbacks in flight (polled
+//! right here, so a query costs two task hops: caller → driver → caller; on
+//! Tokio, hyper's connection task, which does the socket I/O, adds one), the
+//! WebSocket (polled right here too, so a live event costs one hop: socket →
+//! driver → subscriber's queue), and the core's next timeout. It performs
+//! what the core asks (`perform`) and feeds back what happened (`on_command`,
+//! `on_event`, `on_socket`); every decision is the core's. Subscribers are
+//! woken once per batch: when nothing is ready, or after `WAKE_BATCH` steps.
+//! There are no locks held across `.await`.
 //!
 //! Following one query: `KalamLinkClient::execute` sends `Command::Submit`
 //! → [`Driver::on_command`] calls `ClientCore::submit` → [`Driver::perform`]

@@ -2,14 +2,17 @@
 //!
 //! The application-facing API of the kalam KalamDB client, written once for
 //! every runtime: [`KalamLinkClient`] and its builder, the live-query
-//! streams [`LiveEvents`] and [`LiveQuery`], and the driver task that owns
-//! `kalam-proto`'s [`ClientCore`](kalam_proto::ClientCore). It is generic
-//! over a small [`Runtime`] trait (spawn, clock, timer, an HTTP client, a
-//! WebSocket), as sqlx keeps one core over several runtimes.
+//! streams [`LiveEvents`] and [`LiveQuery`], the topic consumer
+//! [`TopicConsumer`], and the driver task that owns
+//! `kalam-proto`'s [`ClientCore`](kalam_proto::ClientCore) and polls the
+//! HTTP exchanges and the WebSocket itself. It is generic over a small
+//! [`Runtime`] trait (spawn, clock, timer, an HTTP client, file open, a
+//! connected byte stream for the WebSocket), as sqlx keeps one core over
+//! several runtimes.
 //!
 //! Applications use an adapter crate, which names the types for its
 //! runtime: `kalam-tokio` (Tokio, hyper) or `kalam-async-std` (async-std,
-//! surf). Nothing here makes a protocol decision: those are all in
+//! async-h1). Nothing here makes a protocol decision: those are all in
 //! `kalam-proto`; nothing here does I/O: that is the adapter's.
 //!
 //! FILE columns: [`KalamLinkClient::execute_with_files`] streams uploads

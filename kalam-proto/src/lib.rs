@@ -2,8 +2,9 @@
 //!
 //! This crate holds everything a KalamDB client knows about the protocol and
 //! nothing about how bytes move. It never opens a socket, never reads a clock,
-//! never draws a random number and never spawns a task. The runtime adapters
-//! (`kalam-tokio`, `kalam-async-std`) do that and feed the results in.
+//! never draws a random number and never spawns a task. The driver in
+//! `kalam-client`, on a runtime adapter (`kalam-tokio`, `kalam-async-std`),
+//! does that and feeds the results in.
 //!
 //! ## The client core
 //!
@@ -109,6 +110,10 @@
 //!   every answer, including the server's three error body shapes.
 //! - [`topics`]: the topic consumer's framing and its pure poll/commit/back-off
 //!   state machine ([`ConsumerState`]); [`admin`]: health check and first-time setup.
+//! - [`files`]: FILE columns: multipart upload plans and their limits,
+//!   [`FileRef`], download paths.
+//! - [`ws_messages`]: WebSocket messages, [`LiveRow`] and
+//!   [`SubscriptionOptions`]; [`gzip`]: compressed frames (feature `gzip`).
 //! - [`jwt`]: reading a token's claims (`exp`, `token_type`…) without verifying it.
 //! - [`types`]: login answers, query results, rows with typed access
 //!   (64-bit integers arrive as strings and read back as `i64`).

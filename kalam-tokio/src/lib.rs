@@ -3,18 +3,11 @@
 //! The kalam client for Tokio applications. This crate is I/O only: it
 //! gives [`kalam_client`] a Tokio runtime ([`rt::Tokio`]: spawn, clock, timer,
 //! HTTP/1.1 on hyper's connection API, Tokio TCP and tokio-rustls under the
-//! WebSocket). The client's API, its driver task and the WebSocket task are
-//! written once, in `kalam-client`; every protocol
-//! decision (login, token expiry, refresh, `TOKEN_EXPIRED` recovery,
-//! subscriptions, pacing, reconnects) is made by `kalam-proto`'s
+//! WebSocket). The client's API and its driver task (which polls the HTTP
+//! exchanges and the WebSocket itself) are written once, in `kalam-client`;
+//! every protocol decision (login, token expiry, refresh, `TOKEN_EXPIRED`
+//! recovery, subscriptions, pacing, reconnects) is made by `kalam-proto`'s
 //! [`ClientCore`](kalam_proto::ClientCore).
-//!
-//! Following one query: [`KalamLinkClient::execute_query`] puts a command
-//! on the driver task's channel; the driver hands it to the core, which
-//! answers with the HTTP request to send; the driver runs the exchange
-//! itself (hyper, decoded with kalam-proto's decoder for that request kind),
-//! feeds the answer back, and the core's result goes to the caller's reply
-//! slot. Two task hops: caller → driver → caller.
 //!
 //! ```no_run
 //! use kalam_tokio::{AuthProvider, KalamLinkClient};
