@@ -25,7 +25,8 @@
 //!
 //! **smol.** The client's own tasks run on async-std's global executor, and
 //! its handles and streams work on any executor, so an application that runs
-//! on `smol` (or `futures::executor`) uses this crate as it is.
+//! on `smol` uses this crate as it is (a test runs a session from
+//! `smol::block_on`).
 //!
 //! **Maintenance.** async-std is discontinued upstream in favour of smol,
 //! and surf (whose HTTP/1.1 engine, async-h1, this crate uses directly) is
