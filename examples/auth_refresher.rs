@@ -1,4 +1,4 @@
-//! TOKEN_EXPIRED recovery with an `auth_refresher`.
+//! Expired-token recovery with an `auth_refresher`.
 //!
 //! The client starts with a token that has already expired. It never sends
 //! an expired token: it calls the refresher (once, however many queries
