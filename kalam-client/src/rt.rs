@@ -12,9 +12,10 @@ use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, Result, TransportError};
 
-/// A runtime adapter: spawning, a clock and a timer, an HTTP client, and
-/// TCP (or TLS) connections for the WebSocket. `kalam-tokio` implements it
-/// on Tokio and hyper, `kalam-async-std` on async-std and surf.
+/// A runtime adapter: spawning, a clock and a timer, an HTTP client, file
+/// opening for uploads, and TCP (or TLS) connections for the WebSocket.
+/// `kalam-tokio` implements it on Tokio and hyper, `kalam-async-std` on
+/// async-std and async-h1.
 pub trait Runtime: Send + Sync + Sized + 'static {
     /// A pooled HTTP/1.1 client.
     type Http: Clone + Send + Sync + 'static;
