@@ -13,22 +13,16 @@
 //! codes, row counts and `message` texts. Tokens, times and `_seq` values
 //! differ, of course.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use kalam_testkit::shape::{ShapeRules, shape_diff_with};
-use kalam_testkit::{Claims, DEFAULT_JWT_SECRET, RealServer, Refusal, TestServer, sign_jwt, verify_jwt};
+use kalam_testkit::{RealServer, TestServer};
 use serde_json::Value;
 
-fn samples_dir() -> PathBuf {
-    std::env::var_os("KALAM_WIRE_SAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire-samples")))
-}
+mod samples;
+use samples::{remint_header, unix_ms_of};
 
 struct Exchange {
     file: String,
@@ -47,31 +41,10 @@ struct Exchange {
 
 /// Every HTTP exchange of every sample, in recording order.
 fn exchanges() -> Vec<Exchange> {
-    let dir = samples_dir();
-    let mut files: Vec<(String, String, Value)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "the wire samples are not at {} ({e}); set KALAM_WIRE_SAMPLES",
-                dir.display()
-            )
-        })
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("http_"))
-        })
-        .map(|p| {
-            let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            let at = v["captured_at"].as_str().unwrap_or_default().to_owned();
-            (at, p.file_name().unwrap().to_string_lossy().into_owned(), v)
-        })
-        .collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let files = samples::files("http_");
     assert!(files.len() >= 20, "expected the HTTP samples, found {}", files.len());
     let mut out = Vec::new();
-    for (_, file, v) in files {
+    for (file, v) in files {
         let captured = v["captured_at"].as_str().unwrap_or_default().to_owned();
         let recorded = v["exchanges"].as_array().filter(|x| !x.is_empty());
         let recorded = recorded.unwrap_or_else(|| panic!("{file}: no \"exchanges\" array, or an empty one"));
@@ -91,7 +64,7 @@ fn exchanges() -> Vec<Exchange> {
                 .into_iter()
                 .map(|(k, v)| {
                     let v = if k.eq_ignore_ascii_case("authorization") {
-                        remint(&v, &captured)
+                        remint_header(&v, unix_ms_of(&captured))
                     } else {
                         v
                     };
@@ -128,58 +101,6 @@ fn exchanges() -> Vec<Exchange> {
         }
     }
     out
-}
-
-/// Re-mints a recorded `Bearer` token: same claims, times moved to now.
-fn remint(header: &str, captured_at: &str) -> String {
-    let Some(token) = header.strip_prefix("Bearer ") else {
-        return header.to_owned();
-    };
-    let Some(payload) = token.split('.').nth(1) else {
-        return header.to_owned();
-    };
-    let Some(claims) = B64
-        .decode(payload)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
-    else {
-        return header.to_owned(); // garbage stays garbage
-    };
-    let captured = unix_of(captured_at);
-    let valid_then = !matches!(
-        verify_jwt(DEFAULT_JWT_SECRET, token, captured, 60),
-        Err(Refusal::Invalid)
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let shift = |t: u64| (t as i64 + now as i64 - captured as i64) as u64;
-    let moved = Claims {
-        exp: shift(claims.exp),
-        iat: shift(claims.iat),
-        ..claims
-    };
-    let secret = if valid_then {
-        DEFAULT_JWT_SECRET
-    } else {
-        "some-other-secret-0123456789abcdef"
-    };
-    format!("Bearer {}", sign_jwt(secret, &moved))
-}
-
-/// `2026-11-22T19:37:57.900+00:00` → Unix seconds.
-fn unix_of(rfc3339: &str) -> u64 {
-    let date = &rfc3339[..10];
-    let mut p = date.split('-').map(|x| x.parse::<i64>().unwrap());
-    let (y, m, d) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let t: Vec<i64> = rfc3339[11..19].split(':').map(|x| x.parse().unwrap()).collect();
-    (days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) as u64
 }
 
 /// A `Set-Cookie` value with the token and the date replaced by their
