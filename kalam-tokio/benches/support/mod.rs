@@ -1,7 +1,8 @@
 //! What the live benchmarks of both runtimes and the heap test share
 //! (`kalam-async-std/benches/live.rs` and `kalam-tokio/tests/heap.rs`
 //! include this file): a null WebSocket server, the bare limit's client
-//! loop, and a counting allocator.
+//! loop, a counting allocator, and the live benchmark itself
+//! ([`live_bench`]), written once over the runtime.
 //!
 //! The null server runs on a thread and a Tokio runtime of its own, as
 //! another process would; its allocations are not counted. It
@@ -96,6 +97,138 @@ where
             n += 1;
         }
     }
+}
+
+/// Subscriptions beside the measured one in the second client.
+pub const IDLE: usize = 1000;
+
+/// How a benchmark runs a future to completion on its runtime.
+pub trait BlockOn {
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output;
+}
+
+/// The client's receiving loop: `BURST` inserts through `LiveEvents`.
+pub async fn client_burst(events: &mut kalam_client::LiveEvents) {
+    let mut n = 0;
+    while n < BURST {
+        if let Some(Ok(kalam_client::prelude::LiveEvent::Insert { .. })) = events.next().await {
+            n += 1;
+        }
+    }
+}
+
+/// The smallest number of bytes allocated per event over a few bursts.
+pub fn heap_per_event(mut burst: impl FnMut()) -> u64 {
+    (0..5)
+        .map(|_| {
+            let before = Counting::allocated();
+            burst();
+            (Counting::allocated() - before) / BURST as u64
+        })
+        .min()
+        .unwrap()
+}
+
+/// The live benchmark on runtime `R` (named `name` in the output): heap
+/// figures first (bytes allocated per event, client and bare; live bytes
+/// per idle subscription, one the application has read `Subscribed` and
+/// `Ready` of — the `LiveEvents` handles themselves are in a vector
+/// allocated beforehand, so not counted), then the timings of the bare
+/// limit `bare` (on the null server `bare_trigger` drives) and of the
+/// client with one subscription and with `IDLE` more idle ones.
+pub fn live_bench<R, S>(
+    c: &mut criterion::Criterion,
+    name: &str,
+    exec: &impl BlockOn,
+    mut bare: async_tungstenite::WebSocketStream<S>,
+    bare_trigger: tokio::sync::mpsc::UnboundedSender<()>,
+) where
+    R: kalam_client::Runtime,
+    S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
+{
+    use kalam_client::prelude::{AuthProvider, ConnectionOptions};
+
+    let mut clients = Vec::new();
+    let mut idle_heap = 0;
+    for idle in [0, IDLE] {
+        let (url, trigger) = null_server();
+        let (client, events, idle_streams) = exec.block_on(async {
+            let client = kalam_client::KalamLinkClient::<R>::builder()
+                .base_url(url)
+                .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
+                .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))
+                .build()
+                .unwrap();
+            let events = client
+                .live_events_with("SELECT * FROM bench.items", None)
+                .await
+                .unwrap();
+            let mut idle_streams = Vec::with_capacity(idle);
+            let before = Counting::live();
+            for i in 0..idle {
+                let sql = format!("SELECT * FROM bench.idle{i}");
+                let mut stream = client.live_events_with(&sql, None).await.unwrap();
+                // What the application reads of a subscription that
+                // then stays idle: `Subscribed` and `Ready`.
+                for _ in 0..2 {
+                    stream.next().await.unwrap().unwrap();
+                }
+                idle_streams.push(stream);
+            }
+            if idle > 0 {
+                idle_heap = (Counting::live() - before) / idle as i64;
+            }
+            (client, events, idle_streams)
+        });
+        clients.push((idle, client, events, idle_streams, trigger));
+    }
+
+    let bare_heap = heap_per_event(|| {
+        bare_trigger.send(()).unwrap();
+        exec.block_on(bare_burst(&mut bare));
+    });
+    println!("heap ({name}): bare limit {bare_heap} bytes allocated per event");
+    for (idle, _, events, _, trigger) in &mut clients {
+        let heap = heap_per_event(|| {
+            trigger.send(()).unwrap();
+            exec.block_on(client_burst(events));
+        });
+        println!(
+            "heap ({name}): client, {idle} idle subscriptions: {heap} bytes allocated per event ({:.2}x the bare limit)",
+            heap as f64 / bare_heap as f64
+        );
+    }
+    println!("heap ({name}): {idle_heap} live bytes per idle subscription ({IDLE} of them)");
+
+    let mut g = c.benchmark_group(format!("live ({name}): a burst of {BURST} change frames"));
+    g.sample_size(20);
+    g.bench_function("bare: async-tungstenite + serde_json::Value", |b| {
+        b.iter_custom(|iters| {
+            exec.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    bare_trigger.send(()).unwrap();
+                    bare_burst(&mut bare).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    for (idle, _, events, _, trigger) in &mut clients {
+        g.bench_function(format!("client: LiveEvents, {idle} idle subscriptions beside"), |b| {
+            b.iter_custom(|iters| {
+                exec.block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        trigger.send(()).unwrap();
+                        client_burst(events).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
 }
 
 thread_local! {
