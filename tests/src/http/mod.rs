@@ -174,23 +174,29 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
         return crate::ws::upgrade(req, state).await;
     }
     // The server authenticates a SQL request before it reads the body (its
-    // auth extractor runs first): a refused token is answered while a large
-    // upload is still arriving, and the rest of it is never read.
-    if path == "/v1/api/sql"
-        && req.method() == Method::POST
-        && let Err(code) = bearer(&state, req.headers())
-    {
-        let multipart = req
-            .headers()
+    // auth extractor runs first, §2.9.2): a refused token is answered while
+    // a large upload is still arriving, and the rest of it is never read.
+    let is_multipart = |headers: &http::HeaderMap| {
+        headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(files::is_multipart);
-        state.count(|c| {
-            c.queries += 1;
-            c.uploads += usize::from(multipart);
-        });
-        return bearer_refused(code, started);
-    }
+            .is_some_and(files::is_multipart)
+    };
+    let sql_caller = if path == "/v1/api/sql" && req.method() == Method::POST {
+        match bearer(&state, req.headers()) {
+            Ok(caller) => Some(caller),
+            Err(code) => {
+                let multipart = is_multipart(req.headers());
+                state.count(|c| {
+                    c.queries += 1;
+                    c.uploads += usize::from(multipart);
+                });
+                return bearer_refused(code, started);
+            }
+        }
+    } else {
+        None
+    };
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
@@ -233,16 +239,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
                 .unwrap_or_default();
             reply(setup::cluster_health(&state, host))
         }
-        (Method::POST, "/v1/api/sql") => {
-            let multipart = headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(files::is_multipart);
+        (Method::POST, "/v1/api/sql") if let Some(caller) = sql_caller => {
+            let multipart = is_multipart(&headers);
             state.count(|c| {
                 c.queries += 1;
                 c.uploads += usize::from(multipart);
             });
-            sql(&state, &headers, is_json, &body, started)
+            sql(&state, &headers, caller, is_json, &body, started)
         }
         (Method::GET, p) if p.starts_with("/v1/files/") => {
             state.count(|c| c.downloads += 1);
@@ -570,12 +573,16 @@ fn bearer_refused(code: &str, started: Instant) -> Answer {
     bearer_refusal(code, message, started)
 }
 
-fn sql(state: &State, headers: &http::HeaderMap, is_json: bool, body: &[u8], started: Instant) -> Answer {
-    // Authentication first, as the server does (§2.9.2).
-    let (claims, role) = match bearer(state, headers) {
-        Ok(x) => x,
-        Err(code) => return bearer_refused(code, started),
-    };
+/// A SQL request of a caller already authenticated ([`bearer`], before
+/// its body was read).
+fn sql(
+    state: &State,
+    headers: &http::HeaderMap,
+    (claims, role): (jwt::Claims, String),
+    is_json: bool,
+    body: &[u8],
+    started: Instant,
+) -> Answer {
     if !state.rates.query(&claims.sub) {
         let e = SqlError::new(
             429,
