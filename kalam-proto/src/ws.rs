@@ -1156,7 +1156,7 @@ impl WsSession {
                 }
                 s.last_batch = Some(batch_num);
                 for r in &rows {
-                    s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
+                    s.last_seq = s.last_seq.max(r.seq());
                 }
                 if !has_more {
                     s.phase = SubPhase::Live;
@@ -1181,7 +1181,7 @@ impl WsSession {
                     return;
                 };
                 for r in rows.iter().chain(old_values.iter()) {
-                    s.last_seq = s.last_seq.max(ws_messages::row_seq(r));
+                    s.last_seq = s.last_seq.max(r.seq());
                 }
                 match change_type {
                     ChangeType::Insert => {

@@ -392,11 +392,6 @@ impl<'de> Deserialize<'de> for ServerMessage {
     }
 }
 
-/// The `_seq` of a row, read from its i64-as-string (or number) value.
-pub fn row_seq(row: &LiveRow) -> Option<i64> {
-    row.seq()
-}
-
 /// Decodes a text frame.
 pub fn decode_text(text: &str) -> Result<ServerMessage, DecodeError> {
     serde_json::from_str(text).map_err(|e| DecodeError::new(0, "WebSocket message", e))
@@ -482,7 +477,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!(change_type, ChangeType::Delete);
-                assert_eq!(row_seq(&old_values[0]), Some(382_978_043_261_325_313));
+                assert_eq!(old_values[0].seq(), Some(382_978_043_261_325_313));
             }
             other => panic!("{other:?}"),
         }

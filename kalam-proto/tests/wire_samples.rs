@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use kalam_proto::framing::{self, QueryRequest, decode_error, decode_login, decode_me, decode_query};
-use kalam_proto::ws_messages::{ServerMessage, decode_binary, decode_text, row_seq};
+use kalam_proto::ws_messages::{ServerMessage, decode_binary, decode_text};
 use kalam_proto::{Endpoints, Error, ErrorCode, KalamDataType, Secret, jwt};
 use serde_json::Value;
 
@@ -451,7 +451,7 @@ fn lifecycle_sample_reads_as_the_protocol_says() {
             } => {
                 assert!(!batch_control.has_more);
                 for r in &rows {
-                    seqs.insert(r["id"].as_str().unwrap().to_owned(), row_seq(r).unwrap());
+                    seqs.insert(r["id"].as_str().unwrap().to_owned(), r.seq().unwrap());
                 }
                 kinds.push("initial");
             }
@@ -466,13 +466,13 @@ fn lifecycle_sample_reads_as_the_protocol_says() {
                     Insert => assert!(rows.len() == 1 && old_values.is_empty()),
                     Update => {
                         assert!(rows.len() == 1 && old_values.len() == 1);
-                        assert!(row_seq(&rows[0]) > row_seq(&old_values[0]), "the new _seq is higher");
+                        assert!(rows[0].seq() > old_values[0].seq(), "the new _seq is higher");
                     }
                     Delete => {
                         assert!(rows.is_empty() && old_values[0]["_deleted"] == true);
                         let id = old_values[0]["id"].as_str().unwrap();
                         assert!(
-                            row_seq(&old_values[0]).unwrap() > seqs[id],
+                            old_values[0].seq().unwrap() > seqs[id],
                             "a deletion has its own, newer _seq"
                         );
                     }
