@@ -167,13 +167,83 @@ impl HttpClient {
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {timeout:?}")))?
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(io))
+        let (sender, connection) = http1::handshake(TokioIo::new(HeardOut { io, peer_gone: false }))
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await; // ends when the server closes it or the sender is dropped
         });
         Ok(sender)
+    }
+}
+
+/// A connection on which a server may answer before it has read the whole
+/// request and then close: the server authenticates a SQL request before
+/// it reads the body, so a refused token on a large upload is answered
+/// while the body is still being written. hyper reads while it writes, but
+/// gives up on the exchange at the first failed write; here, once the peer
+/// has closed or reset, the rest of the request is dropped as written, so
+/// hyper goes on to read the answer that came (or fails on the read, as a
+/// transport error, if none did). A connection whose writes were dropped
+/// is closed by its peer, so it never goes back to work.
+struct HeardOut {
+    io: Box<dyn crate::net::Io>,
+    peer_gone: bool,
+}
+
+impl HeardOut {
+    fn gone(&mut self, result: std::io::Result<()>) -> std::io::Result<()> {
+        match result {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.peer_gone = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for HeardOut {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HeardOut {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.peer_gone {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) => Poll::Ready(self.gone(Err(e)).map(|()| buf.len())),
+            other => other,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.peer_gone {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(r) => Poll::Ready(self.gone(r)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.peer_gone {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
