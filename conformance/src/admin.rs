@@ -1,8 +1,8 @@
 //! Conformance scenarios for the health check and first-time setup, on any
 //! runtime, against the kit and the real server.
 
-use kalam_client::prelude::*;
-use kalam_client::{KalamLinkClient, Runtime};
+use kalam_driver::prelude::*;
+use kalam_driver::{KalamLinkClient, Runtime};
 
 use crate::scenarios::root;
 use crate::{Backend, FaultProxy};

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::AsyncReadExt as _;
-use kalam_client::prelude::*;
-use kalam_client::{BodyChunks, KalamLinkClient, Runtime};
+use kalam_driver::prelude::*;
+use kalam_driver::{BodyChunks, KalamLinkClient, Runtime};
 use sha2::{Digest as _, Sha256};
 
 use crate::scenarios::{machine_behind_an_expired_token, root};

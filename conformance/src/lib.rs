@@ -1,9 +1,9 @@
 //! # kalam-conformance: one conformance suite for every runtime
 //!
 //! The scenarios in [`scenarios`] are written once, generic over the
-//! client's [`Runtime`](kalam_client::Runtime): each is an
+//! client's [`Runtime`](kalam_driver::Runtime): each is an
 //! `async fn name<R: Runtime>(b: &dyn Backend)` that uses
-//! `kalam_client::KalamLinkClient<R>`. Each adapter's tests instantiate them
+//! `kalam_driver::KalamLinkClient<R>`. Each adapter's tests instantiate them
 //! with its runtime (`kalam_tokio::rt::Tokio`, `kalam_async_std::rt::AsyncStd`)
 //! against the in-process test kit and, in ignored tests, against the real
 //! KalamDB server; [`for_each_scenario!`] lists the scenarios so every

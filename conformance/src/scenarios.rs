@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kalam_client::prelude::*;
-use kalam_client::{KalamLinkClient, Runtime};
+use kalam_driver::prelude::*;
+use kalam_driver::{KalamLinkClient, Runtime};
 
 use crate::{Backend, FaultProxy, mint, unix_now};
 
@@ -272,7 +272,7 @@ pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
     b: &dyn Backend,
     url: &str,
 ) -> (kalam_proto::AuthMachine, kalam_proto::Now, R::Http) {
-    use kalam_client::HttpSettings;
+    use kalam_driver::HttpSettings;
     use kalam_proto::{AuthConfig, AuthMachine, Endpoints, Instant, Now};
 
     let real_now = unix_now();

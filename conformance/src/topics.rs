@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use kalam_client::prelude::*;
-use kalam_client::{KalamLinkClient, Runtime, TopicConsumer};
+use kalam_driver::prelude::*;
+use kalam_driver::{KalamLinkClient, Runtime, TopicConsumer};
 
 use crate::scenarios::{PATIENCE, machine_behind_an_expired_token, root};
 use crate::{Backend, FaultProxy};

@@ -1,5 +1,5 @@
 //! The HTTP transport: HTTP/1.1 with async-h1 (the engine under surf) over
-//! async-std TCP, kept alive in kalam-client's [`IdlePool`]; a connection is
+//! async-std TCP, kept alive in kalam-driver's [`IdlePool`]; a connection is
 //! back in the pool before its answer is reported, so one client holds at
 //! most `http_max_connections` connections. It sends the
 //! `http::Request` values kalam-proto builds and hands the answers back; no
@@ -17,8 +17,8 @@ use std::time::Instant;
 use async_std::net::TcpStream;
 use futures_util::AsyncReadExt as _;
 use futures_util::TryStreamExt as _;
-use kalam_client::pool::IdlePool;
-use kalam_client::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::pool::IdlePool;
+use kalam_driver::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::TransportError;
 
 use crate::net::{Io, secure, tcp};

@@ -4,9 +4,9 @@
 //! builder, `AuthProvider`, `DynamicAuthProvider`, `auth_refresher`, live
 //! queries, hooks, options, the topic consumer [`TopicConsumer`],
 //! `health_check` and `setup`), on async-std I/O: this crate only gives
-//! [`kalam_client`] an async-std runtime ([`rt::AsyncStd`]: spawn, clock,
+//! [`kalam_driver`] an async-std runtime ([`rt::AsyncStd`]: spawn, clock,
 //! timer, HTTP/1.1 with async-h1, async-std TCP under the WebSocket). The
-//! API and the driver task are written once in `kalam-client`; every
+//! API and the driver task are written once in `kalam-driver`; every
 //! protocol decision is `kalam-proto`'s.
 //!
 //! ```no_run
@@ -45,10 +45,10 @@ mod http;
 mod net;
 pub mod rt;
 
-/// A KalamDB client on async-std. See [`kalam_client::KalamLinkClient`] for
+/// A KalamDB client on async-std. See [`kalam_driver::KalamLinkClient`] for
 /// every method.
-pub type KalamLinkClient = kalam_client::KalamLinkClient<rt::AsyncStd>;
+pub type KalamLinkClient = kalam_driver::KalamLinkClient<rt::AsyncStd>;
 /// Builds a [`KalamLinkClient`].
-pub type KalamLinkClientBuilder = kalam_client::KalamLinkClientBuilder<rt::AsyncStd>;
+pub type KalamLinkClientBuilder = kalam_driver::KalamLinkClientBuilder<rt::AsyncStd>;
 
-pub use kalam_client::prelude::*;
+pub use kalam_driver::prelude::*;

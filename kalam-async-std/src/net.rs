@@ -30,7 +30,7 @@ pub(crate) async fn secure(tcp: TcpStream, _host: &str, tls: bool) -> std::io::R
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
 pub(crate) async fn secure(tcp: TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_client::tls;
+    use kalam_driver::tls;
     if !tls {
         return Ok(Box::new(tcp));
     }

@@ -3,7 +3,7 @@
 //! This crate holds everything a KalamDB client knows about the protocol and
 //! nothing about how bytes move. It never opens a socket, never reads a clock,
 //! never draws a random number and never spawns a task. The driver in
-//! `kalam-client`, on a runtime adapter (`kalam-tokio`, `kalam-async-std`),
+//! `kalam-driver`, on a runtime adapter (`kalam-tokio`, `kalam-async-std`),
 //! does that and feeds the results in.
 //!
 //! ## The client core
@@ -100,7 +100,7 @@
 //! ```
 //!
 //! The basic credentials went to the login endpoint once; the query carried
-//! the JWT that came back. `kalam-client` runs exactly this loop on any
+//! the JWT that came back. `kalam-driver` runs exactly this loop on any
 //! async runtime.
 
 //! ## What else is here

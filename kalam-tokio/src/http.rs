@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use kalam_client::pool::IdlePool;
-use kalam_client::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::pool::IdlePool;
+use kalam_driver::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::{Error, TransportError};
 
 /// A request body streamed from chunks (uploads).

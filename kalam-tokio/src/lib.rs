@@ -1,10 +1,10 @@
 //! # kalam-tokio: a KalamDB client on Tokio
 //!
 //! The kalam client for Tokio applications. This crate is I/O only: it
-//! gives [`kalam_client`] a Tokio runtime ([`rt::Tokio`]: spawn, clock, timer,
+//! gives [`kalam_driver`] a Tokio runtime ([`rt::Tokio`]: spawn, clock, timer,
 //! HTTP/1.1 on hyper's connection API, Tokio TCP and tokio-rustls under the
 //! WebSocket). The client's API and its driver task (which polls the HTTP
-//! exchanges and the WebSocket itself) are written once, in `kalam-client`;
+//! exchanges and the WebSocket itself) are written once, in `kalam-driver`;
 //! every protocol decision (login, token expiry, refresh, `TOKEN_EXPIRED`
 //! recovery, subscriptions, pacing, reconnects) is made by `kalam-proto`'s
 //! [`ClientCore`](kalam_proto::ClientCore).
@@ -112,10 +112,10 @@ mod http;
 mod net;
 pub mod rt;
 
-/// A KalamDB client on Tokio. See [`kalam_client::KalamLinkClient`] for
+/// A KalamDB client on Tokio. See [`kalam_driver::KalamLinkClient`] for
 /// every method.
-pub type KalamLinkClient = kalam_client::KalamLinkClient<rt::Tokio>;
+pub type KalamLinkClient = kalam_driver::KalamLinkClient<rt::Tokio>;
 /// Builds a [`KalamLinkClient`].
-pub type KalamLinkClientBuilder = kalam_client::KalamLinkClientBuilder<rt::Tokio>;
+pub type KalamLinkClientBuilder = kalam_driver::KalamLinkClientBuilder<rt::Tokio>;
 
-pub use kalam_client::prelude::*;
+pub use kalam_driver::prelude::*;

@@ -19,7 +19,7 @@ pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
 pub(crate) async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_client::tls;
+    use kalam_driver::tls;
     if !tls {
         return Ok(Box::new(tcp));
     }

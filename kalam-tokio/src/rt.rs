@@ -4,7 +4,7 @@
 
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
-use kalam_client::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
+use kalam_driver::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
 use kalam_proto::{Error, Result, TransportError};
 
 use crate::net::{Io, secure};

@@ -1,7 +1,7 @@
 //! Secrets never reach the logs (a test binary of its own: it installs a
 //! global TRACE subscriber). Needs the real server, like real_server.rs.
 //!
-//! Tokio-only: the log lines checked here are kalam-client's (the same on
+//! Tokio-only: the log lines checked here are kalam-driver's (the same on
 //! every runtime), and the capture is a process-wide subscriber, so one
 //! runtime suffices.
 

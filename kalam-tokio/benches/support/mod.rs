@@ -108,10 +108,10 @@ pub trait BlockOn {
 }
 
 /// The client's receiving loop: `BURST` inserts through `LiveEvents`.
-pub async fn client_burst(events: &mut kalam_client::LiveEvents) {
+pub async fn client_burst(events: &mut kalam_driver::LiveEvents) {
     let mut n = 0;
     while n < BURST {
-        if let Some(Ok(kalam_client::prelude::LiveEvent::Insert { .. })) = events.next().await {
+        if let Some(Ok(kalam_driver::prelude::LiveEvent::Insert { .. })) = events.next().await {
             n += 1;
         }
     }
@@ -143,17 +143,17 @@ pub fn live_bench<R, S>(
     mut bare: async_tungstenite::WebSocketStream<S>,
     bare_trigger: tokio::sync::mpsc::UnboundedSender<()>,
 ) where
-    R: kalam_client::Runtime,
+    R: kalam_driver::Runtime,
     S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
 {
-    use kalam_client::prelude::{AuthProvider, ConnectionOptions};
+    use kalam_driver::prelude::{AuthProvider, ConnectionOptions};
 
     let mut clients = Vec::new();
     let mut idle_heap = 0;
     for idle in [0, IDLE] {
         let (url, trigger) = null_server();
         let (client, events, idle_streams) = exec.block_on(async {
-            let client = kalam_client::KalamLinkClient::<R>::builder()
+            let client = kalam_driver::KalamLinkClient::<R>::builder()
                 .base_url(url)
                 .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
                 .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))

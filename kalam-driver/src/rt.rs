@@ -59,7 +59,7 @@ pub trait Runtime: Send + Sync + Sized + 'static {
 
     /// Connects the byte stream of a WebSocket (`url` is `ws://…` or
     /// `wss://…`; TLS is the runtime's, where it has it). The handshake and
-    /// the framing are kalam-client's.
+    /// the framing are kalam-driver's.
     fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
 
     /// Sends one request whose body, if any, is streamed from `body` (its

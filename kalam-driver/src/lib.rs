@@ -1,4 +1,6 @@
-//! # kalam-client: the runtime-neutral half of the kalam client
+//! # kalam-driver: the runtime-neutral half of the kalam client
+//!
+//! (Not `kalam-client`: that is the name of upstream's official Rust client.)
 //!
 //! The application-facing API of the kalam KalamDB client, written once for
 //! every runtime: [`KalamLinkClient`] and its builder, the live-query
