@@ -269,7 +269,7 @@ pub async fn files_over_limits_are_refused_before_sending<R: Runtime>(b: &dyn Ba
 /// body and then closes, so the client must take that early answer rather
 /// than fail on the broken pipe of the unread body.
 pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backend) {
-    use kalam_proto::{Operation, Output, Reply, RequestKind, Segment, UploadFile, UploadRequest};
+    use kalam_proto::{AuthOutput, Operation, Reply, RequestKind, Segment, UploadFile, UploadRequest};
 
     let client = root::<R>(b, &b.url());
     let table = files_table(&client).await;
@@ -294,7 +294,7 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
     let password = b.root_password();
     let result = loop {
         match m.poll_output() {
-            Some(Output::TransmitUpload { id, request, plan }) => {
+            Some(AuthOutput::TransmitUpload { id, request, plan }) => {
                 let chunks: Vec<std::io::Result<Vec<u8>>> = plan
                     .segments
                     .iter()
@@ -313,11 +313,11 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
                 let decoded = kalam_proto::decode(RequestKind::Upload, parts.status, &parts.headers, &answer);
                 m.handle_decoded(id, decoded, now);
             }
-            Some(Output::Transmit { id, request, .. }) => {
+            Some(AuthOutput::Transmit { id, request, .. }) => {
                 let response = R::send_http(http.clone(), request).await.expect("HTTP exchange");
                 m.handle_response(id, &response, now);
             }
-            Some(Output::FetchCredentials { id, .. }) => {
+            Some(AuthOutput::FetchCredentials { id, .. }) => {
                 calls.fetch_add(1, Ordering::SeqCst);
                 let login = client
                     .login("root", &password)
@@ -325,7 +325,7 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
                     .map(|l| AuthProvider::jwt_token(l.access_token));
                 m.handle_credentials(id, login, now);
             }
-            Some(Output::Done { op: done, result }) => {
+            Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;
             }

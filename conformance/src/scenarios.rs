@@ -312,7 +312,7 @@ pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
 /// cannot be made to expire a token early. The kit's `force_expire_all`
 /// tests in kalam-tokio's kit_controls.rs cover the whole client.)
 pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend) {
-    use kalam_proto::{Operation, Output, Reply};
+    use kalam_proto::{AuthOutput, Operation, Reply};
 
     let proxy = proxy(b).await;
     let (mut m, now, http) = machine_behind_an_expired_token::<R>(b, &proxy.url());
@@ -320,19 +320,19 @@ pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend)
     let op = m.submit(Operation::Query(QueryRequest::new("SELECT 42")), now);
     let result = loop {
         match m.poll_output() {
-            Some(Output::Transmit { id, request, .. }) => {
+            Some(AuthOutput::Transmit { id, request, .. }) => {
                 let response = R::send_http(http.clone(), request).await.expect("HTTP exchange");
                 m.handle_response(id, &response, now);
             }
-            Some(Output::FetchCredentials { id, .. }) => {
+            Some(AuthOutput::FetchCredentials { id, .. }) => {
                 let credentials = refresher().await;
                 m.handle_credentials(id, credentials, now);
             }
-            Some(Output::Done { op: done, result }) => {
+            Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;
             }
-            Some(Output::TransmitUpload { .. }) => panic!("no upload was asked for"),
+            Some(AuthOutput::TransmitUpload { .. }) => panic!("no upload was asked for"),
             None => panic!("the machine stalled"),
         }
     };

@@ -267,7 +267,7 @@ pub async fn consumer_refusals_are_typed<R: Runtime>(b: &dyn Backend) {
 /// request retried once; with a dynamic provider, the provider's token is
 /// used and the provider asked once.
 pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backend) {
-    use kalam_proto::{ConsumeRequest, Operation, Output, Reply};
+    use kalam_proto::{AuthOutput, ConsumeRequest, Operation, Reply};
 
     let client = root::<R>(b, &b.url());
     let (table, topic) = topic_fixture(&client, "conf_topic_tokens").await;
@@ -285,20 +285,20 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
     let login = root::<R>(b, &b.url());
     let result = loop {
         match m.poll_output() {
-            Some(Output::Transmit { id, request, .. }) => {
+            Some(AuthOutput::Transmit { id, request, .. }) => {
                 let response = R::send_http(http.clone(), request).await.expect("HTTP exchange");
                 m.handle_response(id, &response, then);
             }
-            Some(Output::FetchCredentials { id, .. }) => {
+            Some(AuthOutput::FetchCredentials { id, .. }) => {
                 refreshes.fetch_add(1, Ordering::SeqCst);
                 let token = login.login("root", &b.root_password()).await.map(|l| l.access_token);
                 m.handle_credentials(id, token.map(AuthProvider::jwt_token), then);
             }
-            Some(Output::Done { op: done, result }) => {
+            Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;
             }
-            Some(Output::TransmitUpload { .. }) => panic!("no upload was asked for"),
+            Some(AuthOutput::TransmitUpload { .. }) => panic!("no upload was asked for"),
             None => panic!("the machine stalled"),
         }
     };

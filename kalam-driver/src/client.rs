@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kalam_proto::{
-    Answer, AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider,
-    Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result,
-    SubscriptionOptions,
+    AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider, Endpoints,
+    Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubscriptionOptions,
 };
 use kalam_proto::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
@@ -103,18 +102,12 @@ impl<R: Runtime> KalamLinkClient<R> {
 
     /// Runs a [`QueryRequest`] (SQL, parameters, default namespace).
     pub async fn execute(&self, request: impl Into<QueryRequest>) -> Result<QueryResponse> {
-        match self.submit(Operation::Query(request.into())).await? {
-            Answer::Reply(Reply::Query(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(Operation::Query(request.into())).await
     }
 
     /// The authenticated user (`GET /v1/api/auth/me`).
     pub async fn current_user(&self) -> Result<MeResponse> {
-        match self.submit(Operation::Me).await? {
-            Answer::Reply(Reply::Me(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(Operation::Me).await
     }
 
     /// Logs in and returns the token pair. Changes nothing in this client:
@@ -126,10 +119,7 @@ impl<R: Runtime> KalamLinkClient<R> {
             user: user.to_owned(),
             password: Secret::new(password),
         };
-        match self.submit(op).await? {
-            Answer::Reply(Reply::Login(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(op).await
     }
 
     /// Exchanges a refresh token for a new token pair. Changes nothing in
@@ -139,10 +129,7 @@ impl<R: Runtime> KalamLinkClient<R> {
         let op = Operation::Refresh {
             refresh_token: Secret::new(refresh_token),
         };
-        match self.submit(op).await? {
-            Answer::Reply(Reply::Login(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(op).await
     }
 
     /// Replaces the credentials. All clones share one auth state, so this is
@@ -215,10 +202,8 @@ impl<R: Runtime> KalamLinkClient<R> {
             queue,
             reply: tx,
         })?;
-        match rx.await?? {
-            Answer::Subscribed(sub) => Ok(LiveEvents::new(sub, source, self.inner.commands.clone())),
-            other => Err(unexpected(other)),
-        }
+        let sub = rx.await??.into_subscribed()?;
+        Ok(LiveEvents::new(sub, source, self.inner.commands.clone()))
     }
 
     /// A live query's current result set, kept up to date.
@@ -251,10 +236,7 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// from elsewhere this is [`Error::LocalhostOnly`]; check readiness with
     /// an authenticated `execute_query("SELECT 1")` instead.
     pub async fn health_check(&self) -> Result<HealthResponse> {
-        match self.submit(Operation::Health).await? {
-            Answer::Reply(Reply::Health(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(Operation::Health).await
     }
 
     /// Whether the server still needs its first-time [`setup`](Self::setup)
@@ -266,10 +248,7 @@ impl<R: Runtime> KalamLinkClient<R> {
 
     /// The server's setup status with its message (`GET /v1/api/auth/status`).
     pub async fn setup_status(&self) -> Result<SetupStatus> {
-        match self.submit(Operation::SetupStatus).await? {
-            Answer::Reply(Reply::SetupStatus(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(Operation::SetupStatus).await
     }
 
     /// First-time setup of a fresh server: gives root its password and
@@ -279,25 +258,19 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// the server's code: [`ErrorCode::AlreadyConfigured`](kalam_proto::ErrorCode::AlreadyConfigured),
     /// `WeakPassword`, `InvalidUser`, `UserExists`, `RateLimited`.
     pub async fn setup(&self, request: SetupRequest) -> Result<SetupResponse> {
-        match self.submit(Operation::Setup(request)).await? {
-            Answer::Reply(Reply::Setup(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        self.submit(Operation::Setup(request)).await
     }
 
     pub(crate) fn command(&self, command: Command) -> Result<()> {
         self.inner.commands.send(command).map_err(|_| Error::Closed)
     }
 
-    async fn submit(&self, op: Operation) -> Result<Answer> {
+    /// Runs an operation and returns the reply of the type it answers.
+    async fn submit<T: TryFrom<Reply, Error = Reply>>(&self, op: Operation) -> Result<T> {
         let (tx, rx) = reply();
         self.command(Command::Submit(op, tx))?;
-        rx.await?
+        rx.await??.into_reply()
     }
-}
-
-fn unexpected(reply: Answer) -> Error {
-    Error::Runtime(format!("the driver answered with the wrong kind of reply: {reply:?}"))
 }
 
 /// Builds a [`KalamLinkClient`].
@@ -462,7 +435,7 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
             max_frame: self.options.max_response_bytes,
         };
         let (commands, rx) = crate::sync::channel();
-        R::spawn(Driver::<R>::new(core, http, sockets, callbacks, clock).run(rx));
+        R::spawn(Driver::<R>::new(core, http, http_settings.max_body, sockets, callbacks, clock).run(rx));
         Ok(KalamLinkClient {
             inner: Arc::new(Inner {
                 commands,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use kalam_proto::{
-    AckResponse, Answer, AutoOffsetReset, ConsumerConfig, ConsumerRecord, ConsumerState, ConsumerStep, Error, Instant,
+    AckResponse, AutoOffsetReset, ConsumerConfig, ConsumerRecord, ConsumerState, ConsumerStep, Error, Instant,
     Operation, Reply, Result,
 };
 
@@ -222,18 +222,16 @@ impl TopicConsumer {
             match self.state.next_step(self.now()) {
                 ConsumerStep::Wait(at) => (self.timer.sleep_until)(self.origin + at.as_duration()).await,
                 ConsumerStep::Ack(request) => match self.submit(Operation::AckTopic(request)).await {
-                    Ok(Answer::Reply(Reply::Ack(r))) => self.state.handle_ack(r),
-                    Ok(other) => return Err(unexpected(other)),
+                    Ok(r) => self.state.handle_ack(r),
                     Err(e) => return Err(self.failed(e)),
                 },
                 ConsumerStep::Consume(request) => match self.submit(Operation::ConsumeTopic(request)).await {
-                    Ok(Answer::Reply(Reply::Consume(r))) => {
+                    Ok(r) => {
                         let batch = self.state.handle_consume(r, self.now());
                         if !batch.is_empty() {
                             return Ok(batch);
                         }
                     }
-                    Ok(other) => return Err(unexpected(other)),
                     Err(e) => return Err(self.failed(e)),
                 },
             }
@@ -262,13 +260,9 @@ impl TopicConsumer {
     /// counts as processed and is not delivered to the group again.
     pub async fn ack(&mut self, offset: u64) -> Result<AckResponse> {
         let request = self.state.ack_request(offset);
-        match self.submit(Operation::AckTopic(request)).await? {
-            Answer::Reply(Reply::Ack(r)) => {
-                self.state.handle_ack(r);
-                Ok(r)
-            }
-            other => Err(unexpected(other)),
-        }
+        let r = self.submit(Operation::AckTopic(request)).await?;
+        self.state.handle_ack(r);
+        Ok(r)
     }
 
     /// Commits everything handed out so far (what auto-commit would commit
@@ -313,13 +307,9 @@ impl TopicConsumer {
         error
     }
 
-    async fn submit(&self, op: Operation) -> Result<Answer> {
+    async fn submit<T: TryFrom<Reply, Error = Reply>>(&self, op: Operation) -> Result<T> {
         let (tx, rx) = reply();
         self.commands.send(Command::Submit(op, tx)).map_err(|_| Error::Closed)?;
-        rx.await?
+        rx.await??.into_reply()
     }
-}
-
-fn unexpected(reply: Answer) -> Error {
-    Error::Runtime(format!("the driver answered with the wrong kind of reply: {reply:?}"))
 }

@@ -95,6 +95,9 @@ pub(crate) fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
 pub(crate) struct Driver<R: Runtime> {
     core: ClientCore<Waiter>,
     http: R::Http,
+    /// Largest HTTP answer (`ConnectionOptions::max_response_bytes`), for
+    /// the exchanges the driver streams itself (uploads' answers, downloads).
+    max_body: usize,
     socket_settings: SocketSettings,
     callbacks: Callbacks,
     clock: Clock<R>,
@@ -130,6 +133,7 @@ impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         core: ClientCore<Waiter>,
         http: R::Http,
+        max_body: usize,
         socket_settings: SocketSettings,
         callbacks: Callbacks,
         clock: Clock<R>,
@@ -137,6 +141,7 @@ impl<R: Runtime> Driver<R> {
         Driver {
             core,
             http,
+            max_body,
             socket_settings,
             callbacks,
             clock,
@@ -308,7 +313,7 @@ impl<R: Runtime> Driver<R> {
             match output {
                 CoreOutput::SendHttp { id, kind, request } => self.start_http(id, kind, request),
                 CoreOutput::SendUpload { id, request, plan } => {
-                    let max = self.socket_settings.max_frame;
+                    let max = self.max_body;
                     let task = crate::files::upload::<R>(self.http.clone(), id, request, plan, &self.files, max);
                     self.in_flight.push(task);
                 }
@@ -382,7 +387,7 @@ impl<R: Runtime> Driver<R> {
     fn start_http(&mut self, id: RequestId, kind: RequestKind, request: http::Request<Vec<u8>>) {
         if kind == RequestKind::Download {
             // The body is the caller's, streamed (`files`).
-            let max = self.socket_settings.max_frame;
+            let max = self.max_body;
             let task = crate::files::download::<R>(self.http.clone(), id, request, &self.files, max);
             return self.in_flight.push(task);
         }

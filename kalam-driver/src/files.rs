@@ -27,8 +27,8 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _};
 use kalam_proto::files::{DownloadSink, download_streams_body};
 use kalam_proto::{
-    Answer, DownloadInfo, Error, FileRef, Operation, QueryRequest, QueryResponse, Reply, RequestId, RequestKind,
-    Result, Segment, TransportError, UploadFile, UploadPlan, UploadRequest,
+    DownloadInfo, Error, FileRef, Operation, QueryRequest, QueryResponse, RequestId, RequestKind, Result, Segment,
+    TransportError, UploadFile, UploadPlan, UploadRequest,
 };
 
 use crate::client::KalamLinkClient;
@@ -336,10 +336,7 @@ impl<R: Runtime> KalamLinkClient<R> {
         // `sources` lives until the answer: the driver streams from it.
         let answer = rx.await?;
         drop(sources);
-        match answer? {
-            Answer::Reply(Reply::Query(r)) => Ok(r),
-            other => Err(Error::Runtime(format!("the driver answered an upload with {other:?}"))),
-        }
+        answer?.into_reply()
     }
 
     /// Downloads a FILE column's file of `namespace.table` (the path is
@@ -426,10 +423,7 @@ impl<R: Runtime> KalamLinkClient<R> {
             Attach::Download(key, Arc::downgrade(&slot)),
             tx,
         ))?;
-        let info = match rx.await?? {
-            Answer::Reply(Reply::Download(info)) => info,
-            other => return Err(Error::Runtime(format!("the driver answered a download with {other:?}"))),
-        };
+        let info: DownloadInfo = rx.await??.into_reply()?;
         let reader = slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())

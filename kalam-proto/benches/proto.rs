@@ -9,7 +9,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use criterion::{Criterion, criterion_group, criterion_main};
-use kalam_proto::{AuthConfig, AuthMachine, AuthProvider, Endpoints, Instant, Now, Operation, Output, QueryRequest};
+use kalam_proto::{
+    AuthConfig, AuthMachine, AuthOutput, AuthProvider, Endpoints, Instant, Now, Operation, QueryRequest,
+};
 
 fn token() -> String {
     let claims =
@@ -60,7 +62,7 @@ fn benches(c: &mut Criterion) {
                 Operation::Query(QueryRequest::new("SELECT id, name FROM demo.items WHERE id = 1")),
                 now,
             );
-            let Some(Output::Transmit { id, request, .. }) = m.poll_output() else {
+            let Some(AuthOutput::Transmit { id, request, .. }) = m.poll_output() else {
                 unreachable!()
             };
             black_box(&request);
@@ -82,7 +84,7 @@ fn benches(c: &mut Criterion) {
                 let mut m = m2.borrow_mut();
                 m.submit(Operation::Query(QueryRequest::new("SELECT 1")), now);
                 match m.poll_output() {
-                    Some(Output::Transmit { id, .. }) => id,
+                    Some(AuthOutput::Transmit { id, .. }) => id,
                     _ => unreachable!(),
                 }
             },

@@ -9,12 +9,12 @@
 //! sets root's password and creates a first DBA user. It returns no token:
 //! log in afterwards.
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, Error, ErrorCode, Result};
-use crate::framing::{self, Endpoints};
+use crate::framing;
+use crate::ops::RequestKind;
 use crate::secret::Secret;
 use crate::types::UserInfo;
 
@@ -127,32 +127,6 @@ pub struct SetupResponse {
     pub message: String,
 }
 
-fn get(uri: &http::Uri) -> Request<Vec<u8>> {
-    let mut req = Request::new(Vec::new());
-    *req.uri_mut() = uri.clone();
-    req
-}
-
-/// `GET /v1/api/healthcheck` (no token).
-pub fn health_request(ep: &Endpoints) -> Request<Vec<u8>> {
-    get(ep.health())
-}
-
-/// `GET /v1/api/auth/status` (no token).
-pub fn setup_status_request(ep: &Endpoints) -> Request<Vec<u8>> {
-    get(ep.setup_status())
-}
-
-/// `POST /v1/api/auth/setup` with a prepared body (no token).
-pub fn setup_request(ep: &Endpoints, body: Vec<u8>) -> Request<Vec<u8>> {
-    let mut req = Request::new(body);
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = ep.setup().clone();
-    req.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    req
-}
-
 fn decode_local<T: serde::de::DeserializeOwned>(
     endpoint: &'static str,
     status: StatusCode,
@@ -179,12 +153,12 @@ fn decode_local<T: serde::de::DeserializeOwned>(
 /// Decodes the health answer; a 403 (the client is not on the server's
 /// machine) is [`Error::LocalhostOnly`].
 pub fn decode_health(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<HealthResponse> {
-    decode_local(crate::framing::paths::HEALTH, status, headers, body)
+    decode_local(RequestKind::Health.endpoint().path, status, headers, body)
 }
 
 /// Decodes the setup status; a 403 is [`Error::LocalhostOnly`].
 pub fn decode_setup_status(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<SetupStatus> {
-    decode_local(crate::framing::paths::SETUP_STATUS, status, headers, body)
+    decode_local(RequestKind::SetupStatus.endpoint().path, status, headers, body)
 }
 
 /// Decodes the answer of a setup. Refusals keep the server's code:
@@ -192,7 +166,7 @@ pub fn decode_setup_status(status: StatusCode, headers: &HeaderMap, body: &[u8])
 /// `user_exists` (409), `rate_limited` (429); a 403 is
 /// [`Error::LocalhostOnly`].
 pub fn decode_setup(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<SetupResponse> {
-    decode_local(crate::framing::paths::SETUP, status, headers, body)
+    decode_local(RequestKind::Setup.endpoint().path, status, headers, body)
 }
 
 #[cfg(test)]
@@ -217,12 +191,15 @@ mod tests {
         ] {
             assert!(matches!(bad.to_body(), Err(Error::InvalidInput(_))));
         }
-        let ep = Endpoints::new("http://h:1/prefix").unwrap();
-        let req = setup_request(&ep, r.to_body().unwrap());
+        let ep = crate::Endpoints::new("http://h:1/prefix").unwrap();
+        let req = framing::request(&ep, RequestKind::Setup, r.to_body().unwrap(), None);
         assert_eq!(req.uri().to_string(), "http://h:1/prefix/v1/api/auth/setup");
+        assert_eq!(req.method(), http::Method::POST);
         assert!(req.headers().get(http::header::AUTHORIZATION).is_none());
-        assert_eq!(health_request(&ep).uri().path(), "/prefix/v1/api/healthcheck");
-        assert_eq!(setup_status_request(&ep).uri().path(), "/prefix/v1/api/auth/status");
+        let get = |kind| framing::request(&ep, kind, Vec::new(), None);
+        assert_eq!(get(RequestKind::Health).uri().path(), "/prefix/v1/api/healthcheck");
+        assert_eq!(get(RequestKind::Health).method(), http::Method::GET);
+        assert_eq!(get(RequestKind::SetupStatus).uri().path(), "/prefix/v1/api/auth/status");
     }
 
     #[test]

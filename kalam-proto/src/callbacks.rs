@@ -3,7 +3,7 @@
 //! These are plain `std` future types, not tied to any runtime, so they are
 //! defined once here and shared by every adapter. The machines never call
 //! them: a machine asks for credentials with
-//! [`Output::FetchCredentials`](crate::Output::FetchCredentials), the driver
+//! [`AuthOutput::FetchCredentials`](crate::AuthOutput::FetchCredentials), the driver
 //! awaits the callback outside the machine, and feeds the result back with
 //! [`AuthMachine::handle_credentials`](crate::AuthMachine::handle_credentials).
 

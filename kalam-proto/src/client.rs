@@ -38,12 +38,12 @@ use std::time::Duration;
 use http::{Request, Response};
 
 use crate::auth::AuthProvider;
+use crate::auth_machine::{
+    AuthConfig, AuthMachine, AuthOutput, CredentialRequestId, CredentialSource, OpId, RequestId,
+};
 use crate::error::{Error, Result, TransportError};
 use crate::framing::Endpoints;
-use crate::machine::{
-    AuthConfig, AuthMachine, CredentialRequestId, CredentialSource, Decoded, OpId, Operation, Output, Reply, RequestId,
-    RequestKind,
-};
+use crate::ops::{Decoded, Operation, Reply, RequestKind};
 use crate::options::{ConnectionOptions, KalamLinkTimeouts};
 use crate::secret::Secret;
 use crate::time::{Instant, Now};
@@ -122,6 +122,32 @@ pub enum Answer {
     Disconnected,
     /// The server acknowledged the subscription ([`ClientCore::subscribe`]).
     Subscribed(SubId),
+}
+
+impl Answer {
+    /// The typed reply an operation asked for: `answer.into_reply::<QueryResponse>()`.
+    /// Any other answer is a routing bug, reported as [`Error::Runtime`].
+    pub fn into_reply<T: TryFrom<Reply, Error = Reply>>(self) -> Result<T> {
+        match self {
+            Answer::Reply(reply) => T::try_from(reply).map_err(Reply::unexpected),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The subscription a [`ClientCore::subscribe`] answered.
+    pub fn into_subscribed(self) -> Result<SubId> {
+        match self {
+            Answer::Subscribed(sub) => Ok(sub),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    fn unexpected(self) -> Error {
+        match self {
+            Answer::Reply(reply) => reply.unexpected(),
+            other => Error::Runtime(format!("the driver answered with the wrong kind of reply: {other:?}")),
+        }
+    }
 }
 
 /// A notification for the application's hooks.
@@ -569,24 +595,23 @@ impl<W> ClientCore<W> {
         }
     }
 
-    fn on_auth(&mut self, output: Output, now: Now) {
+    fn on_auth(&mut self, output: AuthOutput, now: Now) {
         match output {
-            Output::Transmit { id, kind, request } => self.out.push_back(CoreOutput::SendHttp { id, kind, request }),
-            Output::TransmitUpload { id, request, plan } => {
+            AuthOutput::Transmit { id, kind, request } => {
+                self.out.push_back(CoreOutput::SendHttp { id, kind, request })
+            }
+            AuthOutput::TransmitUpload { id, request, plan } => {
                 self.out.push_back(CoreOutput::SendUpload { id, request, plan })
             }
-            Output::FetchCredentials { id, source } => {
+            AuthOutput::FetchCredentials { id, source } => {
                 self.callbacks.insert((now.instant + self.config.callback_timeout, id));
                 self.out.push_back(CoreOutput::FetchCredentials { id, source });
             }
-            Output::Done { op, result } => {
+            AuthOutput::Done { op, result } => {
                 if self.ws_token == Some(op) {
                     // The session asked for this token: route it there.
                     self.ws_token = None;
-                    let token = result.and_then(|r| match r {
-                        Reply::Token(t) => Ok(t),
-                        other => Err(Error::Runtime(format!("expected a token, got {other:?}"))),
-                    });
+                    let token = result.and_then(|r| Secret::try_from(r).map_err(Reply::unexpected));
                     self.session_token = token.as_ref().ok().cloned();
                     self.ws.handle_token(token, now);
                 } else if let Some(waiter) = self.ops.remove(&op) {

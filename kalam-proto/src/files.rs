@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::error::{DecodeError, Error, Result};
 use crate::framing::{Endpoints, QueryRequest};
+use crate::ops::RequestKind;
 use crate::options::ConnectionOptions;
 use crate::types::FromValue;
 
@@ -437,7 +438,7 @@ fn escape_quoted(text: &str) -> String {
 pub fn upload_request(ep: &Endpoints, plan: &UploadPlan, authorization: Option<&HeaderValue>) -> Request<()> {
     let mut req = Request::new(());
     *req.method_mut() = Method::POST;
-    *req.uri_mut() = ep.sql_uri().clone();
+    *req.uri_mut() = ep.uri(RequestKind::Upload).clone();
     if let Ok(v) = HeaderValue::from_str(&plan.content_type()) {
         req.headers_mut().insert(CONTENT_TYPE, v);
     }
@@ -462,7 +463,7 @@ pub fn download_request(ep: &Endpoints, path: &str, authorization: Option<&Heade
         return Err(not_a_download());
     }
     let uri: http::Uri = format!("{}{path}", ep.base()).parse().map_err(|_| not_a_download())?;
-    if uri.authority() != ep.sql_uri().authority() {
+    if uri.authority() != ep.uri(RequestKind::Upload).authority() {
         return Err(not_a_download());
     }
     let mut req = Request::new(Vec::new());
@@ -742,7 +743,7 @@ mod tests {
             "https://db.example.com:8443/prefix",
         ] {
             let ep = Endpoints::new(base).unwrap();
-            let own = ep.sql_uri().authority().unwrap().clone();
+            let own = ep.uri(RequestKind::Upload).authority().unwrap().clone();
             let ok = download_request(&ep, "/v1/files/p/docs/f0001/1-a.txt?user_id=bob", Some(&auth)).unwrap();
             assert_eq!(ok.uri().authority(), Some(&own));
             for evil in [

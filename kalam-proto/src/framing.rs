@@ -6,39 +6,18 @@
 //! who wants to speak the protocol with their own state handling.
 
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{DecodeError, Error, ErrorCode, Result, ServerError};
+use crate::ops::RequestKind;
 use crate::secret::Secret;
 use crate::types::{LoginResponse, MeResponse, QueryResponse, QueryStatus};
 
-/// Paths of the HTTP API.
-pub mod paths {
-    /// `POST`: user and password for a token pair.
-    pub const LOGIN: &str = "/v1/api/auth/login";
-    /// `POST`: refresh token (Bearer) for a new token pair.
-    pub const REFRESH: &str = "/v1/api/auth/refresh";
-    /// `POST`: clears cookies only.
-    pub const LOGOUT: &str = "/v1/api/auth/logout";
-    /// `GET`: the current user.
-    pub const ME: &str = "/v1/api/auth/me";
-    /// `POST`: run SQL.
-    pub const SQL: &str = "/v1/api/sql";
-    /// `GET`: WebSocket upgrade for live queries.
-    pub const WS: &str = "/v1/ws";
-    /// `POST`: read topic messages.
-    pub const TOPICS_CONSUME: &str = "/v1/api/topics/consume";
-    /// `POST`: commit a consumer group's offset.
-    pub const TOPICS_ACK: &str = "/v1/api/topics/ack";
-    /// `GET`: liveness and version (localhost only).
-    pub const HEALTH: &str = "/v1/api/healthcheck";
-    /// `GET`: does the server need first-time setup? (localhost only)
-    pub const SETUP_STATUS: &str = "/v1/api/auth/status";
-    /// `POST`: first-time setup (localhost only).
-    pub const SETUP: &str = "/v1/api/auth/setup";
-}
+/// `GET`: the WebSocket upgrade for live queries (the HTTP endpoints are
+/// declared in [`ENDPOINTS`](crate::ops::ENDPOINTS)).
+pub const WS_PATH: &str = "/v1/ws";
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -47,16 +26,8 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     base: String,
-    login: Uri,
-    refresh: Uri,
-    me: Uri,
-    sql: Uri,
-    logout: Uri,
-    topics_consume: Uri,
-    topics_ack: Uri,
-    health: Uri,
-    setup_status: Uri,
-    setup: Uri,
+    /// One URL per [`RequestKind`], in [`ENDPOINTS`](crate::ops::ENDPOINTS) order.
+    uris: Vec<Uri>,
 }
 
 impl Endpoints {
@@ -97,19 +68,11 @@ impl Endpoints {
         let prefix = uri.path().trim_end_matches('/');
         let base = format!("{}://{}{}", uri.scheme_str().unwrap_or("http"), authority, prefix);
         let at = |p: &str| -> Result<Uri> { format!("{base}{p}").parse().map_err(|_| bad("not a URL")) };
-        Ok(Endpoints {
-            login: at(paths::LOGIN)?,
-            refresh: at(paths::REFRESH)?,
-            me: at(paths::ME)?,
-            sql: at(paths::SQL)?,
-            logout: at(paths::LOGOUT)?,
-            topics_consume: at(paths::TOPICS_CONSUME)?,
-            topics_ack: at(paths::TOPICS_ACK)?,
-            health: at(paths::HEALTH)?,
-            setup_status: at(paths::SETUP_STATUS)?,
-            setup: at(paths::SETUP)?,
-            base,
-        })
+        let uris = RequestKind::ALL
+            .iter()
+            .map(|kind| at(kind.endpoint().path))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Endpoints { uris, base })
     }
 
     /// The normalised base URL, without a trailing slash.
@@ -117,34 +80,10 @@ impl Endpoints {
         &self.base
     }
 
-    /// `…/v1/api/topics/consume`.
-    pub fn topics_consume(&self) -> &Uri {
-        &self.topics_consume
-    }
-
-    /// `…/v1/api/topics/ack`.
-    pub fn topics_ack(&self) -> &Uri {
-        &self.topics_ack
-    }
-
-    /// `…/v1/api/healthcheck`.
-    pub fn health(&self) -> &Uri {
-        &self.health
-    }
-
-    /// `…/v1/api/auth/status`.
-    pub fn setup_status(&self) -> &Uri {
-        &self.setup_status
-    }
-
-    /// `…/v1/api/auth/setup`.
-    pub fn setup(&self) -> &Uri {
-        &self.setup
-    }
-
-    /// The URL of `POST /v1/api/sql`.
-    pub fn sql_uri(&self) -> &Uri {
-        &self.sql
+    /// The URL of `kind`'s endpoint (for [`RequestKind::Download`], the
+    /// files route, under which each download names its path).
+    pub fn uri(&self, kind: RequestKind) -> &Uri {
+        &self.uris[kind as usize]
     }
 
     /// Whether the server is reached over TLS.
@@ -162,8 +101,8 @@ impl Endpoints {
             .or_else(|| self.base.strip_prefix("http://").map(|r| format!("ws://{r}")))
             .unwrap_or_default();
         match query {
-            Some(q) => format!("{rest}{}?{q}", paths::WS),
-            None => format!("{rest}{}", paths::WS),
+            Some(q) => format!("{rest}{}?{q}", WS_PATH),
+            None => format!("{rest}{}", WS_PATH),
         }
     }
 }
@@ -184,63 +123,52 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-fn json_post(uri: &Uri, body: Vec<u8>) -> Request<Vec<u8>> {
+/// A request of `kind` to its endpoint with `body` (JSON when not empty),
+/// stamped with `authorization` when given: the one builder of every
+/// request but uploads (whose body is streamed) and downloads (whose path
+/// is the caller's).
+pub fn request(
+    ep: &Endpoints,
+    kind: RequestKind,
+    body: Vec<u8>,
+    authorization: Option<&HeaderValue>,
+) -> Request<Vec<u8>> {
+    let has_body = !body.is_empty();
     let mut req = Request::new(body);
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = uri.clone();
-    req.headers_mut().insert(CONTENT_TYPE, JSON);
-    req
-}
-
-/// A JSON `POST` to `uri`, stamped with a cached `Authorization` value
-/// when there is one.
-pub(crate) fn json_post_with(uri: &Uri, body: Vec<u8>, authorization: Option<&HeaderValue>) -> Request<Vec<u8>> {
-    let mut req = json_post(uri, body);
+    *req.method_mut() = kind.endpoint().method.clone();
+    *req.uri_mut() = ep.uri(kind).clone();
+    if has_body {
+        req.headers_mut().insert(CONTENT_TYPE, JSON);
+    }
     if let Some(a) = authorization {
         req.headers_mut().insert(AUTHORIZATION, a.clone());
     }
     req
 }
 
-/// `POST /v1/api/auth/login` with `{"user","password"}`.
-pub fn login_request(ep: &Endpoints, user: &str, password: &Secret) -> Request<Vec<u8>> {
+/// The body of a login: `{"user","password"}`.
+pub(crate) fn login_body(user: &str, password: &Secret) -> Vec<u8> {
     #[derive(Serialize)]
     struct Body<'a> {
         user: &'a str,
         password: &'a str,
     }
-    let body = serde_json::to_vec(&Body {
+    serde_json::to_vec(&Body {
         user,
         password: password.expose(),
     })
-    .unwrap_or_default();
-    json_post(&ep.login, body)
+    .unwrap_or_default()
+}
+
+/// `POST /v1/api/auth/login` with `{"user","password"}`.
+pub fn login_request(ep: &Endpoints, user: &str, password: &Secret) -> Request<Vec<u8>> {
+    request(ep, RequestKind::Login, login_body(user, password), None)
 }
 
 /// `POST /v1/api/auth/refresh` with the refresh token as Bearer and no body.
 pub fn refresh_request(ep: &Endpoints, refresh_token: &Secret) -> Result<Request<Vec<u8>>> {
-    let mut req = Request::new(Vec::new());
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = ep.refresh.clone();
-    req.headers_mut()
-        .insert(AUTHORIZATION, crate::auth::bearer_header(refresh_token.expose())?);
-    Ok(req)
-}
-
-/// `POST /v1/api/auth/logout` (clears cookies only; the server keeps no session).
-pub fn logout_request(ep: &Endpoints) -> Request<Vec<u8>> {
-    let mut req = Request::new(Vec::new());
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = ep.logout.clone();
-    req
-}
-
-/// `GET /v1/api/auth/me`, stamped with a cached `Authorization` value.
-pub fn me_request(ep: &Endpoints, authorization: &HeaderValue) -> Request<Vec<u8>> {
-    let mut req = Request::new(Vec::new());
-    *req.uri_mut() = ep.me.clone();
-    req.headers_mut().insert(AUTHORIZATION, authorization.clone());
-    req
+    let bearer = crate::auth::bearer_header(refresh_token.expose())?;
+    Ok(request(ep, RequestKind::Refresh, Vec::new(), Some(&bearer)))
 }
 
 /// A SQL request: statement(s), optional positional parameters (`$1`, `$2`…)
@@ -450,16 +378,6 @@ impl From<String> for QueryRequest {
     }
 }
 
-/// `POST /v1/api/sql` with a prepared body, stamped with a cached
-/// `Authorization` value (none for anonymous access).
-pub fn sql_request(ep: &Endpoints, body: Vec<u8>, authorization: Option<&HeaderValue>) -> Request<Vec<u8>> {
-    let mut req = json_post(&ep.sql, body);
-    if let Some(a) = authorization {
-        req.headers_mut().insert(AUTHORIZATION, a.clone());
-    }
-    req
-}
-
 /// Decodes the answer to a login or a refresh.
 pub fn decode_login(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<LoginResponse> {
     decode_json(status, headers, body, "login answer")
@@ -625,13 +543,19 @@ mod tests {
     fn endpoints_validate() {
         let ep = Endpoints::new("http://localhost:2900/").unwrap();
         assert_eq!(ep.base(), "http://localhost:2900");
-        assert_eq!(ep.sql.to_string(), "http://localhost:2900/v1/api/sql");
+        assert_eq!(
+            ep.uri(RequestKind::Query).to_string(),
+            "http://localhost:2900/v1/api/sql"
+        );
         assert_eq!(
             ep.ws_url(Some("compress=false")),
             "ws://localhost:2900/v1/ws?compress=false"
         );
         let ep = Endpoints::new("https://db.example.com/kalam").unwrap();
-        assert_eq!(ep.login.to_string(), "https://db.example.com/kalam/v1/api/auth/login");
+        assert_eq!(
+            ep.uri(RequestKind::Login).to_string(),
+            "https://db.example.com/kalam/v1/api/auth/login"
+        );
         assert_eq!(ep.ws_url(None), "wss://db.example.com/kalam/v1/ws");
         for bad in [
             "",

@@ -105,7 +105,10 @@
 
 //! ## What else is here
 //!
-//! - [`client`]: the core; [`machine`] and [`ws`]: the two machines.
+//! - [`client`]: the core; [`auth_machine`] and [`ws`]: the two machines.
+//! - [`ops`]: the operations, their replies, and [`ENDPOINTS`], the one
+//!   table that declares every HTTP endpoint (route, method, token,
+//!   decoder, recovery rule).
 //! - [`framing`]: requests as `http::Request<Vec<u8>>` values and decoders for
 //!   every answer, including the server's three error body shapes.
 //! - [`topics`]: the topic consumer's framing and its pure poll/commit/back-off
@@ -127,6 +130,7 @@
 
 pub mod admin;
 mod auth;
+pub mod auth_machine;
 mod callbacks;
 pub mod client;
 mod error;
@@ -135,7 +139,7 @@ pub mod framing;
 pub mod gzip;
 pub mod jwt;
 mod live;
-pub mod machine;
+pub mod ops;
 mod options;
 mod secret;
 mod time;
@@ -146,16 +150,16 @@ pub mod ws_messages;
 
 pub use admin::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
+pub use auth_machine::{
+    AuthConfig, AuthMachine, AuthOutput, AuthState, CredentialRequestId, CredentialSource, OpId, RequestId,
+};
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::LiveRows;
-pub use machine::{
-    AuthConfig, AuthMachine, AuthState, CredentialRequestId, CredentialSource, Decoded, OpId, Operation, Output, Reply,
-    RequestId, RequestKind, decode,
-};
+pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;
 pub use time::{Instant, Now};

@@ -25,11 +25,11 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, Error, ErrorCode, Result};
-use crate::framing::{self, Endpoints};
+use crate::framing;
 use crate::time::Instant;
 
 /// Where a consumer group starts reading a partition when it has no
@@ -114,17 +114,6 @@ fn check_names(topic: &str, group: &str) -> Result<()> {
         return Err(Error::InvalidInput("the consumer needs a group id".into()));
     }
     Ok(())
-}
-
-/// `POST /v1/api/topics/consume` with a prepared body, stamped with a cached
-/// `Authorization` value (none for anonymous access, which the server refuses).
-pub fn consume_request(ep: &Endpoints, body: Vec<u8>, authorization: Option<&HeaderValue>) -> http::Request<Vec<u8>> {
-    framing::json_post_with(ep.topics_consume(), body, authorization)
-}
-
-/// `POST /v1/api/topics/ack` with a prepared body, stamped like [`consume_request`].
-pub fn ack_request(ep: &Endpoints, body: Vec<u8>, authorization: Option<&HeaderValue>) -> http::Request<Vec<u8>> {
-    framing::json_post_with(ep.topics_ack(), body, authorization)
 }
 
 /// The operation that produced a topic message.
@@ -720,7 +709,7 @@ mod tests {
         // A client whose driver is gone answers nothing ever again.
         assert!(c.handle_error(&Error::Closed, now));
         let mut h429 = HeaderMap::new();
-        h429.insert(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        h429.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("3"));
         let limited = decode_consume(StatusCode::TOO_MANY_REQUESTS, &h429, b"slow down").unwrap_err();
         let mut c = ConsumerState::new(ConsumerConfig::new("t", "g"));
         assert!(!c.handle_error(&limited, now));
@@ -729,7 +718,7 @@ mod tests {
         let mut huge = HeaderMap::new();
         huge.insert(
             http::header::RETRY_AFTER,
-            HeaderValue::from_static("18446744073709551615"),
+            http::HeaderValue::from_static("18446744073709551615"),
         );
         let limited = decode_consume(StatusCode::TOO_MANY_REQUESTS, &huge, b"slow down").unwrap_err();
         assert_eq!(limited.server().and_then(|s| s.retry_after_secs), Some(u64::MAX));

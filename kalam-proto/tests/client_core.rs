@@ -316,15 +316,21 @@ fn the_decoder_follows_the_request_kind() {
     let me = r#"{"user":{"id":"root","role":"system","email":null,"created_at":"x","updated_at":"x"},"admin_ui_access":true}"#;
     assert!(matches!(
         kalam_proto::decode(RequestKind::Me, http::StatusCode::OK, &h, me.as_bytes()),
-        Decoded::Me(Ok(_))
+        Decoded {
+            kind: RequestKind::Me,
+            result: Ok(Reply::Me(_))
+        }
     ));
     assert!(matches!(
         kalam_proto::decode(RequestKind::Query, http::StatusCode::OK, &h, EXPIRED.as_bytes()),
-        Decoded::Query(Err(e)) if e.is_token_expired()
+        Decoded { kind: RequestKind::Query, result: Err(e) } if e.is_token_expired()
     ));
     assert!(matches!(
         kalam_proto::decode(RequestKind::Login, http::StatusCode::OK, &h, b"not json"),
-        Decoded::Login(Err(Error::Decode(_)))
+        Decoded {
+            result: Err(Error::Decode(_)),
+            ..
+        }
     ));
     // A driver that decodes in the request's own task feeds the result in.
     let mut p = Pump::with_token("a");

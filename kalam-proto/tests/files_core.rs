@@ -148,7 +148,13 @@ fn a_download_is_a_get_with_the_token_and_answers_the_head() {
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("12"));
     let decoded = kalam_proto::decode(RequestKind::Download, http::StatusCode::OK, &headers, b"");
-    assert!(matches!(decoded, Decoded::Download(Ok(_))));
+    assert!(matches!(
+        decoded,
+        Decoded {
+            result: Ok(Reply::Download(_)),
+            ..
+        }
+    ));
     p.answer_decoded(id, decoded);
     assert!(matches!(p.reply(w), Ok(Reply::Download(info)) if info.content_length == Some(12)));
 }

@@ -462,8 +462,8 @@ fn a_query_answer_decoded_elsewhere_is_handled_like_the_raw_one() {
     // Not a query it waits for: ignored (one already answered, an unknown id).
     let refresh = p.last_http().id;
     let before = (p.completed.len(), p.outputs);
-    p.answer_decoded(q, Decoded::Query(Err(Error::TokenExpired)));
-    p.answer_decoded(RequestId(424_242), Decoded::Query(Err(Error::TokenExpired)));
+    p.answer_decoded(q, expired(RequestKind::Query));
+    p.answer_decoded(RequestId(424_242), expired(RequestKind::Query));
     assert_eq!((p.completed.len(), p.outputs), before);
     assert_eq!(p.last_http().id, refresh, "the refresh is still awaited");
 }
@@ -480,8 +480,15 @@ fn a_query_answer_for_a_login_or_refresh_is_ignored() {
     let refresh = p.last_http().id;
     assert_eq!(p.last_http().kind, RequestKind::Refresh);
     let before = (p.completed.len(), p.http.len());
-    p.answer_decoded(refresh, Decoded::Query(Err(Error::TokenExpired)));
+    p.answer_decoded(refresh, expired(RequestKind::Query));
     assert_eq!((p.completed.len(), p.http.len()), before, "ignored");
     assert_eq!(p.last_http().id, refresh, "the refresh is still awaited");
     assert!(p.result(w).is_none());
+}
+
+fn expired(kind: RequestKind) -> Decoded {
+    Decoded {
+        kind,
+        result: Err(Error::TokenExpired),
+    }
 }

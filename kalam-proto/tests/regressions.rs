@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use kalam_proto::{
-    AuthConfig, AuthMachine, AuthProvider, Endpoints, Error, Now, Operation, Output, QueryRequest, RequestKind,
+    AuthConfig, AuthMachine, AuthOutput, AuthProvider, Endpoints, Error, Now, Operation, QueryRequest, RequestKind,
 };
 
 fn jwt(exp: u64) -> String {
@@ -45,13 +45,13 @@ fn issued_token_already_expired_does_not_loop() {
     let mut result = None;
     for _ in 0..100 {
         match m.poll_output() {
-            Some(Output::Transmit { id, kind, .. }) => {
+            Some(AuthOutput::Transmit { id, kind, .. }) => {
                 assert_eq!(kind, RequestKind::Login, "no query may go out with an expired token");
                 logins += 1;
                 // exp == now: expired by the 30 s skew.
                 m.handle_response(id, &login_answer(&jwt(1_800_000_000)), now);
             }
-            Some(Output::Done { op: done, result: r }) => {
+            Some(AuthOutput::Done { op: done, result: r }) => {
                 assert_eq!(done, op);
                 result = Some(r);
             }

@@ -38,16 +38,18 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 
-use crate::admin::{self, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 use crate::auth::{AuthProvider, bearer_header};
 use crate::error::{Error, Result, TransportError};
-use crate::files::{self, DownloadInfo, FileLimits, UploadPlan, UploadRequest};
-use crate::framing::{self, Endpoints, QueryRequest};
-use crate::jwt::{self, JwtClaims};
+use crate::files::{self, FileLimits, UploadPlan};
+use crate::framing::{self, Endpoints};
+use crate::ops::{Decoded, Operation, Reply, RequestKind, TokenUse, decode};
 use crate::secret::Secret;
 use crate::time::{Instant, Now};
-use crate::topics::{self, AckRequest, AckResponse, ConsumeRequest, ConsumeResponse};
-use crate::types::{LoginResponse, MeResponse, QueryResponse};
+use crate::types::LoginResponse;
+
+mod recovery;
+
+use recovery::{Origin, Rung, Token};
 
 /// Identifies one operation submitted to the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,159 +99,6 @@ impl Default for AuthConfig {
     }
 }
 
-/// What an operation asks for.
-#[derive(Debug, Clone)]
-pub enum Operation {
-    /// Run SQL (`POST /v1/api/sql`) with a valid token.
-    Query(QueryRequest),
-    /// `GET /v1/api/auth/me` with a valid token.
-    Me,
-    /// Hand out a valid access token (for the WebSocket `authenticate`).
-    /// With `fresh`, a configured dynamic provider is asked again rather
-    /// than a cached token handed out (every WebSocket reconnect does this).
-    Token {
-        /// Ask the dynamic provider for new credentials.
-        fresh: bool,
-    },
-    /// An explicit login; answers the token pair and changes no state.
-    Login {
-        /// User id.
-        user: String,
-        /// Password.
-        password: Secret,
-    },
-    /// An explicit refresh; answers the token pair and changes no state.
-    Refresh {
-        /// The refresh token.
-        refresh_token: Secret,
-    },
-    /// Read topic messages (`POST /v1/api/topics/consume`) with a valid
-    /// token, like a query (retried once after `TOKEN_EXPIRED`).
-    ConsumeTopic(ConsumeRequest),
-    /// Commit a consumer group's offset (`POST /v1/api/topics/ack`) with a
-    /// valid token, like a query.
-    AckTopic(AckRequest),
-    /// `GET /v1/api/healthcheck`, without a token (localhost only).
-    Health,
-    /// `GET /v1/api/auth/status`, without a token (localhost only).
-    SetupStatus,
-    /// `POST /v1/api/auth/setup`, without a token (localhost only).
-    Setup(SetupRequest),
-    /// Run one SQL statement with files (multipart `POST /v1/api/sql`) with
-    /// a valid token. Retried after `TOKEN_EXPIRED` like a query when its
-    /// data can be read again; otherwise answered
-    /// [`Error::UploadNotReplayable`] once the token is renewed.
-    Upload(UploadRequest),
-    /// `GET` a FILE column's file (the path from
-    /// [`FileRef::download_path`](crate::FileRef::download_path)) with a
-    /// valid token. Answers the head; the driver streams the body.
-    Download {
-        /// `/v1/files/…`.
-        path: String,
-        /// The driver's name for where the body goes, attached to the
-        /// request as a [`DownloadSink`](crate::files::DownloadSink).
-        sink: u64,
-    },
-}
-
-/// The result of an operation.
-#[derive(Debug, Clone)]
-pub enum Reply {
-    /// For [`Operation::Query`].
-    Query(QueryResponse),
-    /// For [`Operation::Me`].
-    Me(MeResponse),
-    /// For [`Operation::Token`].
-    Token(Secret),
-    /// For [`Operation::Login`] and [`Operation::Refresh`].
-    Login(LoginResponse),
-    /// For [`Operation::ConsumeTopic`].
-    Consume(ConsumeResponse),
-    /// For [`Operation::AckTopic`].
-    Ack(AckResponse),
-    /// For [`Operation::Health`].
-    Health(HealthResponse),
-    /// For [`Operation::SetupStatus`].
-    SetupStatus(SetupStatus),
-    /// For [`Operation::Setup`].
-    Setup(SetupResponse),
-    /// For [`Operation::Download`]: the file is there; its bytes are in
-    /// the answer's body, which the driver streams.
-    Download(DownloadInfo),
-}
-
-/// Which kind of HTTP exchange a request is (for logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestKind {
-    /// `POST /v1/api/auth/login`.
-    Login,
-    /// `POST /v1/api/auth/refresh`.
-    Refresh,
-    /// `GET /v1/api/auth/me`.
-    Me,
-    /// `POST /v1/api/sql`.
-    Query,
-    /// `POST /v1/api/topics/consume`.
-    ConsumeTopic,
-    /// `POST /v1/api/topics/ack`.
-    AckTopic,
-    /// `GET /v1/api/healthcheck`.
-    Health,
-    /// `GET /v1/api/auth/status`.
-    SetupStatus,
-    /// `POST /v1/api/auth/setup`.
-    Setup,
-    /// `POST /v1/api/sql` with files: sent as [`Output::TransmitUpload`];
-    /// the answer is decoded like a query's.
-    Upload,
-    /// `GET /v1/files/…`: the body of a 2xx answer is the file, streamed to
-    /// the caller (see [`crate::files::download_streams_body`]); only the
-    /// head is decoded.
-    Download,
-}
-
-/// An HTTP answer decoded by [`decode`], ready for
-/// [`AuthMachine::handle_decoded`].
-#[derive(Debug)]
-pub enum Decoded {
-    /// The answer to a [`RequestKind::Query`].
-    Query(Result<QueryResponse>),
-    /// The answer to a [`RequestKind::Me`].
-    Me(Result<MeResponse>),
-    /// The answer to a [`RequestKind::Login`] or [`RequestKind::Refresh`].
-    Login(Result<LoginResponse>),
-    /// The answer to a [`RequestKind::ConsumeTopic`].
-    Consume(Result<ConsumeResponse>),
-    /// The answer to a [`RequestKind::AckTopic`].
-    Ack(Result<AckResponse>),
-    /// The answer to a [`RequestKind::Health`].
-    Health(Result<HealthResponse>),
-    /// The answer to a [`RequestKind::SetupStatus`].
-    SetupStatus(Result<SetupStatus>),
-    /// The answer to a [`RequestKind::Setup`].
-    Setup(Result<SetupResponse>),
-    /// The answer to a [`RequestKind::Download`] (its head only when 2xx).
-    Download(Result<DownloadInfo>),
-}
-
-/// Decodes an answer with the decoder its request's kind calls for. Pure and
-/// `Send`: a driver may run it in the request's own task, in parallel with
-/// other answers, and feed the result to [`AuthMachine::handle_decoded`];
-/// every decision (retry, refusal, recovery) stays in the machine.
-pub fn decode(kind: RequestKind, status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Decoded {
-    match kind {
-        RequestKind::Query | RequestKind::Upload => Decoded::Query(framing::decode_query(status, headers, body)),
-        RequestKind::Download => Decoded::Download(files::decode_download(status, headers, body)),
-        RequestKind::Me => Decoded::Me(framing::decode_me(status, headers, body)),
-        RequestKind::Login | RequestKind::Refresh => Decoded::Login(framing::decode_login(status, headers, body)),
-        RequestKind::ConsumeTopic => Decoded::Consume(topics::decode_consume(status, headers, body)),
-        RequestKind::AckTopic => Decoded::Ack(topics::decode_ack(status, headers, body)),
-        RequestKind::Health => Decoded::Health(admin::decode_health(status, headers, body)),
-        RequestKind::SetupStatus => Decoded::SetupStatus(admin::decode_setup_status(status, headers, body)),
-        RequestKind::Setup => Decoded::Setup(admin::decode_setup(status, headers, body)),
-    }
-}
-
 /// Whose credentials the driver must fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialSource {
@@ -260,7 +109,7 @@ pub enum CredentialSource {
 }
 
 /// What the driver must do next. Its `Debug` shows no header and no body.
-pub enum Output {
+pub enum AuthOutput {
     /// Send this request; feed the answer to [`AuthMachine::handle_response`]
     /// or the failure to [`AuthMachine::handle_transport_error`].
     Transmit {
@@ -281,7 +130,7 @@ pub enum Output {
     },
     /// Send this upload: the request's head, and its body as a plan to
     /// stream from the caller's sources; feed the answer (decoded as
-    /// [`RequestKind::Upload`]) like a [`Output::Transmit`]'s.
+    /// [`RequestKind::Upload`]) like a [`AuthOutput::Transmit`]'s.
     TransmitUpload {
         /// Echo this back with the answer.
         id: RequestId,
@@ -300,27 +149,27 @@ pub enum Output {
     },
 }
 
-impl std::fmt::Debug for Output {
+impl std::fmt::Debug for AuthOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Output::Transmit { id, kind, request } => f
+            AuthOutput::Transmit { id, kind, request } => f
                 .debug_struct("Transmit")
                 .field("id", id)
                 .field("kind", kind)
                 .field("request", &framing::RequestSummary(request))
                 .finish(),
-            Output::FetchCredentials { id, source } => f
+            AuthOutput::FetchCredentials { id, source } => f
                 .debug_struct("FetchCredentials")
                 .field("id", id)
                 .field("source", source)
                 .finish(),
-            Output::TransmitUpload { id, request, plan } => f
+            AuthOutput::TransmitUpload { id, request, plan } => f
                 .debug_struct("TransmitUpload")
                 .field("id", id)
                 .field("request", &format_args!("{} {}", request.method(), request.uri()))
                 .field("plan", plan)
                 .finish(),
-            Output::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
+            AuthOutput::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
         }
     }
 }
@@ -340,64 +189,6 @@ pub enum AuthState {
     Expired,
     /// A refresh with the refresh token is in flight and no usable token is held.
     Refreshing,
-}
-
-/// Where the current access token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// Given by the application (builder or `set_auth`).
-    Configured,
-    /// From a login or refresh this machine made.
-    Issued,
-    /// From the dynamic provider or the refresher.
-    Callback,
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    secret: Secret,
-    header: HeaderValue,
-    claims: Option<JwtClaims>,
-    origin: Origin,
-}
-
-impl Token {
-    fn new(secret: Secret, origin: Origin) -> Result<Token> {
-        let claims = jwt::inspect(secret.expose()).ok();
-        if claims.as_ref().is_some_and(JwtClaims::is_refresh) {
-            return Err(Error::RefreshTokenAsAccessToken);
-        }
-        let header = bearer_header(secret.expose())?;
-        // The first clone of a value built from a String moves its buffer to
-        // shared storage (one allocation). Pay it here, once per token, so
-        // that stamping requests never allocates.
-        drop(header.clone());
-        Ok(Token {
-            secret,
-            header,
-            claims,
-            origin,
-        })
-    }
-
-    fn exp(&self) -> Option<u64> {
-        self.claims.as_ref().and_then(|c| c.exp)
-    }
-
-    fn usable_at(&self, now: Now, skew: Duration) -> bool {
-        self.claims
-            .as_ref()
-            .is_none_or(|c| !c.is_expired_at(now.unix_secs(), skew.as_secs()))
-    }
-}
-
-/// The steps of recovery, tried in order, each at most once per episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rung {
-    RefreshToken,
-    Refresher,
-    Provider,
-    Login,
 }
 
 #[derive(Debug)]
@@ -456,7 +247,7 @@ pub struct AuthMachine {
     inflight: BTreeMap<RequestId, (RequestKind, InFlight)>,
     /// Operation requests among `inflight` (the cap counts these).
     op_requests: usize,
-    out: VecDeque<Output>,
+    out: VecDeque<AuthOutput>,
     timer: Option<Instant>,
     /// The token generation for which a refresh ahead of expiry was tried.
     ahead_tried: Option<u64>,
@@ -544,20 +335,17 @@ impl AuthMachine {
 
     // ----------------------------------------------------------------- inputs
 
-    /// Submits an operation. Its result comes out as [`Output::Done`].
+    /// Submits an operation. Its result comes out as [`AuthOutput::Done`].
+    ///
+    /// An operation whose endpoint carries no access token (login,
+    /// refresh, health, setup) goes out at once and its body is not kept
+    /// (it may hold a password); the others wait for a usable token.
     pub fn submit(&mut self, operation: Operation, now: Now) -> OpId {
         let op = OpId(self.fresh_id());
-        let body = match &operation {
-            Operation::Query(q) => q.to_body(),
-            Operation::ConsumeTopic(r) => r.to_body(),
-            Operation::AckTopic(r) => r.to_body(),
-            Operation::Setup(r) => r.to_body(),
-            _ => Ok(Vec::new()),
-        };
-        let mut body = match body {
+        let mut body = match operation.body() {
             Ok(b) => b,
             Err(e) => {
-                self.out.push_back(Output::Done { op, result: Err(e) });
+                self.out.push_back(AuthOutput::Done { op, result: Err(e) });
                 return op;
             }
         };
@@ -567,7 +355,7 @@ impl AuthMachine {
                     Ok(plan) => Some(plan),
                     Err(e) => {
                         // Refused before anything is sent.
-                        self.out.push_back(Output::Done { op, result: Err(e) });
+                        self.out.push_back(AuthOutput::Done { op, result: Err(e) });
                         return op;
                     }
                 }
@@ -575,28 +363,19 @@ impl AuthMachine {
             _ => None,
         };
         let fresh = matches!(operation, Operation::Token { fresh: true }) && self.config.has_dynamic_provider;
-        let explicit = match &operation {
-            Operation::Login { user, password } => Some((
-                RequestKind::Login,
-                Ok(framing::login_request(&self.endpoints, user, password)),
-            )),
-            Operation::Refresh { refresh_token } => Some((
-                RequestKind::Refresh,
-                framing::refresh_request(&self.endpoints, refresh_token),
-            )),
-            // No token: these endpoints are open (to localhost).
-            Operation::Health => Some((RequestKind::Health, Ok(admin::health_request(&self.endpoints)))),
-            Operation::SetupStatus => Some((
-                RequestKind::SetupStatus,
-                Ok(admin::setup_status_request(&self.endpoints)),
-            )),
-            Operation::Setup(_) => Some((
-                RequestKind::Setup,
-                // The body holds passwords: it goes out and is not kept.
-                Ok(admin::setup_request(&self.endpoints, std::mem::take(&mut body))),
-            )),
-            _ => None,
-        };
+        let without_access = operation
+            .kind()
+            .filter(|k| !matches!(k.endpoint().token, TokenUse::Access { .. }));
+        let request = without_access.map(|kind| {
+            let bearer = match &operation {
+                Operation::Refresh { refresh_token } => Some(bearer_header(refresh_token.expose())).transpose(),
+                _ => Ok(None),
+            };
+            bearer.map(|b| {
+                let body = std::mem::take(&mut body);
+                (kind, framing::request(&self.endpoints, kind, body, b.as_ref()))
+            })
+        });
         self.ops.insert(
             op,
             PendingOp {
@@ -606,11 +385,11 @@ impl AuthMachine {
                 retried: false,
             },
         );
-        match explicit {
-            Some((kind, Ok(request))) => {
+        match request {
+            Some(Ok((kind, request))) => {
                 self.transmit(kind, request, InFlight::Op { op, token_gen: 0 });
             }
-            Some((_, Err(e))) => self.finish(op, Err(e)),
+            Some(Err(e)) => self.finish(op, Err(e)),
             None => {
                 if fresh && !matches!(self.phase, Phase::Fetching { .. }) {
                     // Ask the provider again rather than reuse the cached token.
@@ -643,7 +422,7 @@ impl AuthMachine {
         self.update_timer(now);
     }
 
-    /// Feeds the answer to a request from [`Output::Transmit`].
+    /// Feeds the answer to a request from [`AuthOutput::Transmit`].
     pub fn handle_response<B: AsRef<[u8]>>(&mut self, id: RequestId, response: &Response<B>, now: Now) {
         let Some(&(kind, _)) = self.inflight.get(&id) else {
             return; // not waited for (any more)
@@ -656,55 +435,29 @@ impl AuthMachine {
     /// [`handle_response`](Self::handle_response) with the raw answer).
     /// An answer decoded for another kind of request than `id` is ignored,
     /// like an answer to a request no longer waited for.
+    ///
+    /// An error on a request that carried the access token goes through
+    /// the recovery rule of its [`Endpoint`](crate::ops::Endpoint)
+    /// (`recovers`); any other result goes to the caller as it is.
     pub fn handle_decoded(&mut self, id: RequestId, decoded: Decoded, now: Now) {
-        let fits = match self.inflight.get(&id) {
-            Some((RequestKind::Query | RequestKind::Upload, _)) => matches!(decoded, Decoded::Query(_)),
-            Some((RequestKind::Download, _)) => matches!(decoded, Decoded::Download(_)),
-            Some((RequestKind::Me, _)) => matches!(decoded, Decoded::Me(_)),
-            Some((RequestKind::Login | RequestKind::Refresh, _)) => matches!(decoded, Decoded::Login(_)),
-            Some((RequestKind::ConsumeTopic, _)) => matches!(decoded, Decoded::Consume(_)),
-            Some((RequestKind::AckTopic, _)) => matches!(decoded, Decoded::Ack(_)),
-            Some((RequestKind::Health, _)) => matches!(decoded, Decoded::Health(_)),
-            Some((RequestKind::SetupStatus, _)) => matches!(decoded, Decoded::SetupStatus(_)),
-            Some((RequestKind::Setup, _)) => matches!(decoded, Decoded::Setup(_)),
-            None => false, // not waited for (any more)
-        };
-        if !fits {
-            return;
+        if self.inflight.get(&id).is_none_or(|(kind, _)| *kind != decoded.kind) {
+            return; // not waited for (any more), or not its answer
         }
-        let Some((_, inflight)) = self.take_inflight(id) else {
+        let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
-        match inflight {
-            InFlight::Op { op, token_gen } => match decoded {
-                Decoded::Query(Ok(r)) => self.finish(op, Ok(Reply::Query(r))),
-                Decoded::Query(Err(e)) => self.op_failed(op, token_gen, e, now),
-                Decoded::Me(r) => self.finish(op, r.map(Reply::Me)),
-                Decoded::Login(r) => self.finish(op, r.map(Reply::Login)),
-                Decoded::Consume(Ok(r)) => self.finish(op, Ok(Reply::Consume(r))),
-                Decoded::Consume(Err(e)) => self.op_failed(op, token_gen, e, now),
-                Decoded::Ack(Ok(r)) => self.finish(op, Ok(Reply::Ack(r))),
-                Decoded::Ack(Err(e)) => self.op_failed(op, token_gen, e, now),
-                Decoded::Health(r) => self.finish(op, r.map(Reply::Health)),
-                Decoded::SetupStatus(r) => self.finish(op, r.map(Reply::SetupStatus)),
-                Decoded::Setup(r) => self.finish(op, r.map(Reply::Setup)),
-                Decoded::Download(Ok(info)) => self.finish(op, Ok(Reply::Download(info))),
-                Decoded::Download(Err(e)) => self.op_failed(op, token_gen, e, now),
-            },
-            InFlight::Recovery => {
-                if let Decoded::Login(result) = decoded {
-                    self.recovery_answered(id, result, now);
-                }
+        match (inflight, decoded.result) {
+            (InFlight::Op { op, token_gen }, Err(e)) if kind.endpoint().recovers => {
+                self.op_failed(op, token_gen, e, now)
+            }
+            (InFlight::Op { op, .. }, result) => self.finish(op, result),
+            (InFlight::Recovery, result) => {
+                let login = result.and_then(|r| LoginResponse::try_from(r).map_err(Reply::unexpected));
+                self.recovery_answered(id, login, now);
             }
         }
         self.drive(now);
         self.update_timer(now);
-    }
-
-    /// Feeds the answer to a [`RequestKind::Query`] request already decoded
-    /// with [`framing::decode_query`]. Ignored for any other request.
-    pub fn handle_query_answer(&mut self, id: RequestId, answer: Result<QueryResponse>, now: Now) {
-        self.handle_decoded(id, Decoded::Query(answer), now);
     }
 
     /// Feeds a request's failure to get an answer.
@@ -721,7 +474,7 @@ impl AuthMachine {
         self.update_timer(now);
     }
 
-    /// Feeds the application's answer to [`Output::FetchCredentials`].
+    /// Feeds the application's answer to [`AuthOutput::FetchCredentials`].
     pub fn handle_credentials(&mut self, id: CredentialRequestId, result: Result<AuthProvider>, now: Now) {
         let source = match self.phase {
             Phase::Fetching { id: current, source } if current == id => source,
@@ -791,7 +544,7 @@ impl AuthMachine {
     // ---------------------------------------------------------------- outputs
 
     /// The next thing the driver must do, until `None`.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<AuthOutput> {
         self.out.pop_front()
     }
 
@@ -849,13 +602,13 @@ impl AuthMachine {
             self.op_requests += 1;
         }
         self.inflight.insert(id, (kind, inflight));
-        self.out.push_back(Output::Transmit { id, kind, request });
+        self.out.push_back(AuthOutput::Transmit { id, kind, request });
         id
     }
 
     fn finish(&mut self, op: OpId, result: Result<Reply>) {
         if self.ops.remove(&op).is_some() {
-            self.out.push_back(Output::Done { op, result });
+            self.out.push_back(AuthOutput::Done { op, result });
         }
     }
 
@@ -950,17 +703,6 @@ impl AuthMachine {
             token_gen: self.token_gen,
         };
         match &pending.operation {
-            Operation::Query(_) => {
-                let request = framing::sql_request(&self.endpoints, pending.body.clone(), authorization);
-                self.transmit(RequestKind::Query, request, inflight);
-            }
-            Operation::Me => match authorization {
-                Some(a) => {
-                    let request = framing::me_request(&self.endpoints, a);
-                    self.transmit(RequestKind::Me, request, inflight);
-                }
-                None => self.finish(op, Err(Error::MissingCredentials)),
-            },
             Operation::Token { .. } => {
                 let r = self
                     .access
@@ -969,19 +711,6 @@ impl AuthMachine {
                     .ok_or(Error::MissingCredentials);
                 self.finish(op, r);
             }
-            Operation::ConsumeTopic(_) => {
-                let request = topics::consume_request(&self.endpoints, pending.body.clone(), authorization);
-                self.transmit(RequestKind::ConsumeTopic, request, inflight);
-            }
-            Operation::AckTopic(_) => {
-                let request = topics::ack_request(&self.endpoints, pending.body.clone(), authorization);
-                self.transmit(RequestKind::AckTopic, request, inflight);
-            }
-            Operation::Login { .. }
-            | Operation::Refresh { .. }
-            | Operation::Health
-            | Operation::SetupStatus
-            | Operation::Setup(_) => {}
             Operation::Upload(upload) => {
                 if pending.retried && !upload.replayable {
                     // Refused once with TOKEN_EXPIRED; the token is renewed
@@ -994,7 +723,7 @@ impl AuthMachine {
                     let id = RequestId(self.fresh_id());
                     self.op_requests += 1;
                     self.inflight.insert(id, (RequestKind::Upload, inflight));
-                    self.out.push_back(Output::TransmitUpload { id, request, plan });
+                    self.out.push_back(AuthOutput::TransmitUpload { id, request, plan });
                 }
             }
             Operation::Download { path, sink } => match files::download_request(&self.endpoints, path, authorization) {
@@ -1004,188 +733,15 @@ impl AuthMachine {
                 }
                 Err(e) => self.finish(op, Err(e)),
             },
-        }
-    }
-
-    /// Starts the next untried way to get a token. False when none is left.
-    fn start_next_rung(&mut self, now: Now) -> bool {
-        let skew = self.config.skew.as_secs();
-        let refresh_ok = self
-            .refresh
-            .as_ref()
-            .is_some_and(|(_, exp)| exp.is_none_or(|e| now.unix_secs().saturating_add(skew) < e));
-        let callbacks = if self.had_token {
-            [Rung::Refresher, Rung::Provider]
-        } else {
-            [Rung::Provider, Rung::Refresher]
-        };
-        let order = if self.prefer_provider {
-            [Rung::Provider, Rung::RefreshToken, Rung::Refresher, Rung::Login]
-        } else {
-            [Rung::RefreshToken, callbacks[0], callbacks[1], Rung::Login]
-        };
-        for rung in order {
-            if self.tried.contains(&rung) {
-                continue;
-            }
-            let available = match rung {
-                Rung::RefreshToken => refresh_ok,
-                Rung::Refresher => self.config.has_refresher,
-                Rung::Provider => self.config.has_dynamic_provider,
-                Rung::Login => self.credentials.is_basic() && self.rejected.is_none(),
-            };
-            if !available {
-                continue;
-            }
-            self.tried.push(rung);
-            match rung {
-                Rung::RefreshToken => {
-                    let Some((secret, _)) = &self.refresh else {
-                        continue;
-                    };
-                    match framing::refresh_request(&self.endpoints, secret) {
-                        Ok(request) => {
-                            let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
-                            self.phase = Phase::Refreshing { req };
-                        }
-                        Err(e) => {
-                            self.last_error = Some(e);
-                            continue;
-                        }
-                    }
+            operation => {
+                let Some(kind) = operation.kind() else { return };
+                let required = kind.endpoint().token == (TokenUse::Access { required: true });
+                if required && authorization.is_none() {
+                    return self.finish(op, Err(Error::MissingCredentials));
                 }
-                Rung::Refresher | Rung::Provider => {
-                    let source = if rung == Rung::Refresher {
-                        CredentialSource::Refresher
-                    } else {
-                        CredentialSource::DynamicProvider
-                    };
-                    let id = CredentialRequestId(self.fresh_id());
-                    self.phase = Phase::Fetching { id, source };
-                    self.out.push_back(Output::FetchCredentials { id, source });
-                }
-                Rung::Login => {
-                    let AuthProvider::BasicAuth { user, password } = &self.credentials else {
-                        continue;
-                    };
-                    let request = framing::login_request(&self.endpoints, user, password);
-                    let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
-                    self.phase = Phase::LoggingIn { req, configured: true };
-                }
-            }
-            return true;
-        }
-        false
-    }
-
-    fn final_error(&self) -> Error {
-        if let Some(e) = &self.last_error {
-            return e.clone();
-        }
-        if let Some(e) = &self.rejected {
-            return e.clone();
-        }
-        if self.had_token || self.access.is_some() {
-            return Error::TokenExpired;
-        }
-        match self.credentials {
-            AuthProvider::JwtToken(_) => Error::TokenExpired,
-            _ => Error::MissingCredentials,
-        }
-    }
-
-    /// The machine's own login or refresh was answered.
-    fn recovery_answered(&mut self, id: RequestId, result: Result<LoginResponse>, now: Now) {
-        let configured_login = match self.phase {
-            Phase::LoggingIn { req, configured } if req == id => configured,
-            Phase::Refreshing { req } if req == id => false,
-            _ => return, // forgotten by set_credentials
-        };
-        let was_refresh = matches!(self.phase, Phase::Refreshing { .. });
-        self.phase = Phase::Idle;
-        let skew = self.config.skew;
-        match result.and_then(|login| {
-            let token = Token::new(Secret::new(login.access_token), Origin::Issued)?;
-            if !token.usable_at(now, skew) {
-                // Already expired by this client's clock (a token lifetime
-                // shorter than the skew, or clocks far apart). Using it would
-                // break the rule; retrying would loop. This rung fails.
-                return Err(Error::TokenExpired);
-            }
-            let refresh_exp = jwt::inspect(&login.refresh_token).ok().and_then(|c| c.exp);
-            Ok((token, Secret::new(login.refresh_token), refresh_exp))
-        }) {
-            Ok((token, refresh, refresh_exp)) => {
-                self.install_token(token);
-                self.refresh = Some((refresh, refresh_exp));
-            }
-            Err(e) => {
-                if was_refresh && e.is_credentials_rejected() {
-                    self.refresh = None; // that refresh token is no good
-                }
-                if configured_login && e.is_credentials_rejected() {
-                    self.rejected = Some(e.clone()); // final for these credentials
-                }
-                self.last_error = Some(e);
+                let request = framing::request(&self.endpoints, kind, pending.body.clone(), authorization);
+                self.transmit(kind, request, inflight);
             }
         }
-        self.drive(now);
-    }
-
-    fn expire_if_due(&mut self, now: Now) {
-        if self
-            .access
-            .as_ref()
-            .is_some_and(|t| !t.usable_at(now, self.config.skew))
-        {
-            self.access = None;
-            self.token_gen += 1;
-        }
-    }
-
-    /// With a refresh token and nothing in flight, refresh ahead of expiry,
-    /// once per token.
-    fn maybe_refresh_ahead(&mut self, now: Now) {
-        if !self.refresh_ahead_armed() {
-            return;
-        }
-        let due = self
-            .access
-            .as_ref()
-            .and_then(Token::exp)
-            .is_some_and(|exp| now.unix_secs().saturating_add(self.ahead().as_secs()) >= exp);
-        if !due {
-            return;
-        }
-        self.ahead_tried = Some(self.token_gen);
-        if let Some((secret, _)) = &self.refresh
-            && let Ok(request) = framing::refresh_request(&self.endpoints, secret)
-        {
-            let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
-            self.phase = Phase::Refreshing { req };
-        }
-    }
-
-    fn refresh_ahead_armed(&self) -> bool {
-        self.refresh.is_some()
-            && self.access.is_some()
-            && matches!(self.phase, Phase::Idle)
-            && self.ahead_tried != Some(self.token_gen)
-    }
-
-    fn ahead(&self) -> Duration {
-        self.config.refresh_ahead.max(self.config.skew)
-    }
-
-    fn update_timer(&mut self, now: Now) {
-        let armed = self.refresh_ahead_armed();
-        self.timer = self.access.as_ref().and_then(Token::exp).map(|exp| {
-            let at = if armed {
-                exp.saturating_sub(self.ahead().as_secs())
-            } else {
-                exp.saturating_sub(self.config.skew.as_secs())
-            };
-            now.instant_at_unix(at)
-        });
     }
 }
