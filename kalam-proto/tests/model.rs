@@ -3,7 +3,8 @@
 //! [`ClientCore`](kalam_proto::ClientCore): HTTP answers and transport
 //! errors for each request in flight, timeouts, credential-callback answers,
 //! socket opens, drops and server frames, and the application's commands
-//! (queries, a non-replayable upload, subscriptions, credentials, connect).
+//! (a query and `GET /auth/me`, a non-replayable upload, subscriptions,
+//! credentials, connect).
 //!
 //! The core is not `Clone`: a state is its trace of actions from the start,
 //! replayed on a fresh [`Pump`] (the core is deterministic, its jitter
@@ -40,6 +41,10 @@ use support::{
 
 /// Depth explored by a plain `cargo test` (debug build: ~10 s on 2 cores).
 const CI_DEPTH: usize = 6;
+
+/// A `GET /auth/me` answer.
+const ME: &str =
+    r#"{"user":{"id":"root","role":"system","email":null,"created_at":"x","updated_at":"x"},"admin_ui_access":true}"#;
 /// Distinct states per scenario at most (the CI depth stays well below).
 const CI_STATES: usize = 2_000_000;
 
@@ -99,7 +104,7 @@ enum Action {
     Change,
     /// The open socket drops.
     Drop,
-    /// Application commands.
+    /// Application commands: a query, then `GET /auth/me`.
     Query,
     /// A FILE upload whose data comes from a reader: it cannot be sent twice.
     UploadReader,
@@ -444,9 +449,10 @@ impl Model {
                 let (id, kind) = (self.p.http[i].id, self.p.http[i].kind);
                 let sent_with = self.p.http[i].auth.as_deref().map(|h| token_of(h).to_owned());
                 match answer {
-                    HttpAnswer::Ok if matches!(kind, RequestKind::Query | RequestKind::Me | RequestKind::Upload) => {
+                    HttpAnswer::Ok if matches!(kind, RequestKind::Query | RequestKind::Upload) => {
                         self.p.answer(id, 200, OK)
                     }
+                    HttpAnswer::Ok if kind == RequestKind::Me => self.p.answer(id, 200, ME),
                     HttpAnswer::Ok | HttpAnswer::Stale => {
                         let lifetime = if answer == HttpAnswer::Ok {
                             TOKEN_LIFETIME
@@ -544,8 +550,14 @@ impl Model {
             }
             Action::Drop => self.p.socket_closed(None, "reset"),
             Action::Query => {
+                // The second is `GET /auth/me`: the other request kind that
+                // carries the access token and recovers from TOKEN_EXPIRED.
                 self.queries += 1;
-                self.p.query("SELECT 1");
+                if self.queries == 2 {
+                    self.p.submit(kalam_proto::Operation::Me);
+                } else {
+                    self.p.query("SELECT 1");
+                }
             }
             Action::UploadReader => {
                 let op = kalam_proto::Operation::Upload(kalam_proto::UploadRequest {

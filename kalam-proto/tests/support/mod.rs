@@ -113,6 +113,9 @@ pub fn sub_error_frame(id: &str) -> String {
 pub struct SentHttp {
     pub id: RequestId,
     pub kind: RequestKind,
+    pub method: http::Method,
+    /// The URL's path.
+    pub path: String,
     /// The `Authorization` header, if any.
     pub auth: Option<String>,
     pub body: Vec<u8>,
@@ -473,6 +476,8 @@ impl Pump {
                     self.http.push(SentHttp {
                         id,
                         kind,
+                        method: request.method().clone(),
+                        path: request.uri().path().to_owned(),
                         auth,
                         sink,
                         body: request.into_body(),
@@ -497,6 +502,8 @@ impl Pump {
                     self.http.push(SentHttp {
                         id,
                         kind: RequestKind::Upload,
+                        method: request.method().clone(),
+                        path: request.uri().path().to_owned(),
                         auth,
                         sink: None,
                         body,
