@@ -43,11 +43,12 @@ use crate::auth_machine::{
 };
 use crate::error::{Error, Result, TransportError};
 use crate::framing::Endpoints;
+use crate::live::LiveEvent;
 use crate::ops::{Decoded, Operation, Reply, RequestKind};
 use crate::options::{ConnectionOptions, KalamLinkTimeouts};
 use crate::secret::Secret;
 use crate::time::{Instant, Now};
-use crate::ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
+use crate::ws::{Incoming, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
 use crate::ws_messages::SubscriptionOptions;
 
 /// Settings of a [`ClientCore`], derived from the application's options.

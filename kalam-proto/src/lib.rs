@@ -138,7 +138,7 @@ pub mod files;
 pub mod framing;
 pub mod gzip;
 pub mod jwt;
-mod live;
+pub mod live;
 pub mod ops;
 mod options;
 mod secret;
@@ -158,7 +158,7 @@ pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
-pub use live::LiveRows;
+pub use live::{LiveEvent, LiveRow, LiveRows};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;
@@ -172,5 +172,5 @@ pub use types::{
     Row, SchemaField, UserInfo,
 };
 pub use ws::{DEFAULT_SEND_BURST, DEFAULT_SEND_RATE};
-pub use ws::{Incoming, LiveEvent, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
-pub use ws_messages::{LiveRow, SubscriptionOptions};
+pub use ws::{Incoming, SubId, WsConfig, WsEvent, WsOutput, WsSession, WsState};
+pub use ws_messages::SubscriptionOptions;

@@ -2,129 +2,14 @@
 //! server frames into typed [`ServerMessage`]s.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::error::DecodeError;
-use crate::types::{CellError, FromValue, SchemaField};
+use crate::live::LiveRow;
+use crate::types::SchemaField;
 
 /// Largest frame the server accepts (its codec limit); bigger ones make it
 /// drop the connection without a close frame.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
-
-/// A row of a live query, with the same typed access as a query's
-/// [`Row`](crate::Row): `row.get::<i64>("id")?` reads a BIGINT (sent as a
-/// JSON string) back as `i64`.
-///
-/// The server's system columns `_seq` (the change's sequence number) and
-/// `_deleted` are kept apart from the user's columns: [`columns`](Self::columns),
-/// [`len`](Self::len) and `Debug` leave them out. They are there when asked
-/// for by name (`row.get::<bool>("_deleted")`, [`seq`](Self::seq)), and
-/// [`as_map`](Self::as_map) shows the row exactly as it came.
-#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct LiveRow(Map<String, Value>);
-
-/// The server's system columns, kept out of a [`LiveRow`]'s user columns.
-pub const SYSTEM_COLUMNS: [&str; 2] = ["_seq", "_deleted"];
-
-fn is_system(name: &str) -> bool {
-    SYSTEM_COLUMNS.contains(&name)
-}
-
-impl LiveRow {
-    /// A row from a column map (as the server sends it).
-    pub fn from_map(map: Map<String, Value>) -> Self {
-        LiveRow(map)
-    }
-
-    /// A column read as `T` (`i64` reads BIGINT strings back, `&str`,
-    /// `bool`, `f64`, `Option<T>` for NULL, …).
-    pub fn get<'a, T: FromValue<'a>>(&'a self, column: &str) -> Result<T, CellError> {
-        let value = self
-            .value(column)
-            .ok_or_else(|| CellError::NoSuchColumn(column.to_owned()))?;
-        T::from_value(value).ok_or_else(|| CellError::WrongType {
-            column: column.to_owned(),
-            expected: T::EXPECTED,
-            found: value.clone(),
-        })
-    }
-
-    /// A column's raw JSON value.
-    pub fn value(&self, column: &str) -> Option<&Value> {
-        self.0.get(column)
-    }
-
-    /// The user columns, without `_seq` / `_deleted` (in the server's order
-    /// when serde_json's `preserve_order` feature is on, else by name).
-    pub fn columns(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0
-            .iter()
-            .filter(|(k, _)| !is_system(k))
-            .map(|(k, v)| (k.as_str(), v))
-    }
-
-    /// Number of user columns.
-    pub fn len(&self) -> usize {
-        self.columns().count()
-    }
-
-    /// No user columns.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The change's sequence number (`_seq`, sent as a string).
-    pub fn seq(&self) -> Option<i64> {
-        match self.0.get("_seq")? {
-            Value::String(s) => s.parse().ok(),
-            Value::Number(n) => n.as_i64(),
-            _ => None,
-        }
-    }
-
-    /// Whether the row is marked deleted (`_deleted`).
-    pub fn is_deleted(&self) -> bool {
-        self.0.get("_deleted").and_then(Value::as_bool).unwrap_or(false)
-    }
-
-    /// Every column as the server sent it, system columns included.
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.0
-    }
-
-    /// The column map, system columns included, to change in place.
-    pub fn as_map_mut(&mut self) -> &mut Map<String, Value> {
-        &mut self.0
-    }
-
-    /// The column map as the server sent it, system columns included.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0
-    }
-}
-
-impl From<Map<String, Value>> for LiveRow {
-    fn from(map: Map<String, Value>) -> Self {
-        LiveRow(map)
-    }
-}
-
-/// `row["name"]` is the column's raw value, or `null` when the row has no
-/// such column (never a panic).
-impl std::ops::Index<&str> for LiveRow {
-    type Output = Value;
-    fn index(&self, column: &str) -> &Value {
-        static NULL: Value = Value::Null;
-        self.value(column).unwrap_or(&NULL)
-    }
-}
-
-impl std::fmt::Debug for LiveRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.columns()).finish()
-    }
-}
 
 /// Options of a subscription.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -487,37 +372,5 @@ mod tests {
         assert!(decode_binary(&[0x93, 1, 2]).is_err());
         assert!(decode_binary(&[0x1f, 0x8b, 0, 0]).is_err());
         assert!(decode_binary(br#"{"type":"auth_error","message":"x"}"#).is_ok());
-    }
-
-    #[test]
-    fn live_rows_read_typed_and_keep_system_columns_apart() {
-        let ServerMessage::Change { rows, .. } = decode_text(
-            r#"{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"id":"9007199254740993","name":"é","qty":3,"price":null,"_seq":"382978043261325312","_deleted":false}]}"#,
-        )
-        .unwrap() else {
-            panic!("not a change")
-        };
-        let row = &rows[0];
-        assert_eq!(row.get::<i64>("id").unwrap(), 9_007_199_254_740_993);
-        assert_eq!(row.get::<&str>("name").unwrap(), "é");
-        assert_eq!(row.get::<i32>("qty").unwrap(), 3);
-        assert_eq!(row.get::<Option<f64>>("price").unwrap(), None);
-        assert!(matches!(row.get::<i64>("name"), Err(CellError::WrongType { .. })));
-        assert!(matches!(row.get::<i64>("nope"), Err(CellError::NoSuchColumn(_))));
-        // System columns are not among the user's columns, unless asked for.
-        assert_eq!(row.get::<i64>("_seq").unwrap(), 382_978_043_261_325_312);
-        // (In the server's order with serde_json's `preserve_order`, else by name.)
-        let mut columns: Vec<_> = row.columns().map(|(k, _)| k).collect();
-        columns.sort_unstable();
-        assert_eq!(columns, ["id", "name", "price", "qty"]);
-        assert_eq!(row.len(), 4);
-        assert_eq!(row.seq(), Some(382_978_043_261_325_312));
-        assert!(!row.is_deleted());
-        assert_eq!(row.as_map().len(), 6);
-        assert_eq!(row["qty"], 3);
-        assert_eq!(row["_deleted"], false);
-        assert_eq!(row["missing"], Value::Null);
-        let debug = format!("{row:?}");
-        assert!(debug.contains("\"name\"") && !debug.contains("_seq"), "{debug}");
     }
 }
