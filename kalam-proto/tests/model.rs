@@ -356,27 +356,22 @@ impl Model {
             if s.answered {
                 continue;
             }
-            let answers: &[HttpAnswer] = match s.kind {
-                RequestKind::Query
-                | RequestKind::Me
-                | RequestKind::ConsumeTopic
-                | RequestKind::AckTopic
-                | RequestKind::Health
-                | RequestKind::SetupStatus
-                | RequestKind::Setup
-                | RequestKind::Upload
-                | RequestKind::Download => &[
-                    HttpAnswer::Ok,
-                    HttpAnswer::Expired,
-                    HttpAnswer::Invalid,
-                    HttpAnswer::Transport,
-                ],
-                RequestKind::Login | RequestKind::Refresh => &[
+            // Logins and refreshes answer a token pair; every other request
+            // is answered like a query.
+            let answers: &[HttpAnswer] = if matches!(s.kind, RequestKind::Login | RequestKind::Refresh) {
+                &[
                     HttpAnswer::Ok,
                     HttpAnswer::Stale,
                     HttpAnswer::Refused,
                     HttpAnswer::Transport,
-                ],
+                ]
+            } else {
+                &[
+                    HttpAnswer::Ok,
+                    HttpAnswer::Expired,
+                    HttpAnswer::Invalid,
+                    HttpAnswer::Transport,
+                ]
             };
             v.extend(answers.iter().map(|a| Action::Http(i, *a)));
         }
