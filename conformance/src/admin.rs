@@ -7,7 +7,7 @@ use kalam_driver::{KalamLinkClient, Runtime};
 use crate::scenarios::root;
 use crate::{Backend, FaultProxy};
 
-/// `health_check()` and `needs_setup()` need no token: no login goes out,
+/// `health_check()`, `needs_setup()` and `cluster_health()` need no token: no login goes out,
 /// nothing carries an `Authorization` header, and a configured server says
 /// it needs no setup.
 pub async fn health_check_needs_no_token<R: Runtime>(b: &dyn Backend) {
@@ -21,9 +21,13 @@ pub async fn health_check_needs_no_token<R: Runtime>(b: &dyn Backend) {
         !client.needs_setup().await.expect("setup status"),
         "a configured server"
     );
+    let cluster = client.cluster_health().await.expect("cluster health from loopback");
+    assert!(cluster.is_healthy() && cluster.is_cluster_mode, "{cluster:?}");
+    let leader = cluster.leader().expect("a single node leads");
+    assert!(leader.is_self && leader.node_id == cluster.node_id, "{cluster:?}");
     assert_eq!(proxy.count("/v1/api/auth/login"), 0, "no login for open endpoints");
     let requests = proxy.requests();
-    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests.len(), 3, "{requests:?}");
     assert!(requests.iter().all(|r| r.auth_scheme.is_none()), "{requests:?}");
 }
 
@@ -144,6 +148,11 @@ pub async fn localhost_only_endpoints_refuse_a_remote_client<R: Runtime>(b: &dyn
         "the message says what to do: {health}"
     );
     assert!(matches!(client.needs_setup().await, Err(Error::LocalhostOnly { .. })));
+    let cluster = client.cluster_health().await;
+    assert!(
+        matches!(&cluster, Err(Error::LocalhostOnly { endpoint, .. }) if *endpoint == "/v1/api/cluster/health"),
+        "{cluster:?}"
+    );
     let setup = client
         .setup(SetupRequest::new("admin", "Adm1n-Passw0rd!", "R00t-Passw0rd!"))
         .await;

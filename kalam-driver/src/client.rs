@@ -8,7 +8,7 @@ use kalam_proto::{
     AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider, Endpoints,
     Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubscriptionOptions,
 };
-use kalam_proto::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
+use kalam_proto::{ClusterHealth, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
 
@@ -237,6 +237,14 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// an authenticated `execute_query("SELECT 1")` instead.
     pub async fn health_check(&self) -> Result<HealthResponse> {
         self.submit(Operation::Health).await
+    }
+
+    /// The cluster's status as the server sees it: its Raft role, term and
+    /// every node with its role and API address (`GET /v1/api/cluster/health`,
+    /// no token, localhost only like [`health_check`](Self::health_check)).
+    /// A single server answers too, as a one-node cluster.
+    pub async fn cluster_health(&self) -> Result<ClusterHealth> {
+        self.submit(Operation::ClusterHealth).await
     }
 
     /// Whether the server still needs its first-time [`setup`](Self::setup)

@@ -55,7 +55,8 @@ pub mod prelude {
     pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
     pub use crate::live::{LiveEvents, LiveQuery};
     pub use kalam_proto::{
-        AckResponse, AutoOffsetReset, ConsumerRecord, HealthResponse, SetupRequest, SetupResponse, SetupStatus, TopicOp,
+        AckResponse, AutoOffsetReset, ClusterHealth, ClusterNode, ConsumerRecord, HealthResponse, SetupRequest,
+        SetupResponse, SetupStatus, TopicOp,
     };
     pub use kalam_proto::{
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,

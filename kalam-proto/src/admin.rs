@@ -41,6 +41,74 @@ impl HealthResponse {
     }
 }
 
+/// The answer of `GET /v1/api/cluster/health`: the Raft status of the node
+/// asked and what it knows of its peers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterHealth {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    /// The server's version.
+    #[serde(default)]
+    pub version: String,
+    /// Whether the server runs Raft (a single node does too).
+    #[serde(default)]
+    pub is_cluster_mode: bool,
+    /// The cluster's id.
+    #[serde(default)]
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: u64,
+    /// Whether this node leads the cluster's meta group.
+    #[serde(default)]
+    pub is_leader: bool,
+    /// Raft groups, and how many of them this node leads.
+    #[serde(default)]
+    pub total_groups: u32,
+    /// Raft groups this node leads.
+    #[serde(default)]
+    pub groups_leading: u32,
+    /// The current Raft term.
+    #[serde(default)]
+    pub current_term: u64,
+    /// Every node of the cluster, this one included.
+    #[serde(default)]
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl ClusterHealth {
+    /// Whether the node says the cluster is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.status.eq_ignore_ascii_case("healthy")
+    }
+
+    /// The node that leads, as far as this node knows.
+    pub fn leader(&self) -> Option<&ClusterNode> {
+        self.nodes.iter().find(|n| n.is_leader)
+    }
+}
+
+/// One node of a [`ClusterHealth`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterNode {
+    /// Its id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `learner`, `candidate`.
+    #[serde(default)]
+    pub role: String,
+    /// `active`, `offline`, …
+    #[serde(default)]
+    pub status: String,
+    /// `host:port` of its HTTP API.
+    #[serde(default)]
+    pub api_addr: String,
+    /// The node that answered.
+    #[serde(default)]
+    pub is_self: bool,
+    /// The leader.
+    #[serde(default)]
+    pub is_leader: bool,
+}
+
 /// The answer of `GET /v1/api/auth/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SetupStatus {
@@ -161,6 +229,11 @@ pub fn decode_setup_status(status: StatusCode, headers: &HeaderMap, body: &[u8])
     decode_local(RequestKind::SetupStatus.endpoint().path, status, headers, body)
 }
 
+/// Decodes the cluster status; a 403 is [`Error::LocalhostOnly`].
+pub fn decode_cluster_health(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<ClusterHealth> {
+    decode_local(RequestKind::ClusterHealth.endpoint().path, status, headers, body)
+}
+
 /// Decodes the answer of a setup. Refusals keep the server's code:
 /// `already_configured` (409), `weak_password`, `invalid_user` (400),
 /// `user_exists` (409), `rate_limited` (429); a 403 is
@@ -200,6 +273,35 @@ mod tests {
         assert_eq!(get(RequestKind::Health).uri().path(), "/prefix/v1/api/healthcheck");
         assert_eq!(get(RequestKind::Health).method(), http::Method::GET);
         assert_eq!(get(RequestKind::SetupStatus).uri().path(), "/prefix/v1/api/auth/status");
+    }
+
+    #[test]
+    fn decodes_the_cluster_status_of_the_real_server() {
+        // As the real server (0.4.3-rc.4, one node) answered.
+        let body = br#"{"status":"healthy","version":"0.4.3-rc.4","build_date":"2026-11-23 15:45:52 UTC","is_cluster_mode":true,"cluster_id":"vm","node_id":1,"is_leader":true,"total_groups":3,"groups_leading":3,"current_term":1,"last_applied":1,"millis_since_quorum_ack":0,"nodes":[{"node_id":1,"role":"leader","status":"active","api_addr":"127.0.0.1:20672","is_self":true,"is_leader":true,"replication_lag":null,"catchup_progress_pct":null,"hostname":"vm","memory_usage_mb":78,"cpu_usage_percent":88.88889,"uptime_seconds":0,"uptime_human":"0m"}]}"#;
+        let c = decode_cluster_health(StatusCode::OK, &HeaderMap::new(), body).unwrap();
+        assert!(c.is_healthy() && c.is_cluster_mode && c.is_leader);
+        assert_eq!(
+            (c.node_id, c.total_groups, c.groups_leading, c.current_term),
+            (1, 3, 3, 1)
+        );
+        let leader = c.leader().unwrap();
+        assert_eq!(
+            (leader.node_id, leader.api_addr.as_str(), leader.role.as_str()),
+            (1, "127.0.0.1:20672", "leader")
+        );
+        let forbidden = br#"{"error":"Access denied. Cluster health is localhost-only."}"#;
+        match decode_cluster_health(StatusCode::FORBIDDEN, &HeaderMap::new(), forbidden) {
+            Err(Error::LocalhostOnly { endpoint, server }) => {
+                assert_eq!(endpoint, "/v1/api/cluster/health");
+                assert_eq!(server.code, ErrorCode::Forbidden);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_cluster_health(StatusCode::OK, &HeaderMap::new(), b"{}"),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub mod types;
 pub mod ws;
 pub mod ws_messages;
 
-pub use admin::{HealthResponse, SetupRequest, SetupResponse, SetupStatus};
+pub use admin::{ClusterHealth, ClusterNode, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 pub use auth::{AuthProvider, SYSTEM_USER, bearer_header};
 pub use auth_machine::{
     AuthConfig, AuthMachine, AuthOutput, AuthState, CredentialRequestId, CredentialSource, OpId, RequestId,

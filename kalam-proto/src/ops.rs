@@ -24,7 +24,7 @@
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::admin::{self, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
+use crate::admin::{self, ClusterHealth, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 use crate::error::{Error, Result};
 use crate::files::{self, DownloadInfo, UploadRequest};
 use crate::framing::{self, QueryRequest};
@@ -71,6 +71,8 @@ pub enum Operation {
     SetupStatus,
     /// `POST /v1/api/auth/setup`, without a token (localhost only).
     Setup(SetupRequest),
+    /// `GET /v1/api/cluster/health`, without a token (localhost only).
+    ClusterHealth,
     /// Run one SQL statement with files (multipart `POST /v1/api/sql`) with
     /// a valid token. Retried after `TOKEN_EXPIRED` like a query when its
     /// data can be read again; otherwise answered
@@ -109,6 +111,8 @@ pub enum Reply {
     SetupStatus(SetupStatus),
     /// For [`Operation::Setup`].
     Setup(SetupResponse),
+    /// For [`Operation::ClusterHealth`].
+    ClusterHealth(ClusterHealth),
     /// For [`Operation::Download`]: the file is there; its bytes are in
     /// the answer's body, which the driver streams.
     Download(DownloadInfo),
@@ -144,6 +148,8 @@ pub enum RequestKind {
     /// the caller (see [`crate::files::download_streams_body`]); only the
     /// head is decoded.
     Download,
+    /// `GET /v1/api/cluster/health`.
+    ClusterHealth,
 }
 
 /// Which credential a request carries.
@@ -185,7 +191,7 @@ pub struct Endpoint {
 const ACCESS: TokenUse = TokenUse::Access { required: false };
 
 /// Every endpoint, indexed by [`RequestKind`] (`ENDPOINTS[kind as usize]`).
-pub static ENDPOINTS: [Endpoint; 11] = [
+pub static ENDPOINTS: [Endpoint; 12] = [
     Endpoint {
         kind: RequestKind::Login,
         method: Method::POST,
@@ -274,11 +280,19 @@ pub static ENDPOINTS: [Endpoint; 11] = [
         recovers: true,
         decode: |s, h, b| files::decode_download(s, h, b).map(Reply::Download),
     },
+    Endpoint {
+        kind: RequestKind::ClusterHealth,
+        method: Method::GET,
+        path: "/v1/api/cluster/health",
+        token: TokenUse::None,
+        recovers: false,
+        decode: |s, h, b| admin::decode_cluster_health(s, h, b).map(Reply::ClusterHealth),
+    },
 ];
 
 impl RequestKind {
     /// Every kind, in [`ENDPOINTS`] order.
-    pub const ALL: [RequestKind; 11] = [
+    pub const ALL: [RequestKind; 12] = [
         RequestKind::Login,
         RequestKind::Refresh,
         RequestKind::Me,
@@ -290,6 +304,7 @@ impl RequestKind {
         RequestKind::Setup,
         RequestKind::Upload,
         RequestKind::Download,
+        RequestKind::ClusterHealth,
     ];
 
     /// This kind's row of [`ENDPOINTS`].
@@ -337,6 +352,7 @@ impl Operation {
             Operation::Setup(_) => RequestKind::Setup,
             Operation::Upload(_) => RequestKind::Upload,
             Operation::Download { .. } => RequestKind::Download,
+            Operation::ClusterHealth => RequestKind::ClusterHealth,
         })
     }
 
@@ -387,6 +403,7 @@ reply_conversions! {
     Health => HealthResponse,
     SetupStatus => SetupStatus,
     Setup => SetupResponse,
+    ClusterHealth => ClusterHealth,
     Download => DownloadInfo,
 }
 

@@ -49,6 +49,7 @@ fn operation_of(kind: RequestKind) -> Operation {
             path: "/v1/files/p/docs/f0001/1-a.txt".into(),
             sink: 1,
         },
+        RequestKind::ClusterHealth => Operation::ClusterHealth,
     }
 }
 
