@@ -15,8 +15,9 @@
 //! ## The recovery rule
 //!
 //! A request that carries the client's access token ([`TokenUse::Access`])
-//! and is refused with `TOKEN_EXPIRED` is retried once after the token is
-//! renewed, shared by every request waiting ([`Endpoint::recovers`]). The
+//! and is refused with `TOKEN_EXPIRED`, or with `INVALID_CREDENTIALS` while
+//! the client has a way to another token, is retried once after the token
+//! is renewed, shared by every request waiting ([`Endpoint::recovers`]). The
 //! server refuses such a request before running it, so sending it again is
 //! safe (an upload from a reader excepted: its data cannot be read twice).
 //! Requests that carry no access token (login, refresh, health, setup)

@@ -250,6 +250,9 @@ struct Model {
     seen_frames: usize,
     seen_delivered: usize,
     seen_fetches: usize,
+    /// Logins, refreshes and credential calls the core had asked for after
+    /// the previous step.
+    recoveries_started: usize,
     seen_opens: usize,
     /// The usable token when the core last asked for a socket (the one the
     /// session holds for it).
@@ -303,6 +306,7 @@ impl Model {
             seen_frames: 0,
             seen_delivered: 0,
             seen_fetches: 0,
+            recoveries_started: 0,
             seen_opens: 0,
             socket_token: None,
             server: Server::default(),
@@ -719,6 +723,24 @@ impl Model {
                 s.awaiting = None;
             }
         }
+
+        // No storm: one step (an answer, a refusal, a tick, a command) starts
+        // at most one login, refresh or credential call. A refused token
+        // (TOKEN_EXPIRED, INVALID_CREDENTIALS, auth_error) is one episode,
+        // however many requests carried it.
+        let started = self
+            .p
+            .http
+            .iter()
+            .filter(|s| matches!(s.kind, RequestKind::Login | RequestKind::Refresh))
+            .count()
+            + self.p.fetch_log.len();
+        assert!(
+            started <= self.recoveries_started + 1,
+            "{} logins, refreshes or credential calls started in one step",
+            started - self.recoveries_started
+        );
+        self.recoveries_started = started;
 
         // Single flight: one login, refresh or credential callback at a time
         // (those of credentials replaced since are forgotten by the core).

@@ -28,9 +28,15 @@
 //!   application's refresher, the dynamic provider, the stored basic
 //!   credentials. (With no token yet, the provider is asked before the
 //!   refresher.) If none works, every waiter gets the same typed error.
+//! - A token refused with `INVALID_CREDENTIALS` (the server rotated its
+//!   secret, the user's role changed) is recovered from the same way when
+//!   the machine has a way to another token (a refresh token, the
+//!   refresher, the provider, a password not refused): one recovery for
+//!   every request waiting, each refused request retried once, a second
+//!   refusal final.
 //! - Refused credentials (wrong password, `INVALID_CREDENTIALS` for a token
-//!   the application gave) are final until the application supplies new
-//!   ones: no request is repeated in a loop.
+//!   the application gave and nothing to renew it with) are final until the
+//!   application supplies new ones: no request is repeated in a loop.
 //! - An answer to a request the machine no longer waits for is ignored.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -209,8 +215,9 @@ enum Phase {
 
 #[derive(Debug)]
 enum InFlight {
-    /// An operation's request, sent with the token of generation `token_gen`.
-    Op { op: OpId, token_gen: u64 },
+    /// An operation's request, sent with the access token of generation
+    /// `token_gen` (`None`: sent without one).
+    Op { op: OpId, token_gen: Option<u64> },
     /// The machine's own login or refresh (checked against `phase`).
     Recovery,
 }
@@ -387,7 +394,7 @@ impl AuthMachine {
         );
         match request {
             Some(Ok((kind, request))) => {
-                self.transmit(kind, request, InFlight::Op { op, token_gen: 0 });
+                self.transmit(kind, request, InFlight::Op { op, token_gen: None });
             }
             Some(Err(e)) => self.finish(op, Err(e)),
             None => {
@@ -613,9 +620,16 @@ impl AuthMachine {
     }
 
     /// A query failed: decide between retry, sticky refusal and plain failure.
-    fn op_failed(&mut self, op: OpId, token_gen: u64, error: Error, now: Now) {
-        let current = token_gen == self.token_gen;
-        if error.is_token_expired() {
+    ///
+    /// `TOKEN_EXPIRED`, and `INVALID_CREDENTIALS` for a token the machine
+    /// can replace (the server rotated its secret, the user's role changed),
+    /// are recovered from as one episode shared by every request waiting,
+    /// and each refused request is sent once more: the server refused it
+    /// before running it. A second refusal of the same request is final.
+    fn op_failed(&mut self, op: OpId, token_gen: Option<u64>, error: Error, now: Now) {
+        let current = token_gen == Some(self.token_gen);
+        let refused_token = token_gen.is_some() && error.is_credentials_rejected();
+        if error.is_token_expired() || (refused_token && self.can_renew()) {
             // The server refused the token: never send it again, whether or
             // not this operation may be retried.
             if current {
@@ -633,7 +647,9 @@ impl AuthMachine {
             self.drive(now);
             return;
         }
-        if error.is_credentials_rejected() && current {
+        if refused_token && current {
+            // No other way to a token: the refusal is final until the
+            // application gives new credentials.
             if let Some(t) = self.access.take() {
                 self.token_gen += 1;
                 if t.origin == Origin::Configured {
@@ -700,7 +716,7 @@ impl AuthMachine {
         };
         let inflight = InFlight::Op {
             op,
-            token_gen: self.token_gen,
+            token_gen: authorization.map(|_| self.token_gen),
         };
         match &pending.operation {
             Operation::Token { .. } => {

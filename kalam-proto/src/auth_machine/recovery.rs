@@ -75,6 +75,16 @@ pub(super) enum Rung {
 }
 
 impl AuthMachine {
+    /// Whether some way to a new token is configured: the refresh token of
+    /// an earlier login, the application's refresher or dynamic provider,
+    /// or basic credentials not yet refused.
+    pub(super) fn can_renew(&self) -> bool {
+        self.refresh.is_some()
+            || self.config.has_refresher
+            || self.config.has_dynamic_provider
+            || (self.credentials.is_basic() && self.rejected.is_none())
+    }
+
     /// Starts the next untried way to get a token. False when none is left.
     pub(super) fn start_next_rung(&mut self, now: Now) -> bool {
         let skew = self.config.skew.as_secs();

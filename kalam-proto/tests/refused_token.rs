@@ -1,0 +1,265 @@
+//! A token the server refuses while the client can get another (the server
+//! rotated its JWT secret, the user's role changed): `INVALID_CREDENTIALS`
+//! on a request that carried it is recovered from like `TOKEN_EXPIRED`:
+//! one recovery shared by every request waiting, each refused request sent
+//! once more, and a second refusal is final. On the WebSocket, an
+//! `auth_error` for such a token gets one new token and one new
+//! `authenticate`, and the subscriptions resume.
+
+mod support;
+
+use kalam_proto::{
+    AuthProvider, ClientConfig, ConnectionOptions, CredentialSource, Error, ErrorCode, Instant, KalamLinkTimeouts,
+    LiveEvent, Operation, QueryRequest, RequestKind, UploadFile, UploadRequest,
+};
+use support::{AUTH_ERROR, AUTH_SUCCESS, BAD_LOGIN, INVALID, OK, Pump, T0, W, ack_frame, change_frame, jwt};
+
+/// Logged in with basic credentials, holding a1 and its refresh token r1.
+fn logged_in() -> (Pump, String) {
+    let mut p = Pump::basic();
+    let w = p.query("SELECT 0");
+    let access = jwt("access", T0 + 3600, "a1");
+    let login = p.last_http().id;
+    p.answer_login(login, &access, &jwt("refresh", T0 + 7200, "r1"));
+    let q = p.last_http().id;
+    p.answer(q, 200, OK);
+    assert!(p.query_ok(w));
+    (p, access)
+}
+
+/// Runs timeouts until the core asks for a socket; returns its attempt.
+fn next_socket(p: &mut Pump) -> u64 {
+    for _ in 0..100 {
+        if let Some(attempt) = p.opening {
+            return attempt;
+        }
+        let Some(at) = p.core.poll_timeout() else { break };
+        p.run_until(at.saturating_duration_since(Instant::ZERO).as_millis() as u64);
+    }
+    panic!("no socket asked for");
+}
+
+/// Runs every timeout due in the next `ms` milliseconds.
+fn run_for(p: &mut Pump, ms: u64) {
+    let now = p.now.instant.saturating_duration_since(Instant::ZERO).as_millis() as u64;
+    p.run_until(now + ms);
+}
+
+fn is_invalid_credentials(e: &Error) -> bool {
+    e.code() == Some(&ErrorCode::InvalidCredentials)
+}
+
+#[test]
+fn queries_refused_after_a_secret_rotation_recover_once_and_all_succeed() {
+    let (mut p, old) = logged_in();
+    let waiters: Vec<W> = (0..10).map(|i| p.query(&format!("SELECT {i}"))).collect();
+    let sent: Vec<_> = p.sent_of(RequestKind::Query).iter().skip(1).map(|s| s.id).collect();
+    assert_eq!(sent.len(), 10);
+    for id in sent {
+        p.answer(id, 401, INVALID);
+    }
+    // One recovery for all ten: the refresh token first (signed with the
+    // old secret too, so refused), then the stored password.
+    assert_eq!(p.sent_of(RequestKind::Refresh).len(), 1);
+    let refresh = p.last_http().id;
+    p.answer(refresh, 401, BAD_LOGIN);
+    assert_eq!(p.sent_of(RequestKind::Login).len(), 2, "one new login");
+    let login = p.last_http().id;
+    let new = jwt("access", T0 + 3600, "a2");
+    p.answer_login(login, &new, &jwt("refresh", T0 + 7200, "r2"));
+    let retries: Vec<_> = p
+        .sent_of(RequestKind::Query)
+        .iter()
+        .skip(11)
+        .map(|s| (s.id, s.auth.clone()))
+        .collect();
+    assert_eq!(retries.len(), 10, "each refused query is sent once more");
+    for (id, auth) in retries {
+        assert_eq!(auth, Some(format!("Bearer {new}")), "never the refused token {old}");
+        p.answer(id, 200, OK);
+    }
+    assert!(waiters.iter().all(|w| p.query_ok(*w)), "the application sees no error");
+}
+
+#[test]
+fn a_new_token_refused_again_is_final_and_nothing_loops() {
+    let (mut p, _) = logged_in();
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 401, INVALID);
+    let refresh = p.last_http().id;
+    let a2 = jwt("access", T0 + 3600, "a2");
+    p.answer_login(refresh, &a2, &jwt("refresh", T0 + 7200, "r2"));
+    let retry = p.last_http().id;
+    assert_eq!(p.last_http().kind, RequestKind::Query);
+    p.answer(retry, 401, INVALID);
+    assert!(
+        p.error(w).is_some_and(is_invalid_credentials),
+        "typed: {:?}",
+        p.result(w)
+    );
+    assert!(p.pending_http().is_none(), "no request left going: {:?}", p.last_http());
+    assert_eq!(
+        p.sent_of(RequestKind::Refresh).len() + p.sent_of(RequestKind::Login).len(),
+        2,
+        "the first login and one recovery"
+    );
+}
+
+#[test]
+fn a_refused_password_during_recovery_stays_final() {
+    let (mut p, _) = logged_in();
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 401, INVALID);
+    let refresh = p.last_http().id;
+    p.answer(refresh, 401, BAD_LOGIN);
+    let login = p.last_http().id;
+    assert_eq!(p.last_http().kind, RequestKind::Login);
+    p.answer(login, 401, BAD_LOGIN);
+    assert!(
+        p.error(w).is_some_and(Error::is_credentials_rejected),
+        "{:?}",
+        p.result(w)
+    );
+    let again = p.query("SELECT 2");
+    assert!(p.error(again).is_some_and(Error::is_credentials_rejected));
+    assert_eq!(
+        p.sent_of(RequestKind::Login).len(),
+        2,
+        "the refused password is not sent again"
+    );
+}
+
+#[test]
+fn the_applications_token_refused_is_renewed_by_its_refresher() {
+    let config =
+        ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 7).with_refresher(true);
+    let given = jwt("access", T0 + 3600, "given");
+    let mut p = Pump::new(AuthProvider::jwt_token(given.clone()), config);
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 401, INVALID);
+    let fetch = p.pending_fetches().next().copied().expect("the refresher is asked");
+    assert_eq!(fetch.source, CredentialSource::Refresher);
+    let renewed = jwt("access", T0 + 3600, "renewed");
+    p.credentials(fetch.id, Ok(AuthProvider::jwt_token(renewed.clone())));
+    let retry = p.last_http();
+    assert_eq!(retry.auth, Some(format!("Bearer {renewed}")));
+    let retry = retry.id;
+    p.answer(retry, 200, OK);
+    assert!(p.query_ok(w));
+}
+
+#[test]
+fn the_applications_token_refused_with_no_way_to_renew_is_final() {
+    let mut p = Pump::new(
+        AuthProvider::jwt_token(jwt("access", T0 + 3600, "given")),
+        support::config(),
+    );
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 401, INVALID);
+    assert!(p.error(w).is_some_and(is_invalid_credentials));
+    let again = p.query("SELECT 2");
+    assert!(p.error(again).is_some_and(Error::is_credentials_rejected));
+    assert_eq!(p.http.len(), 1, "nothing sent again");
+}
+
+#[test]
+fn an_upload_from_a_reader_refused_is_not_sent_twice() {
+    let (mut p, _) = logged_in();
+    let w = p.submit(Operation::Upload(UploadRequest {
+        query: QueryRequest::new(r#"INSERT INTO p.docs (id, f) VALUES (1, FILE("doc"))"#),
+        files: vec![UploadFile {
+            placeholder: "doc".into(),
+            filename: "a.bin".into(),
+            mime: "application/octet-stream".into(),
+            len: 3,
+        }],
+        replayable: false,
+        sources: 1,
+    }));
+    let up = p.last_http().id;
+    p.answer(up, 401, INVALID);
+    let refresh = p.last_http().id;
+    p.answer_login(
+        refresh,
+        &jwt("access", T0 + 3600, "a2"),
+        &jwt("refresh", T0 + 7200, "r2"),
+    );
+    assert!(
+        matches!(p.error(w), Some(Error::UploadNotReplayable)),
+        "{:?}",
+        p.result(w)
+    );
+    assert_eq!(p.sent_of(RequestKind::Upload).len(), 1);
+}
+
+#[test]
+fn an_auth_error_on_the_socket_gets_one_new_token_and_the_subscription_resumes() {
+    let (mut p, old) = logged_in();
+    let (w, sub) = p.subscribe("SELECT * FROM app.t", None);
+    let sub = sub.expect("a subscription");
+    p.bring_up();
+    let id = p.frames_of("subscribe")[0]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.frame(&ack_frame(&id, false));
+    assert!(matches!(p.result(w), Some(Ok(_))));
+    p.frame(&change_frame(&id, 1, 5));
+    // The server restarts with a new secret: the socket drops, and the
+    // reconnect's authenticate (with the old token) is refused.
+    p.socket_closed(Some(1012), "restart");
+    let attempt = next_socket(&mut p);
+    assert!(p.socket_open(attempt));
+    assert_eq!(p.frames_of("authenticate").last().unwrap()["token"], old.as_str());
+    p.frame(AUTH_ERROR);
+    // One new token, by the recovery ladder: the refresh token is refused
+    // too, the password is not.
+    while p.pending_http().is_none() {
+        let at = p.core.poll_timeout().expect("a reconnect is scheduled");
+        p.run_until(at.saturating_duration_since(Instant::ZERO).as_millis() as u64);
+    }
+    let refresh = p.last_http().id;
+    assert_eq!(p.last_http().kind, RequestKind::Refresh);
+    p.answer(refresh, 401, BAD_LOGIN);
+    let login = p.last_http().id;
+    assert_eq!(p.last_http().kind, RequestKind::Login);
+    let new = jwt("access", T0 + 3600, "a2");
+    p.answer_login(login, &new, &jwt("refresh", T0 + 7200, "r2"));
+    let attempt = next_socket(&mut p);
+    assert!(p.socket_open(attempt));
+    let auths = p.frames_of("authenticate");
+    assert_eq!(auths.len(), 3, "{auths:?}");
+    assert_eq!(auths[2]["token"], new.as_str(), "never the refused token again");
+    p.frame(AUTH_SUCCESS);
+    let resubscribe = p.frames_of("subscribe").last().cloned().unwrap();
+    assert_eq!(
+        resubscribe["subscription"]["options"]["from"], 5,
+        "resumed after the last change seen"
+    );
+    assert!(p.ended.iter().all(|(s, _)| *s != sub), "the subscription did not end");
+}
+
+#[test]
+fn an_auth_error_for_the_applications_token_with_no_way_to_renew_ends_the_subscriptions() {
+    let mut p = Pump::new(
+        AuthProvider::jwt_token(jwt("access", T0 + 3600, "given")),
+        support::config(),
+    );
+    let (_, sub) = p.subscribe("SELECT * FROM app.t", None);
+    let (attempt, _) = p.opens.last().cloned().expect("a socket");
+    assert!(p.socket_open(attempt));
+    p.frame(AUTH_ERROR);
+    run_for(&mut p, 60_000);
+    assert!(p.ended.iter().any(|(s, _)| Some(*s) == sub), "ended with the refusal");
+    assert_eq!(
+        p.frames_of("authenticate").len(),
+        1,
+        "the refused token is not sent again"
+    );
+    let events: Vec<_> = sub.map(|s| p.events(s)).unwrap_or_default();
+    assert!(!events.iter().any(|e| matches!(e, LiveEvent::Subscribed { .. })));
+}
