@@ -474,7 +474,7 @@ pub fn download_request(ep: &Endpoints, path: &str, authorization: Option<&Heade
     Ok(req)
 }
 
-/// Carried in the extensions of a [`RequestKind::Download`](crate::RequestKind::Download)
+/// Carried in the extensions of a [`RequestKind::Download`]
 /// request: the `sink` of its [`Operation::Download`](crate::Operation::Download),
 /// so the driver knows whose the streamed body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
