@@ -608,6 +608,7 @@ impl<W> ClientCore<W> {
                 self.callbacks.insert((now.instant + self.config.callback_timeout, id));
                 self.out.push_back(CoreOutput::FetchCredentials { id, source });
             }
+            AuthOutput::Warning(e) => self.out.push_back(CoreOutput::Hook(Hook::Error(e))),
             AuthOutput::Done { op, result } => {
                 if self.ws_token == Some(op) {
                     // The session asked for this token: route it there.

@@ -67,12 +67,37 @@ pub enum Error {
     #[error("a refresh token was given where an access token is required")]
     RefreshTokenAsAccessToken,
 
-    /// The access token is expired by the client's clock (with its skew) and
-    /// the client has no way to get a new one (no refresh token, refresher,
-    /// dynamic provider or stored credentials), or the retry after a
-    /// `TOKEN_EXPIRED` answer was answered `TOKEN_EXPIRED` again.
+    /// The access token is expired (by the server's clock as the client
+    /// estimates it, with its skew) and the client has no way to get a new
+    /// one: no refresh token, refresher, dynamic provider or password.
     #[error("the access token has expired and no way to renew it is configured")]
     TokenExpired,
+
+    /// A token the client just obtained was already expired by the server's
+    /// own clock (as estimated from its answers), past even the server's
+    /// leeway: the clocks, or the server's token lifetime, are wrong.
+    #[error(
+        "the token from {from} expired {ago_secs} s before it arrived (by the server's clock, \
+         estimated {offset_secs:+} s from this client's); check the clocks and the token lifetime"
+    )]
+    StaleToken {
+        /// Where it came from: `login`, `refresh`, `the refresher`, `the provider`.
+        from: &'static str,
+        /// How long before its arrival it expired.
+        ago_secs: u64,
+        /// The server's clock minus the client's, as estimated.
+        offset_secs: i64,
+    },
+
+    /// A warning, not a failure (through the `on_error` hook only): the
+    /// server's clock differs from this client's by this much. Token
+    /// expiry is judged on the server's clock, so nothing breaks; other
+    /// time-based logic of the application may.
+    #[error("the server's clock is {offset_secs:+} s from this client's; token expiry is corrected for it")]
+    ClockSkew {
+        /// The server's clock minus the client's, in seconds.
+        offset_secs: i64,
+    },
 
     /// The server refused the WebSocket authentication (`auth_error`; the
     /// server does not say why: bad, expired or refresh token alike).

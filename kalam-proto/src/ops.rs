@@ -322,6 +322,9 @@ pub struct Decoded {
     pub kind: RequestKind,
     /// The reply, or the server's typed error.
     pub result: Result<Reply>,
+    /// The answer's `Date` header (the server's clock, Unix seconds), when
+    /// it had a valid one.
+    pub date: Option<u64>,
 }
 
 /// Decodes an answer with the decoder its request's kind calls for. Pure and
@@ -333,6 +336,10 @@ pub fn decode(kind: RequestKind, status: StatusCode, headers: &HeaderMap, body: 
     Decoded {
         kind,
         result: (kind.endpoint().decode)(status, headers, body),
+        date: headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth_machine::parse_http_date),
     }
 }
 

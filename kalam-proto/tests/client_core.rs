@@ -318,12 +318,13 @@ fn the_decoder_follows_the_request_kind() {
         kalam_proto::decode(RequestKind::Me, http::StatusCode::OK, &h, me.as_bytes()),
         Decoded {
             kind: RequestKind::Me,
-            result: Ok(Reply::Me(_))
+            result: Ok(Reply::Me(_)),
+            ..
         }
     ));
     assert!(matches!(
         kalam_proto::decode(RequestKind::Query, http::StatusCode::OK, &h, EXPIRED.as_bytes()),
-        Decoded { kind: RequestKind::Query, result: Err(e) } if e.is_token_expired()
+        Decoded { kind: RequestKind::Query, result: Err(e), .. } if e.is_token_expired()
     ));
     assert!(matches!(
         kalam_proto::decode(RequestKind::Login, http::StatusCode::OK, &h, b"not json"),

@@ -177,11 +177,11 @@ fn a_download_answered_token_expired_is_retried_like_a_query() {
 
 #[test]
 fn an_expired_token_is_renewed_before_an_upload_is_sent() {
-    // The configured token is past its expiry by the client's clock: the
+    // The configured token is past its expiry and the server's leeway: the
     // refresher is asked first, and the upload leaves once, with the new token.
     let config =
         ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 7).with_refresher(true);
-    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 - 10, "old")), config);
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 - 120, "old")), config);
     let w = p.submit(upload(5, false));
     assert!(p.http.is_empty(), "not sent with an expired token");
     p.answer_fetch(Ok(AuthProvider::jwt_token(jwt("access", T0 + 3600, "new"))));

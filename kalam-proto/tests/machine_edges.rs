@@ -85,9 +85,25 @@ fn a_static_jwt_is_used_directly() {
 }
 
 #[test]
-fn a_token_within_the_skew_of_exp_is_never_sent() {
-    // Expires in 20 s: inside the default 30 s skew.
+fn a_token_that_arrives_within_the_skew_is_used_while_the_server_takes_it() {
+    // Expires in 20 s: inside the default 30 s skew already when given. The
+    // server takes it until 60 s past exp; the client uses it until 50 s past.
     let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 20, "s")), config());
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 200, OK);
+    assert!(p.query_ok(w));
+    assert_eq!(p.core.poll_timeout(), Some(Instant::from_secs(70)));
+    p.run_until(70_000);
+    let late = p.query("SELECT 2");
+    assert_eq!(p.http.len(), 1, "not sent past the server's leeway");
+    assert!(matches!(p.reply(late), Err(Error::TokenExpired)));
+}
+
+#[test]
+fn a_token_that_was_fresh_on_arrival_is_never_sent_within_the_skew() {
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 40, "s")), config());
+    p.run_until(10_000);
     let w = p.query("SELECT 1");
     assert!(p.http.is_empty(), "nothing sent");
     assert!(matches!(p.reply(w), Err(Error::TokenExpired)));
@@ -208,7 +224,7 @@ fn a_refused_refresh_falls_back_to_refresher_then_provider_then_login() {
 #[test]
 fn the_refresher_is_called_once_for_many_waiters() {
     let mut p = Pump::new(
-        AuthProvider::jwt_token(jwt("access", T0 + 10, "old")),
+        AuthProvider::jwt_token(jwt("access", T0 - 120, "old")),
         config().with_refresher(true),
     );
     let ws: Vec<W> = (0..10).map(|i| p.query(&format!("SELECT {i}"))).collect();
@@ -490,5 +506,6 @@ fn expired(kind: RequestKind) -> Decoded {
     Decoded {
         kind,
         result: Err(Error::TokenExpired),
+        date: None,
     }
 }

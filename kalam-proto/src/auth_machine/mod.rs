@@ -53,9 +53,14 @@ use crate::secret::Secret;
 use crate::time::{Instant, Now};
 use crate::types::LoginResponse;
 
+mod clock;
 mod recovery;
+mod token;
 
-use recovery::{Origin, Rung, Token};
+pub use clock::{MAX_OFFSET, ServerClock, parse_http_date};
+use recovery::Rung;
+pub use token::SERVER_LEEWAY;
+use token::{Origin, Token};
 
 /// Identifies one operation submitted to the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,6 +151,9 @@ pub enum AuthOutput {
         /// The body.
         plan: UploadPlan,
     },
+    /// Something the application should hear of that failed nothing (a
+    /// large clock skew, [`Error::ClockSkew`]): for the `on_error` hook.
+    Warning(Error),
     /// An operation finished.
     Done {
         /// The operation.
@@ -175,6 +183,7 @@ impl std::fmt::Debug for AuthOutput {
                 .field("request", &format_args!("{} {}", request.method(), request.uri()))
                 .field("plan", plan)
                 .finish(),
+            AuthOutput::Warning(e) => f.debug_tuple("Warning").field(e).finish(),
             AuthOutput::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
         }
     }
@@ -260,6 +269,16 @@ pub struct AuthMachine {
     ahead_tried: Option<u64>,
     /// A fresh token was asked for: the dynamic provider goes first.
     prefer_provider: bool,
+    /// The server's clock, estimated from its answers.
+    clock: ServerClock,
+    /// A request with the current token was answered other than
+    /// `TOKEN_EXPIRED`: the server takes it.
+    token_accepted: bool,
+    /// Tokens in a row refused `TOKEN_EXPIRED` before any request with them
+    /// succeeded (the server issues tokens it then refuses).
+    fresh_refusals: u32,
+    /// After such refusals, no recovery starts before this.
+    recover_after: Option<Instant>,
     next_id: u64,
 }
 
@@ -289,9 +308,13 @@ impl AuthMachine {
             timer: None,
             ahead_tried: None,
             prefer_provider: false,
+            clock: ServerClock::default(),
+            token_accepted: false,
+            fresh_refusals: 0,
+            recover_after: None,
             next_id: 1,
         };
-        m.install_credentials(credentials);
+        m.install_credentials(credentials, now);
         m.update_timer(now);
         m
     }
@@ -322,7 +345,7 @@ impl AuthMachine {
     pub fn access_token(&self, now: Now) -> Option<&Secret> {
         self.access
             .as_ref()
-            .filter(|t| t.usable_at(now, self.config.skew))
+            .filter(|t| t.usable(self.clock.server_now(now), self.config.skew))
             .map(|t| &t.secret)
     }
 
@@ -331,7 +354,7 @@ impl AuthMachine {
     pub fn authorization(&self, now: Now) -> Option<&HeaderValue> {
         self.access
             .as_ref()
-            .filter(|t| t.usable_at(now, self.config.skew))
+            .filter(|t| t.usable(self.clock.server_now(now), self.config.skew))
             .map(|t| &t.header)
     }
 
@@ -409,6 +432,7 @@ impl AuthMachine {
                 self.drive(now);
             }
         }
+        self.update_timer(now);
         op
     }
 
@@ -421,7 +445,7 @@ impl AuthMachine {
         if credentials == self.credentials && self.rejected.is_none() {
             return;
         }
-        self.install_credentials(credentials);
+        self.install_credentials(credentials, now);
         self.phase = Phase::Idle;
         self.tried.clear();
         self.last_error = None;
@@ -453,6 +477,19 @@ impl AuthMachine {
         let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
+        if let Some(date) = decoded.date {
+            self.observe_clock(date, now);
+        }
+        if let InFlight::Op {
+            token_gen: Some(sent_gen),
+            ..
+        } = inflight
+            && sent_gen == self.token_gen
+            && !decoded.result.as_ref().is_err_and(Error::is_token_expired)
+        {
+            self.token_accepted = true;
+            self.fresh_refusals = 0;
+        }
         match (inflight, decoded.result) {
             (InFlight::Op { op, token_gen }, Err(e)) if kind.endpoint().recovers => {
                 self.op_failed(op, token_gen, e, now)
@@ -460,7 +497,7 @@ impl AuthMachine {
             (InFlight::Op { op, .. }, result) => self.finish(op, result),
             (InFlight::Recovery, result) => {
                 let login = result.and_then(|r| LoginResponse::try_from(r).map_err(Reply::unexpected));
-                self.recovery_answered(id, login, now);
+                self.recovery_answered(id, login, decoded.date.is_some(), now);
             }
         }
         self.drive(now);
@@ -475,7 +512,7 @@ impl AuthMachine {
         match inflight {
             // Never retried: the statement may have run.
             InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),
-            InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), now),
+            InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), false, now),
         }
         self.drive(now);
         self.update_timer(now);
@@ -494,19 +531,22 @@ impl AuthMachine {
             self.credentials = credentials.clone();
         }
         match result {
-            Ok(AuthProvider::JwtToken(secret)) => match Token::new(secret, Origin::Callback) {
-                Ok(t) if !t.usable_at(now, self.config.skew) => {
-                    self.last_error = Some(Error::TokenExpired);
-                }
-                Ok(t) => {
-                    if source == CredentialSource::DynamicProvider {
-                        // A provider's token replaces any refresh token of earlier logins.
-                        self.refresh = None;
+            Ok(AuthProvider::JwtToken(secret)) => {
+                let from = match source {
+                    CredentialSource::DynamicProvider => "the provider",
+                    CredentialSource::Refresher => "the refresher",
+                };
+                match Token::new(secret, Origin::Callback).and_then(|t| self.arriving(t, from, now)) {
+                    Ok(t) => {
+                        if source == CredentialSource::DynamicProvider {
+                            // A provider's token replaces any refresh token of earlier logins.
+                            self.refresh = None;
+                        }
+                        self.install_token(t);
                     }
-                    self.install_token(t);
+                    Err(e) => self.last_error = Some(e),
                 }
-                Err(e) => self.last_error = Some(e),
-            },
+            }
             Ok(AuthProvider::BasicAuth { user, password }) => {
                 // This login is the login rung of this episode.
                 self.tried.push(Rung::Login);
@@ -568,7 +608,11 @@ impl AuthMachine {
         id
     }
 
-    fn install_credentials(&mut self, credentials: AuthProvider) {
+    fn install_credentials(&mut self, credentials: AuthProvider, now: Now) {
+        // New credentials from the application: no back-off from refusals
+        // of tokens obtained with the old ones.
+        self.fresh_refusals = 0;
+        self.recover_after = None;
         self.access = None;
         self.token_gen += 1;
         self.had_token = false;
@@ -577,7 +621,10 @@ impl AuthMachine {
         self.anonymous_ok = false;
         if let AuthProvider::JwtToken(secret) = &credentials {
             match Token::new(secret.clone(), Origin::Configured) {
-                Ok(t) => self.install_token(t),
+                Ok(mut t) => {
+                    t.arrived(self.clock.server_now(now), self.config.skew, self.ahead());
+                    self.install_token(t);
+                }
                 Err(e) => self.rejected = Some(e),
             }
         }
@@ -586,6 +633,7 @@ impl AuthMachine {
 
     fn install_token(&mut self, token: Token) {
         self.prefer_provider = false;
+        self.token_accepted = false;
         self.access = Some(token);
         self.token_gen += 1;
         self.had_token = true;
@@ -633,6 +681,9 @@ impl AuthMachine {
             // The server refused the token: never send it again, whether or
             // not this operation may be retried.
             if current {
+                if error.is_token_expired() && !self.token_accepted {
+                    self.refused_before_use(now);
+                }
                 self.access = None;
                 self.token_gen += 1;
             }
@@ -689,6 +740,9 @@ impl AuthMachine {
             }
             if !matches!(self.phase, Phase::Idle) {
                 return; // single flight: wait for the one in progress
+            }
+            if self.recover_after.is_some_and(|t| now.instant < t) {
+                return; // backing off: the server refused fresh tokens
             }
             if !self.start_next_rung(now) {
                 let error = self.final_error();

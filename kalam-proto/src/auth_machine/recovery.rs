@@ -4,66 +4,19 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
-
+use super::token::{Origin, Token, local_instant};
 use super::{AuthMachine, AuthOutput, CredentialRequestId, CredentialSource, InFlight, Phase, RequestId};
-use crate::auth::{AuthProvider, bearer_header};
+use crate::auth::AuthProvider;
 use crate::error::{Error, Result};
 use crate::framing;
-use crate::jwt::{self, JwtClaims};
+use crate::jwt;
 use crate::ops::RequestKind;
 use crate::secret::Secret;
 use crate::time::Now;
 use crate::types::LoginResponse;
 
-/// Where the current access token came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Origin {
-    /// Given by the application (builder or `set_auth`).
-    Configured,
-    /// From a login or refresh this machine made.
-    Issued,
-    /// From the dynamic provider or the refresher.
-    Callback,
-}
-
-#[derive(Debug, Clone)]
-pub(super) struct Token {
-    pub(super) secret: Secret,
-    pub(super) header: HeaderValue,
-    claims: Option<JwtClaims>,
-    pub(super) origin: Origin,
-}
-
-impl Token {
-    pub(super) fn new(secret: Secret, origin: Origin) -> Result<Token> {
-        let claims = jwt::inspect(secret.expose()).ok();
-        if claims.as_ref().is_some_and(JwtClaims::is_refresh) {
-            return Err(Error::RefreshTokenAsAccessToken);
-        }
-        let header = bearer_header(secret.expose())?;
-        // The first clone of a value built from a String moves its buffer to
-        // shared storage (one allocation). Pay it here, once per token, so
-        // that stamping requests never allocates.
-        drop(header.clone());
-        Ok(Token {
-            secret,
-            header,
-            claims,
-            origin,
-        })
-    }
-
-    pub(super) fn exp(&self) -> Option<u64> {
-        self.claims.as_ref().and_then(|c| c.exp)
-    }
-
-    pub(super) fn usable_at(&self, now: Now, skew: Duration) -> bool {
-        self.claims
-            .as_ref()
-            .is_none_or(|c| !c.is_expired_at(now.unix_secs(), skew.as_secs()))
-    }
-}
+/// Back-off before a recovery after fresh tokens were refused, at most.
+const MAX_RECOVERY_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The steps of recovery, tried in order, each at most once per episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +40,11 @@ impl AuthMachine {
 
     /// Starts the next untried way to get a token. False when none is left.
     pub(super) fn start_next_rung(&mut self, now: Now) -> bool {
-        let skew = self.config.skew.as_secs();
-        let refresh_ok = self
-            .refresh
-            .as_ref()
-            .is_some_and(|(_, exp)| exp.is_none_or(|e| now.unix_secs().saturating_add(skew) < e));
+        let skew = self.config.skew.as_secs() as i64;
+        let server_now = self.clock.server_now(now);
+        let refresh_ok = self.refresh.as_ref().is_some_and(|(_, exp)| {
+            exp.is_none_or(|e| server_now.saturating_add(skew) < i64::try_from(e).unwrap_or(i64::MAX))
+        });
         let callbacks = if self.had_token {
             [Rung::Refresher, Rung::Provider]
         } else {
@@ -173,7 +126,10 @@ impl AuthMachine {
     }
 
     /// The machine's own login or refresh was answered.
-    pub(super) fn recovery_answered(&mut self, id: RequestId, result: Result<LoginResponse>, now: Now) {
+    ///
+    /// `dated`: the answer had a `Date` header (already taken as a clock
+    /// sample); without one, the token's `iat` is the sample.
+    pub(super) fn recovery_answered(&mut self, id: RequestId, result: Result<LoginResponse>, dated: bool, now: Now) {
         let configured_login = match self.phase {
             Phase::LoggingIn { req, configured } if req == id => configured,
             Phase::Refreshing { req } if req == id => false,
@@ -181,15 +137,13 @@ impl AuthMachine {
         };
         let was_refresh = matches!(self.phase, Phase::Refreshing { .. });
         self.phase = Phase::Idle;
-        let skew = self.config.skew;
+        let from = if was_refresh { "refresh" } else { "login" };
         match result.and_then(|login| {
             let token = Token::new(Secret::new(login.access_token), Origin::Issued)?;
-            if !token.usable_at(now, skew) {
-                // Already expired by this client's clock (a token lifetime
-                // shorter than the skew, or clocks far apart). Using it would
-                // break the rule; retrying would loop. This rung fails.
-                return Err(Error::TokenExpired);
+            if !dated && let Some(iat) = token.iat() {
+                self.observe_clock(iat, now);
             }
+            let token = self.arriving(token, from, now)?;
             let refresh_exp = jwt::inspect(&login.refresh_token).ok().and_then(|c| c.exp);
             Ok((token, Secret::new(login.refresh_token), refresh_exp))
         }) {
@@ -211,10 +165,11 @@ impl AuthMachine {
     }
 
     pub(super) fn expire_if_due(&mut self, now: Now) {
+        let server_now = self.clock.server_now(now);
         if self
             .access
             .as_ref()
-            .is_some_and(|t| !t.usable_at(now, self.config.skew))
+            .is_some_and(|t| !t.usable(server_now, self.config.skew))
         {
             self.access = None;
             self.token_gen += 1;
@@ -227,11 +182,12 @@ impl AuthMachine {
         if !self.refresh_ahead_armed() {
             return;
         }
+        let server_now = self.clock.server_now(now);
         let due = self
             .access
             .as_ref()
-            .and_then(Token::exp)
-            .is_some_and(|exp| now.unix_secs().saturating_add(self.ahead().as_secs()) >= exp);
+            .and_then(|t| t.refresh_from(self.ahead()))
+            .is_some_and(|at| server_now >= at);
         if !due {
             return;
         }
@@ -257,13 +213,53 @@ impl AuthMachine {
 
     pub(super) fn update_timer(&mut self, now: Now) {
         let armed = self.refresh_ahead_armed();
-        self.timer = self.access.as_ref().and_then(Token::exp).map(|exp| {
-            let at = if armed {
-                exp.saturating_sub(self.ahead().as_secs())
-            } else {
-                exp.saturating_sub(self.config.skew.as_secs())
-            };
-            now.instant_at_unix(at)
+        let token = self.access.as_ref().and_then(|t| {
+            let refresh = t.refresh_from(self.ahead()).filter(|_| armed);
+            refresh.or_else(|| t.unusable_from(self.config.skew))
         });
+        let token = token.map(|at| local_instant(&self.clock, now, at));
+        let backoff = self.recover_after.filter(|t| *t > now.instant);
+        self.timer = match (token, backoff) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// A token just obtained from `from`, noted as arriving now; refused
+    /// when it is past even the server's leeway (a rung that fails, so
+    /// recovery cannot loop on it).
+    pub(super) fn arriving(&self, mut token: Token, from: &'static str, now: Now) -> Result<Token> {
+        let server_now = self.clock.server_now(now);
+        token.arrived(server_now, self.config.skew, self.ahead());
+        if token.usable(server_now, self.config.skew) {
+            return Ok(token);
+        }
+        let ago = server_now.saturating_sub(token.exp().unwrap_or(server_now));
+        Err(Error::StaleToken {
+            from,
+            ago_secs: u64::try_from(ago).unwrap_or(0),
+            offset_secs: self.clock.offset(),
+        })
+    }
+
+    /// A server time seen at `now`: a sample of the server's clock. A large
+    /// offset is reported once, as a warning.
+    pub(super) fn observe_clock(&mut self, server_unix: u64, now: Now) {
+        if let Some(offset_secs) = self.clock.observe(server_unix, now, self.config.skew) {
+            self.out
+                .push_back(AuthOutput::Warning(Error::ClockSkew { offset_secs }));
+        }
+    }
+
+    /// The current token was refused `TOKEN_EXPIRED` before any request
+    /// with it succeeded. Once is a clock estimate off; in a row, the
+    /// server issues tokens it then refuses: back off before the next
+    /// recovery (1 s, 2 s, 4 s… up to 30 s), so that is no login storm.
+    pub(super) fn refused_before_use(&mut self, now: Now) {
+        self.fresh_refusals = self.fresh_refusals.saturating_add(1);
+        if self.fresh_refusals >= 2 {
+            let wait = Duration::from_secs(1u64 << (self.fresh_refusals - 2).min(5)).min(MAX_RECOVERY_BACKOFF);
+            self.recover_after = Some(now.instant + wait);
+        }
     }
 }

@@ -146,6 +146,9 @@ pub type W = u64;
 pub struct Pump {
     pub core: ClientCore<W>,
     pub now: Now,
+    /// The simulated server's clock minus the client's, in seconds: every
+    /// answer's `Date` header reads the server's clock.
+    pub server_offset: i64,
     next_waiter: W,
     pub http: Vec<SentHttp>,
     pub fetches: Vec<(CredentialRequestId, CredentialSource)>,
@@ -191,6 +194,7 @@ impl Pump {
         let mut p = Pump {
             core: ClientCore::new(endpoints, credentials, config, now),
             now,
+            server_offset: 0,
             next_waiter: 1,
             http: Vec::new(),
             fetches: Vec::new(),
@@ -338,6 +342,7 @@ impl Pump {
         let response = http::Response::builder()
             .status(status)
             .header("content-type", "application/json")
+            .header("date", http_date(self.server_now()))
             .body(body.as_bytes().to_vec())
             .unwrap();
         self.mark_answered(id);
@@ -366,6 +371,17 @@ impl Pump {
     }
 
     /// Answers the login or refresh request `id` with a token pair.
+    /// The simulated server's clock, Unix seconds.
+    pub fn server_now(&self) -> u64 {
+        (self.now.unix_secs() as i64 + self.server_offset).max(0) as u64
+    }
+
+    /// Whether the server still takes a token with this `exp` (its 60 s
+    /// leeway, PROTOCOL §2.3).
+    pub fn server_accepts(&self, exp: Option<u64>) -> bool {
+        exp.is_none_or(|e| self.server_now() < e + kalam_proto::auth_machine::SERVER_LEEWAY.as_secs())
+    }
+
     pub fn answer_login(&mut self, id: RequestId, access: &str, refresh: &str) {
         self.answer(id, 200, &login_body(access, refresh));
     }
@@ -596,10 +612,11 @@ impl Pump {
             RequestKind::Query | RequestKind::Me | RequestKind::Upload | RequestKind::Download
         ) && let Ok(claims) = kalam_proto::jwt::inspect(token)
         {
-            let skew = self.core.config().auth.skew.as_secs();
             assert!(
-                !claims.is_expired_at(self.now.unix_secs(), skew),
-                "a {kind:?} request with a token expired by the client's own rule"
+                !claims.is_expired_at(self.server_now(), 0) || self.server_accepts(claims.exp),
+                "a {kind:?} request with a token the server refuses (exp {:?}, server time {})",
+                claims.exp,
+                self.server_now()
             );
         }
     }
@@ -707,4 +724,34 @@ impl Pump {
             .map(|(_, e)| e)
             .collect()
     }
+}
+
+/// An HTTP `Date` header value (IMF-fixdate) for Unix seconds.
+pub fn http_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }

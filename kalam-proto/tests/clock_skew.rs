@@ -1,0 +1,193 @@
+//! Clocks that disagree: the client's clock ahead of or behind the server's
+//! by 0 s, 29 s, 31 s, 10 min and 25 h, with token lifetimes of 0 s (a
+//! server set to `KALAMDB_JWT_EXPIRY_HOURS=0`), 60 s, 5 min and 24 h.
+//!
+//! The simulated server dates every answer on its own clock, issues tokens
+//! with `iat` = its now and `exp` = `iat` + lifetime, and takes a token until
+//! 60 s past its `exp` (its leeway), answering `TOKEN_EXPIRED` after. Over a
+//! run of queries spread across several lifetimes: every query succeeds, no
+//! request carries a token the server refuses, a renewal happens at most
+//! once per lifetime, and a refresh ahead of expiry is sent before the
+//! server's `exp`.
+
+mod support;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use kalam_proto::{Error, Hook, Instant, RequestKind};
+use support::{EXPIRED, OK, Pump, login_body};
+
+const OFFSETS: [i64; 9] = [0, 29, -29, 31, -31, 600, -600, 90_000, -90_000];
+const LIFETIMES: [u64; 4] = [0, 60, 300, 86_400];
+
+fn token(kind: &str, iat: u64, exp: u64, n: u32) -> String {
+    let claims = format!(
+        r#"{{"sub":"root","iss":"kalamdb","exp":{exp},"iat":{iat},"role":"system","token_type":"{kind}","n":{n}}}"#
+    );
+    format!(
+        "{}.{}.sig",
+        B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#),
+        B64.encode(claims)
+    )
+}
+
+fn exp_of(bearer: &str) -> u64 {
+    kalam_proto::jwt::inspect(bearer).unwrap().exp.unwrap()
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    logins: u32,
+    refreshes: u32,
+    refused: u32,
+}
+
+/// Answers every request outstanding, as the server would.
+fn serve(p: &mut Pump, lifetime: u64, current_exp: &mut Option<u64>, tally: &mut Tally) {
+    while let Some(s) = p.pending_http() {
+        let (id, kind, auth) = (s.id, s.kind, s.auth.clone());
+        let server_now = p.server_now();
+        match kind {
+            RequestKind::Login | RequestKind::Refresh => {
+                if kind == RequestKind::Login {
+                    tally.logins += 1;
+                } else {
+                    tally.refreshes += 1;
+                }
+                let n = tally.logins + tally.refreshes;
+                let access = token("access", server_now, server_now + lifetime, n);
+                let refresh = token("refresh", server_now, server_now + 7 * 86_400, n);
+                *current_exp = Some(server_now + lifetime);
+                p.answer(id, 200, &login_body(&access, &refresh));
+            }
+            _ => {
+                let bearer = auth.expect("a query carries a token");
+                let exp = exp_of(bearer.trim_start_matches("Bearer "));
+                if server_now < exp + 60 {
+                    p.answer(id, 200, OK);
+                } else {
+                    tally.refused += 1;
+                    p.answer(id, 401, EXPIRED);
+                }
+            }
+        }
+    }
+}
+
+fn run(offset: i64, lifetime: u64) -> Tally {
+    let mut p = Pump::basic();
+    p.server_offset = offset;
+    let mut tally = Tally::default();
+    let mut current_exp = None;
+    let l = lifetime;
+    let mut times = vec![0, 1, l / 2, l + 1, l + 40, l + 59, l + 120, 2 * l + 120, 3 * l + 300];
+    times.extend([l.saturating_sub(61), l.saturating_sub(31), l.saturating_sub(1)]);
+    times.sort_unstable();
+    times.dedup();
+    for t in times {
+        p.run_until(t * 1000);
+        serve(&mut p, lifetime, &mut current_exp, &mut tally);
+        let w = p.query(&format!("SELECT {t}"));
+        serve(&mut p, lifetime, &mut current_exp, &mut tally);
+        // A back-off (none expected here) would hold the query on the timer.
+        while p.result(w).is_none() {
+            let at = p.core.poll_timeout().expect("a query waits only on the timer");
+            p.run_until(at.saturating_duration_since(Instant::ZERO).as_millis() as u64);
+            serve(&mut p, lifetime, &mut current_exp, &mut tally);
+        }
+        assert!(
+            p.query_ok(w),
+            "offset {offset}, lifetime {lifetime}, t {t}: {:?}",
+            p.result(w)
+        );
+    }
+    // A large skew is reported once, as a warning.
+    let warnings = p
+        .hooks
+        .iter()
+        .filter(|h| matches!(h, Hook::Error(Error::ClockSkew { .. })))
+        .count();
+    assert_eq!(
+        warnings,
+        usize::from(offset.abs() >= 30),
+        "offset {offset}: {:?}",
+        p.hooks
+    );
+    tally
+}
+
+#[test]
+fn queries_succeed_wherever_the_server_takes_the_token() {
+    for offset in OFFSETS {
+        for lifetime in LIFETIMES {
+            let tally = run(offset, lifetime);
+            let span = 3 * lifetime + 300;
+            // One renewal per lifetime at most (a 0 s token lives for the
+            // server's leeway, less the client's margin: 50 s).
+            let lives = span / lifetime.max(50).saturating_sub(30).max(20) + 2;
+            assert_eq!(tally.refused, 0, "offset {offset}, lifetime {lifetime}: {tally:?}");
+            assert!(
+                u64::from(tally.logins + tally.refreshes) <= lives,
+                "offset {offset}, lifetime {lifetime}: {tally:?} for {lives} lifetimes"
+            );
+            assert_eq!(tally.logins, 1, "one login; renewals by the refresh token: {tally:?}");
+        }
+    }
+}
+
+#[test]
+fn the_refresh_ahead_fires_before_the_servers_exp() {
+    for offset in OFFSETS {
+        for lifetime in [300, 86_400] {
+            let mut p = Pump::basic();
+            p.server_offset = offset;
+            let (mut tally, mut exp) = (Tally::default(), None);
+            let w = p.query("SELECT 1");
+            serve(&mut p, lifetime, &mut exp, &mut tally);
+            assert!(p.query_ok(w));
+            let first_exp = exp.unwrap();
+            // The timer is the refresh ahead: 60 s before exp, on the server's clock.
+            let at = p.core.poll_timeout().expect("a refresh ahead is due");
+            p.run_until(at.saturating_duration_since(Instant::ZERO).as_millis() as u64);
+            let refresh = p.pending_http().expect("a refresh");
+            assert_eq!(refresh.kind, RequestKind::Refresh);
+            assert_eq!(
+                first_exp - p.server_now(),
+                60,
+                "offset {offset}, lifetime {lifetime}: 60 s before the server's exp"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_server_that_keeps_refusing_fresh_tokens_gets_no_login_storm() {
+    // The server refuses every token as expired (its clock far ahead of
+    // what its own Date headers say). Each refused query is retried once;
+    // logins back off, so a hundred queries over ten minutes cause few.
+    let mut p = Pump::basic();
+    let mut logins = 0;
+    let mut ws = Vec::new();
+    for i in 0..100u64 {
+        p.run_until(i * 6_000);
+        ws.push(p.query("SELECT 1"));
+        for _ in 0..10 {
+            let Some(s) = p.pending_http() else { break };
+            let (id, kind) = (s.id, s.kind);
+            if kind == RequestKind::Login {
+                logins += 1;
+                let now = p.server_now();
+                p.answer(id, 200, &login_body(&token("access", now, now + 3600, logins), "r"));
+            } else {
+                p.answer(id, 401, EXPIRED);
+            }
+        }
+    }
+    let answered = ws.iter().filter(|w| p.result(**w).is_some()).count();
+    assert!(answered >= 90, "the callers are answered: {answered}");
+    assert!(
+        ws.iter().filter_map(|w| p.error(*w)).all(Error::is_token_expired),
+        "typed"
+    );
+    assert!(logins <= 25, "{logins} logins for 100 queries in 10 minutes");
+}
