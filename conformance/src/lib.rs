@@ -29,6 +29,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub mod admin;
+pub mod auth;
 #[path = "scenarios.rs"]
 mod core_scenarios;
 pub mod files;
@@ -40,6 +41,7 @@ pub mod topics;
 /// ([`files`]).
 pub mod scenarios {
     pub use crate::admin::*;
+    pub use crate::auth::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
     pub use crate::topics::*;
@@ -111,6 +113,9 @@ macro_rules! for_each_scenario {
             consumer_token_handling_is_the_query_path,
             health_check_needs_no_token,
             setup_is_refused_once_configured,
+            rotated_jwt_secret_every_query_succeeds,
+            role_change_under_a_live_subscription_resumes,
+            zero_hour_tokens_every_query_succeeds,
             files_upload_select_download_round_trip,
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,
@@ -134,6 +139,8 @@ macro_rules! for_each_kit_only_scenario {
             first_time_setup_then_login,
             localhost_only_endpoints_refuse_a_remote_client,
             unacknowledged_records_come_again,
+            a_client_clock_ten_minutes_ahead_changes_nothing,
+            a_client_clock_a_day_behind_changes_nothing,
         );
     };
 }
@@ -151,6 +158,11 @@ pub struct ServerSettings {
     /// How long records a consume handed out stay claimed for the group
     /// without an acknowledgement (kit only; the server's default is 60 s).
     pub topic_visibility_timeout: Option<std::time::Duration>,
+    /// Access tokens with `exp == iat` (`KALAMDB_JWT_EXPIRY_HOURS=0`; the
+    /// server takes them for its 60 s leeway).
+    pub zero_hour_tokens: bool,
+    /// The server's clock runs this many seconds from the client's (kit only).
+    pub clock_offset: Option<i64>,
 }
 
 impl ServerSettings {
@@ -167,6 +179,19 @@ impl ServerSettings {
             },
             "localhost_only_endpoints_refuse_a_remote_client" => ServerSettings {
                 remote_peers: true,
+                ..ServerSettings::default()
+            },
+            "zero_hour_tokens_every_query_succeeds" => ServerSettings {
+                zero_hour_tokens: true,
+                ..ServerSettings::default()
+            },
+            "a_client_clock_ten_minutes_ahead_changes_nothing" => ServerSettings {
+                zero_hour_tokens: true,
+                clock_offset: Some(-600),
+                ..ServerSettings::default()
+            },
+            "a_client_clock_a_day_behind_changes_nothing" => ServerSettings {
+                clock_offset: Some(25 * 3600),
                 ..ServerSettings::default()
             },
             "unacknowledged_records_come_again" => ServerSettings {
@@ -186,6 +211,12 @@ impl ServerSettings {
         if let Some(d) = self.topic_visibility_timeout {
             builder = builder.topic_visibility_timeout(d);
         }
+        if self.zero_hour_tokens {
+            builder = builder.token_lifetime(std::time::Duration::ZERO);
+        }
+        if let Some(secs) = self.clock_offset {
+            builder = builder.clock_offset(secs);
+        }
         builder
             .needs_setup(self.needs_setup)
             .remote_peers(self.remote_peers)
@@ -198,16 +229,23 @@ impl ServerSettings {
     /// scenarios are in [`for_each_kit_only_scenario!`]).
     pub fn start_real(&self) -> RealServer {
         assert!(
-            !self.needs_setup && !self.remote_peers && self.topic_visibility_timeout.is_none(),
-            "the real server cannot start unconfigured or see loopback clients as remote"
+            !self.needs_setup
+                && !self.remote_peers
+                && self.topic_visibility_timeout.is_none()
+                && self.clock_offset.is_none(),
+            "the real server cannot start unconfigured, see loopback clients as remote or run another clock"
         );
-        match self.max_subscriptions_per_user {
-            Some(n) => {
-                let toml = format!("[rate_limit]\nmax_subscriptions_per_user = {n}");
-                RealServer::start_with(&[("KALAMDB_EXTRA_TOML", &toml)])
-            }
-            None => RealServer::start(),
+        let toml = self
+            .max_subscriptions_per_user
+            .map(|n| format!("[rate_limit]\nmax_subscriptions_per_user = {n}"));
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        if let Some(toml) = &toml {
+            env.push(("KALAMDB_EXTRA_TOML", toml));
         }
+        if self.zero_hour_tokens {
+            env.push(("KALAMDB_JWT_EXPIRY_HOURS", "0"));
+        }
+        RealServer::start_with(&env)
     }
 }
 
@@ -222,6 +260,10 @@ pub trait Backend: Send + Sync {
     /// Restarts the server on the same port, keeping its data; returns
     /// once it serves again.
     fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Makes every token issued so far invalid, as a redeploy with a new
+    /// JWT secret does (the real server restarts on the same port with a
+    /// new secret); users and passwords stay.
+    fn rotate_jwt_secret(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 impl Backend for TestServer {
@@ -236,6 +278,9 @@ impl Backend for TestServer {
     }
     fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(TestServer::restart(self))
+    }
+    fn rotate_jwt_secret(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.force_invalidate_all() })
     }
 }
 
@@ -252,6 +297,9 @@ impl Backend for RealServer {
     fn restart(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         // Blocks this thread for about a second; the client runs elsewhere.
         Box::pin(async move { RealServer::restart(self) })
+    }
+    fn rotate_jwt_secret(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.restart_with_jwt_secret("a-rotated-secret-0123456789abcdefghijklmnopqrs") })
     }
 }
 

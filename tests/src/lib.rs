@@ -328,6 +328,11 @@ pub(crate) struct State {
     pub(crate) seen: Mutex<Vec<SeenRequest>>,
     pub(crate) issued: Mutex<HashSet<String>>,
     pub(crate) expired: Mutex<HashSet<String>>,
+    /// Tokens refused as invalid ([`TestServer::force_invalidate_all`]).
+    pub(crate) invalidated: Mutex<HashSet<String>>,
+    /// The kit's clock minus the machine's, in seconds
+    /// ([`TestServerBuilder::clock_offset`]).
+    pub(crate) clock_offset: i64,
     pub(crate) faults: Mutex<VecDeque<(usize, Fault)>>,
     pub(crate) latency: Mutex<Duration>,
     pub(crate) ws: WsControls,
@@ -349,9 +354,14 @@ impl State {
         }
     }
 
+    /// The kit's clock, Unix seconds: the machine's, moved by the clock offset.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from((unix_now() as i64).saturating_add(self.clock_offset)).unwrap_or(0)
+    }
+
     /// Issues a token (recorded, so `force_expire_all` can expire it).
     pub(crate) fn issue(&self, user: &str, role: &str, email: Option<String>, token_type: &str) -> (String, u64) {
-        let now = unix_now();
+        let now = self.now();
         let lifetime = self.lifetime.as_secs();
         let exp = now.saturating_add(if token_type == "refresh" {
             lifetime.saturating_mul(7)
@@ -372,7 +382,11 @@ impl State {
         // Tokens are a pure function of their claims: one issued in the same
         // second as a token `force_expire_all` expired would be that token.
         // Move it a second on (well within the 60 s leeway) until it is new.
-        while self.expired.lock().map(|e| e.contains(&token)).unwrap_or(false) {
+        let retired = |t: &String| {
+            self.expired.lock().map(|e| e.contains(t)).unwrap_or(false)
+                || self.invalidated.lock().map(|e| e.contains(t)).unwrap_or(false)
+        };
+        while retired(&token) {
             claims.iat += 1;
             claims.exp = claims.exp.saturating_add(1);
             token = jwt::sign(&self.secret, &claims);
@@ -385,7 +399,10 @@ impl State {
 
     /// Verifies a token of `token_type` against the user store.
     pub(crate) fn verify(&self, token: &str, token_type: &str) -> Result<(Claims, String), jwt::Refusal> {
-        let claims = jwt::verify(&self.secret, token, unix_now(), 60)?;
+        let claims = jwt::verify(&self.secret, token, self.now(), 60)?;
+        if self.invalidated.lock().map(|e| e.contains(token)).unwrap_or(false) {
+            return Err(jwt::Refusal::Invalid);
+        }
         if self.expired.lock().map(|e| e.contains(token)).unwrap_or(false) {
             return Err(jwt::Refusal::Expired);
         }
@@ -417,6 +434,7 @@ pub struct TestServerBuilder {
     remote_peers: bool,
     auth_rate: Option<u32>,
     query_rate: Option<u32>,
+    clock_offset: i64,
 }
 
 impl Default for TestServerBuilder {
@@ -440,6 +458,7 @@ impl Default for TestServerBuilder {
             remote_peers: false,
             auth_rate: None,
             query_rate: None,
+            clock_offset: 0,
         }
     }
 }
@@ -575,6 +594,14 @@ impl TestServerBuilder {
         self
     }
 
+    /// Runs the kit's clock `secs` ahead of this machine's (negative:
+    /// behind), as a server whose clock disagrees with its clients': it
+    /// issues tokens, judges their expiry and dates its answers on it.
+    pub fn clock_offset(mut self, secs: i64) -> Self {
+        self.clock_offset = secs;
+        self
+    }
+
     /// Binds 127.0.0.1 on a free port and starts serving.
     pub async fn start(self) -> TestServer {
         let (changes, _) = broadcast::channel(4096);
@@ -605,6 +632,8 @@ impl TestServerBuilder {
             seen: Mutex::new(Vec::new()),
             issued: Mutex::new(HashSet::new()),
             expired: Mutex::new(HashSet::new()),
+            invalidated: Mutex::new(HashSet::new()),
+            clock_offset: self.clock_offset,
             faults: Mutex::new(VecDeque::new()),
             latency: Mutex::new(self.latency),
             ws: WsControls {
@@ -689,7 +718,7 @@ impl TestServer {
     /// (role and e-mail default to the user's). Counted as issued, so
     /// [`force_expire_all`](Self::force_expire_all) expires it too.
     pub fn mint_token(&self, m: Mint) -> String {
-        let now = unix_now();
+        let now = self.state.now();
         let known = self
             .state
             .engine
@@ -729,6 +758,21 @@ impl TestServer {
             i.insert(t.clone());
         }
         t
+    }
+
+    /// Every token issued or minted so far (access and refresh) is refused as
+    /// `INVALID_CREDENTIALS` from now on, as after a redeploy with a new
+    /// JWT secret; users and passwords are unchanged.
+    pub fn force_invalidate_all(&self) {
+        let issued: Vec<String> = self
+            .state
+            .issued
+            .lock()
+            .map(|i| i.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Ok(mut inv) = self.state.invalidated.lock() {
+            inv.extend(issued);
+        }
     }
 
     /// Every token issued or minted so far answers `TOKEN_EXPIRED` from now on.

@@ -110,18 +110,47 @@ impl RealServer {
     /// Returns once it answers `/health` again. Blocks the calling thread
     /// for about a second.
     pub fn restart(&self) {
+        self.restart_with(None);
+    }
+
+    /// Like [`restart`](Self::restart), with a new JWT secret (a redeploy
+    /// that rotates it): every token issued before is refused with
+    /// `INVALID_CREDENTIALS`; users and passwords are unchanged.
+    pub fn restart_with_jwt_secret(&self, secret: &str) {
+        self.restart_with(Some(secret));
+    }
+
+    fn restart_with(&self, jwt_secret: Option<&str>) {
         let mut process = self.process.lock().unwrap_or_else(|p| p.into_inner());
         let pid = process.0.clone();
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the server's binary");
         // The server's own environment (start.sh's KALAMDB_* settings).
         let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the server's environment");
-        let env: Vec<(String, String)> = environ
+        let mut env: Vec<(String, String)> = environ
             .split(|b| *b == 0)
             .filter_map(|kv| {
                 let kv = String::from_utf8_lossy(kv);
                 kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
             })
             .collect();
+        if let Some(secret) = jwt_secret {
+            // The server reads it from its config file and its environment.
+            env.retain(|(k, _)| k != "KALAMDB_JWT_SECRET");
+            env.push(("KALAMDB_JWT_SECRET".into(), secret.into()));
+            let toml = PathBuf::from(&self.data_dir).join("server.toml");
+            let text = std::fs::read_to_string(&toml).expect("server.toml");
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| {
+                    if l.trim_start().starts_with("jwt_secret") {
+                        format!("jwt_secret = \"{secret}\"")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect();
+            std::fs::write(&toml, text.join("\n") + "\n").expect("server.toml");
+        }
         let stopped = Command::new("bash")
             .arg(self.dir.join("stop.sh"))
             .arg(&pid)

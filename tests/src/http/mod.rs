@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::sql::{Outcome, SqlError};
-use crate::{SeenRequest, State, http_date, jwt, rfc3339, unix_now};
+use crate::{SeenRequest, State, http_date, jwt, rfc3339};
 use crate::{files, setup};
 use file_routes::{Upload, download, file_upload};
 use topic_routes::{TopicCall, topics};
@@ -129,9 +129,18 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, mut stopped:
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(req, state).await) }
+                async move {
+                    // Dated on the kit's clock (which a test may offset).
+                    let date = http_date(state.now());
+                    let mut answer = handle(req, state).await;
+                    if let Ok(v) = http::HeaderValue::from_str(&date) {
+                        answer.headers_mut().insert(http::header::DATE, v);
+                    }
+                    Ok::<_, Infallible>(answer)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .auto_date_header(false)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::select! {
@@ -433,7 +442,7 @@ fn refresh(state: &State, headers: &http::HeaderMap) -> Answer {
             },
         },
     };
-    match jwt::verify(&state.secret, &token, unix_now(), 60) {
+    match jwt::verify(&state.secret, &token, state.now(), 60) {
         Ok(c) if c.token_type != "refresh" => auth_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -79,6 +79,24 @@ impl Engine {
         Ok(Outcome::Message(format!("User '{name}' created")))
     }
 
+    pub(super) fn alter_user_role(&mut self, stmt: &str) -> Result<Outcome, SqlError> {
+        // ALTER USER alice SET ROLE service
+        let words: Vec<&str> = stmt.split_whitespace().collect();
+        let name = words.get(2).map(|w| w.trim_matches(['\'', '"'])).unwrap_or_default();
+        let role = words
+            .get(5)
+            .map(|w| w.trim_matches(['\'', '"', ';']).to_ascii_lowercase());
+        let Some(role) = role.filter(|r| ["user", "service", "dba", "system"].contains(&r.as_str())) else {
+            return Err(SqlError::new(400, "INVALID_SQL", "Expected role name after SET ROLE"));
+        };
+        let user = self
+            .users
+            .get_mut(name)
+            .ok_or_else(|| SqlError::new(400, "NOT_FOUND", format!("User '{name}' not found")))?;
+        user.role = role;
+        Ok(Outcome::Message(format!("User '{name}' updated")))
+    }
+
     pub(super) fn create_table(&mut self, n: usize, stmt: &str) -> Result<Outcome, SqlError> {
         let upper = stmt.to_ascii_uppercase();
         let open = stmt

@@ -12,6 +12,9 @@ pub(super) enum StatementKind {
     Namespace,
     /// `CREATE USER …`.
     CreateUser,
+    /// `ALTER USER name SET ROLE role` (a role change invalidates the
+    /// user's outstanding tokens: they carry the old role).
+    AlterUserRole,
     /// `CREATE [USER|SHARED|STREAM] TABLE …` (and `ALTER … TABLE …`, which
     /// the kit answers like a CREATE TABLE it cannot parse).
     CreateTable,
@@ -51,7 +54,7 @@ impl StatementKind {
     pub(super) fn of(stmt: &str) -> StatementKind {
         let words: Vec<String> = stmt
             .split_whitespace()
-            .take(4)
+            .take(5)
             .map(|w| w.to_ascii_uppercase())
             .collect();
         let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
@@ -60,6 +63,7 @@ impl StatementKind {
             ("EXECUTE", "AS") => StatementKind::ExecuteAs,
             ("CREATE" | "DROP", "NAMESPACE") => StatementKind::Namespace,
             ("CREATE", "USER") if w(2) != "TABLE" => StatementKind::CreateUser,
+            ("ALTER", "USER") if w(3) == "SET" && w(4) == "ROLE" => StatementKind::AlterUserRole,
             ("DROP", "TABLE") => StatementKind::DropTable,
             ("CREATE", "TOPIC") => StatementKind::CreateTopic,
             ("ALTER", "TOPIC") => StatementKind::AlterTopic,
@@ -95,7 +99,11 @@ impl StatementKind {
     fn admin_only(self) -> bool {
         matches!(
             self,
-            StatementKind::CreateUser | StatementKind::CreateTable | StatementKind::DropTable | StatementKind::OtherDdl
+            StatementKind::CreateUser
+                | StatementKind::AlterUserRole
+                | StatementKind::CreateTable
+                | StatementKind::DropTable
+                | StatementKind::OtherDdl
         )
     }
 }
@@ -142,6 +150,7 @@ impl Engine {
                 self.namespace_ddl(n, stmt).map(as_user)
             }
             StatementKind::CreateUser => self.create_user(n, stmt).map(as_user),
+            StatementKind::AlterUserRole => self.alter_user_role(stmt).map(as_user),
             StatementKind::CreateTable => self.create_table(n, stmt).map(as_user),
             StatementKind::DropTable => self.drop_table(n, stmt).map(as_user),
             StatementKind::CreateTopic => self.create_topic(n, stmt).map(as_user),
