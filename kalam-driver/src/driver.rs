@@ -371,7 +371,12 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Hook::Error(error) => {
-                tracing::debug!(%error, "WebSocket error");
+                match error {
+                    Error::ClockSkew { offset_secs } => {
+                        tracing::warn!(offset_secs, "the server's clock differs from this machine's")
+                    }
+                    _ => tracing::debug!(%error, "WebSocket error"),
+                }
                 if let Some(h) = &self.callbacks.on_error {
                     h(error);
                 }

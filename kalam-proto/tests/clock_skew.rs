@@ -135,6 +135,18 @@ fn queries_succeed_wherever_the_server_takes_the_token() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Any offset within the estimate's bound and any lifetime up to two
+    /// days: the same guarantees as the table above.
+    #[test]
+    fn any_skew_and_lifetime(offset in -500_000i64..500_000, lifetime in 0u64..172_800) {
+        let tally = run(offset, lifetime);
+        proptest::prop_assert_eq!(tally.refused, 0);
+        proptest::prop_assert_eq!(tally.logins, 1);
+    }
+}
+
 #[test]
 fn the_refresh_ahead_fires_before_the_servers_exp() {
     for offset in OFFSETS {
@@ -188,6 +200,12 @@ fn a_server_that_keeps_refusing_fresh_tokens_gets_no_login_storm() {
     assert!(
         ws.iter().filter_map(|w| p.error(*w)).all(Error::is_token_expired),
         "typed"
+    );
+    assert!(
+        ws.iter()
+            .filter_map(|w| p.error(*w))
+            .all(|e| !e.to_string().contains("no way to renew")),
+        "with a password configured, never \"no way to renew\""
     );
     assert!(logins <= 25, "{logins} logins for 100 queries in 10 minutes");
 }
