@@ -17,10 +17,16 @@
 //! ```
 //!
 //! Rules it keeps:
-//! - A token counts as expired `skew` (default 30 s) before its `exp`; an
-//!   expired token is never handed out. With a refresh token, the machine
-//!   refreshes `refresh_ahead` (default 60 s) before `exp`, while the old
-//!   token still serves.
+//! - Expiry is judged on the server's clock, estimated from its answers'
+//!   `Date` headers ([`ServerClock`]). A token counts as expired `skew`
+//!   (default 30 s) before its `exp`; an expired token is never handed out.
+//!   With a refresh token, the machine refreshes `refresh_ahead` (default
+//!   60 s) before `exp`, while the old token still serves. A token that
+//!   arrives already within the skew (a 0-hour token) is used while the
+//!   server takes it, up to 50 s past `exp` ([`SERVER_LEEWAY`] less a
+//!   margin), and never refreshed ahead.
+//! - Tokens refused `TOKEN_EXPIRED` before any use, twice in a row, make
+//!   the next recovery wait (1 s, 2 s, … 30 s): no login storm.
 //! - Single flight: however many operations wait, at most one login, refresh
 //!   or credential callback is in flight.
 //! - A query answered `TOKEN_EXPIRED` is retried once after recovery. Recovery
