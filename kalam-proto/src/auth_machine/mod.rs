@@ -265,6 +265,10 @@ pub struct AuthMachine {
     tried: Vec<Rung>,
     last_error: Option<Error>,
     waiting: VecDeque<OpId>,
+    /// Operations that send no request of their own (a token for the
+    /// WebSocket), waiting for a token: they take no HTTP slot, so they never
+    /// wait behind the in-flight cap.
+    waiting_tokens: VecDeque<OpId>,
     ops: BTreeMap<OpId, PendingOp>,
     inflight: BTreeMap<RequestId, (RequestKind, InFlight)>,
     /// Operation requests among `inflight` (the cap counts these).
@@ -307,6 +311,7 @@ impl AuthMachine {
             tried: Vec::new(),
             last_error: None,
             waiting: VecDeque::new(),
+            waiting_tokens: VecDeque::new(),
             ops: BTreeMap::new(),
             inflight: BTreeMap::new(),
             op_requests: 0,
@@ -399,6 +404,7 @@ impl AuthMachine {
             _ => None,
         };
         let fresh = matches!(operation, Operation::Token { fresh: true }) && self.config.has_dynamic_provider;
+        let is_token = operation.kind().is_none();
         let without_access = operation
             .kind()
             .filter(|k| !matches!(k.endpoint().token, TokenUse::Access { .. }));
@@ -434,7 +440,11 @@ impl AuthMachine {
                     }
                     self.prefer_provider = true;
                 }
-                self.waiting.push_back(op);
+                if is_token {
+                    self.waiting_tokens.push_back(op);
+                } else {
+                    self.waiting.push_back(op);
+                }
                 self.drive(now);
             }
         }
@@ -721,16 +731,19 @@ impl AuthMachine {
     fn drive(&mut self, now: Now) {
         self.expire_if_due(now);
         self.maybe_refresh_ahead(now);
-        if self.waiting.is_empty() && matches!(self.phase, Phase::Idle) {
+        if self.waiting.is_empty() && self.waiting_tokens.is_empty() && matches!(self.phase, Phase::Idle) {
             // No episode in progress: the next one starts afresh.
             self.tried.clear();
             self.last_error = None;
             self.prefer_provider = false;
         }
-        while !self.waiting.is_empty() {
+        while !self.waiting.is_empty() || !self.waiting_tokens.is_empty() {
             // A clone of the cached header value is a reference-count bump:
             // dispatching allocates nothing but each request's own body.
             if let Some(header) = self.access.as_ref().map(|t| t.header.clone()) {
+                while let Some(op) = self.waiting_tokens.pop_front() {
+                    self.dispatch(op, Some(&header));
+                }
                 while self.op_requests < self.config.max_in_flight.max(1) {
                     let Some(op) = self.waiting.pop_front() else { break };
                     self.dispatch(op, Some(&header));
@@ -738,6 +751,9 @@ impl AuthMachine {
                 return;
             }
             if self.anonymous_allowed() {
+                while let Some(op) = self.waiting_tokens.pop_front() {
+                    self.dispatch(op, None);
+                }
                 while self.op_requests < self.config.max_in_flight.max(1) {
                     let Some(op) = self.waiting.pop_front() else { break };
                     self.dispatch(op, None);
@@ -754,7 +770,7 @@ impl AuthMachine {
                 let error = self.final_error();
                 self.tried.clear();
                 self.last_error = None;
-                let waiting: Vec<OpId> = self.waiting.drain(..).collect();
+                let waiting: Vec<OpId> = self.waiting_tokens.drain(..).chain(self.waiting.drain(..)).collect();
                 for op in waiting {
                     self.finish(op, Err(error.clone()));
                 }
