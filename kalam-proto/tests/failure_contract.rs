@@ -3,7 +3,9 @@
 
 mod support;
 
-use kalam_proto::{AuthProvider, ClientConfig, ConnectionOptions, KalamLinkTimeouts, RequestKind};
+use kalam_proto::{
+    AuthProvider, ClientConfig, ConnectionOptions, Error, Hook, KalamLinkTimeouts, RequestKind, TransportError,
+};
 use support::{OK, Pump, T0, jwt};
 
 /// The WebSocket's token request takes no HTTP slot: with the in-flight cap
@@ -26,4 +28,54 @@ fn the_sockets_token_does_not_wait_behind_the_http_cap() {
     let second = p.sent_of(RequestKind::Query)[1].id;
     p.answer(second, 200, OK);
     assert!(p.query_ok(slow) && p.query_ok(queued));
+}
+
+/// A socket that opens and then dies before `auth_success` (a 1011, a
+/// proxy's reset) fails `connect()` with the cause, and both hooks fire,
+/// however many reconnects would follow (none is the limit by default).
+#[test]
+fn connect_is_answered_when_the_socket_dies_during_authentication() {
+    let mut p = Pump::new(
+        AuthProvider::jwt_token(jwt("access", T0 + 3600, "a")),
+        support::config(),
+    );
+    let w = p.connect();
+    let (attempt, _) = p.opens.last().cloned().expect("a socket");
+    assert!(p.socket_open(attempt));
+    assert_eq!(p.frames_of("authenticate").len(), 1);
+    p.socket_closed(Some(1011), "internal error");
+    match p.error(w) {
+        Some(Error::Transport(TransportError::Connect(why))) => {
+            assert!(why.contains("1011") && why.contains("authenticate"), "{why}")
+        }
+        other => panic!("connect: {other:?} ({:?})", p.result(w)),
+    }
+    assert!(p.hooks.iter().any(|h| matches!(h, Hook::Error(_))), "{:?}", p.hooks);
+    assert!(
+        p.hooks.iter().any(|h| matches!(h, Hook::Disconnected(_))),
+        "{:?}",
+        p.hooks
+    );
+    assert_eq!(p.core.pending_waiters(), 0);
+}
+
+/// A socket that opens and never hears `auth_success` fails `connect()` at
+/// the auth timeout, typed, with both hooks.
+#[test]
+fn connect_is_answered_when_authenticate_is_never_answered() {
+    let timeouts = KalamLinkTimeouts::default();
+    let config = ClientConfig::new(&ConnectionOptions::default(), &timeouts, 7);
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 3600, "a")), config);
+    let w = p.connect();
+    let (attempt, _) = p.opens.last().cloned().expect("a socket");
+    assert!(p.socket_open(attempt));
+    let deadline = timeouts.auth_timeout.as_millis() as u64;
+    p.run_until(deadline);
+    assert!(
+        matches!(p.error(w), Some(Error::Transport(TransportError::Timeout(d))) if *d == timeouts.auth_timeout),
+        "{:?}",
+        p.result(w)
+    );
+    assert!(p.hooks.iter().any(|h| matches!(h, Hook::Error(_))));
+    assert!(p.hooks.iter().any(|h| matches!(h, Hook::Disconnected(_))));
 }

@@ -468,8 +468,18 @@ impl WsSession {
             None if reason.is_empty() => "connection lost".to_owned(),
             None => reason.to_owned(),
         };
-        if matches!(self.conn, Conn::Connecting { .. }) {
-            self.event(WsEvent::Error(Error::Transport(TransportError::Connect(why.clone()))));
+        match self.conn {
+            Conn::Connecting { .. } => {
+                self.event(WsEvent::Error(Error::Transport(TransportError::Connect(why.clone()))));
+            }
+            Conn::Authenticating { .. } => {
+                // Open, but gone before `auth_success` (a 1011, a proxy's
+                // reset): the attempt failed; say so, as for one that never
+                // opened.
+                let cause = format!("{why} before the server answered authenticate");
+                self.event(WsEvent::Error(Error::Transport(TransportError::Connect(cause))));
+            }
+            _ => {}
         }
         self.lost(&why, now);
     }
@@ -508,6 +518,9 @@ impl WsSession {
                 self.lost("connect timeout", now);
             }
             Conn::Authenticating { deadline, .. } if *deadline <= t => {
+                self.event(WsEvent::Error(Error::Transport(TransportError::Timeout(
+                    self.config.auth_timeout,
+                ))));
                 self.out.push_back(WsOutput::Close {
                     code: 1000,
                     reason: "auth timeout",
@@ -659,7 +672,9 @@ impl WsSession {
 
     /// The connection is gone: back off and reconnect, or stop.
     fn lost(&mut self, reason: &str, now: Now) {
-        let was_ready = matches!(self.conn, Conn::Ready);
+        // A socket that was open (ready, or still authenticating) is
+        // reported closed, whatever follows.
+        let was_open = self.socket_open();
         self.forget_socket();
         let mut held = Vec::new();
         for (id, s) in self.subs.iter_mut() {
@@ -688,7 +703,7 @@ impl WsSession {
         } else {
             self.conn = if self.wanted { Conn::Failed } else { Conn::Disconnected };
         }
-        if was_ready || !will_reconnect {
+        if was_open || !will_reconnect {
             self.event(WsEvent::Disconnected {
                 reason: reason.to_owned(),
                 will_reconnect,
