@@ -30,6 +30,7 @@ use sha2::Sha256;
 
 pub mod admin;
 pub mod auth;
+pub mod contract;
 #[path = "scenarios.rs"]
 mod core_scenarios;
 pub mod files;
@@ -42,6 +43,7 @@ pub mod topics;
 pub mod scenarios {
     pub use crate::admin::*;
     pub use crate::auth::*;
+    pub use crate::contract::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
     pub use crate::topics::*;
@@ -116,6 +118,7 @@ macro_rules! for_each_scenario {
             rotated_jwt_secret_every_query_succeeds,
             role_change_under_a_live_subscription_resumes,
             zero_hour_tokens_every_query_succeeds,
+            a_cancelled_live_events_holds_no_server_subscription,
             files_upload_select_download_round_trip,
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,

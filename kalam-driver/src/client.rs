@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kalam_proto::{
-    AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider, Endpoints,
-    Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubscriptionOptions,
+    Answer, AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider,
+    Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result,
+    SubscriptionOptions,
 };
 use kalam_proto::{ClusterHealth, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
@@ -202,7 +203,22 @@ impl<R: Runtime> KalamLinkClient<R> {
             queue,
             reply: tx,
         })?;
-        let sub = rx.await??.into_subscribed()?;
+        // If this future is dropped once the server has acknowledged (the
+        // answer waits in the slot, the events in the queue) and before it
+        // is polled again, no `LiveEvents` will ever stop the subscription:
+        // the guard does, so a cancelled call holds no server slot. (Dropped
+        // before the acknowledgement, the driver finds the queue gone when
+        // it delivers the first events and stops it itself.)
+        let mut pending = PendingSubscribe {
+            rx: Some(rx),
+            commands: self.inner.commands.clone(),
+        };
+        let answer = match pending.rx.as_mut() {
+            Some(rx) => rx.await,
+            None => Err(Error::Closed),
+        };
+        pending.rx = None;
+        let sub = answer??.into_subscribed()?;
         Ok(LiveEvents::new(sub, source, self.inner.commands.clone()))
     }
 
@@ -278,6 +294,20 @@ impl<R: Runtime> KalamLinkClient<R> {
         let (tx, rx) = reply();
         self.command(Command::Submit(op, tx))?;
         rx.await??.into_reply()
+    }
+}
+
+/// A subscribe's reply slot while `live_events` waits on it; see there.
+struct PendingSubscribe {
+    rx: Option<crate::sync::ReplyRx<Result<Answer>>>,
+    commands: crate::sync::Sender<Command>,
+}
+
+impl Drop for PendingSubscribe {
+    fn drop(&mut self) {
+        if let Some(Ok(Answer::Subscribed(sub))) = self.rx.take().and_then(|rx| rx.try_take()) {
+            let _ = self.commands.send(Command::Unsubscribe(sub));
+        }
     }
 }
 

@@ -81,6 +81,13 @@ impl<T> std::fmt::Debug for ReplyTx<T> {
     }
 }
 
+impl<T> ReplyRx<T> {
+    /// The value, if it has arrived (for a caller giving up on it).
+    pub(crate) fn try_take(&self) -> Option<T> {
+        lock(&self.0).value.take()
+    }
+}
+
 impl<T> Future for ReplyRx<T> {
     type Output = Result<T, Error>;
 
