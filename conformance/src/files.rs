@@ -178,15 +178,23 @@ pub async fn files_upload_select_download_round_trip<R: Runtime>(b: &dyn Backend
 
     // A reader that ends before its declared length: the upload fails (the
     // body is cut, never padded), and nothing is inserted.
+    // It fails at once (well within PATIENCE, shorter than the 30 s receive
+    // timeout that a hung exchange would wait for) and names the source.
     let short = futures_util::io::Cursor::new(vec![1u8; 10]);
-    let e = client
-        .execute_with_files(
+    let e = tokio::time::timeout(
+        crate::PATIENCE,
+        client.execute_with_files(
             insert(&table, 4),
             vec![FileUpload::from_reader("doc", "short.bin", short, 1000)],
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::Transport(_)), "{e:?}");
+        ),
+    )
+    .await
+    .expect("a failed source fails the upload at once")
+    .unwrap_err();
+    assert!(
+        matches!(&e, Error::Transport(t) if t.to_string().contains("short.bin") && t.to_string().contains("before its declared length")),
+        "{e:?}"
+    );
     let r = client
         .execute(QueryRequest::new(format!("SELECT id FROM {table} WHERE id = 4")))
         .await

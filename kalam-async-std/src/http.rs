@@ -53,7 +53,7 @@ impl HttpClient {
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
         let request = to_http_types(request)?;
         self.within(async {
-            let (conn, mut response, keep) = self.dispatch(request).await?;
+            let (conn, mut response, keep) = self.dispatch(request, None).await?;
             let mut body = Vec::new();
             response
                 .take_body()
@@ -86,18 +86,20 @@ impl HttpClient {
     ) -> Result<http::Response<BodyReader>, TransportError> {
         let (parts, ()) = request.into_parts();
         let mut request = to_http_types(http::Request::from_parts(parts, Vec::new()))?;
+        let source_failed = SourceFailed::default();
         if let Some((chunks, len)) = body {
             let len = usize::try_from(len).map_err(|_| TransportError::Io("body too large".into()))?;
             let content_type = request.header("content-type").map(|v| v.as_str().to_owned());
             // async-h1 wants a `Sync` buffered reader: the chunks behind a lock.
-            let reader = futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read())));
+            let reader =
+                futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read()), source_failed.clone()));
             request.set_body(http_types::Body::from_reader(reader, Some(len)));
             if let Some(ct) = content_type {
                 request.insert_header("content-type", ct);
             }
         }
         self.within(async {
-            let (conn, mut response, keep) = self.dispatch(request).await?;
+            let (conn, mut response, keep) = self.dispatch(request, Some(&source_failed)).await?;
             let head = from_http_types(&response, ())?;
             let reader = PooledBody {
                 body: response.take_body(),
@@ -112,9 +114,14 @@ impl HttpClient {
     /// answer's head; answers the connection (busy until the body is read),
     /// the answer with its body still to read, and whether the connection
     /// may be reused (the server did not say `Connection: close`).
+    ///
+    /// An upload whose own source fails (a file that ends early, a reader
+    /// that errs) fails at once with the source's error: the server is
+    /// still waiting for the declared length and would not answer.
     async fn dispatch(
         &self,
         request: http_types::Request,
+        source_failed: Option<&SourceFailed>,
     ) -> Result<(Conn, http_types::Response, bool), TransportError> {
         use futures_util::future::{Either, select};
 
@@ -130,10 +137,15 @@ impl HttpClient {
         futures_util::pin_mut!(send, receive);
         let (response, whole) = match select(send, receive).await {
             Either::Left((Ok(_), receive)) => (receive.await, true),
-            Either::Left((Err(sending), receive)) => match receive.await {
-                Ok(response) => (Ok(response), false),
-                Err(_) => return Err(TransportError::Io(sending.to_string())),
-            },
+            Either::Left((Err(sending), receive)) => {
+                if let Some(why) = source_failed.and_then(SourceFailed::take) {
+                    return Err(TransportError::Io(why));
+                }
+                match receive.await {
+                    Ok(response) => (Ok(response), false),
+                    Err(_) => return Err(TransportError::Io(sending.to_string())),
+                }
+            }
             Either::Right((response, _)) => (response, false),
         };
         let response = response.map_err(|e| TransportError::Io(e.to_string()))?;
@@ -199,13 +211,29 @@ fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request,
     Ok(out)
 }
 
-/// A reader made `Sync` by a lock (it is only ever read by one task).
-struct SyncRead<T>(Mutex<T>);
+/// An upload body's own failure (its source's error), as opposed to the
+/// socket's.
+#[derive(Clone, Default)]
+struct SourceFailed(Arc<Mutex<Option<String>>>);
+
+impl SourceFailed {
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A reader made `Sync` by a lock (it is only ever read by one task); its
+/// errors are noted as the source's.
+struct SyncRead<T>(Mutex<T>, SourceFailed);
 
 impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Pin::new(&mut *inner).poll_read(cx, buf)
+        let poll = Pin::new(&mut *inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &poll {
+            *self.1.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        }
+        poll
     }
 }
 

@@ -119,6 +119,18 @@ pub(crate) struct Driver<R: Runtime> {
     deferred: usize,
 }
 
+impl<R: Runtime> Drop for Driver<R> {
+    /// However the driver ends (every handle gone, the runtime shut down
+    /// under it, a panic unwinding through it): every stream ends and every
+    /// consumer whose wake-up was deferred is woken, so none waits for good.
+    fn drop(&mut self) {
+        // Ending the queues wakes the consumers parked on them; the
+        // deferred wakers are those `push` already took out of the queues.
+        self.queues.clear();
+        self.wake_consumers();
+    }
+}
+
 /// The most steps a consumer's wake-up is deferred by.
 const WAKE_BATCH: usize = 32;
 

@@ -610,6 +610,35 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
     }
 }
 
+/// The application's reader, polled inside the driver task (or a
+/// runtime's connection task): a panic in it fails this upload with an
+/// error naming the file, and never unwinds through the driver.
+struct Guarded {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    name: String,
+    panicked: bool,
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if !this.panicked {
+            let reader = &mut this.reader;
+            match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(reader).poll_read(cx, buf))) {
+                Ok(poll) => return poll,
+                Err(_) => {
+                    this.panicked = true;
+                    tracing::warn!(file = %this.name, "an upload's reader panicked; the upload fails");
+                }
+            }
+        }
+        Poll::Ready(Err(std::io::Error::other(format!(
+            "the reader of file {:?} panicked",
+            this.name
+        ))))
+    }
+}
+
 /// Opens file `index` of an upload for reading.
 async fn open<R: Runtime>(sources: &Sources, index: usize) -> std::io::Result<BodyReader> {
     let Some((name, source)) = sources.files.get(index) else {
@@ -619,7 +648,11 @@ async fn open<R: Runtime>(sources: &Sources, index: usize) -> std::io::Result<Bo
         Source::Path(path) => Ok(R::open_file(path.clone()).await?.0),
         Source::Bytes(bytes) => Ok(Box::pin(futures_util::io::Cursor::new(bytes.clone()))),
         Source::Reader(reader, _) => match reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(r) => Ok(Box::pin(r)),
+            Some(r) => Ok(Box::pin(Guarded {
+                reader: r,
+                name: name.clone(),
+                panicked: false,
+            })),
             None => Err(std::io::Error::other(format!(
                 "the reader of file {name:?} was already read"
             ))),
