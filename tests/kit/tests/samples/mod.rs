@@ -15,7 +15,7 @@ use serde_json::Value;
 pub fn samples_dir() -> PathBuf {
     std::env::var_os("KALAM_WIRE_SAMPLES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire-samples")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/wire-samples")))
 }
 
 /// Every sample file whose name starts with `prefix`, in recording order.
