@@ -23,11 +23,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 pub mod admin;
 #[path = "scenarios.rs"]
 mod core_scenarios;
@@ -263,17 +258,8 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Mints an HS256 JWT with the server's claim set.
+/// Mints an HS256 JWT with the server's claim set (the kit's signer,
+/// [`kalam_testkit::sign_jwt`]).
 pub fn mint(secret: &str, sub: &str, role: &str, token_type: &str, iat: u64, exp: u64) -> String {
-    let header = B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#);
-    let claims = serde_json::json!({
-        "sub": sub, "iss": "kalamdb", "exp": exp, "iat": iat,
-        "email": null, "role": role, "token_type": token_type,
-    });
-    let payload = B64.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length works");
-    mac.update(signing_input.as_bytes());
-    let sig = B64.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    kalam_testkit::sign_jwt(secret, &kalam_testkit::Claims::new(sub, role, token_type, iat, exp))
 }

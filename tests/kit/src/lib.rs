@@ -292,7 +292,7 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_USER: usize = 10;
 /// capacity, refilled at this rate).
 pub const DEFAULT_MAX_WS_MESSAGES_PER_SEC: u32 = 50;
 
-pub use files::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES_PER_REQUEST, stored_name};
+pub use files::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES_PER_REQUEST, sha256_hex, stored_name};
 pub use topics::DEFAULT_TOPIC_VISIBILITY_TIMEOUT;
 
 /// The server's WebSocket limits.
