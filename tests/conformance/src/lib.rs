@@ -27,16 +27,18 @@ pub mod admin;
 #[path = "scenarios.rs"]
 mod core_scenarios;
 pub mod files;
+pub mod kit_controls;
 pub mod topics;
 
 /// Every conformance scenario, by name (what [`for_each_scenario!`] lists):
 /// the core suite (auth, queries, live queries, faults), the topic consumer
-/// ([`topics`]), health and first-time setup ([`admin`]) and FILE columns
-/// ([`files`]).
+/// ([`topics`]), health and first-time setup ([`admin`]), FILE columns
+/// ([`files`]) and what only the kit's controls provoke ([`kit_controls`]).
 pub mod scenarios {
     pub use crate::admin::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
+    pub use crate::kit_controls::*;
     pub use crate::topics::*;
 }
 
@@ -113,15 +115,19 @@ macro_rules! for_each_scenario {
     };
 }
 
-/// Calls `$m!` with the scenarios that need a server state only the kit can
-/// be started in (see [`ServerSettings::for_scenario`]): a server that needs
-/// first-time setup (the real server's `start.sh` always sets root's
-/// password), one that sees every client as remote (the real server's
-/// clients here are all on loopback), and one whose topic claims expire in
-/// a fraction of a second (the real server's take 60 s). Each adapter runs them on its runtime
-/// against the kit; the real server runs [`for_each_scenario!`]'s
-/// `setup_is_refused_once_configured` and `health_check_needs_no_token`
-/// instead.
+/// Calls `$m!` with the scenarios that need the in-process kit: those that
+/// need a server state only the kit can be started in (see
+/// [`ServerSettings::for_scenario`]): a server that needs first-time setup
+/// (the real server's `start.sh` always sets root's password), one that sees
+/// every client as remote (the real server's clients here are all on
+/// loopback), and one whose topic claims expire in a fraction of a second
+/// (the real server's take 60 s); and those that drive the kit's own
+/// controls ([`kit_controls`]: tokens expired behind the client's back,
+/// broken answers, malformed frames, dropped or stalled sockets, refused
+/// WebSocket authentication), which take a [`TestServer`]. Each adapter
+/// runs them on its runtime against the kit; the real server runs
+/// [`for_each_scenario!`]'s `setup_is_refused_once_configured` and
+/// `health_check_needs_no_token` instead.
 #[macro_export]
 macro_rules! for_each_kit_only_scenario {
     ($m:ident) => {
@@ -129,7 +135,31 @@ macro_rules! for_each_kit_only_scenario {
             first_time_setup_then_login,
             localhost_only_endpoints_refuse_a_remote_client,
             unacknowledged_records_come_again,
+            server_side_expiry_recovers_through_refresh_then_login,
+            server_side_expiry_with_refresher_runs_it_once,
+            expired_again_after_recovery_is_final,
+            broken_answers_are_typed_errors_and_lose_nothing,
+            server_dropping_sockets_loses_no_change,
+            malformed_frame_is_reported_and_the_session_goes_on,
+            refused_ws_auth_retries_only_with_fresh_credentials,
+            dropping_a_stream_unsubscribes,
+            a_stalled_server_delivers_what_it_held_when_it_resumes,
+            live_events_returns_after_ack_subscribe_timeout,
+            live_events_returns_after_ack_subscribe_timeout_cold,
+            credentials_from_refresher_become_current_on_the_kit,
+            a_cancelled_subscribe_leaves_nothing_behind,
+            huge_time_limits_do_not_take_the_driver_down,
         );
+    };
+}
+
+/// Calls `$m!` with the kit-only scenarios that need the client's gzip
+/// support: a runner lists them only when built with its `gzip` feature
+/// (`#[cfg(feature = "gzip")] kalam_conformance::for_each_kit_only_gzip_scenario!(…);`).
+#[macro_export]
+macro_rules! for_each_kit_only_gzip_scenario {
+    ($m:ident) => {
+        $m!(gzip_frames_from_the_server_decode);
     };
 }
 
