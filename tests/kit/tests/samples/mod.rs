@@ -18,9 +18,24 @@ pub fn samples_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/wire-samples")))
 }
 
+/// The sessions written by hand in the recordings' format (not recorded:
+/// from what the real server was seen to do), kept beside the kit's tests.
+pub fn extra_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples/extra"))
+}
+
 /// Every sample file whose name starts with `prefix`, in recording order.
 pub fn files(prefix: &str) -> Vec<(String, Value)> {
-    let dir = samples_dir();
+    files_in(samples_dir(), prefix)
+}
+
+/// Every hand-written session of [`extra_dir`], in the order of their
+/// `captured_at`.
+pub fn extra_files() -> Vec<(String, Value)> {
+    files_in(extra_dir(), "")
+}
+
+fn files_in(dir: PathBuf, prefix: &str) -> Vec<(String, Value)> {
     let mut files: Vec<(String, String, Value)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
             panic!(
