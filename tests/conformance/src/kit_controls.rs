@@ -20,7 +20,7 @@ use kalam_driver::{KalamLinkClient, Runtime};
 use kalam_testkit::{Fault, Mint};
 
 use crate::core_scenarios::spawn;
-use crate::scenarios::{PATIENCE, next_event as next, until_ready};
+use crate::scenarios::{PATIENCE, eventually, next_event as next, until_ready};
 use crate::{FaultProxy, TestServer, mint, unix_now};
 
 /// A root client of the kit that reconnects after 20 ms (at most 100 ms).
@@ -212,6 +212,13 @@ pub async fn server_dropping_sockets_loses_no_change<R: Runtime>(server: &TestSe
         .unwrap();
     assert!(matches!(next(&mut s).await, LiveEvent::Insert { .. }));
     server.drop_all_sockets();
+    // The drop takes effect on the kit's socket task; until it has, that
+    // task could still forward the next changes on the old socket. Once the
+    // socket is gone (or the client is already on a new one), it cannot.
+    eventually("the kit dropped the socket", || {
+        server.open_sockets() == 0 || server.counters().ws_upgrades >= 2
+    })
+    .await;
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (2, 'b')"))
         .await
@@ -259,6 +266,12 @@ pub async fn malformed_frame_is_reported_and_the_session_goes_on<R: Runtime>(ser
         .unwrap();
     until_ready(&mut s).await;
     server.send_malformed_frame();
+    // The kit's socket task sends it when it next runs; a change committed
+    // before then could overtake it (not what this scenario is about).
+    eventually("the malformed frame was reported", || {
+        errors.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     client
         .execute_query(&format!("INSERT INTO {t} (id, v) VALUES (1, 'after')"))
         .await
