@@ -1,6 +1,6 @@
 //! The live path on async-std against its bare limit, in one run: the same
-//! null WebSocket server and burst as `kalam-tokio/benches/live.rs` (whose
-//! `support` module this includes, with the benchmark itself), received by
+//! null WebSocket server and burst as `kalam-tokio/benches/live.rs` (both
+//! from the `kalam-bench` crate, with the benchmark itself), received by
 //! - the bare limit: async-tungstenite over an async-std TCP stream,
 //!   parsing each frame into a `serde_json::Value`;
 //! - the client: `LiveEvents`, with one subscription on the socket and
@@ -8,12 +8,9 @@
 //!
 //! Heap figures from a counting allocator are printed first.
 
-#[path = "../../kalam-tokio/benches/support/mod.rs"]
-mod support;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 use kalam_async_std::rt::AsyncStd;
-use support::{BlockOn, Counting, live_bench, null_server};
+use kalam_bench::{BlockOn, Counting, live_bench, null_server};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

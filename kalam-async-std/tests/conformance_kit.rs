@@ -1,8 +1,9 @@
 //! The conformance suite (kalam-conformance, shared by every adapter) on
 //! async-std, against the in-process test kit: each test gets its own kit,
 //! started with what the scenario needs ([`ServerSettings::for_scenario`]).
-//! The scenarios that need a server state only the kit can be started in
-//! (`for_each_kit_only_scenario!`) run here too.
+//! The scenarios that need the kit (`for_each_kit_only_scenario!`: server
+//! states and controls only the kit has) run here too, and with the `gzip`
+//! feature the gzip scenario.
 //!
 //! The client runs on async-std only. The kit and the scenarios' fault
 //! proxy run on a Tokio runtime of their own (as another process would),
@@ -30,3 +31,5 @@ macro_rules! against_the_kit {
 
 kalam_conformance::for_each_scenario!(against_the_kit);
 kalam_conformance::for_each_kit_only_scenario!(against_the_kit);
+#[cfg(feature = "gzip")]
+kalam_conformance::for_each_kit_only_gzip_scenario!(against_the_kit);

@@ -8,13 +8,11 @@
 //!   subscription on the socket and with 1000 more idle ones.
 //!
 //! Before the timings it prints heap figures from a counting allocator
-//! (see `support::live_bench`, shared with kalam-async-std's bench).
-
-mod support;
+//! (see `kalam_bench::live_bench`, shared with kalam-async-std's bench).
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kalam_bench::{BlockOn, Counting, live_bench, null_server};
 use kalam_tokio::rt::Tokio;
-use support::{BlockOn, Counting, live_bench, null_server};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

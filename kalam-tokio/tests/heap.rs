@@ -1,12 +1,10 @@
 //! Heap per idle subscription, counted (no timing): each one is a map entry
 //! and a small queue, well under 1 KiB, not a preallocated block. The counting
-//! allocator and the null WebSocket server are the live benchmark's.
+//! allocator and the null WebSocket server are the live benchmark's
+//! (`kalam-bench`).
 
-#[path = "../benches/support/mod.rs"]
-mod support;
-
+use kalam_bench::{Counting, null_server};
 use kalam_tokio::{AuthProvider, KalamLinkClient};
-use support::{Counting, null_server};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;

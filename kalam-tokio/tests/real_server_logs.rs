@@ -1,5 +1,5 @@
 //! Secrets never reach the logs (a test binary of its own: it installs a
-//! global TRACE subscriber). Needs the real server, like real_server.rs.
+//! global TRACE subscriber). Needs the real server, like conformance_real.rs.
 //!
 //! Tokio-only: the log lines checked here are kalam-driver's (the same on
 //! every runtime), and the capture is a process-wide subscriber, so one

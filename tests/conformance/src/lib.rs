@@ -23,29 +23,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 pub mod admin;
 pub mod auth;
 pub mod contract;
 #[path = "scenarios.rs"]
 mod core_scenarios;
 pub mod files;
+pub mod kit_controls;
 pub mod topics;
 
 /// Every conformance scenario, by name (what [`for_each_scenario!`] lists):
 /// the core suite (auth, queries, live queries, faults), the topic consumer
-/// ([`topics`]), health and first-time setup ([`admin`]) and FILE columns
-/// ([`files`]).
+/// ([`topics`]), health and first-time setup ([`admin`]), FILE columns
+/// ([`files`]) and what only the kit's controls provoke ([`kit_controls`]).
 pub mod scenarios {
     pub use crate::admin::*;
     pub use crate::auth::*;
     pub use crate::contract::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
+    pub use crate::kit_controls::*;
     pub use crate::topics::*;
 }
 
@@ -127,15 +124,19 @@ macro_rules! for_each_scenario {
     };
 }
 
-/// Calls `$m!` with the scenarios that need a server state only the kit can
-/// be started in (see [`ServerSettings::for_scenario`]): a server that needs
-/// first-time setup (the real server's `start.sh` always sets root's
-/// password), one that sees every client as remote (the real server's
-/// clients here are all on loopback), and one whose topic claims expire in
-/// a fraction of a second (the real server's take 60 s). Each adapter runs them on its runtime
-/// against the kit; the real server runs [`for_each_scenario!`]'s
-/// `setup_is_refused_once_configured` and `health_check_needs_no_token`
-/// instead.
+/// Calls `$m!` with the scenarios that need the in-process kit: those that
+/// need a server state only the kit can be started in (see
+/// [`ServerSettings::for_scenario`]): a server that needs first-time setup
+/// (the real server's `start.sh` always sets root's password), one that sees
+/// every client as remote (the real server's clients here are all on
+/// loopback), and one whose topic claims expire in a fraction of a second
+/// (the real server's take 60 s); and those that drive the kit's own
+/// controls ([`kit_controls`]: tokens expired behind the client's back,
+/// broken answers, malformed frames, dropped or stalled sockets, refused
+/// WebSocket authentication), which take a [`TestServer`]. Each adapter
+/// runs them on its runtime against the kit; the real server runs
+/// [`for_each_scenario!`]'s `setup_is_refused_once_configured` and
+/// `health_check_needs_no_token` instead.
 #[macro_export]
 macro_rules! for_each_kit_only_scenario {
     ($m:ident) => {
@@ -145,7 +146,31 @@ macro_rules! for_each_kit_only_scenario {
             unacknowledged_records_come_again,
             a_client_clock_ten_minutes_ahead_changes_nothing,
             a_client_clock_a_day_behind_changes_nothing,
+            server_side_expiry_recovers_through_refresh_then_login,
+            server_side_expiry_with_refresher_runs_it_once,
+            expired_again_after_recovery_is_final,
+            broken_answers_are_typed_errors_and_lose_nothing,
+            server_dropping_sockets_loses_no_change,
+            malformed_frame_is_reported_and_the_session_goes_on,
+            refused_ws_auth_retries_only_with_fresh_credentials,
+            dropping_a_stream_unsubscribes,
+            a_stalled_server_delivers_what_it_held_when_it_resumes,
+            live_events_returns_after_ack_subscribe_timeout,
+            live_events_returns_after_ack_subscribe_timeout_cold,
+            credentials_from_refresher_become_current_on_the_kit,
+            a_cancelled_subscribe_leaves_nothing_behind,
+            huge_time_limits_do_not_take_the_driver_down,
         );
+    };
+}
+
+/// Calls `$m!` with the kit-only scenarios that need the client's gzip
+/// support: a runner lists them only when built with its `gzip` feature
+/// (`#[cfg(feature = "gzip")] kalam_conformance::for_each_kit_only_gzip_scenario!(…);`).
+#[macro_export]
+macro_rules! for_each_kit_only_gzip_scenario {
+    ($m:ident) => {
+        $m!(gzip_frames_from_the_server_decode);
     };
 }
 
@@ -315,17 +340,8 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Mints an HS256 JWT with the server's claim set.
+/// Mints an HS256 JWT with the server's claim set (the kit's signer,
+/// [`kalam_testkit::sign_jwt`]).
 pub fn mint(secret: &str, sub: &str, role: &str, token_type: &str, iat: u64, exp: u64) -> String {
-    let header = B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#);
-    let claims = serde_json::json!({
-        "sub": sub, "iss": "kalamdb", "exp": exp, "iat": iat,
-        "email": null, "role": role, "token_type": token_type,
-    });
-    let payload = B64.encode(claims.to_string());
-    let signing_input = format!("{header}.{payload}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length works");
-    mac.update(signing_input.as_bytes());
-    let sig = B64.encode(mac.finalize().into_bytes());
-    format!("{signing_input}.{sig}")
+    kalam_testkit::sign_jwt(secret, &kalam_testkit::Claims::new(sub, role, token_type, iat, exp))
 }

@@ -1,15 +1,15 @@
-//! What the live benchmarks of both runtimes and the heap test share
-//! (`kalam-async-std/benches/live.rs` and `kalam-tokio/tests/heap.rs`
-//! include this file): a null WebSocket server, the bare limit's client
-//! loop, a counting allocator, and the live benchmark itself
-//! ([`live_bench`]), written once over the runtime.
+//! # kalam-bench: what the adapters' live benchmarks share
+//!
+//! Used by `kalam-tokio/benches/live.rs`, `kalam-async-std/benches/live.rs`
+//! and `kalam-tokio/tests/heap.rs` (not published): a null WebSocket server,
+//! the bare limit's client loop, a counting allocator ([`Counting`], which a
+//! benchmark installs as its `#[global_allocator]`), and the live benchmark
+//! itself ([`live_bench`]), written once over the runtime.
 //!
 //! The null server runs on a thread and a Tokio runtime of its own, as
 //! another process would; its allocations are not counted. It
 //! authenticates, acknowledges every subscription, and on each trigger
 //! sends a burst of `BURST` change frames from memory.
-
-#![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -19,8 +19,10 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 
+/// Change frames in one burst.
 pub const BURST: usize = 1000;
 
+/// The `i`th change frame of a burst.
 pub fn frame(i: usize) -> String {
     format!(
         r#"{{"type":"change","subscription_id":"k1","change_type":"insert","rows":[{{"id":"{i}","name":"item {i}","qty":{i},"price":1.25,"_seq":"{}"}}]}}"#,
@@ -104,6 +106,7 @@ pub const IDLE: usize = 1000;
 
 /// How a benchmark runs a future to completion on its runtime.
 pub trait BlockOn {
+    /// Runs `future` to completion on this runtime.
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output;
 }
 

@@ -15,6 +15,11 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_MAX_FILE_SIZE: usize = 25 << 20;
 /// The server's default limit on files in one request (`files.max_files_per_request`).
 pub const DEFAULT_MAX_FILES_PER_REQUEST: usize = 20;
+/// The SHA-256 of `bytes` in lower-case hex, as a FileRef's `sha256`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Files in one subfolder (`f0001`, `f0002`, …) before the next.
 const FILES_PER_FOLDER: u32 = 5000;
 
@@ -380,7 +385,7 @@ impl Files {
                 .mime
                 .clone()
                 .unwrap_or_else(|| detect_mime(&part.name, &part.data).to_owned());
-            let sha256: String = Sha256::digest(&part.data).iter().map(|b| format!("{b:02x}")).collect();
+            let sha256 = sha256_hex(&part.data);
             let stored = stored_name(&id, &part.name);
             refs.insert(
                 placeholder.clone(),

@@ -1,7 +1,7 @@
 //! The WebSocket side: `GET /v1/ws` live queries (PROTOCOL §4).
 //!
 //! Checked frame by frame against every recorded WebSocket session of
-//! `../shared/wire-samples` by `tests/tests/ws_replay.rs` (which runs the
+//! `../shared/wire-samples` by `tests/kit/tests/ws_replay.rs` (which runs the
 //! same replay against the real server in CI). What the kit does as the
 //! server does: both ways of authenticating (the upgrade's `Authorization`
 //! header, with the protocol from the query string, or the first message),

@@ -12,7 +12,7 @@ use kalam_tokio::rt::Tokio;
 macro_rules! against_real_server {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        #[ignore = "needs the real KalamDB server: cargo test -p kalam-tokio --test real_server -- --ignored"]
+        #[ignore = "needs the real KalamDB server: cargo test -p kalam-tokio --test conformance_real -- --ignored"]
         async fn $name() {
             let server = ServerSettings::for_scenario(stringify!($name)).start_real();
             scenarios::$name::<Tokio>(&server).await;

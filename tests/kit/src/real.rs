@@ -18,7 +18,7 @@ pub const REAL_JWT_SECRET: &str = crate::DEFAULT_JWT_SECRET;
 pub fn real_server_dir() -> PathBuf {
     std::env::var_os("KALAMDB_SERVER_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/kalamdb-server")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/kalamdb-server")))
 }
 
 /// Whether the real server's start script is there.

@@ -25,6 +25,21 @@ pub struct Claims {
     pub token_type: String,
 }
 
+impl Claims {
+    /// The server's claim set: issuer `kalamdb`, no e-mail.
+    pub fn new(sub: &str, role: &str, token_type: &str, iat: u64, exp: u64) -> Claims {
+        Claims {
+            sub: sub.to_owned(),
+            iss: "kalamdb".into(),
+            exp,
+            iat,
+            email: None,
+            role: role.to_owned(),
+            token_type: token_type.to_owned(),
+        }
+    }
+}
+
 /// Signs claims with `secret`.
 pub fn sign(secret: &str, claims: &Claims) -> String {
     let header = B64.encode(r#"{"typ":"JWT","alg":"HS256"}"#);

@@ -15,12 +15,27 @@ use serde_json::Value;
 pub fn samples_dir() -> PathBuf {
     std::env::var_os("KALAM_WIRE_SAMPLES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire-samples")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/wire-samples")))
+}
+
+/// The sessions written by hand in the recordings' format (not recorded:
+/// from what the real server was seen to do), kept beside the kit's tests.
+pub fn extra_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples/extra"))
 }
 
 /// Every sample file whose name starts with `prefix`, in recording order.
 pub fn files(prefix: &str) -> Vec<(String, Value)> {
-    let dir = samples_dir();
+    files_in(samples_dir(), prefix)
+}
+
+/// Every hand-written session of [`extra_dir`], in the order of their
+/// `captured_at`.
+pub fn extra_files() -> Vec<(String, Value)> {
+    files_in(extra_dir(), "")
+}
+
+fn files_in(dir: PathBuf, prefix: &str) -> Vec<(String, Value)> {
     let mut files: Vec<(String, String, Value)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
             panic!(

@@ -1,10 +1,12 @@
 //! The conformance suite (kalam-conformance, shared by every adapter) on
 //! Tokio, against the in-process test kit: each test gets its own server
 //! (startup is a few milliseconds), started with what the scenario needs
-//! ([`ServerSettings::for_scenario`]). The scenarios that need a server
-//! state only the kit can be started in (`for_each_kit_only_scenario!`: a
-//! server that needs first-time setup, one that sees every client as
-//! remote, short topic claims) run here too.
+//! ([`ServerSettings::for_scenario`]). The scenarios that need the kit
+//! (`for_each_kit_only_scenario!`: a server that needs first-time setup,
+//! one that sees every client as remote, short topic claims, and the kit's
+//! own controls: tokens expired behind the client's back, broken answers,
+//! malformed frames, dropped or stalled sockets) run here too, and with the
+//! `gzip` feature the gzip scenario.
 
 use kalam_conformance::{ServerSettings, scenarios};
 use kalam_tokio::rt::Tokio;
@@ -22,3 +24,5 @@ macro_rules! against_the_kit {
 
 kalam_conformance::for_each_scenario!(against_the_kit);
 kalam_conformance::for_each_kit_only_scenario!(against_the_kit);
+#[cfg(feature = "gzip")]
+kalam_conformance::for_each_kit_only_gzip_scenario!(against_the_kit);

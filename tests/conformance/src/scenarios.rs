@@ -107,7 +107,9 @@ impl<R: Runtime> DynamicAuthProvider for CountingProvider<R> {
 /// Starts `future` now as a task of the runtime `R` (the way an
 /// application on `R` runs concurrent work); await the result for its
 /// output.
-fn spawn<R: Runtime, T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> impl Future<Output = T> {
+pub(crate) fn spawn<R: Runtime, T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     R::spawn(async move {
         let _ = tx.send(future.await);
@@ -310,7 +312,7 @@ pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
 /// and with an `auth_refresher` of a `KalamLinkClient<R>`: no client can be
 /// made to send a token its own clock sees expired, and a real server
 /// cannot be made to expire a token early. The kit's `force_expire_all`
-/// tests in kalam-tokio's kit_controls.rs cover the whole client.)
+/// scenarios in [`kit_controls`](crate::kit_controls) cover the whole client.)
 pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend) {
     use kalam_proto::{AuthOutput, Operation, Reply};
 

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use futures_util::AsyncReadExt as _;
 use kalam_driver::prelude::*;
 use kalam_driver::{BodyChunks, KalamLinkClient, Runtime};
-use sha2::{Digest as _, Sha256};
 
 use crate::scenarios::{machine_behind_an_expired_token, root};
 use crate::{Backend, FaultProxy, unix_now};
+use kalam_testkit::sha256_hex;
 
 const NAMESPACE: &str = "conf_files";
 const TABLE: &str = "docs";
@@ -30,10 +30,6 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
             (x >> 8) as u8
         })
         .collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn files_table<R: Runtime>(client: &KalamLinkClient<R>) -> String {
