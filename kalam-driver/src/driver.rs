@@ -117,6 +117,11 @@ pub(crate) struct Driver<R: Runtime> {
     wakes: Vec<std::task::Waker>,
     /// Steps since the first of `wakes` was deferred.
     deferred: usize,
+    /// A subscriber queue is half full: let the consumers run (wake them
+    /// and yield to the executor) before reading more from the socket, so
+    /// that a full queue means a consumer that stays behind, never one the
+    /// scheduler has not run yet.
+    pressure: bool,
 }
 
 impl<R: Runtime> Drop for Driver<R> {
@@ -129,6 +134,22 @@ impl<R: Runtime> Drop for Driver<R> {
         self.queues.clear();
         self.wake_consumers();
     }
+}
+
+/// Returns to the executor once (it runs whatever is ready, such as the
+/// consumers just woken) and then goes on.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The most steps a consumer's wake-up is deferred by.
@@ -164,6 +185,7 @@ impl<R: Runtime> Driver<R> {
             files: crate::files::Registry::default(),
             wakes: Vec::new(),
             deferred: 0,
+            pressure: false,
         }
     }
 
@@ -173,6 +195,10 @@ impl<R: Runtime> Driver<R> {
         loop {
             self.perform();
             self.arm_timer();
+            if std::mem::take(&mut self.pressure) {
+                self.wake_consumers();
+                yield_now().await;
+            }
             turn = turn.wrapping_add(1);
             if !self.wakes.is_empty() {
                 self.deferred += 1;
@@ -347,6 +373,7 @@ impl<R: Runtime> Driver<R> {
                         // Nobody will read it (a `live_events` call cancelled
                         // before the acknowledgement): stop it at the server.
                         Some(Err(Refused::Gone)) => self.core.unsubscribe(sub, self.clock.now()),
+                        Some(Ok(true)) => self.pressure = true,
                         _ => {}
                     }
                 }

@@ -255,7 +255,9 @@ impl QueueTx {
     /// some did not fit, or when the consumer is gone (the events are
     /// dropped). The consumer's waker, if it waits, goes to `wake`: the
     /// driver wakes consumers once per batch of frames, not per event.
-    pub(crate) fn push(&self, events: Vec<LiveEvent>, wake: &mut Vec<Waker>) -> Result<(), Refused> {
+    /// `Ok(true)`: the queue is half full or more; the driver lets the
+    /// consumer run before it delivers more.
+    pub(crate) fn push(&self, events: Vec<LiveEvent>, wake: &mut Vec<Waker>) -> Result<bool, Refused> {
         let mut s = lock(&self.0);
         if s.consumer_gone {
             return Err(Refused::Gone);
@@ -264,7 +266,11 @@ impl QueueTx {
         let fits = events.len() <= room;
         s.events.extend(events.into_iter().take(room));
         wake.extend(s.waker.take());
-        if fits { Ok(()) } else { Err(Refused::Full) }
+        if fits {
+            Ok(s.events.len() * 2 >= s.capacity)
+        } else {
+            Err(Refused::Full)
+        }
     }
 
     /// Ends the stream after the queued events, with a final error or not.

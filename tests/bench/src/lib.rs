@@ -287,3 +287,139 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
+
+/// A null server that, on each trigger, sends `per_burst` change frames for
+/// each subscription in `ids` (`k1`, `k2`, … as the client names them),
+/// interleaved. Answers authenticate and every subscribe like
+/// [`null_server`]. For the tests of a burst far larger than a subscriber's
+/// queue.
+pub fn flood_server(ids: Vec<String>, per_burst: usize) -> (String, tokio::sync::mpsc::UnboundedSender<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (burst_tx, mut bursts) = tokio::sync::mpsc::unbounded_channel::<()>();
+    std::thread::spawn(move || {
+        NOT_COUNTED.with(|c| c.set(true));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx
+                .send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut ws) = async_tungstenite::tokio::accept_async(tcp).await else {
+                return;
+            };
+            let frames: Vec<Utf8Bytes> = (0..per_burst)
+                .flat_map(|i| ids.iter().map(move |id| frame(i).replace("\"k1\"", &format!("\"{id}\""))))
+                .map(Into::into)
+                .collect();
+            loop {
+                tokio::select! {
+                    next = ws.next() => match next {
+                        Some(Ok(Message::Text(t))) => {
+                            let t = t.as_str();
+                            let answer = if t.contains("authenticate") {
+                                r#"{"type":"auth_success","user":"root","role":"system"}"#.to_owned()
+                            } else if let Some(id) = t.split("\"id\":\"").nth(1).and_then(|r| r.split('"').next()) {
+                                format!(
+                                    r#"{{"type":"subscription_ack","subscription_id":"{id}","total_rows":0,"batch_control":{{"batch_num":0,"has_more":false,"status":"ready","last_seq_id":null}},"schema":[{{"name":"id","data_type":"BigInt","index":0,"flags":["pk"]}}]}}"#
+                                )
+                            } else {
+                                continue;
+                            };
+                            if ws.send(Message::Text(answer.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    },
+                    burst = bursts.recv() => {
+                        if burst.is_none() {
+                            return;
+                        }
+                        for f in &frames {
+                            if ws.feed(Message::Text(f.clone())).await.is_err() {
+                                return;
+                            }
+                        }
+                        if ws.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), burst_tx)
+}
+
+/// A burst of `bursts` × `per_burst` change frames to one subscription
+/// whose consumer only counts them, on the default queue (1024 events):
+/// how many arrived before the stream ended, and how it ended.
+pub async fn count_a_flood<R: kalam_driver::Runtime>(
+    bursts: usize,
+    per_burst: usize,
+) -> (usize, Option<kalam_driver::prelude::Error>) {
+    use kalam_driver::prelude::{AuthProvider, LiveEvent};
+    let (url, trigger) = flood_server(vec!["k1".into()], per_burst);
+    let client = kalam_driver::KalamLinkClient::<R>::builder()
+        .base_url(url)
+        .auth(AuthProvider::jwt_token("eyJ.flood.sig".into()))
+        .build()
+        .unwrap();
+    let mut events = client
+        .live_events_with("SELECT * FROM flood.items", None)
+        .await
+        .unwrap();
+    for _ in 0..bursts {
+        trigger.send(()).unwrap();
+    }
+    let want = bursts * per_burst;
+    let mut n = 0;
+    while n < want {
+        match events.next().await {
+            Some(Ok(LiveEvent::Insert { .. })) => n += 1,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return (n, Some(e)),
+            None => return (n, None),
+        }
+    }
+    (n, None)
+}
+
+/// Two subscriptions flooded alike: one whose consumer never reads, one
+/// that counts. The sleeper must end lagging; the counter must get every
+/// frame. Returns (frames counted, how the sleeper ended).
+pub async fn flood_beside_a_sleeper<R: kalam_driver::Runtime>(
+    per_burst: usize,
+) -> (usize, Option<kalam_driver::prelude::Error>) {
+    use kalam_driver::prelude::{AuthProvider, LiveEvent};
+    let (url, trigger) = flood_server(vec!["k1".into(), "k2".into()], per_burst);
+    let client = kalam_driver::KalamLinkClient::<R>::builder()
+        .base_url(url)
+        .auth(AuthProvider::jwt_token("eyJ.flood.sig".into()))
+        .build()
+        .unwrap();
+    let mut sleeper = client.live_events_with("SELECT * FROM flood.a", None).await.unwrap();
+    let mut counter = client.live_events_with("SELECT * FROM flood.b", None).await.unwrap();
+    trigger.send(()).unwrap();
+    let mut n = 0;
+    while n < per_burst {
+        match counter.next().await {
+            Some(Ok(LiveEvent::Insert { .. })) => n += 1,
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let mut end = None;
+    while let Some(item) = sleeper.next().await {
+        if let Err(e) = item {
+            end = Some(e);
+            break;
+        }
+    }
+    (n, end)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::{Change, Claims, Counters, Fault, Mint, SeenRequest, State, TestServerBuilder, http, jwt, unix_now};
+use crate::{Change, Claims, Counters, Fault, Mint, SeenRequest, State, TestServerBuilder, http, jwt};
 
 /// A running in-process server. Stops on [`shutdown`](Self::shutdown) or drop.
 pub struct TestServer {
