@@ -180,10 +180,58 @@ impl AsyncRead for FileDownload {
     }
 }
 
-/// The data of one upload, kept alive by its caller.
+/// The data of one upload, kept alive by its caller. When the caller is
+/// gone (its future dropped), the upload is cancelled: the body stops
+/// mid-way, so the server sees a short body and commits nothing.
 pub(crate) struct Sources {
     files: Vec<(String, FileSource)>,
     progress: Option<ProgressFn>,
+    cancel: Arc<Cancel>,
+}
+
+impl Drop for Sources {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// An upload's cancellation: set when its caller is gone.
+#[derive(Default)]
+pub(crate) struct Cancel(Mutex<(bool, Option<std::task::Waker>)>);
+
+impl Cancel {
+    fn cancel(&self) {
+        let waker = {
+            let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            s.0 = true;
+            s.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 {
+            return Poll::Ready(());
+        }
+        s.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// `work`, unless the upload is cancelled first.
+    async fn or_cancelled<T>(&self, work: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+        use futures_util::future::{Either, select};
+        let cancelled = std::future::poll_fn(|cx| self.poll_cancelled(cx));
+        futures_util::pin_mut!(work, cancelled);
+        match select(work, cancelled).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(std::io::Error::other(
+                "the upload's caller gave up: the body is cut short, and the server commits nothing",
+            )),
+        }
+    }
 }
 
 /// Where the driver puts a download's body for its caller.
@@ -320,6 +368,7 @@ impl<R: Runtime> KalamLinkClient<R> {
         let sources = Arc::new(Sources {
             files: sources,
             progress,
+            cancel: Arc::default(),
         });
         let op = Operation::Upload(UploadRequest {
             query,
@@ -463,7 +512,11 @@ pub(crate) fn upload<R: Runtime>(
             return Event::Http(id, Err(TransportError::Io("the upload's caller has gone".into())));
         };
         let len = plan.content_length;
-        let body = body_stream::<R>(plan, sources);
+        // The stream holds the caller's data only weakly: a caller that
+        // gives up cancels it (see `Sources`).
+        let cancel = sources.cancel.clone();
+        let body = body_stream::<R>(plan, Arc::downgrade(&sources), cancel);
+        drop(sources);
         let answer = async {
             let response = R::send_streaming(http, request, Some((body, len))).await?;
             let (parts, reader) = response.into_parts();
@@ -527,7 +580,8 @@ pub(crate) fn download<R: Runtime>(
 /// The state of an upload's body stream.
 struct BodyState {
     segments: std::vec::IntoIter<Segment>,
-    sources: Arc<Sources>,
+    sources: Weak<Sources>,
+    cancel: Arc<Cancel>,
     /// The file being read: its reader, bytes still due, its index.
     current: Option<(BodyReader, u64, usize)>,
     sent: u64,
@@ -538,10 +592,11 @@ struct BodyState {
 /// The plan's segments as a stream of chunks: framed bytes as they are,
 /// files read from their sources in chunks, each exactly as long as
 /// declared (a source that ends early or runs long fails the upload).
-fn body_stream<R: Runtime>(plan: UploadPlan, sources: Arc<Sources>) -> BodyChunks {
+fn body_stream<R: Runtime>(plan: UploadPlan, sources: Weak<Sources>, cancel: Arc<Cancel>) -> BodyChunks {
     let state = BodyState {
         segments: plan.segments.into_iter(),
         sources,
+        cancel,
         current: None,
         sent: 0,
         total: plan.file_bytes,
@@ -563,13 +618,18 @@ fn body_stream<R: Runtime>(plan: UploadPlan, sources: Arc<Sources>) -> BodyChunk
 }
 
 async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec<u8>>> {
+    let gone =
+        || std::io::Error::other("the upload's caller gave up: the body is cut short, and the server commits nothing");
     loop {
+        // The caller's data is held only between awaits: a caller that
+        // gives up drops it, which cancels the wait in progress.
+        let cancel = s.cancel.clone();
         if let Some((reader, due, index)) = &mut s.current {
-            let name = &s.sources.files[*index].0;
+            let name = s.sources.upgrade().ok_or_else(gone)?.files[*index].0.clone();
             if *due == 0 {
                 // Exactly as long as declared: nothing more to read.
                 let mut probe = [0u8; 1];
-                if reader.read(&mut probe).await? != 0 {
+                if cancel.or_cancelled(reader.read(&mut probe)).await? != 0 {
                     return Err(std::io::Error::other(format!(
                         "file {name:?} is longer than its declared length"
                     )));
@@ -578,7 +638,7 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
                 continue;
             }
             let mut chunk = vec![0u8; (*due).min(CHUNK as u64) as usize];
-            let n = reader.read(&mut chunk).await?;
+            let n = cancel.or_cancelled(reader.read(&mut chunk)).await?;
             if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -588,7 +648,7 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
             chunk.truncate(n);
             *due -= n as u64;
             s.sent += n as u64;
-            if let Some(progress) = &s.sources.progress {
+            if let Some(progress) = &s.sources.upgrade().ok_or_else(gone)?.progress {
                 let p = UploadProgress {
                     sent: s.sent,
                     total: s.total,
@@ -603,7 +663,11 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
             None => return Ok(None),
             Some(Segment::Framed(bytes)) => return Ok(Some(bytes)),
             Some(Segment::File { index, len }) => {
-                let reader = open::<R>(&s.sources, index).await?;
+                let opening = s.sources.upgrade().ok_or_else(gone).and_then(|src| open(&src, index))?;
+                let reader = match opening {
+                    Opening::Ready(reader) => reader,
+                    Opening::Path(path) => cancel.or_cancelled(async { Ok(R::open_file(path).await?.0) }).await?,
+                };
                 s.current = Some((reader, len, index));
             }
         }
@@ -639,20 +703,27 @@ impl AsyncRead for Guarded {
     }
 }
 
-/// Opens file `index` of an upload for reading.
-async fn open<R: Runtime>(sources: &Sources, index: usize) -> std::io::Result<BodyReader> {
+/// A file of an upload, open or to open.
+enum Opening {
+    Ready(BodyReader),
+    Path(PathBuf),
+}
+
+/// Opens file `index` of an upload for reading (a path is opened by the
+/// caller of this, on the runtime, without holding the sources).
+fn open(sources: &Sources, index: usize) -> std::io::Result<Opening> {
     let Some((name, source)) = sources.files.get(index) else {
         return Err(std::io::Error::other(format!("the upload has no file {index}")));
     };
     match &source.0 {
-        Source::Path(path) => Ok(R::open_file(path.clone()).await?.0),
-        Source::Bytes(bytes) => Ok(Box::pin(futures_util::io::Cursor::new(bytes.clone()))),
+        Source::Path(path) => Ok(Opening::Path(path.clone())),
+        Source::Bytes(bytes) => Ok(Opening::Ready(Box::pin(futures_util::io::Cursor::new(bytes.clone())))),
         Source::Reader(reader, _) => match reader.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(r) => Ok(Box::pin(Guarded {
+            Some(r) => Ok(Opening::Ready(Box::pin(Guarded {
                 reader: r,
                 name: name.clone(),
                 panicked: false,
-            })),
+            }))),
             None => Err(std::io::Error::other(format!(
                 "the reader of file {name:?} was already read"
             ))),

@@ -117,6 +117,7 @@ macro_rules! for_each_scenario {
             zero_hour_tokens_every_query_succeeds,
             a_cancelled_live_events_holds_no_server_subscription,
             a_panicking_upload_reader_fails_only_its_upload,
+            a_dropped_upload_commits_nothing,
             files_upload_select_download_round_trip,
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,
