@@ -150,7 +150,12 @@ impl HttpClient {
         };
         let response = response.map_err(|e| TransportError::Io(e.to_string()))?;
         // A connection whose request was not sent whole cannot carry another.
+        // Nor can one that carried an error answer: a server answers some
+        // (a refused token) before it reads the body, then closes the
+        // connection, often without saying so; reused, it would fail the
+        // next request (a refresh, a retry) that it never received.
         let keep = whole
+            && u16::from(response.status()) < 400
             && response
                 .header("connection")
                 .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));

@@ -29,27 +29,7 @@ macro_rules! against_the_kit {
     )*};
 }
 
-/// The kit-only scenarios, less three that a known kalam-async-std defect
-/// makes fail intermittently (about one run in ten; they pass on Tokio,
-/// which runs all of them): after `force_expire_all`, the kit answers a SQL
-/// request `TOKEN_EXPIRED` before reading its body (as the server does) and
-/// then closes the connection; this client can put that connection back in
-/// its pool and send the refresh or the retry on it, which fails with
-/// `Transport(Io("connection closed"))`. Remove an arm once that is fixed.
-macro_rules! against_the_kit_but_known_defects {
-    ($($name:ident),* $(,)?) => {$( kit_unless_known_defect!($name); )*};
-}
-
-macro_rules! kit_unless_known_defect {
-    (server_side_expiry_recovers_through_refresh_then_login) => {};
-    (server_side_expiry_with_refresher_runs_it_once) => {};
-    (credentials_from_refresher_become_current_on_the_kit) => {};
-    ($name:ident) => {
-        against_the_kit!($name);
-    };
-}
-
 kalam_conformance::for_each_scenario!(against_the_kit);
-kalam_conformance::for_each_kit_only_scenario!(against_the_kit_but_known_defects);
+kalam_conformance::for_each_kit_only_scenario!(against_the_kit);
 #[cfg(feature = "gzip")]
 kalam_conformance::for_each_kit_only_gzip_scenario!(against_the_kit);
