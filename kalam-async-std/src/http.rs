@@ -17,8 +17,9 @@ use std::time::Instant;
 use async_std::net::TcpStream;
 use futures_util::AsyncReadExt as _;
 use futures_util::TryStreamExt as _;
-use kalam_driver::pool::IdlePool;
-use kalam_driver::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::adapter::pool::IdlePool;
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::adapter::{ReleaseAtEnd, reusable_after};
 use kalam_proto::TransportError;
 
 use crate::net::{Io, secure, tcp};
@@ -101,10 +102,11 @@ impl HttpClient {
         self.within(async {
             let (conn, mut response, keep) = self.dispatch(request, Some(&source_failed)).await?;
             let head = from_http_types(&response, ())?;
-            let reader = PooledBody {
-                body: response.take_body(),
-                release: keep.then(|| (conn, self.pool.clone())),
-            };
+            let reader = ReleaseAtEnd::new(
+                response.take_body(),
+                keep.then(|| (conn, self.pool.clone())),
+                |_: &Conn| true,
+            );
             Ok(head.map(|()| Box::pin(reader) as BodyReader))
         })
         .await
@@ -154,11 +156,11 @@ impl HttpClient {
         // (a refused token) before it reads the body, then closes the
         // connection, often without saying so; reused, it would fail the
         // next request (a refresh, a retry) that it never received.
-        let keep = whole
-            && u16::from(response.status()) < 400
-            && response
-                .header("connection")
-                .is_none_or(|v| !v.as_str().eq_ignore_ascii_case("close"));
+        let keep = reusable_after(
+            whole,
+            u16::from(response.status()),
+            response.header("connection").map(|v| v.as_str()),
+        );
         Ok((conn, response, keep))
     }
 
@@ -239,25 +241,6 @@ impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T>
             *self.1.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
         poll
-    }
-}
-
-/// An answer's body as a reader; at its end the connection goes back to the pool.
-struct PooledBody {
-    body: http_types::Body,
-    release: Option<(Conn, Arc<IdlePool<Conn>>)>,
-}
-
-impl futures_util::AsyncRead for PooledBody {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        let n = std::task::ready!(Pin::new(&mut self.body).poll_read(cx, buf))?;
-        if n == 0
-            && !buf.is_empty()
-            && let Some((conn, pool)) = self.release.take()
-        {
-            pool.put(conn, Instant::now());
-        }
-        Poll::Ready(Ok(n))
     }
 }
 

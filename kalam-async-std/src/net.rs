@@ -20,9 +20,7 @@ pub(crate) async fn tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
 #[cfg(not(feature = "rustls"))]
 pub(crate) async fn secure(tcp: TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
     if tls {
-        return Err(std::io::Error::other(
-            "https:// and wss:// need the `rustls` feature of kalam-async-std",
-        ));
+        return Err(kalam_driver::adapter::tls_not_compiled("kalam-async-std"));
     }
     Ok(Box::new(tcp))
 }
@@ -30,7 +28,7 @@ pub(crate) async fn secure(tcp: TcpStream, _host: &str, tls: bool) -> std::io::R
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
 pub(crate) async fn secure(tcp: TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_driver::tls;
+    use kalam_driver::adapter::tls;
     if !tls {
         return Ok(Box::new(tcp));
     }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use kalam_driver::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
 use kalam_proto::{Result, TransportError};
 
 pub use crate::http::HttpClient;

@@ -13,11 +13,11 @@ use kalam_proto::{ClusterHealth, HealthResponse, SetupRequest, SetupResponse, Se
 #[cfg(feature = "auth-flows")]
 use kalam_proto::{LoginResponse, Secret};
 
+use crate::adapter::{HttpSettings, Runtime, SocketSettings};
 use crate::consumer::{BoxSleep, ConsumerBuilder, Timer};
 use crate::driver::{Callbacks, Clock, Driver};
 use crate::live::{LiveEvents, LiveQuery};
 use crate::msg::Command;
-use crate::rt::{HttpSettings, Runtime, SocketSettings};
 use crate::sync::{Sender, reply};
 
 /// The default base URL.

@@ -34,9 +34,9 @@ use kalam_proto::{
 };
 use tracing::Instrument as _;
 
+use crate::adapter::{Runtime, SocketSettings};
 use crate::msg::OutFrame;
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
-use crate::rt::{Runtime, SocketSettings};
 use crate::socket::Socket;
 use crate::sync::{QueueTx, Receiver, Refused};
 

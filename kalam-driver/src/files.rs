@@ -31,10 +31,10 @@ use kalam_proto::{
     TransportError, UploadFile, UploadPlan, UploadRequest,
 };
 
+use crate::adapter::{BodyChunks, BodyReader, Runtime};
 use crate::client::KalamLinkClient;
 use crate::driver::Task;
 use crate::msg::{Command, Event};
-use crate::rt::{BodyChunks, BodyReader, Runtime};
 use crate::sync::reply;
 
 /// Size of the chunks a file is read and sent in.

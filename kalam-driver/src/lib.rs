@@ -30,18 +30,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod adapter;
 mod client;
 mod consumer;
 mod driver;
 mod files;
 mod live;
 mod msg;
-pub mod pool;
-pub mod rt;
 mod socket;
 mod sync;
-#[cfg(feature = "rustls")]
-pub mod tls;
 
 pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
 pub use consumer::{ConsumerBuilder, TopicConsumer};
@@ -65,5 +62,7 @@ pub mod prelude {
         SubscriptionOptions, TransportError, UserInfo,
     };
 }
+/// The runtime an adapter supplies (see [`adapter`]); code generic over
+/// the runtime, such as a test suite run on both, names it here.
+pub use adapter::Runtime;
 pub use live::{LiveEvents, LiveQuery};
-pub use rt::{BodyChunks, BodyReader, HttpSettings, Runtime, SocketSettings, socket_target};

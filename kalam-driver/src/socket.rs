@@ -30,8 +30,8 @@ use futures_util::future::{Either, select};
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _, Sink, SinkExt as _, StreamExt as _};
 use kalam_proto::Incoming;
 
+use crate::adapter::{Runtime, SocketSettings};
 use crate::msg::{OutFrame, SocketReport};
-use crate::rt::{Runtime, SocketSettings};
 
 /// A received WebSocket message.
 pub(crate) type Frame = Message;

@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use kalam_driver::pool::IdlePool;
-use kalam_driver::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::adapter::ReleaseAtEnd;
+use kalam_driver::adapter::pool::IdlePool;
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::{Error, TransportError};
 
 /// A request body streamed from chunks (uploads).
@@ -84,11 +85,16 @@ impl HttpClient {
             .await
             .map_err(|_| TransportError::Timeout(limit))??;
         let (parts, body) = response.into_parts();
-        let reader = PooledBody {
-            body,
-            chunk: Bytes::new(),
-            release: Some((sender, self.pool.clone())),
-        };
+        // hyper knows when the server closed the connection (after an
+        // early answer, say): `is_closed` decides reuse.
+        let reader = ReleaseAtEnd::new(
+            IncomingReader {
+                body,
+                chunk: Bytes::new(),
+            },
+            Some((sender, self.pool.clone())),
+            |s: &Sender| !s.is_closed(),
+        );
         Ok(http::Response::from_parts(parts, Box::pin(reader) as BodyReader))
     }
 
@@ -158,8 +164,7 @@ impl HttpClient {
     async fn connect(&self) -> Result<Sender, TransportError> {
         let connect = async {
             let (host, port) = (self.limits.host.as_str(), self.limits.port);
-            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = crate::net::tcp(host, port).await?;
             crate::net::secure(tcp, host, self.limits.tls).await
         };
         let timeout = self.limits.connect_timeout;
@@ -251,14 +256,13 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// An answer's body as a reader; at its end the connection goes back to the pool.
-struct PooledBody {
+/// hyper's answer body (a stream of frames) as a reader.
+struct IncomingReader {
     body: Incoming,
     chunk: Bytes,
-    release: Option<(Sender, Arc<IdlePool<Sender>>)>,
 }
 
-impl futures_util::AsyncRead for PooledBody {
+impl futures_util::AsyncRead for IncomingReader {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         loop {
@@ -275,14 +279,7 @@ impl futures_util::AsyncRead for PooledBody {
                     }
                 }
                 Some(Err(e)) => return Poll::Ready(Err(std::io::Error::other(io_error(e).to_string()))),
-                None => {
-                    if let Some((sender, pool)) = this.release.take()
-                        && !sender.is_closed()
-                    {
-                        pool.put(sender, now());
-                    }
-                    return Poll::Ready(Ok(0));
-                }
+                None => return Poll::Ready(Ok(0)),
             }
         }
     }

@@ -5,13 +5,19 @@
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// Connects to `host:port`, without Nagle's delay (the HTTP client's and
+/// the WebSocket's one way to connect).
+pub(crate) async fn tcp(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(not(feature = "rustls"))]
 pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
     if tls {
-        return Err(std::io::Error::other(
-            "https:// and wss:// need the `rustls` feature of kalam-tokio",
-        ));
+        return Err(kalam_driver::adapter::tls_not_compiled("kalam-tokio"));
     }
     Ok(Box::new(tcp))
 }
@@ -19,7 +25,7 @@ pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
 pub(crate) async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_driver::tls;
+    use kalam_driver::adapter::tls;
     if !tls {
         return Ok(Box::new(tcp));
     }

@@ -4,7 +4,7 @@
 
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
-use kalam_driver::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
 use kalam_proto::{Error, Result, TransportError};
 
 use crate::net::{Io, secure};
@@ -75,8 +75,7 @@ impl Runtime for Tokio {
         let target = socket_target(url);
         async move {
             let (host, port, tls) = target?;
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = crate::net::tcp(&host, port).await?;
             Ok(TokioAdapter::new(secure(tcp, &host, tls).await?))
         }
     }

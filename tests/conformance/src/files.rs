@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::AsyncReadExt as _;
+use kalam_driver::adapter::BodyChunks;
 use kalam_driver::prelude::*;
-use kalam_driver::{BodyChunks, KalamLinkClient, Runtime};
+use kalam_driver::{KalamLinkClient, Runtime};
 
 use crate::scenarios::{machine_behind_an_expired_token, root};
 use crate::{Backend, FaultProxy, unix_now};

@@ -274,7 +274,7 @@ pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
     b: &dyn Backend,
     url: &str,
 ) -> (kalam_proto::AuthMachine, kalam_proto::Now, R::Http) {
-    use kalam_driver::HttpSettings;
+    use kalam_driver::adapter::HttpSettings;
     use kalam_proto::{AuthConfig, AuthMachine, Endpoints, Instant, Now};
 
     let real_now = unix_now();
