@@ -33,55 +33,7 @@ pub fn frame(i: usize) -> String {
 /// A null server's address (`http://127.0.0.1:port`) and its trigger:
 /// each `send(())` makes it send one burst on its connection.
 pub fn null_server() -> (String, tokio::sync::mpsc::UnboundedSender<()>) {
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (burst_tx, mut bursts) = tokio::sync::mpsc::unbounded_channel::<()>();
-    std::thread::spawn(move || {
-        NOT_COUNTED.with(|c| c.set(true));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx
-                .send(format!("http://{}", listener.local_addr().unwrap()))
-                .unwrap();
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = async_tungstenite::tokio::accept_async(tcp).await.unwrap();
-            // Shared bytes: a burst allocates nothing here.
-            let frames: Vec<Utf8Bytes> = (0..BURST).map(|i| frame(i).into()).collect();
-            loop {
-                tokio::select! {
-                    next = ws.next() => match next {
-                        Some(Ok(Message::Text(t))) => {
-                            let t = t.as_str();
-                            if t.contains("authenticate") {
-                                let ok = r#"{"type":"auth_success","user":"root","role":"system"}"#;
-                                ws.send(Message::Text(ok.into())).await.unwrap();
-                            } else if let Some(id) = t.split("\"id\":\"").nth(1).and_then(|r| r.split('"').next()) {
-                                let ack = format!(
-                                    r#"{{"type":"subscription_ack","subscription_id":"{id}","total_rows":0,"batch_control":{{"batch_num":0,"has_more":false,"status":"ready","last_seq_id":null}},"schema":[{{"name":"id","data_type":"BigInt","index":0,"flags":["pk"]}}]}}"#
-                                );
-                                ws.send(Message::Text(ack.into())).await.unwrap();
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        _ => return,
-                    },
-                    burst = bursts.recv() => {
-                        if burst.is_none() {
-                            return;
-                        }
-                        for f in &frames {
-                            ws.feed(Message::Text(f.clone())).await.unwrap();
-                        }
-                        ws.flush().await.unwrap();
-                    }
-                }
-            }
-        });
-    });
-    (addr_rx.recv().unwrap(), burst_tx)
+    flood_server(vec!["k1".into()], BURST)
 }
 
 /// The bare limit's receiving loop: read `BURST` text frames with
