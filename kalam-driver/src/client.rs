@@ -195,41 +195,31 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// `None` for changes only (no initial rows), or batch size, last rows,
     /// resume point.
     pub async fn live_events_with(&self, sql: &str, options: Option<SubscriptionOptions>) -> Result<LiveEvents> {
-        let (tx, rx) = reply();
-        let (queue, source) = crate::sync::queue(self.inner.options.subscription_buffer);
-        self.command(Command::Subscribe {
-            sql: sql.to_owned(),
+        subscribe(
+            &self.inner.commands,
+            self.inner.options.subscription_buffer,
+            sql,
             options,
-            queue,
-            reply: tx,
-        })?;
-        // If this future is dropped once the server has acknowledged (the
-        // answer waits in the slot, the events in the queue) and before it
-        // is polled again, no `LiveEvents` will ever stop the subscription:
-        // the guard does, so a cancelled call holds no server slot. (Dropped
-        // before the acknowledgement, the driver finds the queue gone when
-        // it delivers the first events and stops it itself.)
-        let mut pending = PendingSubscribe {
-            rx: Some(rx),
-            commands: self.inner.commands.clone(),
-        };
-        let answer = match pending.rx.as_mut() {
-            Some(rx) => rx.await,
-            None => Err(Error::Closed),
-        };
-        pending.rx = None;
-        let sub = answer??.into_subscribed()?;
-        Ok(LiveEvents::new(sub, source, self.inner.commands.clone()))
+        )
+        .await
     }
 
     /// A live query's current result set, kept up to date.
     pub async fn live(&self, sql: &str) -> Result<LiveQuery> {
-        Ok(LiveQuery::new(self.live_events(sql).await?))
+        self.live_with(sql, SubscriptionOptions::default().with_batch_size(500))
+            .await
     }
 
     /// Like [`live`](Self::live) with explicit options.
     pub async fn live_with(&self, sql: &str, options: SubscriptionOptions) -> Result<LiveQuery> {
-        Ok(LiveQuery::new(self.live_events_with(sql, Some(options)).await?))
+        let events = self.live_events_with(sql, Some(options.clone())).await?;
+        let resubscribe = crate::live::Resubscribe {
+            commands: self.inner.commands.clone(),
+            buffer: self.inner.options.subscription_buffer,
+            sql: sql.to_owned(),
+            options,
+        };
+        Ok(LiveQuery::new(events, resubscribe))
     }
 
     /// A topic consumer: set `topic` and `group_id`, then `build()`.
@@ -295,6 +285,43 @@ impl<R: Runtime> KalamLinkClient<R> {
         self.command(Command::Submit(op, tx))?;
         rx.await??.into_reply()
     }
+}
+
+/// Subscribes `sql` with a queue of `buffer` events; see
+/// [`KalamLinkClient::live_events_with`].
+pub(crate) async fn subscribe(
+    commands: &crate::sync::Sender<Command>,
+    buffer: usize,
+    sql: &str,
+    options: Option<SubscriptionOptions>,
+) -> Result<LiveEvents> {
+    let (tx, rx) = reply();
+    let (queue, source) = crate::sync::queue(buffer);
+    commands
+        .send(Command::Subscribe {
+            sql: sql.to_owned(),
+            options,
+            queue,
+            reply: tx,
+        })
+        .map_err(|_| Error::Closed)?;
+    // If this future is dropped once the server has acknowledged (the
+    // answer waits in the slot, the events in the queue) and before it is
+    // polled again, no `LiveEvents` will ever stop the subscription: the
+    // guard does, so a cancelled call holds no server slot. (Dropped before
+    // the acknowledgement, the driver finds the queue gone when it delivers
+    // the first events and stops it itself.)
+    let mut pending = PendingSubscribe {
+        rx: Some(rx),
+        commands: commands.clone(),
+    };
+    let answer = match pending.rx.as_mut() {
+        Some(rx) => rx.await,
+        None => Err(Error::Closed),
+    };
+    pending.rx = None;
+    let sub = answer??.into_subscribed()?;
+    Ok(LiveEvents::new(sub, source, commands.clone()))
 }
 
 /// A subscribe's reply slot while `live_events` waits on it; see there.

@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 #[cfg(doc)]
-use kalam_proto::{Error, SubscriptionOptions};
-use kalam_proto::{LiveEvent, LiveRows, Result, SubId};
+use kalam_proto::Error;
+use kalam_proto::{LiveEvent, LiveRows, Result, SubId, SubscriptionOptions};
 
 use crate::msg::Command;
 use crate::sync::{Next, QueueRx, Sender};
@@ -107,14 +107,61 @@ impl Drop for LiveEvents {
 pub struct LiveQuery {
     events: LiveEvents,
     rows: LiveRows,
+    resubscribe: Resubscribe,
+}
+
+/// What a [`LiveQuery`] needs to subscribe again.
+pub(crate) struct Resubscribe {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) buffer: usize,
+    pub(crate) sql: String,
+    pub(crate) options: SubscriptionOptions,
+}
+
+impl std::fmt::Debug for Resubscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resubscribe")
+            .field("sql", &self.sql)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LiveQuery {
-    pub(crate) fn new(events: LiveEvents) -> Self {
+    pub(crate) fn new(events: LiveEvents, resubscribe: Resubscribe) -> Self {
         LiveQuery {
             events,
             rows: LiveRows::new(),
+            resubscribe,
         }
+    }
+
+    /// Reads the whole result set again and makes it the current rows:
+    /// subscribes anew with initial data, takes every page, then lets the
+    /// old subscription go. Rows the server never notified (it drops change
+    /// notifications under a burst, silently: PROTOCOL §10.2, README
+    /// "Live queries") are there afterwards, and rows deleted meanwhile are
+    /// gone. Changes that arrive while it reads are applied in order.
+    ///
+    /// A failed resync (`Err`) leaves the current rows and subscription as
+    /// they were.
+    pub async fn resync(&mut self) -> Result<&LiveRows> {
+        let r = &self.resubscribe;
+        let mut options = r.options.clone();
+        options.from = None;
+        let mut events = crate::client::subscribe(&r.commands, r.buffer, &r.sql, Some(options)).await?;
+        let mut rows = LiveRows::new();
+        while !rows.is_ready() {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    rows.apply(&event);
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(kalam_proto::Error::Closed),
+            }
+        }
+        self.events = events; // the old one unsubscribes as it drops
+        self.rows = rows;
+        Ok(&self.rows)
     }
 
     /// The current rows, after the next change; `None` when the

@@ -220,3 +220,39 @@ pub async fn a_dropped_upload_commits_nothing<R: Runtime>(b: &dyn Backend) {
         .expect("select");
     assert_eq!(r.rows().count(), 0, "nothing committed");
 }
+
+/// The server drops change notifications under a burst, silently (the kit
+/// reproduces it: every third here). A `LiveQuery` then misses rows;
+/// `resync()` reads the table again and has them all, and later changes
+/// keep coming.
+pub async fn a_live_query_resyncs_what_the_server_dropped<R: Runtime>(b: &dyn Backend) {
+    use crate::scenarios::PATIENCE;
+    let client = root::<R>(b, &b.url());
+    let table = setup_table(&client, "conf_resync").await;
+    let mut live = client.live(&format!("SELECT * FROM {table}")).await.expect("live");
+    for id in 1..=30 {
+        client
+            .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES ({id}, 'r', {id})"))
+            .await
+            .expect("insert");
+    }
+    // Every third change was dropped: 20 of the 30 rows arrive.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while live.rows().len() < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "{} rows", live.rows().len());
+        let _ = tokio::time::timeout(PATIENCE, live.next()).await.expect("a change");
+    }
+    assert_eq!(live.rows().len(), 20, "the dropped changes never come");
+    let rows = live.resync().await.expect("resync");
+    assert_eq!(rows.len(), 30, "a re-read has every row");
+    client
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (31, 'after', 31)"))
+        .await
+        .expect("insert");
+    let rows = tokio::time::timeout(PATIENCE, live.next())
+        .await
+        .expect("the change after the resync")
+        .expect("not ended")
+        .expect("no error");
+    assert_eq!(rows.len(), 31);
+}

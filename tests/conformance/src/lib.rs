@@ -147,6 +147,7 @@ macro_rules! for_each_kit_only_scenario {
             unacknowledged_records_come_again,
             a_client_clock_ten_minutes_ahead_changes_nothing,
             a_client_clock_a_day_behind_changes_nothing,
+            a_live_query_resyncs_what_the_server_dropped,
             server_side_expiry_recovers_through_refresh_then_login,
             server_side_expiry_with_refresher_runs_it_once,
             expired_again_after_recovery_is_final,
@@ -193,6 +194,9 @@ pub struct ServerSettings {
     pub zero_hour_tokens: bool,
     /// The server's clock runs this many seconds from the client's (kit only).
     pub clock_offset: Option<i64>,
+    /// Every n-th change notification of a subscription is dropped, as the
+    /// server does under a burst (kit only).
+    pub drop_every_nth_change: Option<u64>,
 }
 
 impl ServerSettings {
@@ -218,6 +222,10 @@ impl ServerSettings {
             "a_client_clock_ten_minutes_ahead_changes_nothing" => ServerSettings {
                 zero_hour_tokens: true,
                 clock_offset: Some(-600),
+                ..ServerSettings::default()
+            },
+            "a_live_query_resyncs_what_the_server_dropped" => ServerSettings {
+                drop_every_nth_change: Some(3),
                 ..ServerSettings::default()
             },
             "a_client_clock_a_day_behind_changes_nothing" => ServerSettings {
@@ -247,6 +255,9 @@ impl ServerSettings {
         if let Some(secs) = self.clock_offset {
             builder = builder.clock_offset(secs);
         }
+        if let Some(n) = self.drop_every_nth_change {
+            builder = builder.drop_every_nth_change(n);
+        }
         builder
             .needs_setup(self.needs_setup)
             .remote_peers(self.remote_peers)
@@ -262,7 +273,8 @@ impl ServerSettings {
             !self.needs_setup
                 && !self.remote_peers
                 && self.topic_visibility_timeout.is_none()
-                && self.clock_offset.is_none(),
+                && self.clock_offset.is_none()
+                && self.drop_every_nth_change.is_none(),
             "the real server cannot start unconfigured, see loopback clients as remote or run another clock"
         );
         let toml = self

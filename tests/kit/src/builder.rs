@@ -43,6 +43,7 @@ impl Default for TestServerBuilder {
             limits: WsLimits {
                 max_subscriptions_per_user: DEFAULT_MAX_SUBSCRIPTIONS_PER_USER,
                 max_messages_per_sec: DEFAULT_MAX_WS_MESSAGES_PER_SEC,
+                drop_every_nth_change: None,
             },
             topic_visibility_timeout: DEFAULT_TOPIC_VISIBILITY_TIMEOUT,
             file_limits: files::FileLimits {
@@ -186,6 +187,18 @@ impl TestServerBuilder {
     /// down.").
     pub fn max_queries_per_sec(mut self, n: u32) -> Self {
         self.query_rate = Some(n);
+        self
+    }
+
+    /// Drops every `n`-th change notification of each live subscription,
+    /// silently (no frame, no error), as the real server drops the
+    /// notifications that do not fit its per-subscription channel under a
+    /// burst (of a 5,000-row burst a client gets about 2,600–3,500 rows):
+    /// to test an application's own handling (a re-read with
+    /// `LiveQuery::resync`, or a topic for lossless delivery). `n` below 2
+    /// is taken as 2.
+    pub fn drop_every_nth_change(mut self, n: u64) -> Self {
+        self.limits.drop_every_nth_change = Some(n.max(2));
         self
     }
 

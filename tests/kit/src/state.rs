@@ -15,6 +15,10 @@ use crate::{Change, Claims, Counters, Fault, SeenRequest, files, jwt, limits, sq
 pub(crate) struct WsLimits {
     pub(crate) max_subscriptions_per_user: usize,
     pub(crate) max_messages_per_sec: u32,
+    /// Drop every n-th change notification of each subscription, silently,
+    /// as the server drops what does not fit its per-subscription channel
+    /// under a burst (PROTOCOL §10.2).
+    pub(crate) drop_every_nth_change: Option<u64>,
 }
 
 /// Controls of the WebSocket side.

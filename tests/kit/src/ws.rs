@@ -114,6 +114,8 @@ struct Sub {
     batch_num: u32,
     /// Initial data still being paged: changes wait here.
     loading: bool,
+    /// Change notifications that matched it (for the dropping setting).
+    notified: u64,
     /// Where the initial data ends: the table's highest `_seq` when the
     /// subscription was made. Pages stop there; changes after it wait in
     /// `buffered` until the last page is sent.
@@ -572,6 +574,7 @@ impl Session {
             initial: options.is_some(),
             batch_num: 0,
             loading: options.is_some(),
+            notified: 0,
             snapshot_seq: 0,
             buffered: Vec::new(),
             // Read under the engine's lock, which every commit holds while
@@ -772,6 +775,15 @@ impl Session {
                 return;
             }
         }
+        if let Some(n) = self.state.ws.limits.drop_every_nth_change
+            && let Some(sub) = self.subs.get_mut(id)
+        {
+            sub.notified += 1;
+            if sub.notified % n == 0 {
+                return; // "Notification channel full …, dropping notification"
+            }
+        }
+        let Some(sub) = self.subs.get(id) else { return };
         let cols = &sub.columns;
         let pick = |row: &Map<String, Value>, keep_null: bool| -> Map<String, Value> {
             cols.iter()
