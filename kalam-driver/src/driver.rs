@@ -38,7 +38,7 @@ use crate::adapter::{Runtime, SocketSettings};
 use crate::msg::OutFrame;
 use crate::msg::{CallbackOutcome, Command, Event, SocketReport, Waiter};
 use crate::socket::Socket;
-use crate::sync::{QueueTx, Receiver, Refused};
+use crate::sync::{QueueTx, Receiver, Refused, Sender};
 
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -117,6 +117,9 @@ pub(crate) struct Driver<R: Runtime> {
     wakes: Vec<std::task::Waker>,
     /// Steps since the first of `wakes` was deferred.
     deferred: usize,
+    /// Downloads whose body is done (read to its end, or dropped): their
+    /// place under the in-flight cap is free again.
+    bodies_done: (Sender<RequestId>, Receiver<RequestId>),
     /// A subscriber queue is half full: let the consumers run (wake them
     /// and yield to the executor) before reading more from the socket, so
     /// that a full queue means a consumer that stays behind, never one the
@@ -160,6 +163,7 @@ enum Step {
     Event(Event),
     Socket(u64, SocketReport),
     Timeout,
+    BodyDone(RequestId),
 }
 
 impl<R: Runtime> Driver<R> {
@@ -186,6 +190,7 @@ impl<R: Runtime> Driver<R> {
             wakes: Vec::new(),
             deferred: 0,
             pressure: false,
+            bodies_done: crate::sync::channel(),
         }
     }
 
@@ -212,6 +217,7 @@ impl<R: Runtime> Driver<R> {
                 Step::Command(None) => break,
                 Step::Event(event) => self.on_event(event),
                 Step::Socket(attempt, report) => self.on_socket(attempt, report),
+                Step::BodyDone(id) => self.core.handle_body_done(id, self.clock.now()),
                 Step::Timeout => {
                     self.timer = None;
                     self.core.handle_timeout(self.clock.now());
@@ -257,6 +263,9 @@ impl<R: Runtime> Driver<R> {
                     }
                 }
             }
+        }
+        if let Poll::Ready(Some(id)) = self.bodies_done.1.poll_recv(cx) {
+            return Poll::Ready(Step::BodyDone(id));
         }
         // Nothing ready: the consumers run now.
         self.wake_consumers();
@@ -432,7 +441,8 @@ impl<R: Runtime> Driver<R> {
         if kind == RequestKind::Download {
             // The body is the caller's, streamed (`files`).
             let max = self.max_body;
-            let task = crate::files::download::<R>(self.http.clone(), id, request, &self.files, max);
+            let done = self.bodies_done.0.clone();
+            let task = crate::files::download::<R>(self.http.clone(), id, request, &self.files, max, done);
             return self.in_flight.push(task);
         }
         let exchange = R::send_http(self.http.clone(), request);

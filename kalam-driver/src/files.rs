@@ -540,6 +540,7 @@ pub(crate) fn download<R: Runtime>(
     request: http::Request<Vec<u8>>,
     registry: &Registry,
     max_answer: usize,
+    done: crate::sync::Sender<RequestId>,
 ) -> Task {
     let slot = request
         .extensions()
@@ -554,7 +555,14 @@ pub(crate) fn download<R: Runtime>(
             let (parts, reader) = response.into_parts();
             if download_streams_body(parts.status) {
                 match slot.as_ref().and_then(Weak::upgrade) {
-                    Some(slot) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader),
+                    Some(slot) => {
+                        let reader = BodyDone {
+                            reader,
+                            id,
+                            done: Some(done),
+                        };
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::pin(reader));
+                    }
                     None => return Err(TransportError::Io("the download's caller has gone".into())),
                 }
                 Ok(kalam_proto::decode(
@@ -575,6 +583,39 @@ pub(crate) fn download<R: Runtime>(
         };
         Event::Http(id, answer.await)
     })
+}
+
+/// A download's body: when it is read to its end or dropped, the driver
+/// hears of it, and the download's place under the in-flight cap (its
+/// connection) is free again.
+struct BodyDone {
+    reader: BodyReader,
+    id: RequestId,
+    done: Option<crate::sync::Sender<RequestId>>,
+}
+
+impl BodyDone {
+    fn report(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(self.id);
+        }
+    }
+}
+
+impl AsyncRead for BodyDone {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let result = std::task::ready!(self.reader.as_mut().poll_read(cx, buf));
+        if matches!(result, Ok(0) | Err(_)) && !buf.is_empty() {
+            self.report();
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for BodyDone {
+    fn drop(&mut self) {
+        self.report();
+    }
 }
 
 /// The state of an upload's body stream.

@@ -477,6 +477,13 @@ impl<W> ClientCore<W> {
         self.pump(now);
     }
 
+    /// A download's body has been read to its end or dropped (see
+    /// [`AuthMachine::handle_body_done`]).
+    pub fn handle_body_done(&mut self, id: RequestId, now: Now) {
+        self.auth.handle_body_done(id, now);
+        self.pump(now);
+    }
+
     /// An HTTP answer, raw (the core decodes it).
     pub fn handle_http_response<B: AsRef<[u8]>>(&mut self, id: RequestId, response: &Response<B>, now: Now) {
         self.auth.handle_response(id, response, now);

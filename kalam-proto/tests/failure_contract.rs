@@ -79,3 +79,34 @@ fn connect_is_answered_when_authenticate_is_never_answered() {
     assert!(p.hooks.iter().any(|h| matches!(h, Hook::Error(_))));
     assert!(p.hooks.iter().any(|h| matches!(h, Hook::Disconnected(_))));
 }
+
+/// A download answered 2xx keeps its place under the in-flight cap while
+/// its body streams (its connection is busy): with cap 1, the next request
+/// waits until the body is done.
+#[test]
+fn a_streaming_download_counts_against_the_cap_until_its_body_ends() {
+    let options = ConnectionOptions::default().with_http_max_connections(1);
+    let config = ClientConfig::new(&options, &KalamLinkTimeouts::default(), 7);
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 3600, "a")), config);
+    let d = p.submit(kalam_proto::Operation::Download {
+        path: "/v1/files/p/docs/f0001/1-a.txt".into(),
+        sink: 1,
+    });
+    let download = p.last_http().id;
+    p.answer(download, 200, "");
+    assert!(p.result(d).is_some_and(|r| r.is_ok()), "{:?}", p.result(d));
+    let q = p.query("SELECT 1");
+    assert_eq!(
+        p.sent_of(RequestKind::Query).len(),
+        0,
+        "the body still holds the only place"
+    );
+    p.core.handle_body_done(download, p.now);
+    p.pump();
+    assert_eq!(p.sent_of(RequestKind::Query).len(), 1);
+    let id = p.last_http().id;
+    p.answer(id, 200, OK);
+    assert!(p.query_ok(q));
+    // A second report changes nothing.
+    p.core.handle_body_done(download, p.now);
+}

@@ -45,7 +45,7 @@
 //!   application supplies new ones: no request is repeated in a loop.
 //! - An answer to a request the machine no longer waits for is ignored.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
@@ -271,8 +271,13 @@ pub struct AuthMachine {
     waiting_tokens: VecDeque<OpId>,
     ops: BTreeMap<OpId, PendingOp>,
     inflight: BTreeMap<RequestId, (RequestKind, InFlight)>,
-    /// Operation requests among `inflight` (the cap counts these).
+    /// Operation requests among `inflight` (the cap counts these), and
+    /// downloads whose body the driver still streams.
     op_requests: usize,
+    /// Downloads answered whose body is still being read: each keeps its
+    /// place under the cap (its connection is busy) until
+    /// [`AuthMachine::handle_body_done`].
+    open_bodies: BTreeSet<RequestId>,
     out: VecDeque<AuthOutput>,
     timer: Option<Instant>,
     /// The token generation for which a refresh ahead of expiry was tried.
@@ -315,6 +320,7 @@ impl AuthMachine {
             ops: BTreeMap::new(),
             inflight: BTreeMap::new(),
             op_requests: 0,
+            open_bodies: BTreeSet::new(),
             out: VecDeque::new(),
             timer: None,
             ahead_tried: None,
@@ -506,6 +512,11 @@ impl AuthMachine {
             self.token_accepted = true;
             self.fresh_refusals = 0;
         }
+        if kind == RequestKind::Download && decoded.result.is_ok() && matches!(inflight, InFlight::Op { .. }) {
+            // Its body streams on its connection: the place stays taken.
+            self.op_requests += 1;
+            self.open_bodies.insert(id);
+        }
         match (inflight, decoded.result) {
             (InFlight::Op { op, token_gen }, Err(e)) if kind.endpoint().recovers => {
                 self.op_failed(op, token_gen, e, now)
@@ -518,6 +529,17 @@ impl AuthMachine {
         }
         self.drive(now);
         self.update_timer(now);
+    }
+
+    /// A download's body (request `id`, answered 2xx) has been read to its
+    /// end or dropped: its connection, and its place under the in-flight
+    /// cap, are free again.
+    pub fn handle_body_done(&mut self, id: RequestId, now: Now) {
+        if self.open_bodies.remove(&id) {
+            self.op_requests -= 1;
+            self.drive(now);
+            self.update_timer(now);
+        }
     }
 
     /// Feeds a request's failure to get an answer.

@@ -402,3 +402,56 @@ pub async fn files_token_expired_on_the_client<R: Runtime>(server: &crate::TestS
         "refused, then sent again once"
     );
 }
+
+/// A download whose body is still being read holds its connection, and so
+/// its place under `http_max_connections`: with a cap of 1, a second
+/// download waits until the first body is read, and the two share one
+/// connection (before, each unread body held a connection of its own,
+/// outside the cap).
+pub async fn files_a_streaming_download_counts_against_the_cap<R: Runtime>(b: &dyn Backend) {
+    let direct = root::<R>(b, &b.url());
+    let table = files_table(&direct).await;
+    let bytes = data(64 << 10, 3);
+    direct
+        .execute_with_files(
+            insert(&table, 7),
+            vec![FileUpload::from_bytes("doc", "capped.bin", bytes.clone())],
+        )
+        .await
+        .expect("upload");
+    let file = file_of(&direct, &table, 7).await;
+    let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(proxy.url())
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .connection_options(ConnectionOptions::default().with_http_max_connections(1))
+        .build()
+        .expect("client");
+    client.execute_query("SELECT 1").await.expect("warm: one connection");
+    let mut first = client
+        .download_file_reader(&file, NAMESPACE, TABLE)
+        .await
+        .expect("first download");
+    let second = {
+        let client = client.clone();
+        let file = file.clone();
+        tokio::spawn(async move {
+            let mut d = client.download_file_reader(&file, NAMESPACE, TABLE).await?;
+            let mut out = Vec::new();
+            d.read_to_end(&mut out)
+                .await
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            Ok::<_, Error>(out)
+        })
+    };
+    let mut out = Vec::new();
+    first.read_to_end(&mut out).await.expect("read the first body");
+    assert!(out == bytes);
+    let out = tokio::time::timeout(crate::PATIENCE, second)
+        .await
+        .expect("the second download goes once the first body is read")
+        .expect("task")
+        .expect("second download");
+    assert!(out == bytes);
+    assert_eq!(proxy.connections(), 1, "one connection, as the cap says");
+}

@@ -121,6 +121,7 @@ macro_rules! for_each_scenario {
             files_upload_select_download_round_trip,
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,
+            files_a_streaming_download_counts_against_the_cap,
         );
     };
 }
