@@ -30,7 +30,7 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use kalam_proto::{
     AuthRefreshCallback, ClientCore, CoreOutput, CredentialRequestId, CredentialSource, DynamicAuthProvider, Error,
-    Hook, Instant, Now, RequestId, RequestKind, SubId,
+    Hook, Instant, LiveEvent, Now, RequestId, RequestKind, SubId,
 };
 use tracing::Instrument as _;
 
@@ -120,6 +120,9 @@ pub(crate) struct Driver<R: Runtime> {
     /// Downloads whose body is done (read to its end, or dropped): their
     /// place under the in-flight cap is free again.
     bodies_done: (Sender<RequestId>, Receiver<RequestId>),
+    /// Subscriptions with a next page due, waiting for their consumer to
+    /// have room for it (the rows of their last page).
+    waiting_room: HashMap<SubId, usize>,
     /// A subscriber queue is half full: let the consumers run (wake them
     /// and yield to the executor) before reading more from the socket, so
     /// that a full queue means a consumer that stays behind, never one the
@@ -164,6 +167,7 @@ enum Step {
     Socket(u64, SocketReport),
     Timeout,
     BodyDone(RequestId),
+    Room(SubId),
 }
 
 impl<R: Runtime> Driver<R> {
@@ -191,6 +195,7 @@ impl<R: Runtime> Driver<R> {
             deferred: 0,
             pressure: false,
             bodies_done: crate::sync::channel(),
+            waiting_room: HashMap::new(),
         }
     }
 
@@ -218,6 +223,7 @@ impl<R: Runtime> Driver<R> {
                 Step::Event(event) => self.on_event(event),
                 Step::Socket(attempt, report) => self.on_socket(attempt, report),
                 Step::BodyDone(id) => self.core.handle_body_done(id, self.clock.now()),
+                Step::Room(sub) => self.core.handle_subscriber_room(sub, self.clock.now()),
                 Step::Timeout => {
                     self.timer = None;
                     self.core.handle_timeout(self.clock.now());
@@ -266,6 +272,17 @@ impl<R: Runtime> Driver<R> {
         }
         if let Poll::Ready(Some(id)) = self.bodies_done.1.poll_recv(cx) {
             return Poll::Ready(Step::BodyDone(id));
+        }
+        let roomy = self
+            .waiting_room
+            .iter()
+            .find_map(|(sub, need)| match self.queues.get(sub) {
+                Some(q) => q.poll_room(*need, cx).is_ready().then_some(*sub),
+                None => Some(*sub),
+            });
+        if let Some(sub) = roomy {
+            self.waiting_room.remove(&sub);
+            return Poll::Ready(Step::Room(sub));
         }
         // Nothing ready: the consumers run now.
         self.wake_consumers();
@@ -377,6 +394,15 @@ impl<R: Runtime> Driver<R> {
                 CoreOutput::FetchCredentials { id, source } => self.start_callback(id, source),
                 CoreOutput::Complete { waiter, result } => waiter.send(result),
                 CoreOutput::Deliver { sub, events } => {
+                    // A page with more to come: the next is asked for once
+                    // the consumer has room for another like it.
+                    let page = events.iter().find_map(|e| match e {
+                        LiveEvent::InitialRows { rows, has_more: true } => Some(rows.len().max(1)),
+                        _ => None,
+                    });
+                    if let Some(need) = page {
+                        self.waiting_room.insert(sub, need);
+                    }
                     match self.queues.get(&sub).map(|q| q.push(events, &mut self.wakes)) {
                         Some(Err(Refused::Full)) => self.core.handle_subscriber_full(sub, self.clock.now()),
                         // Nobody will read it (a `live_events` call cancelled

@@ -196,7 +196,12 @@ impl<T> Drop for Receiver<T> {
 
 struct QueueState {
     events: VecDeque<LiveEvent>,
+    /// In rows: a page of initial rows weighs its rows, any other event 1.
     capacity: usize,
+    /// The weight of what is queued.
+    weight: usize,
+    /// The driver, waiting for room for a page.
+    room_waker: Option<Waker>,
     /// `Some` once the driver ended the subscription (with an error or
     /// not). Boxed: an idle subscription's queue stays small.
     end: Option<Option<Box<Error>>>,
@@ -211,6 +216,10 @@ impl QueueState {
     /// room, and a steady flow of changes keeps its few slots.
     fn pop(&mut self) -> Option<LiveEvent> {
         let e = self.events.pop_front()?;
+        self.weight = self.weight.saturating_sub(weight(&e));
+        if let Some(w) = self.room_waker.take() {
+            w.wake();
+        }
         if self.events.is_empty()
             && (self.events.capacity() > 64
                 || !matches!(
@@ -221,6 +230,15 @@ impl QueueState {
             self.events = VecDeque::new();
         }
         Some(e)
+    }
+}
+
+/// What an event weighs in a queue: a page of initial rows its rows, any
+/// other event 1.
+fn weight(e: &LiveEvent) -> usize {
+    match e {
+        LiveEvent::InitialRows { rows, .. } => rows.len().max(1),
+        _ => 1,
     }
 }
 
@@ -243,6 +261,8 @@ pub(crate) fn queue(capacity: usize) -> (QueueTx, QueueRx) {
     let state = Arc::new(Mutex::new(QueueState {
         events: VecDeque::new(),
         capacity: capacity.max(1),
+        weight: 0,
+        room_waker: None,
         end: None,
         consumer_gone: false,
         waker: None,
@@ -262,15 +282,35 @@ impl QueueTx {
         if s.consumer_gone {
             return Err(Refused::Gone);
         }
-        let room = s.capacity.saturating_sub(s.events.len());
-        let fits = events.len() <= room;
-        s.events.extend(events.into_iter().take(room));
+        let mut fits = true;
+        for e in events {
+            let w = weight(&e);
+            // One event always fits an empty queue (a page larger than the
+            // whole buffer is taken when the consumer has read everything).
+            if s.weight + w > s.capacity && !s.events.is_empty() {
+                fits = false;
+                break;
+            }
+            s.weight += w;
+            s.events.push_back(e);
+        }
         wake.extend(s.waker.take());
         if fits {
-            Ok(s.events.len() * 2 >= s.capacity)
+            Ok(s.weight * 2 >= s.capacity)
         } else {
             Err(Refused::Full)
         }
+    }
+
+    /// Whether a page of `need` rows fits now; if not, `cx` is woken when
+    /// the consumer has read something.
+    pub(crate) fn poll_room(&self, need: usize, cx: &Context<'_>) -> Poll<()> {
+        let mut s = lock(&self.0);
+        if s.events.is_empty() || s.capacity.saturating_sub(s.weight) >= need || s.consumer_gone {
+            return Poll::Ready(());
+        }
+        s.room_waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Ends the stream after the queued events, with a final error or not.
@@ -435,5 +475,33 @@ mod tests {
         assert!(tx.push((0..500).map(|_| insert()).collect(), &mut wake).is_ok());
         while rx.try_next().is_some() {}
         assert_eq!(room(&rx), 0);
+    }
+
+    #[test]
+    fn pages_weigh_their_rows_and_the_next_waits_for_room() {
+        let (woken, waker) = cx_with();
+        let cx = Context::from_waker(&waker);
+        let page = |n: usize| LiveEvent::InitialRows {
+            rows: vec![Default::default(); n],
+            has_more: true,
+        };
+        let (tx, mut rx) = queue(1000);
+        let mut wake = Vec::new();
+        assert!(matches!(tx.push(vec![page(500)], &mut wake), Ok(true)), "half full");
+        assert!(tx.poll_room(500, &cx).is_ready(), "room for one more like it");
+        assert!(matches!(tx.push(vec![page(500)], &mut wake), Ok(true)));
+        assert!(tx.poll_room(500, &cx).is_pending(), "no room for a third");
+        assert!(
+            matches!(tx.push(vec![page(1)], &mut wake), Err(Refused::Full)),
+            "bounded in rows"
+        );
+        // The consumer reads a page: the driver is woken, and there is room.
+        assert!(matches!(rx.poll_next(&cx), Poll::Ready(Next::Event(_))));
+        assert!(woken.0.load(Ordering::SeqCst) > 0, "the driver is woken");
+        assert!(tx.poll_room(500, &cx).is_ready());
+        // A page larger than the whole buffer is taken by an empty queue.
+        let (tx, _rx) = queue(100);
+        assert!(tx.push(vec![page(500)], &mut wake).is_ok());
+        assert!(matches!(tx.push(vec![page(1)], &mut wake), Err(Refused::Full)));
     }
 }

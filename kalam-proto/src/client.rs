@@ -477,6 +477,15 @@ impl<W> ClientCore<W> {
         self.pump(now);
     }
 
+    /// The consumer of `sub` has room for another page of initial rows
+    /// (its queue is no more than half full): the next page, if one is due,
+    /// is asked for. A driver reports this after each delivery that leaves
+    /// room, and again when a consumer drains a fuller queue.
+    pub fn handle_subscriber_room(&mut self, sub: SubId, now: Now) {
+        self.ws.handle_subscriber_room(sub, now);
+        self.pump(now);
+    }
+
     /// A download's body has been read to its end or dropped (see
     /// [`AuthMachine::handle_body_done`]).
     pub fn handle_body_done(&mut self, id: RequestId, now: Now) {

@@ -32,8 +32,10 @@ pub struct ConnectionOptions {
     pub http_max_connections: usize,
     /// Largest HTTP answer body or WebSocket message accepted (default 64 MiB).
     pub max_response_bytes: usize,
-    /// Events buffered per live query before a slow consumer's
-    /// subscription is ended (default 1024).
+    /// What is buffered per live query before a slow consumer's
+    /// subscription is ended, in rows (a page of initial rows weighs its
+    /// rows, any other event 1; default 1024). The next initial page is
+    /// asked for only when there is room for it.
     pub subscription_buffer: usize,
     /// Largest file in an upload, checked before sending (default 25 MiB,
     /// the server's default).

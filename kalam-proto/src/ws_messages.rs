@@ -285,9 +285,15 @@ pub fn decode_text(text: &str) -> Result<ServerMessage, DecodeError> {
 /// Decodes a binary frame: gzip(JSON) when compressed (needs the `gzip`
 /// feature), else JSON. MessagePack is not spoken by this client.
 pub fn decode_binary(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    decode_binary_within(bytes, MAX_INFLATED)
+}
+
+/// [`decode_binary`] with a gzip frame inflated to at most `max_inflated`
+/// bytes (the session's `max_response_bytes`).
+pub fn decode_binary_within(bytes: &[u8], max_inflated: usize) -> Result<ServerMessage, DecodeError> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let json =
-            crate::gzip::gunzip(bytes, MAX_INFLATED).map_err(|e| DecodeError::new(0, "gzip WebSocket frame", e))?;
+            crate::gzip::gunzip(bytes, max_inflated).map_err(|e| DecodeError::new(0, "gzip WebSocket frame", e))?;
         return serde_json::from_slice(&json).map_err(|e| DecodeError::new(0, "WebSocket message", e));
     }
     if bytes.first() == Some(&b'{') {
@@ -300,7 +306,9 @@ pub fn decode_binary(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
     ))
 }
 
-/// Largest inflated frame accepted (a gzip bomb guard).
+/// Largest inflated frame [`decode_binary`] accepts (a gzip-bomb guard; a
+/// session uses its `max_response_bytes` instead, the default of which is
+/// the same 64 MiB).
 pub const MAX_INFLATED: usize = 64 << 20;
 
 #[cfg(test)]

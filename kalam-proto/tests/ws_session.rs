@@ -110,6 +110,9 @@ fn initial_pages_then_changes_track_seq() {
     assert!(
         matches!(&out[1], WsOutput::Event(WsEvent::Sub(_, LiveEvent::InitialRows { has_more: true, rows })) if rows.len() == 2)
     );
+    assert!(texts(&out).is_empty(), "the next page waits for the consumer's room");
+    s.handle_subscriber_room(a, t(2));
+    let out = drain(&mut s);
     let next = &texts(&out)[0];
     assert_eq!(next["type"], "next_batch");
     // A JSON number above 2^53, exactly.

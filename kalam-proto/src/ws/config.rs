@@ -35,6 +35,9 @@ pub struct WsConfig {
     /// second per connection (a token bucket of 50) and drops the excess
     /// (PROTOCOL §6), so the session stays well below.
     pub send_rate: u32,
+    /// Largest frame after inflating a gzip frame (a gzip-bomb guard):
+    /// `ConnectionOptions::max_response_bytes`, the same bound as any answer.
+    pub max_inflated: usize,
 }
 
 impl WsConfig {
@@ -58,6 +61,7 @@ impl WsConfig {
             subscribe_timeout: timeouts.subscribe_timeout,
             send_burst: DEFAULT_SEND_BURST,
             send_rate: DEFAULT_SEND_RATE,
+            max_inflated: options.max_response_bytes,
         }
     }
 }

@@ -112,13 +112,14 @@ impl WsSession {
         for r in &rows {
             s.last_seq = s.last_seq.max(r.seq());
         }
-        if !has_more {
+        if has_more {
+            // Asked for once the consumer has room for it.
+            s.next_page = Some(last_seq_id);
+        } else {
             s.phase = SubPhase::Live;
         }
         self.sub_event(id, LiveEvent::InitialRows { rows, has_more });
-        if has_more {
-            self.queue.push_back(Pending::NextBatch { sub: id, last_seq_id });
-        } else {
+        if !has_more {
             self.sub_event(id, LiveEvent::Ready);
         }
     }

@@ -110,6 +110,10 @@ struct Sub {
     /// The deadline, held while the subscribe waits in the pacing queue
     /// (time spent there is this client's choice, not the server's).
     held: Option<Instant>,
+    /// The next initial page, asked for once the consumer has room for it
+    /// ([`WsSession::handle_subscriber_room`]): pages are pulled as they
+    /// are read, never buffered ahead of the consumer.
+    next_page: Option<Option<i64>>,
 }
 
 /// A text frame waiting for the pacer. Frames are built when sent, from the
@@ -356,6 +360,7 @@ impl WsSession {
                 last_batch: None,
                 deadline: None,
                 held: None,
+                next_page: None,
             },
         );
         self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
@@ -377,6 +382,19 @@ impl WsSession {
         // A subscribe still in the queue is simply not sent.
         if matches!(self.conn, Conn::Ready) && s.phase != SubPhase::Queued {
             self.queue.push_back(Pending::Unsubscribe(sub.wire(s.generation)));
+            self.flush(now);
+        }
+    }
+
+    /// The consumer of `sub` has room for another page of initial rows: if
+    /// one is due, it is asked for now.
+    pub fn handle_subscriber_room(&mut self, sub: SubId, now: Now) {
+        let Some(s) = self.subs.get_mut(&sub) else { return };
+        if s.phase != SubPhase::Loading || !matches!(self.conn, Conn::Ready) {
+            return;
+        }
+        if let Some(last_seq_id) = s.next_page.take() {
+            self.queue.push_back(Pending::NextBatch { sub, last_seq_id });
             self.flush(now);
         }
     }
@@ -493,7 +511,7 @@ impl WsSession {
         let message = match frame {
             Incoming::Control => return,
             Incoming::Text(t) => ws_messages::decode_text(t),
-            Incoming::Binary(b) => ws_messages::decode_binary(b),
+            Incoming::Binary(b) => ws_messages::decode_binary_within(b, self.config.max_inflated),
         };
         match message {
             Ok(m) => self.on_message(m, now),
@@ -679,6 +697,7 @@ impl WsSession {
         let mut held = Vec::new();
         for (id, s) in self.subs.iter_mut() {
             s.phase = SubPhase::Queued;
+            s.next_page = None;
             s.generation = 0;
             if let Some(d) = s.held.take() {
                 held.push((*id, d));

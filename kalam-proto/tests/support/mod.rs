@@ -586,7 +586,9 @@ impl Pump {
                     if self.full.contains(&sub) {
                         self.core.handle_subscriber_full(sub, self.now);
                     } else {
+                        // A consumer that reads at once: it always has room.
                         self.delivered.extend(events.into_iter().map(|e| (sub, e)));
+                        self.core.handle_subscriber_room(sub, self.now);
                     }
                 }
                 CoreOutput::EndSubscription { sub, error } => {

@@ -22,6 +22,8 @@ pub struct Counters {
     pub ws_subscribes: usize,
     /// `unsubscribe` messages received.
     pub ws_unsubscribes: usize,
+    /// `next_batch` messages received (pages of initial rows asked for).
+    pub ws_next_batches: usize,
     /// WebSocket text messages dropped by the per-connection message rate
     /// limit (each answered with a `RATE_LIMIT_EXCEEDED` error frame).
     pub ws_rate_limited: usize,

@@ -469,6 +469,7 @@ impl Session {
                 Step::Continue
             }
             "next_batch" => {
+                self.state.count(|c| c.ws_next_batches += 1);
                 let Some(id) = v.get("subscription_id").and_then(Value::as_str) else {
                     return invalid("missing field `subscription_id`");
                 };
