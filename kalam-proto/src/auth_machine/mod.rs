@@ -46,13 +46,12 @@
 //! - An answer to a request the machine no longer waits for is ignored.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 
 use crate::auth::{AuthProvider, bearer_header};
 use crate::error::{Error, Result, TransportError};
-use crate::files::{self, FileLimits, UploadPlan};
+use crate::files::{self, UploadPlan};
 use crate::framing::{self, Endpoints};
 use crate::ops::{Decoded, Operation, Reply, RequestKind, TokenUse, decode};
 use crate::secret::Secret;
@@ -60,157 +59,16 @@ use crate::time::{Instant, Now};
 use crate::types::LoginResponse;
 
 mod clock;
+mod io;
 mod recovery;
 mod token;
+
+pub use io::{AuthConfig, AuthOutput, AuthState, CredentialRequestId, CredentialSource, OpId, RequestId};
 
 pub use clock::{MAX_OFFSET, ServerClock, parse_http_date};
 use recovery::Rung;
 pub use token::SERVER_LEEWAY;
 use token::{Origin, Token};
-
-/// Identifies one operation submitted to the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct OpId(pub u64);
-
-/// Identifies one HTTP request the machine asked the driver to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId(pub u64);
-
-/// Identifies one call for credentials the machine asked the driver to make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CredentialRequestId(pub u64);
-
-/// Settings of the auth machine.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// A token counts as expired this long before its `exp` (clock skew and
-    /// flight time). Default 30 s.
-    pub skew: Duration,
-    /// With a refresh token, refresh this long before `exp` (at least
-    /// `skew`). Default 60 s.
-    pub refresh_ahead: Duration,
-    /// The application configured a `DynamicAuthProvider`.
-    pub has_dynamic_provider: bool,
-    /// The application configured an `AuthRefreshCallback`.
-    pub has_refresher: bool,
-    /// Most operation requests in flight at once; more wait in order
-    /// (the machine's own logins and refreshes never wait). Default 64.
-    pub max_in_flight: usize,
-    /// Limits checked before an upload is sent.
-    pub files: FileLimits,
-    /// Seeds the multipart boundaries of uploads.
-    pub boundary_seed: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            skew: Duration::from_secs(30),
-            refresh_ahead: Duration::from_secs(60),
-            has_dynamic_provider: false,
-            has_refresher: false,
-            max_in_flight: 64,
-            files: FileLimits::default(),
-            boundary_seed: 0,
-        }
-    }
-}
-
-/// Whose credentials the driver must fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
-    /// Call the application's `DynamicAuthProvider::get_auth`.
-    DynamicProvider,
-    /// Call the application's `AuthRefreshCallback`.
-    Refresher,
-}
-
-/// What the driver must do next. Its `Debug` shows no header and no body.
-pub enum AuthOutput {
-    /// Send this request; feed the answer to [`AuthMachine::handle_response`]
-    /// or the failure to [`AuthMachine::handle_transport_error`].
-    Transmit {
-        /// Echo this back with the answer.
-        id: RequestId,
-        /// What the request is.
-        kind: RequestKind,
-        /// The request, complete with headers.
-        request: Request<Vec<u8>>,
-    },
-    /// Ask the application for credentials; feed the result to
-    /// [`AuthMachine::handle_credentials`].
-    FetchCredentials {
-        /// Echo this back with the result.
-        id: CredentialRequestId,
-        /// Which callback.
-        source: CredentialSource,
-    },
-    /// Send this upload: the request's head, and its body as a plan to
-    /// stream from the caller's sources; feed the answer (decoded as
-    /// [`RequestKind::Upload`]) like a [`AuthOutput::Transmit`]'s.
-    TransmitUpload {
-        /// Echo this back with the answer.
-        id: RequestId,
-        /// The head, complete with headers but `Content-Length`, which is
-        /// [`UploadPlan::content_length`].
-        request: Request<()>,
-        /// The body.
-        plan: UploadPlan,
-    },
-    /// Something the application should hear of that failed nothing (a
-    /// large clock skew, [`Error::ClockSkew`]): for the `on_error` hook.
-    Warning(Error),
-    /// An operation finished.
-    Done {
-        /// The operation.
-        op: OpId,
-        /// Its result.
-        result: Result<Reply>,
-    },
-}
-
-impl std::fmt::Debug for AuthOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthOutput::Transmit { id, kind, request } => f
-                .debug_struct("Transmit")
-                .field("id", id)
-                .field("kind", kind)
-                .field("request", &framing::RequestSummary(request))
-                .finish(),
-            AuthOutput::FetchCredentials { id, source } => f
-                .debug_struct("FetchCredentials")
-                .field("id", id)
-                .field("source", source)
-                .finish(),
-            AuthOutput::TransmitUpload { id, request, plan } => f
-                .debug_struct("TransmitUpload")
-                .field("id", id)
-                .field("request", &format_args!("{} {}", request.method(), request.uri()))
-                .field("plan", plan)
-                .finish(),
-            AuthOutput::Warning(e) => f.debug_tuple("Warning").field(e).finish(),
-            AuthOutput::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
-        }
-    }
-}
-
-/// The auth lifecycle state, as seen from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthState {
-    /// No token yet.
-    Unauthenticated,
-    /// A login is in flight.
-    LoggingIn,
-    /// The application's provider or refresher is being asked.
-    FetchingCredentials,
-    /// A usable token is held (a proactive refresh may be in flight).
-    Authenticated,
-    /// The token expired; it will be renewed when next needed.
-    Expired,
-    /// A refresh with the refresh token is in flight and no usable token is held.
-    Refreshing,
-}
 
 #[derive(Debug)]
 enum Phase {
