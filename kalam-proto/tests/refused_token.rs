@@ -263,3 +263,35 @@ fn an_auth_error_for_the_applications_token_with_no_way_to_renew_ends_the_subscr
     let events: Vec<_> = sub.map(|s| p.events(s)).unwrap_or_default();
     assert!(!events.iter().any(|e| matches!(e, LiveEvent::Subscribed { .. })));
 }
+
+/// Requests in flight with a token the server refuses, refused late, after
+/// the recovery's own token was refused too: no new recovery each (the
+/// server refuses whatever it is given), every caller answered typed.
+#[test]
+fn late_refusals_after_a_refused_recovery_start_no_more_recoveries() {
+    let (mut p, _) = logged_in();
+    let ws: Vec<W> = (0..5).map(|i| p.query(&format!("SELECT {i}"))).collect();
+    let sent: Vec<_> = p.sent_of(RequestKind::Query).iter().skip(1).map(|s| s.id).collect();
+    p.answer(sent[0], 401, INVALID);
+    let refresh = p.last_http().id;
+    p.answer(refresh, 401, BAD_LOGIN);
+    let login = p.last_http().id;
+    p.answer_login(login, &jwt("access", T0 + 3600, "a2"), &jwt("refresh", T0 + 7200, "r2"));
+    // Q1's retry (with the new token) is refused first; the refusals of
+    // Q2-Q5 (sent with the first token) come after it.
+    let retry = p.last_http().id;
+    assert_eq!(p.last_http().kind, RequestKind::Query);
+    p.answer(retry, 401, INVALID);
+    while let Some(s) = p.pending_http() {
+        let (id, kind) = (s.id, s.kind);
+        assert_eq!(kind, RequestKind::Query, "no further recovery: {:?}", p.http);
+        p.answer(id, 401, INVALID);
+    }
+    assert!(ws.iter().all(|w| p.error(*w).is_some_and(is_invalid_credentials)));
+    assert_eq!(p.sent_of(RequestKind::Refresh).len(), 1);
+    assert_eq!(
+        p.sent_of(RequestKind::Login).len(),
+        2,
+        "the first login and one recovery"
+    );
+}

@@ -152,6 +152,10 @@ pub struct AuthMachine {
     fresh_refusals: u32,
     /// After such refusals, no recovery starts before this.
     recover_after: Option<Instant>,
+    /// The newest token generation refused on a retry (the token a recovery
+    /// got was refused too): a late refusal of an older token starts no
+    /// new recovery.
+    refused_again: Option<u64>,
     next_id: u64,
 }
 
@@ -187,6 +191,7 @@ impl AuthMachine {
             token_accepted: false,
             fresh_refusals: 0,
             recover_after: None,
+            refused_again: None,
             next_id: 1,
         };
         m.install_credentials(credentials, now);
@@ -365,7 +370,10 @@ impl AuthMachine {
             ..
         } = inflight
             && sent_gen == self.token_gen
-            && !decoded.result.as_ref().is_err_and(Error::is_token_expired)
+            && !decoded
+                .result
+                .as_ref()
+                .is_err_and(|e| e.is_token_expired() || e.is_credentials_rejected())
         {
             self.token_accepted = true;
             self.fresh_refusals = 0;
@@ -509,6 +517,7 @@ impl AuthMachine {
         // of tokens obtained with the old ones.
         self.fresh_refusals = 0;
         self.recover_after = None;
+        self.refused_again = None;
         self.access = None;
         self.token_gen += 1;
         self.had_token = false;
@@ -577,16 +586,25 @@ impl AuthMachine {
             // The server refused the token: never send it again, whether or
             // not this operation may be retried.
             if current {
-                if error.is_token_expired() && !self.token_accepted {
+                if !self.token_accepted {
                     self.refused_before_use(now);
                 }
                 self.access = None;
                 self.token_gen += 1;
             }
+            // A late refusal of a token older than one the server already
+            // refused after a recovery: the server refuses whatever it is
+            // given; another recovery for it would be a storm.
+            let superseded = matches!((token_gen, self.refused_again), (Some(s), Some(f)) if s < f);
             let Some(pending) = self.ops.get_mut(&op) else {
                 return;
             };
-            if pending.retried {
+            if pending.retried || superseded {
+                if pending.retried
+                    && let Some(g) = token_gen
+                {
+                    self.refused_again = Some(self.refused_again.map_or(g, |f| f.max(g)));
+                }
                 return self.finish(op, Err(error));
             }
             pending.retried = true;
