@@ -106,27 +106,24 @@ impl TestServer {
     /// `INVALID_CREDENTIALS` from now on, as after a redeploy with a new
     /// JWT secret; users and passwords are unchanged.
     pub fn force_invalidate_all(&self) {
-        let issued: Vec<String> = self
-            .state
-            .issued
-            .lock()
-            .map(|i| i.iter().cloned().collect())
-            .unwrap_or_default();
-        if let Ok(mut inv) = self.state.invalidated.lock() {
-            inv.extend(issued);
-        }
+        self.retire_issued(&self.state.invalidated);
     }
 
     /// Every token issued or minted so far answers `TOKEN_EXPIRED` from now on.
     pub fn force_expire_all(&self) {
+        self.retire_issued(&self.state.expired);
+    }
+
+    /// Adds every token issued or minted so far to `retired`.
+    fn retire_issued(&self, retired: &std::sync::Mutex<std::collections::HashSet<String>>) {
         let issued: Vec<String> = self
             .state
             .issued
             .lock()
             .map(|i| i.iter().cloned().collect())
             .unwrap_or_default();
-        if let Ok(mut e) = self.state.expired.lock() {
-            e.extend(issued);
+        if let Ok(mut r) = retired.lock() {
+            r.extend(issued);
         }
     }
 
