@@ -68,9 +68,10 @@ impl Endpoints {
         let prefix = uri.path().trim_end_matches('/');
         let base = format!("{}://{}{}", uri.scheme_str().unwrap_or("http"), authority, prefix);
         let at = |p: &str| -> Result<Uri> { format!("{base}{p}").parse().map_err(|_| bad("not a URL")) };
-        let uris = RequestKind::ALL
+        // Indexed by kind, as the table is.
+        let uris = crate::ops::ENDPOINTS
             .iter()
-            .map(|kind| at(kind.endpoint().path))
+            .map(|e| at(e.path))
             .collect::<Result<Vec<_>>>()?;
         Ok(Endpoints { uris, base })
     }
