@@ -227,11 +227,14 @@ impl Cancel {
         futures_util::pin_mut!(work, cancelled);
         match select(work, cancelled).await {
             Either::Left((result, _)) => result,
-            Either::Right(((), _)) => Err(std::io::Error::other(
-                "the upload's caller gave up: the body is cut short, and the server commits nothing",
-            )),
+            Either::Right(((), _)) => Err(caller_gone()),
         }
     }
+}
+
+/// The error that cuts an upload's body short once its caller is gone.
+fn caller_gone() -> std::io::Error {
+    std::io::Error::other("the upload's caller gave up: the body is cut short, and the server commits nothing")
 }
 
 /// Where the driver puts a download's body for its caller.
@@ -659,14 +662,12 @@ fn body_stream<R: Runtime>(plan: UploadPlan, sources: Weak<Sources>, cancel: Arc
 }
 
 async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec<u8>>> {
-    let gone =
-        || std::io::Error::other("the upload's caller gave up: the body is cut short, and the server commits nothing");
     loop {
         // The caller's data is held only between awaits: a caller that
         // gives up drops it, which cancels the wait in progress.
         let cancel = s.cancel.clone();
         if let Some((reader, due, index)) = &mut s.current {
-            let name = s.sources.upgrade().ok_or_else(gone)?.files[*index].0.clone();
+            let name = s.sources.upgrade().ok_or_else(caller_gone)?.files[*index].0.clone();
             if *due == 0 {
                 // Exactly as long as declared: nothing more to read.
                 let mut probe = [0u8; 1];
@@ -689,7 +690,7 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
             chunk.truncate(n);
             *due -= n as u64;
             s.sent += n as u64;
-            if let Some(progress) = &s.sources.upgrade().ok_or_else(gone)?.progress {
+            if let Some(progress) = &s.sources.upgrade().ok_or_else(caller_gone)?.progress {
                 let p = UploadProgress {
                     sent: s.sent,
                     total: s.total,
@@ -704,7 +705,11 @@ async fn next_chunk<R: Runtime>(s: &mut BodyState) -> std::io::Result<Option<Vec
             None => return Ok(None),
             Some(Segment::Framed(bytes)) => return Ok(Some(bytes)),
             Some(Segment::File { index, len }) => {
-                let opening = s.sources.upgrade().ok_or_else(gone).and_then(|src| open(&src, index))?;
+                let opening = s
+                    .sources
+                    .upgrade()
+                    .ok_or_else(caller_gone)
+                    .and_then(|src| open(&src, index))?;
                 let reader = match opening {
                     Opening::Ready(reader) => reader,
                     Opening::Path(path) => cancel.or_cancelled(async { Ok(R::open_file(path).await?.0) }).await?,
