@@ -183,7 +183,14 @@ fn an_expired_token_is_renewed_before_an_upload_is_sent() {
         ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 7).with_refresher(true);
     let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 - 120, "old")), config);
     let w = p.submit(upload(5, false));
-    assert!(p.http.is_empty(), "not sent with an expired token");
+    // Nothing has told the client the server's time yet: before its own
+    // clock condemns the token, it asks (any answer carries a Date).
+    assert_eq!(p.http.len(), 1, "only the clock probe goes out");
+    assert_eq!(p.answer_next(403, r#"{"error":"localhost only"}"#), RequestKind::Health);
+    assert!(
+        p.sent_of(RequestKind::Upload).is_empty(),
+        "not sent with an expired token"
+    );
     p.answer_fetch(Ok(AuthProvider::jwt_token(jwt("access", T0 + 3600, "new"))));
     assert_eq!(p.sent_of(RequestKind::Upload).len(), 1);
     p.answer_next(200, OK);

@@ -102,10 +102,75 @@ fn a_token_that_arrives_within_the_skew_is_used_while_the_server_takes_it() {
 
 #[test]
 fn a_token_that_was_fresh_on_arrival_is_never_sent_within_the_skew() {
+    // 100 s left on arrival (at least twice the skew): unusable from exp - 30 s.
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 100, "s")), config());
+    p.query("SELECT 1");
+    p.answer_next(200, OK); // its Date tells the server's time
+    p.run_until(70_000);
+    let w = p.query("SELECT 2");
+    assert_eq!(p.http.len(), 1, "nothing more sent");
+    assert!(matches!(p.reply(w), Err(Error::TokenExpired)));
+}
+
+#[test]
+fn a_token_barely_longer_than_the_skew_is_not_cut_short() {
+    // 40 s left on arrival: were it dropped 30 s before exp, it would serve
+    // 10 s and a client with a password would log in every 10 s. It is
+    // used while the server takes it (up to 50 s past exp).
     let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 40, "s")), config());
-    p.run_until(10_000);
+    p.query("SELECT 1");
+    p.answer_next(200, OK);
+    p.run_until(85_000);
+    let w = p.query("SELECT 2");
+    assert_eq!(p.sent_of(RequestKind::Query).len(), 2, "still used 45 s past exp");
+    p.answer_next(200, OK);
+    assert!(p.query_ok(w));
+    p.run_until(90_000);
+    let late = p.query("SELECT 3");
+    assert_eq!(p.http.len(), 2, "not past exp + 50 s");
+    assert!(matches!(p.reply(late), Err(Error::TokenExpired)));
+}
+
+#[test]
+fn before_the_server_time_is_known_the_local_clock_does_not_condemn_a_token() {
+    // The client's clock runs 25 h ahead. The configured token is valid on
+    // the server's clock but long expired on ours: one tokenless probe
+    // (any answer carries the server's Date) and the token is used.
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 3600, "s")), config());
+    p.server_offset = -25 * 3600;
+    p.advance(Duration::from_secs(25 * 3600)); // the local clock, not the server's
+    p.run_until(25 * 3600 * 1000 + 5_000); // timers fire: the token is not dropped
+    assert_eq!(state(&p), AuthState::Authenticated);
+    let ws: Vec<W> = (0..3).map(|i| p.query(&format!("SELECT {i}"))).collect();
+    assert_eq!(p.http.len(), 1, "the probe alone");
+    assert_eq!(p.answer_next(403, r#"{"error":"localhost only"}"#), RequestKind::Health);
+    assert_eq!(p.sent_of(RequestKind::Query).len(), 3, "then the token is used");
+    for _ in 0..3 {
+        p.answer_next(200, OK);
+    }
+    assert!(ws.iter().all(|w| p.query_ok(*w)));
+    // The probe is made once: later queries go straight out.
+    let w = p.query("SELECT 4");
+    assert_eq!(p.http.len(), 5);
+    p.answer_next(200, OK);
+    assert!(p.query_ok(w));
+}
+
+#[test]
+fn the_probe_confirms_a_truly_expired_token_and_nothing_is_sent_with_it() {
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 - 120, "old")), config());
     let w = p.query("SELECT 1");
-    assert!(p.http.is_empty(), "nothing sent");
+    assert_eq!(p.answer_next(403, r#"{"error":"localhost only"}"#), RequestKind::Health);
+    assert!(matches!(p.reply(w), Err(Error::TokenExpired)));
+    assert_eq!(p.http.len(), 1, "only the probe");
+    // A probe that gets no answer at all leaves the local clock to judge.
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 - 120, "old")), config());
+    let w = p.query("SELECT 1");
+    let probe = p.last_http().id;
+    p.fail(probe, TransportError::Connect("refused".into()));
+    assert!(matches!(p.reply(w), Err(Error::TokenExpired)));
+    let w = p.query("SELECT 2");
+    assert_eq!(p.http.len(), 1, "never probed twice");
     assert!(matches!(p.reply(w), Err(Error::TokenExpired)));
 }
 
@@ -228,9 +293,10 @@ fn the_refresher_is_called_once_for_many_waiters() {
         config().with_refresher(true),
     );
     let ws: Vec<W> = (0..10).map(|i| p.query(&format!("SELECT {i}"))).collect();
+    assert_eq!(p.answer_next(403, "{}"), RequestKind::Health, "the clock probe first");
     assert_eq!(state(&p), AuthState::FetchingCredentials);
     assert_eq!(p.fetches.len(), 1, "single flight");
-    assert!(p.http.is_empty());
+    p.http.clear();
     let fresh = jwt("access", T0 + 3600, "new");
     p.answer_fetch(Ok(AuthProvider::jwt_token(fresh.clone())));
     assert_eq!(p.sent_of(RequestKind::Query).len(), 10);
@@ -253,6 +319,7 @@ fn the_provider_is_asked_when_there_is_no_token_and_again_after_expiry() {
     assert_eq!(p.fetches.len(), 1);
     p.answer_fetch(Ok(AuthProvider::jwt_token(jwt("access", T0 + 100, "p1"))));
     assert_eq!(p.sent_of(RequestKind::Query).len(), 1);
+    p.answer_next(200, OK);
     // 80 s later the token is inside the skew: asked again.
     p.advance(Duration::from_secs(80));
     p.query("SELECT 2");
@@ -359,9 +426,19 @@ fn no_credentials_sends_without_authorization() {
 #[test]
 fn the_timer_expires_a_token_with_no_way_to_renew_it() {
     let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 100, "s")), config());
-    // Expired by the client's rule at exp - 30 s.
+    // Expired by the client's rule at exp - 30 s. The server's time is not
+    // known yet: the timer asks it first (one tokenless request), and its
+    // answer settles it.
     assert_eq!(p.core.poll_timeout(), Some(Instant::from_secs(70)));
     p.run_until(70_000);
+    assert_eq!(
+        state(&p),
+        AuthState::Authenticated,
+        "not on the local clock's word alone"
+    );
+    assert_eq!(p.core.poll_timeout(), None, "the probe's answer wakes it");
+    assert_eq!(p.answer_next(403, "{}"), RequestKind::Health);
+    p.http.clear();
     assert_eq!(state(&p), AuthState::Expired);
     assert_eq!(p.core.poll_timeout(), None, "nothing more to wake for");
     let w = p.query("SELECT 1");

@@ -21,10 +21,13 @@
 //!   `Date` headers ([`ServerClock`]). A token counts as expired `skew`
 //!   (default 30 s) before its `exp`; an expired token is never handed out.
 //!   With a refresh token, the machine refreshes `refresh_ahead` (default
-//!   60 s) before `exp`, while the old token still serves. A token that
-//!   arrives already within the skew (a 0-hour token) is used while the
-//!   server takes it, up to 50 s past `exp` ([`SERVER_LEEWAY`] less a
-//!   margin), and never refreshed ahead.
+//!   60 s) before `exp` (not before half its life), while the old token
+//!   still serves. A token that arrives with less than twice the skew left
+//!   (a 0-hour token) is used while the server takes it, up to 50 s past
+//!   `exp` ([`SERVER_LEEWAY`] less a margin), and never refreshed ahead.
+//! - Before any answer has carried the server's time, the local clock
+//!   never condemns a token alone: the machine first sends one tokenless
+//!   clock probe (`GET /v1/api/healthcheck`; any answer has a `Date`).
 //! - Tokens refused `TOKEN_EXPIRED` before any use, twice in a row, make
 //!   the next recovery wait (1 s, 2 s, … 30 s): no login storm.
 //! - Single flight: however many operations wait, at most one login, refresh
@@ -93,6 +96,18 @@ enum InFlight {
     Op { op: OpId, token_gen: Option<u64> },
     /// The machine's own login or refresh (checked against `phase`).
     Recovery,
+    /// A tokenless request whose answer's `Date` teaches the server's clock.
+    ClockProbe,
+}
+
+/// The clock probe: before the local clock condemns a token on its own
+/// word (no answer has carried the server's time yet), the machine asks
+/// the server for the time once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    NotYet,
+    InFlight,
+    Done,
 }
 
 #[derive(Debug)]
@@ -144,6 +159,7 @@ pub struct AuthMachine {
     prefer_provider: bool,
     /// The server's clock, estimated from its answers.
     clock: ServerClock,
+    probe: Probe,
     /// A request with the current token was answered other than
     /// `TOKEN_EXPIRED`: the server takes it.
     token_accepted: bool,
@@ -188,6 +204,7 @@ impl AuthMachine {
             ahead_tried: None,
             prefer_provider: false,
             clock: ServerClock::default(),
+            probe: Probe::NotYet,
             token_accepted: false,
             fresh_refusals: 0,
             recover_after: None,
@@ -223,19 +240,13 @@ impl AuthMachine {
 
     /// The current access token, if one is held and usable at `now`.
     pub fn access_token(&self, now: Now) -> Option<&Secret> {
-        self.access
-            .as_ref()
-            .filter(|t| t.usable(self.clock.server_now(now), self.config.skew))
-            .map(|t| &t.secret)
+        self.access.as_ref().filter(|t| self.usable(t, now)).map(|t| &t.secret)
     }
 
     /// The cached `Authorization` header value of the usable token at `now`.
     /// Cloning it does not allocate.
     pub fn authorization(&self, now: Now) -> Option<&HeaderValue> {
-        self.access
-            .as_ref()
-            .filter(|t| t.usable(self.clock.server_now(now), self.config.skew))
-            .map(|t| &t.header)
+        self.access.as_ref().filter(|t| self.usable(t, now)).map(|t| &t.header)
     }
 
     /// Operations submitted and not yet done.
@@ -392,6 +403,8 @@ impl AuthMachine {
                 let login = result.and_then(|r| LoginResponse::try_from(r).map_err(Reply::unexpected));
                 self.recovery_answered(id, login, decoded.date.is_some(), now);
             }
+            // Whatever it says (a remote client gets 403): only its Date counts.
+            (InFlight::ClockProbe, _) => self.probe = Probe::Done,
         }
         self.drive(now);
         self.update_timer(now);
@@ -417,6 +430,7 @@ impl AuthMachine {
             // Never retried: the statement may have run.
             InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),
             InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), false, now),
+            InFlight::ClockProbe => self.probe = Probe::Done,
         }
         self.drive(now);
         self.update_timer(now);
@@ -527,7 +541,7 @@ impl AuthMachine {
         if let AuthProvider::JwtToken(secret) = &credentials {
             match Token::new(secret.clone(), Origin::Configured) {
                 Ok(mut t) => {
-                    t.arrived(self.clock.server_now(now), self.config.skew, self.ahead());
+                    t.arrived(now);
                     self.install_token(t);
                 }
                 Err(e) => self.rejected = Some(e),
@@ -627,6 +641,9 @@ impl AuthMachine {
 
     /// Serves waiting operations with a usable token, or starts recovery.
     fn drive(&mut self, now: Now) {
+        if self.probing_clock(now) {
+            return; // the operations wait for the server's time
+        }
         self.expire_if_due(now);
         self.maybe_refresh_ahead(now);
         if self.waiting.is_empty() && self.waiting_tokens.is_empty() && matches!(self.phase, Phase::Idle) {

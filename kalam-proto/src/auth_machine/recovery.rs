@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::token::{Origin, Token, local_instant};
-use super::{AuthMachine, AuthOutput, CredentialRequestId, CredentialSource, InFlight, Phase, RequestId};
+use super::{AuthMachine, AuthOutput, CredentialRequestId, CredentialSource, InFlight, Phase, Probe, RequestId};
 use crate::auth::AuthProvider;
 use crate::error::{Error, Result};
 use crate::framing;
@@ -165,12 +165,7 @@ impl AuthMachine {
     }
 
     pub(super) fn expire_if_due(&mut self, now: Now) {
-        let server_now = self.clock.server_now(now);
-        if self
-            .access
-            .as_ref()
-            .is_some_and(|t| !t.usable(server_now, self.config.skew))
-        {
+        if self.access.as_ref().is_some_and(|t| !self.usable(t, now)) {
             self.access = None;
             self.token_gen += 1;
         }
@@ -186,7 +181,7 @@ impl AuthMachine {
         let due = self
             .access
             .as_ref()
-            .and_then(|t| t.refresh_from(self.ahead()))
+            .and_then(|t| t.refresh_from(&self.clock, self.config.skew, self.ahead()))
             .is_some_and(|at| server_now >= at);
         if !due {
             return;
@@ -214,8 +209,15 @@ impl AuthMachine {
     pub(super) fn update_timer(&mut self, now: Now) {
         let armed = self.refresh_ahead_armed();
         let token = self.access.as_ref().and_then(|t| {
-            let refresh = t.refresh_from(self.ahead()).filter(|_| armed);
-            refresh.or_else(|| t.unusable_from(self.config.skew))
+            let refresh = t
+                .refresh_from(&self.clock, self.config.skew, self.ahead())
+                .filter(|_| armed);
+            // Unjudged, the expiry timer sends the clock probe; while it is
+            // out, the answer is what wakes the machine.
+            let expiry = t
+                .unusable_from(&self.clock, self.config.skew)
+                .filter(|_| self.probe != Probe::InFlight);
+            refresh.or(expiry)
         });
         let token = token.map(|at| local_instant(&self.clock, now, at));
         let backoff = self.recover_after.filter(|t| *t > now.instant);
@@ -227,13 +229,16 @@ impl AuthMachine {
 
     /// A token just obtained from `from`, noted as arriving now; refused
     /// when it is past even the server's leeway (a rung that fails, so
-    /// recovery cannot loop on it).
+    /// recovery cannot loop on it). Before the server's clock is known it
+    /// is taken, and the clock probe decides.
     pub(super) fn arriving(&self, mut token: Token, from: &'static str, now: Now) -> Result<Token> {
-        let server_now = self.clock.server_now(now);
-        token.arrived(server_now, self.config.skew, self.ahead());
-        if token.usable(server_now, self.config.skew) {
+        token.arrived(now);
+        // Before the server's clock is known, the probe judges it.
+        let unjudged = self.probe == Probe::NotYet && !self.clock.is_known();
+        if unjudged || token.usable(&self.clock, now, self.config.skew) {
             return Ok(token);
         }
+        let server_now = self.clock.server_now(now);
         let ago = server_now.saturating_sub(token.exp().unwrap_or(server_now));
         Err(Error::StaleToken {
             from,
@@ -261,5 +266,46 @@ impl AuthMachine {
             let wait = Duration::from_secs(1u64 << (self.fresh_refusals - 2).min(5)).min(MAX_RECOVERY_BACKOFF);
             self.recover_after = Some(now.instant + wait);
         }
+    }
+
+    /// Whether operations wait for the clock probe (see [`Probe`]): the
+    /// token is condemned by the local clock alone. Sends the probe, once:
+    /// `GET /v1/api/healthcheck`, tokenless, whose answer (even the 403 a
+    /// remote client gets) carries the server's `Date`. After it, the token
+    /// is judged on the best estimate there is.
+    pub(super) fn probing_clock(&mut self, now: Now) -> bool {
+        match self.probe {
+            Probe::Done => false,
+            Probe::InFlight => true,
+            Probe::NotYet if self.clock.is_known() => {
+                self.probe = Probe::Done;
+                false
+            }
+            Probe::NotYet => {
+                let condemned = self
+                    .access
+                    .as_ref()
+                    .is_some_and(|t| !t.usable(&self.clock, now, self.config.skew));
+                if !condemned {
+                    return false;
+                }
+                let request = framing::request(&self.endpoints, RequestKind::Health, Vec::new(), None);
+                self.transmit(RequestKind::Health, request, InFlight::ClockProbe);
+                self.probe = Probe::InFlight;
+                true
+            }
+        }
+    }
+
+    /// Whether the clock probe had its say, or was not needed: the server's
+    /// clock is known, or the probe got no `Date`.
+    pub(super) fn judged(&self) -> bool {
+        self.clock.is_known() || self.probe == Probe::Done
+    }
+
+    /// Whether `token` is used at `now`. Before the server's clock is
+    /// judged, the local clock does not condemn it (the probe will).
+    pub(super) fn usable(&self, token: &Token, now: Now) -> bool {
+        !self.judged() || token.usable(&self.clock, now, self.config.skew)
     }
 }

@@ -1,13 +1,20 @@
 //! An access token and the rule that says when it is used.
 //!
-//! Expiry is judged on the server's clock ([`ServerClock`]): a token counts
-//! as expired `skew` before its `exp`, and is refreshed `ahead` before it.
-//! A token that already looks expired when it arrives (a lifetime shorter
-//! than the skew, as a server set to 0-hour tokens issues, or a clock
-//! estimate that is off) is still used while the server would accept it,
-//! until `exp` plus the server's leeway less a margin for the trip; it is
-//! never refreshed ahead (each new one would be due at once). The server
-//! has the last word: its `TOKEN_EXPIRED` is recovered from.
+//! Expiry is judged on the server's clock ([`ServerClock`]), from the
+//! token's `exp` and the local time it arrived (seen on the server's clock,
+//! with the best estimate at the time of judging, so a later `Date` sample
+//! corrects the judgement of a token already held):
+//! - A token with at least twice the skew left when it arrived counts as
+//!   expired `skew` before its `exp`. It is refreshed ahead `ahead` before
+//!   `exp`, but never before half of what it had left has passed: a token
+//!   barely longer than `ahead` is not renewed every second.
+//! - A shorter one (a server set to 0-hour tokens issues `exp = iat`) is
+//!   used while the server would accept it, until `exp` plus the server's
+//!   leeway less a margin for the trip, and never refreshed ahead.
+//! - Until the server's clock is known (no answer carried a `Date` yet),
+//!   the local clock cannot condemn a token on its own word: the machine
+//!   first asks the server for the time (see `AuthMachine`'s clock probe)
+//!   and judges after.
 
 use std::time::Duration;
 
@@ -44,10 +51,8 @@ pub(super) struct Token {
     pub(super) header: HeaderValue,
     claims: Option<JwtClaims>,
     pub(super) origin: Origin,
-    /// It looked expired by the skew rule when it arrived.
-    stale_on_arrival: bool,
-    /// It was already due for a refresh ahead of expiry when it arrived.
-    short_lived: bool,
+    /// The local time it arrived, in Unix seconds.
+    arrived_local: i64,
 }
 
 impl Token {
@@ -66,8 +71,7 @@ impl Token {
             header,
             claims,
             origin,
-            stale_on_arrival: false,
-            short_lived: false,
+            arrived_local: 0,
         })
     }
 
@@ -84,37 +88,51 @@ impl Token {
         self.claims.as_ref().and_then(|c| c.iat)
     }
 
-    /// Notes how the token looks when it arrives at server time `server_now`.
-    pub(super) fn arrived(&mut self, server_now: i64, skew: Duration, ahead: Duration) {
-        if let Some(exp) = self.exp() {
-            self.stale_on_arrival = server_now.saturating_add(secs(skew)) >= exp;
-            self.short_lived = server_now.saturating_add(secs(ahead)) >= exp;
-        }
+    /// Notes the token as arriving at `now`.
+    pub(super) fn arrived(&mut self, now: Now) {
+        self.arrived_local = i64::try_from(now.unix_secs()).unwrap_or(i64::MAX);
+    }
+
+    /// What it had left when it arrived, judged on the server's clock as
+    /// `clock` estimates it now.
+    fn left_on_arrival(&self, clock: &ServerClock) -> Option<i64> {
+        let arrived = self.arrived_local.saturating_add(clock.offset());
+        self.exp().map(|exp| exp.saturating_sub(arrived))
+    }
+
+    /// Too short-lived for the skew rule (see the module docs).
+    fn short(&self, clock: &ServerClock, skew: Duration) -> bool {
+        self.left_on_arrival(clock)
+            .is_some_and(|left| left < secs(skew).saturating_mul(2))
     }
 
     /// The server time from which the token is not used any more; `None`
     /// for a token without `exp`.
-    pub(super) fn unusable_from(&self, skew: Duration) -> Option<i64> {
+    pub(super) fn unusable_from(&self, clock: &ServerClock, skew: Duration) -> Option<i64> {
         let exp = self.exp()?;
-        Some(if self.stale_on_arrival {
+        Some(if self.short(clock, skew) {
             exp.saturating_add(secs(SERVER_LEEWAY - LEEWAY_MARGIN))
         } else {
             exp.saturating_sub(secs(skew))
         })
     }
 
-    /// Whether it is used at server time `server_now`.
-    pub(super) fn usable(&self, server_now: i64, skew: Duration) -> bool {
-        self.unusable_from(skew).is_none_or(|t| server_now < t)
+    /// Whether it is used at `now`.
+    pub(super) fn usable(&self, clock: &ServerClock, now: Now, skew: Duration) -> bool {
+        self.unusable_from(clock, skew)
+            .is_none_or(|t| clock.server_now(now) < t)
     }
 
     /// The server time at which to refresh it ahead of expiry; `None` for a
     /// token too short-lived for that.
-    pub(super) fn refresh_from(&self, ahead: Duration) -> Option<i64> {
-        if self.short_lived {
+    pub(super) fn refresh_from(&self, clock: &ServerClock, skew: Duration, ahead: Duration) -> Option<i64> {
+        if self.short(clock, skew) {
             return None;
         }
-        self.exp().map(|exp| exp.saturating_sub(secs(ahead)))
+        let exp = self.exp()?;
+        let half_left = self.left_on_arrival(clock)? / 2;
+        let arrived = self.arrived_local.saturating_add(clock.offset());
+        Some(exp.saturating_sub(secs(ahead)).max(arrived.saturating_add(half_left)))
     }
 }
 

@@ -208,6 +208,43 @@ pub async fn a_client_clock_ten_minutes_ahead_changes_nothing<R: Runtime>(b: &dy
     skewed::<R>(b, true).await;
 }
 
+/// The client's clock is 25 hours ahead of the server's, and the
+/// application configures a token the server issued a moment ago: by the
+/// client's clock it expired an hour ago. Before its own clock condemns it,
+/// the client asks the server's time once (a tokenless request; any answer
+/// carries a `Date`) and then uses the token: queries and a live query work,
+/// with no login (there is nothing to log in with) and one probe.
+pub async fn a_configured_token_from_a_server_a_day_behind_is_used<R: Runtime>(b: &dyn Backend) {
+    let token = KalamLinkClient::<R>::builder()
+        .base_url(b.url())
+        .build()
+        .expect("client")
+        .login("root", &b.root_password())
+        .await
+        .expect("login")
+        .access_token;
+    let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(proxy.url())
+        .jwt_token(token)
+        .build()
+        .expect("client");
+    all_succeed(&client, 5, "a configured token, the client's clock a day ahead").await;
+    let table = setup_table(&client, "conf_configured_skew").await;
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table}"))
+        .await
+        .expect("a live query authenticates with the token");
+    until_ready(&mut s).await;
+    assert_eq!(
+        proxy.count("/v1/api/healthcheck"),
+        1,
+        "one probe: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(proxy.count("/v1/api/auth/login"), 0, "{:?}", proxy.requests());
+}
+
 /// The client's clock is 25 hours behind the server's, whose tokens live
 /// 24 hours: by the client's clock a token would still be good a day after
 /// the server refuses it; judged on the server's clock, it is renewed in

@@ -148,6 +148,7 @@ macro_rules! for_each_kit_only_scenario {
             unacknowledged_records_come_again,
             a_client_clock_ten_minutes_ahead_changes_nothing,
             a_client_clock_a_day_behind_changes_nothing,
+            a_configured_token_from_a_server_a_day_behind_is_used,
             a_live_query_resyncs_what_the_server_dropped,
             server_side_expiry_recovers_through_refresh_then_login,
             server_side_expiry_with_refresher_runs_it_once,
@@ -227,6 +228,10 @@ impl ServerSettings {
             },
             "a_live_query_resyncs_what_the_server_dropped" => ServerSettings {
                 drop_every_nth_change: Some(3),
+                ..ServerSettings::default()
+            },
+            "a_configured_token_from_a_server_a_day_behind_is_used" => ServerSettings {
+                clock_offset: Some(-25 * 3600),
                 ..ServerSettings::default()
             },
             "a_client_clock_a_day_behind_changes_nothing" => ServerSettings {
