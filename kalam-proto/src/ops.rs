@@ -182,8 +182,9 @@ pub struct Endpoint {
     pub path: &'static str,
     /// Which credential it carries.
     pub token: TokenUse,
-    /// Refused with `TOKEN_EXPIRED`: renew the token and send it once more
-    /// (see the [module docs](self)).
+    /// Refused with `TOKEN_EXPIRED`, or `INVALID_CREDENTIALS` while the
+    /// client has a way to another token: renew the token and send it once
+    /// more (see the [module docs](self)).
     pub recovers: bool,
     /// Turns a whole answer into a reply, or the server's typed error.
     pub decode: fn(StatusCode, &HeaderMap, &[u8]) -> Result<Reply>,

@@ -295,3 +295,120 @@ fn late_refusals_after_a_refused_recovery_start_no_more_recoveries() {
         "the first login and one recovery"
     );
 }
+
+fn with_refresher() -> ClientConfig {
+    ClientConfig::new(&ConnectionOptions::default(), &KalamLinkTimeouts::default(), 7).with_refresher(true)
+}
+
+/// The refresher hands back the very token the server just refused (a
+/// cache not yet updated): it is not sent again; the caller gets the
+/// server's refusal, typed.
+#[test]
+fn a_callback_that_returns_the_refused_token_again_is_not_trusted() {
+    let given = jwt("access", T0 + 3600, "given");
+    let mut p = Pump::new(AuthProvider::jwt_token(given.clone()), with_refresher());
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    p.answer(q, 401, INVALID);
+    p.answer_fetch(Ok(AuthProvider::jwt_token(given.clone())));
+    assert_eq!(
+        p.sent_of(RequestKind::Query).len(),
+        1,
+        "the refused token is not sent again"
+    );
+    assert!(p.error(w).is_some_and(is_invalid_credentials), "{:?}", p.result(w));
+    // A later, different token from the refresher is used.
+    let w = p.query("SELECT 2");
+    let renewed = jwt("access", T0 + 3600, "renewed");
+    p.answer_fetch(Ok(AuthProvider::jwt_token(renewed.clone())));
+    assert_eq!(p.last_http().auth, Some(format!("Bearer {renewed}")));
+    p.answer_next(200, OK);
+    assert!(p.query_ok(w));
+}
+
+/// A request goes out with the application's token; the application then
+/// sets a new one; the old one is refused. The request is sent again with
+/// the new token (it never ran), not failed with the old token's refusal.
+#[test]
+fn a_request_refused_with_a_token_since_replaced_is_retried_with_the_new_one() {
+    let mut p = Pump::new(
+        AuthProvider::jwt_token(jwt("access", T0 + 3600, "old")),
+        support::config(),
+    );
+    let w = p.query("SELECT 1");
+    let q = p.last_http().id;
+    let new = jwt("access", T0 + 3600, "new");
+    p.set_credentials(AuthProvider::jwt_token(new.clone()));
+    p.answer(q, 401, INVALID);
+    let retry = p.last_http();
+    assert_eq!(retry.auth, Some(format!("Bearer {new}")));
+    p.answer_next(200, OK);
+    assert!(p.query_ok(w));
+    assert_eq!(p.sent_of(RequestKind::Query).len(), 2);
+}
+
+/// The socket refuses the application's token, which a refresher can
+/// renew: the refusal is not final. The refresher's token authenticates
+/// and the subscription goes on; an error later names what failed then,
+/// not the old refusal.
+#[test]
+fn an_auth_error_for_the_applications_token_with_a_refresher_is_not_final() {
+    let mut p = Pump::new(
+        AuthProvider::jwt_token(jwt("access", T0 + 3600, "given")),
+        with_refresher(),
+    );
+    let (_, sub) = p.subscribe("SELECT * FROM app.t", None);
+    let (attempt, _) = p.opens.last().cloned().expect("a socket");
+    assert!(p.socket_open(attempt));
+    p.frame(AUTH_ERROR);
+    let renewed = jwt("access", T0 + 3600, "renewed");
+    for _ in 0..100 {
+        if p.pending_fetches().next().is_some() {
+            break;
+        }
+        run_for(&mut p, 1_000);
+    }
+    p.answer_fetch(Ok(AuthProvider::jwt_token(renewed.clone())));
+    let attempt = next_socket(&mut p);
+    assert!(p.socket_open(attempt));
+    let auths = p.frames_of("authenticate");
+    assert_eq!(auths.len(), 2);
+    assert!(auths[1].to_string().contains(&renewed), "the refresher's token");
+    assert!(p.ended.iter().all(|(s, _)| Some(*s) != sub), "not ended");
+    // The refresher fails later: the caller sees that failure, not a
+    // leftover "refused configured token".
+    let w = p.query("SELECT 1");
+    p.answer_next(401, INVALID);
+    p.answer_fetch(Err(Error::msg("vault sealed")));
+    assert!(
+        matches!(p.error(w), Some(Error::CredentialCallback(e)) if e.to_string() == "vault sealed"),
+        "{:?}",
+        p.result(w)
+    );
+}
+
+/// A refresh token past its own expiry is no way to renew: a refused
+/// token with only that left is final at once, and the expired refresh
+/// token is never sent.
+#[test]
+fn an_expired_refresh_token_is_not_a_way_to_renew() {
+    let mut p = Pump::basic();
+    let w = p.query("SELECT 0");
+    let login = p.last_http().id;
+    p.answer_login(login, &jwt("access", T0 + 3600, "a1"), &jwt("refresh", T0 + 60, "r1"));
+    p.answer_next(200, OK);
+    assert!(p.query_ok(w));
+    // The password is refused from now on (it was changed), and the refresh
+    // token has expired.
+    p.run_until(120_000);
+    let w = p.query("SELECT 1");
+    p.answer_next(401, INVALID);
+    let next = p.last_http().kind;
+    assert_eq!(next, RequestKind::Login, "the password, not the expired refresh token");
+    p.answer_next(401, BAD_LOGIN);
+    assert!(p.error(w).is_some());
+    assert!(
+        p.sent_of(RequestKind::Refresh).is_empty(),
+        "the expired refresh token is never sent"
+    );
+}

@@ -27,8 +27,10 @@ pub struct CredentialRequestId(pub u64);
 /// Settings of the auth machine.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// A token counts as expired this long before its `exp` (clock skew and
-    /// flight time). Default 30 s.
+    /// A token counts as expired this long before its `exp`, on the
+    /// server's clock as estimated (what is left of clock error, and flight
+    /// time); a token that arrives with less than twice this left is used
+    /// through the server's leeway instead. Default 30 s.
     pub skew: Duration,
     /// With a refresh token, refresh this long before `exp` (at least
     /// `skew`). Default 60 s.

@@ -132,6 +132,9 @@ pub struct AuthMachine {
     refresh: Option<(Secret, Option<u64>)>,
     /// Sticky refusal of the configured credentials.
     rejected: Option<Error>,
+    /// The token the server refused last, and how: a callback that hands
+    /// it back is a failed rung, not a token to send again.
+    refused: Option<(Secret, Error)>,
     /// The provider answered "no credentials": send without a token.
     anonymous_ok: bool,
     phase: Phase,
@@ -189,6 +192,7 @@ impl AuthMachine {
             had_token: false,
             refresh: None,
             rejected: None,
+            refused: None,
             anonymous_ok: false,
             phase: Phase::Idle,
             tried: Vec::new(),
@@ -454,7 +458,17 @@ impl AuthMachine {
                     CredentialSource::DynamicProvider => "the provider",
                     CredentialSource::Refresher => "the refresher",
                 };
-                match Token::new(secret, Origin::Callback).and_then(|t| self.arriving(t, from, now)) {
+                let again = self
+                    .refused
+                    .as_ref()
+                    .filter(|(r, _)| *r == secret)
+                    .map(|(_, e)| e.clone());
+                let token = match again {
+                    // The server refused this very token: not sent again.
+                    Some(e) => Err(e),
+                    None => Token::new(secret, Origin::Callback),
+                };
+                match token.and_then(|t| self.arriving(t, from, now)) {
                     Ok(t) => {
                         if source == CredentialSource::DynamicProvider {
                             // A provider's token replaces any refresh token of earlier logins.
@@ -495,12 +509,16 @@ impl AuthMachine {
     /// operation that needs one recovers as after `TOKEN_EXPIRED`.
     pub fn handle_token_rejected(&mut self, token: &Secret, now: Now) {
         if self.access.as_ref().is_some_and(|t| &t.secret == token) {
+            let error = Error::WsAuthFailed("the server refused the token".into());
             if let Some(t) = self.access.take()
                 && t.origin == Origin::Configured
+                && !self.can_renew(now)
             {
-                // The application's own token: final until it gives another.
-                self.rejected = Some(Error::WsAuthFailed("the server refused the configured token".into()));
+                // The application's own token, and nothing to renew it
+                // with: final until it gives another.
+                self.rejected = Some(error.clone());
             }
+            self.refused = Some((token.clone(), error));
             self.token_gen += 1;
         }
         self.update_timer(now);
@@ -532,6 +550,7 @@ impl AuthMachine {
         self.fresh_refusals = 0;
         self.recover_after = None;
         self.refused_again = None;
+        self.refused = None;
         self.access = None;
         self.token_gen += 1;
         self.had_token = false;
@@ -596,14 +615,18 @@ impl AuthMachine {
     fn op_failed(&mut self, op: OpId, token_gen: Option<u64>, error: Error, now: Now) {
         let current = token_gen == Some(self.token_gen);
         let refused_token = token_gen.is_some() && error.is_credentials_rejected();
-        if error.is_token_expired() || (refused_token && self.can_renew()) {
+        // Sent with a token since replaced (new credentials, a recovery):
+        // the current one gets its chance, once.
+        if error.is_token_expired() || (refused_token && (!current || self.can_renew(now))) {
             // The server refused the token: never send it again, whether or
             // not this operation may be retried.
             if current {
                 if !self.token_accepted {
                     self.refused_before_use(now);
                 }
-                self.access = None;
+                if let Some(t) = self.access.take() {
+                    self.refused = Some((t.secret, error.clone()));
+                }
                 self.token_gen += 1;
             }
             // A late refusal of a token older than one the server already
@@ -634,6 +657,7 @@ impl AuthMachine {
                 if t.origin == Origin::Configured {
                     self.rejected = Some(error.clone());
                 }
+                self.refused = Some((t.secret, error.clone()));
             }
         }
         self.finish(op, Err(error));

@@ -31,20 +31,26 @@ impl AuthMachine {
     /// Whether some way to a new token is configured: the refresh token of
     /// an earlier login, the application's refresher or dynamic provider,
     /// or basic credentials not yet refused.
-    pub(super) fn can_renew(&self) -> bool {
-        self.refresh.is_some()
+    pub(super) fn can_renew(&self, now: Now) -> bool {
+        self.refresh_usable(now)
             || self.config.has_refresher
             || self.config.has_dynamic_provider
             || (self.credentials.is_basic() && self.rejected.is_none())
     }
 
-    /// Starts the next untried way to get a token. False when none is left.
-    pub(super) fn start_next_rung(&mut self, now: Now) -> bool {
+    /// Whether the refresh token of an earlier login is held and not
+    /// expired (on the server's clock, with the skew).
+    fn refresh_usable(&self, now: Now) -> bool {
         let skew = self.config.skew.as_secs() as i64;
         let server_now = self.clock.server_now(now);
-        let refresh_ok = self.refresh.as_ref().is_some_and(|(_, exp)| {
+        self.refresh.as_ref().is_some_and(|(_, exp)| {
             exp.is_none_or(|e| server_now.saturating_add(skew) < i64::try_from(e).unwrap_or(i64::MAX))
-        });
+        })
+    }
+
+    /// Starts the next untried way to get a token. False when none is left.
+    pub(super) fn start_next_rung(&mut self, now: Now) -> bool {
+        let refresh_ok = self.refresh_usable(now);
         let callbacks = if self.had_token {
             [Rung::Refresher, Rung::Provider]
         } else {

@@ -370,7 +370,6 @@ impl Pump {
         self.pump();
     }
 
-    /// Answers the login or refresh request `id` with a token pair.
     /// The simulated server's clock, Unix seconds.
     pub fn server_now(&self) -> u64 {
         (self.now.unix_secs() as i64 + self.server_offset).max(0) as u64
@@ -382,6 +381,7 @@ impl Pump {
         exp.is_none_or(|e| self.server_now() < e + kalam_proto::auth_machine::SERVER_LEEWAY.as_secs())
     }
 
+    /// Answers the login or refresh request `id` with a token pair.
     pub fn answer_login(&mut self, id: RequestId, access: &str, refresh: &str) {
         self.answer(id, 200, &login_body(access, refresh));
     }
