@@ -1,7 +1,7 @@
 //! The endpoint table (`ENDPOINTS`) drives the client core: for every
 //! request kind, its method, route and credential are what goes out, and a
-//! `TOKEN_EXPIRED` answer is recovered from (one renewal, one retry) exactly
-//! when the table says so.
+//! `TOKEN_EXPIRED` or `INVALID_CREDENTIALS` answer is recovered from (one
+//! renewal, one retry) exactly when the table says so.
 
 mod support;
 
@@ -9,7 +9,7 @@ use kalam_proto::{
     AckRequest, AuthProvider, ConsumeRequest, ENDPOINTS, Error, Operation, QueryRequest, RequestKind, Secret,
     SetupRequest, TokenUse, UploadFile, UploadRequest,
 };
-use support::{EXPIRED, Pump, T0, jwt};
+use support::{EXPIRED, INVALID, Pump, T0, jwt};
 
 /// An operation that sends a request of `kind`. Adding a kind fails to
 /// compile here until it has an example.
@@ -91,44 +91,55 @@ fn every_request_goes_out_as_its_row_says() {
     }
 }
 
+/// Tells a refusal's typed error.
+type IsRefusal = fn(&Error) -> bool;
+
+/// `TOKEN_EXPIRED`, and `INVALID_CREDENTIALS` while the client can get
+/// another token (here: a refresh token), on every kind of request.
 #[test]
-fn token_expired_is_recovered_exactly_where_the_table_says() {
-    for endpoint in &ENDPOINTS {
-        let kind = endpoint.kind;
-        let (mut p, _) = logged_in();
-        let before = p.sent_of(kind).len();
-        let w = p.submit(operation_of(kind));
-        let first = p.last_http().id;
-        p.answer(first, 401, EXPIRED);
-        if endpoint.recovers {
-            assert_eq!(p.last_http().kind, RequestKind::Refresh, "{kind:?} renews the token");
-            let refresh = p.last_http().id;
-            let a2 = jwt("access", T0 + 3600, "a2");
-            p.answer_login(refresh, &a2, &jwt("refresh", T0 + 7200, "r2"));
-            let retry = p.last_http();
-            assert_eq!(retry.kind, kind, "{kind:?} is sent once more");
-            assert_eq!(retry.auth.as_deref(), Some(format!("Bearer {a2}").as_str()));
-            let retry = retry.id;
-            p.answer(retry, 401, EXPIRED);
-            assert!(
-                matches!(p.error(w), Some(e) if e.is_token_expired()),
-                "{kind:?}: a second refusal is final: {:?}",
-                p.result(w)
-            );
-            assert_eq!(
-                p.sent_of(kind).len() - before,
-                2,
-                "{kind:?} is retried once, not in a loop"
-            );
-        } else {
-            assert!(
-                matches!(p.error(w), Some(e) if e.is_token_expired()),
-                "{kind:?}: the caller gets the answer as it is: {:?}",
-                p.result(w)
-            );
-            let renewals = p.sent_of(RequestKind::Refresh).len() + p.sent_of(RequestKind::Login).len();
-            let own = usize::from(matches!(kind, RequestKind::Login | RequestKind::Refresh));
-            assert_eq!(renewals, 1 + own, "{kind:?} causes no renewal");
+fn a_refused_token_is_recovered_exactly_where_the_table_says() {
+    let refusals: [(&str, IsRefusal); 2] = [
+        (EXPIRED, Error::is_token_expired),
+        (INVALID, Error::is_credentials_rejected),
+    ];
+    for (refusal, is_refusal) in refusals {
+        for endpoint in &ENDPOINTS {
+            let kind = endpoint.kind;
+            let (mut p, _) = logged_in();
+            let before = p.sent_of(kind).len();
+            let w = p.submit(operation_of(kind));
+            let first = p.last_http().id;
+            p.answer(first, 401, refusal);
+            if endpoint.recovers {
+                assert_eq!(p.last_http().kind, RequestKind::Refresh, "{kind:?} renews the token");
+                let refresh = p.last_http().id;
+                let a2 = jwt("access", T0 + 3600, "a2");
+                p.answer_login(refresh, &a2, &jwt("refresh", T0 + 7200, "r2"));
+                let retry = p.last_http();
+                assert_eq!(retry.kind, kind, "{kind:?} is sent once more");
+                assert_eq!(retry.auth.as_deref(), Some(format!("Bearer {a2}").as_str()));
+                let retry = retry.id;
+                p.answer(retry, 401, refusal);
+                assert!(
+                    matches!(p.error(w), Some(e) if is_refusal(e)),
+                    "{kind:?}: a second refusal is final: {:?}",
+                    p.result(w)
+                );
+                assert_eq!(
+                    p.sent_of(kind).len() - before,
+                    2,
+                    "{kind:?} is retried once, not in a loop"
+                );
+            } else {
+                assert!(
+                    matches!(p.error(w), Some(e) if is_refusal(e)),
+                    "{kind:?}: the caller gets the answer as it is: {:?}",
+                    p.result(w)
+                );
+                let renewals = p.sent_of(RequestKind::Refresh).len() + p.sent_of(RequestKind::Login).len();
+                let own = usize::from(matches!(kind, RequestKind::Login | RequestKind::Refresh));
+                assert_eq!(renewals, 1 + own, "{kind:?} causes no renewal");
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use kalam_proto::{
     AuthProvider, ClientConfig, ConnectionOptions, Error, Instant, KalamLinkTimeouts, LiveEvent, RequestKind, SubId,
-    TransportError, WsState,
+    TokenUse, TransportError, WsState,
 };
 use support::{
     AUTH_ERROR, AUTH_SUCCESS, BAD_LOGIN, EXPIRED, INVALID, OK, Pump, RATE_LIMITED, T0, ack_frame, batch_frame,
@@ -444,6 +444,16 @@ impl Model {
         v
     }
 
+    /// Logins, refreshes and credential calls the core has asked for.
+    fn recoveries_total(&self) -> usize {
+        self.p
+            .http
+            .iter()
+            .filter(|s| matches!(s.kind, RequestKind::Login | RequestKind::Refresh))
+            .count()
+            + self.p.fetch_log.len()
+    }
+
     fn live_subs(&self) -> impl Iterator<Item = &SubModel> {
         self.subs
             .iter()
@@ -475,6 +485,20 @@ impl Model {
                         self.p.answer(id, 200, &login_body(&access, &refresh));
                     }
                     HttpAnswer::Expired | HttpAnswer::Invalid => {
+                        // A late refusal of a token the core has already
+                        // replaced (it holds another, usable one) starts no
+                        // recovery: the request goes again with the current
+                        // token. (Five requests refused one after the other
+                        // must not give five logins.)
+                        let held = self
+                            .p
+                            .core
+                            .auth()
+                            .access_token(self.p.now)
+                            .map(|t| t.expose().to_owned());
+                        let with_access = matches!(kind.endpoint().token, TokenUse::Access { .. });
+                        let replaced = with_access && sent_with.is_some() && held.is_some() && held != sent_with;
+                        let started_before = self.recoveries_total();
                         self.refused.extend(sent_with);
                         let body = if answer == HttpAnswer::Expired {
                             EXPIRED
@@ -482,6 +506,10 @@ impl Model {
                             INVALID
                         };
                         self.p.answer(id, 401, body);
+                        assert!(
+                            !replaced || self.recoveries_total() == started_before,
+                            "a late refusal of a replaced token started a recovery"
+                        );
                     }
                     HttpAnswer::Refused => self.p.answer(id, 401, BAD_LOGIN),
                     HttpAnswer::Transport => self.p.fail(id, TransportError::Connect("refused".into())),
@@ -740,13 +768,7 @@ impl Model {
         // at most one login, refresh or credential call. A refused token
         // (TOKEN_EXPIRED, INVALID_CREDENTIALS, auth_error) is one episode,
         // however many requests carried it.
-        let started = self
-            .p
-            .http
-            .iter()
-            .filter(|s| matches!(s.kind, RequestKind::Login | RequestKind::Refresh))
-            .count()
-            + self.p.fetch_log.len();
+        let started = self.recoveries_total();
         assert!(
             started <= self.recoveries_started + 1,
             "{} logins, refreshes or credential calls started in one step",
