@@ -124,7 +124,12 @@ pub async fn server_side_expiry_with_refresher_runs_it_once<R: Runtime>(server: 
 
 /// A retry answered TOKEN_EXPIRED again is a typed error: no third attempt.
 pub async fn expired_again_after_recovery_is_final<R: Runtime>(server: &TestServer) {
-    let stale = server.mint_token(Mint::access("root"));
+    // Another token than the configured one (an older `iat`): the same token
+    // handed back would not be sent again at all.
+    let stale = server.mint_token(Mint {
+        iat: Some(unix_now() - 5),
+        ..Mint::access("root")
+    });
     let calls = Arc::new(AtomicUsize::new(0));
     let refresher: AuthRefreshCallback = {
         let (calls, stale) = (calls.clone(), stale.clone());
