@@ -10,6 +10,7 @@
 //! 0.7, which depends on tokio; this crate promises an application no tokio.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -19,7 +20,7 @@ use futures_util::AsyncReadExt as _;
 use futures_util::TryStreamExt as _;
 use kalam_driver::adapter::pool::IdlePool;
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
-use kalam_driver::adapter::{ReleaseAtEnd, reusable_after};
+use kalam_driver::adapter::{ReleaseAtEnd, failed_exchange, reusable_after};
 use kalam_proto::TransportError;
 
 use crate::net::{Io, secure, tcp};
@@ -127,7 +128,7 @@ impl HttpClient {
     ) -> Result<(Conn, http_types::Response, bool), TransportError> {
         use futures_util::future::{Either, select};
 
-        let conn = self.checkout().await?;
+        let (conn, reused) = self.checkout().await?;
         let mut encoder = async_h1::client::Encoder::new(request);
         let mut io = conn.io.clone();
         let send = futures_util::io::copy(&mut encoder, &mut io);
@@ -135,7 +136,9 @@ impl HttpClient {
         // server may answer before it has read the body (a refused token on
         // a large upload) and then close, and that answer is the one to
         // report, not the broken pipe of the body it never read.
-        let receive = async_h1::client::decode(conn.io.clone());
+        let heard = Arc::new(AtomicU64::new(0));
+        let receive = async_h1::client::decode(Counted(conn.io.clone(), heard.clone()));
+        let failed = |e: String| failed_exchange(reused, heard.load(Ordering::Relaxed), e);
         futures_util::pin_mut!(send, receive);
         let (response, whole) = match select(send, receive).await {
             Either::Left((Ok(_), receive)) => (receive.await, true),
@@ -145,12 +148,12 @@ impl HttpClient {
                 }
                 match receive.await {
                     Ok(response) => (Ok(response), false),
-                    Err(_) => return Err(TransportError::Io(sending.to_string())),
+                    Err(_) => return Err(failed(sending.to_string())),
                 }
             }
             Either::Right((response, _)) => (response, false),
         };
-        let response = response.map_err(|e| TransportError::Io(e.to_string()))?;
+        let response = response.map_err(|e| failed(e.to_string()))?;
         // A connection whose request was not sent whole cannot carry another.
         // Nor can one that carried an error answer: a server answers some
         // (a refused token) before it reads the body, then closes the
@@ -174,9 +177,10 @@ impl HttpClient {
             .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
     }
 
-    async fn checkout(&self) -> Result<Conn, TransportError> {
+    /// A pooled connection (`true`) or a new one.
+    async fn checkout(&self) -> Result<(Conn, bool), TransportError> {
         if let Some(conn) = self.pool.take(Instant::now(), |c| still_open(&c.tcp)) {
-            return Ok(conn);
+            return Ok((conn, true));
         }
         let connect = async {
             let tcp = tcp(&self.limits.host, self.limits.port).await?;
@@ -190,7 +194,21 @@ impl HttpClient {
         async_std::future::timeout(limit, connect)
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {limit:?}")))?
+            .map(|conn| (conn, false))
             .map_err(|e| TransportError::Connect(e.to_string()))
+    }
+}
+
+/// A reader that counts what it reads (bytes of the answer).
+struct Counted<R>(R, Arc<AtomicU64>);
+
+impl<R: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for Counted<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            self.1.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
@@ -244,11 +262,21 @@ impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T>
     }
 }
 
+/// The answer's head as an `http::Response`. A header the `http` crate
+/// cannot hold is left out rather than failing the whole answer; and when
+/// the server sent no `Date`, async-h1 makes one up from this machine's
+/// clock (as `date: <date>\r\n`, which no header can hold): it is not the
+/// server's time, and is left out too.
 fn from_http_types<B>(response: &http_types::Response, body: B) -> Result<http::Response<B>, TransportError> {
     let mut out = http::Response::builder().status(u16::from(response.status()));
     for (name, values) in response.iter() {
+        let Ok(name) = http::HeaderName::from_bytes(name.as_str().as_bytes()) else {
+            continue;
+        };
         for value in values.iter() {
-            out = out.header(name.as_str(), value.as_str());
+            if let Ok(value) = http::HeaderValue::from_str(value.as_str()) {
+                out = out.header(&name, value);
+            }
         }
     }
     out.body(body)

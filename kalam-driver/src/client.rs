@@ -162,6 +162,12 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// the first live query does not pay for the set-up. Without it the
     /// first [`live`](Self::live) / [`live_events`](Self::live_events) opens
     /// the socket. All live queries share this one socket.
+    ///
+    /// It answers with the first attempt's outcome: a token (from the
+    /// credentials, within the receive timeout), the socket (within the
+    /// connection timeout) and `authenticate` (within the auth timeout). On
+    /// failure the error names the cause, `on_error` / `on_disconnect`
+    /// fire, and the session keeps reconnecting in the background.
     pub async fn connect(&self) -> Result<()> {
         let (tx, rx) = reply();
         self.command(Command::Connect(Some(tx)))?;

@@ -523,6 +523,13 @@ pub enum TransportError {
     /// The connection failed mid-exchange.
     #[error("I/O error: {0}")]
     Io(String),
+    /// A kept-alive connection closed before any byte of an answer came.
+    /// The server's idle timeout may have raced the request (then the
+    /// server never read it), or the server may have failed while running
+    /// it: the client cannot tell, so the request was not sent again. A
+    /// read-only request is safe to repeat.
+    #[error("the server closed a kept-alive connection before answering; the request may not have reached it")]
+    ClosedBeforeAnswer,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, Bytes};
@@ -15,9 +16,9 @@ use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use kalam_driver::adapter::ReleaseAtEnd;
 use kalam_driver::adapter::pool::IdlePool;
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
+use kalam_driver::adapter::{ReleaseAtEnd, failed_exchange};
 use kalam_proto::{Error, TransportError};
 
 /// A request body streamed from chunks (uploads).
@@ -26,11 +27,30 @@ type Streamed = StreamBody<Pin<Box<dyn Stream<Item = std::io::Result<Frame<Bytes
 type RequestBody = Either<Full<Bytes>, Streamed>;
 type Sender = SendRequest<RequestBody>;
 
+/// A connection: hyper's handle, and whether its peer went away while a
+/// request was being written (see [`HeardOut`]).
+struct Conn {
+    sender: Sender,
+    peer_gone: Arc<AtomicBool>,
+    /// Bytes read from it so far.
+    heard: Arc<AtomicU64>,
+}
+
+impl Conn {
+    /// Whether it may carry another request: hyper has not seen it closed,
+    /// and no write to it ever failed. (After an early answer the server
+    /// closes; hyper may not have read that close yet when the answer is
+    /// complete, and a request sent then would be written into the void.)
+    fn reusable(&self) -> bool {
+        !self.sender.is_closed() && !self.peer_gone.load(Ordering::Relaxed)
+    }
+}
+
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
 pub struct HttpClient {
     authority: http::HeaderValue,
-    pool: Arc<IdlePool<Sender>>,
+    pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
 }
 
@@ -81,19 +101,19 @@ impl HttpClient {
         };
         let request = self.origin_form(parts, body);
         let limit = self.limits.receive_timeout;
-        let (response, sender) = tokio::time::timeout(limit, self.dispatch(request))
+        let (response, conn) = tokio::time::timeout(limit, self.dispatch(request))
             .await
             .map_err(|_| TransportError::Timeout(limit))??;
         let (parts, body) = response.into_parts();
-        // hyper knows when the server closed the connection (after an
-        // early answer, say): `is_closed` decides reuse.
+        // A connection the server closed (after an early answer, say) is
+        // not reused.
         let reader = ReleaseAtEnd::new(
             IncomingReader {
                 body,
                 chunk: Bytes::new(),
             },
-            Some((sender, self.pool.clone())),
-            |s: &Sender| !s.is_closed(),
+            Some((conn, self.pool.clone())),
+            Conn::reusable,
         );
         Ok(http::Response::from_parts(parts, Box::pin(reader) as BodyReader))
     }
@@ -109,7 +129,7 @@ impl HttpClient {
     }
 
     async fn exchange(&self, request: http::Request<RequestBody>) -> Result<http::Response<Bytes>, TransportError> {
-        let (response, sender) = self.dispatch(request).await?;
+        let (response, conn) = self.dispatch(request).await?;
         let (parts, body) = response.into_parts();
         let max = self.limits.max_body;
         let body = Limited::new(body, max)
@@ -124,8 +144,8 @@ impl HttpClient {
             })?
             .to_bytes();
         // The whole answer is read: the connection is free again.
-        if !sender.is_closed() {
-            self.pool.put(sender, now());
+        if conn.reusable() {
+            self.pool.put(conn, now());
         }
         Ok(http::Response::from_parts(parts, body))
     }
@@ -135,33 +155,42 @@ impl HttpClient {
     async fn dispatch(
         &self,
         request: http::Request<RequestBody>,
-    ) -> Result<(http::Response<Incoming>, Sender), TransportError> {
-        let (mut sender, reused) = match self.pool.take(now(), |s| !s.is_closed()) {
-            Some(s) => (s, true),
+    ) -> Result<(http::Response<Incoming>, Conn), TransportError> {
+        let (mut conn, reused) = match self.pool.take(now(), Conn::reusable) {
+            Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
+        let heard_before = conn.heard.load(Ordering::Relaxed);
         // A kept-alive connection the server closed meanwhile fails before
         // the request leaves: then, and only then (nothing was sent, so
         // nothing can have run twice), a fresh connection takes it.
-        if reused && sender.ready().await.is_err() {
-            sender = self.connect().await?;
+        if reused && conn.sender.ready().await.is_err() {
+            conn = self.connect().await?;
         }
-        sender.ready().await.map_err(io_error)?;
-        let response = match sender.try_send_request(request).await {
+        conn.sender.ready().await.map_err(io_error)?;
+        let response = match conn.sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut unsent) => match unsent.take_message() {
                 Some(request) if reused => {
-                    sender = self.connect().await?;
-                    sender.ready().await.map_err(io_error)?;
-                    sender.send_request(request).await.map_err(io_error)?
+                    conn = self.connect().await?;
+                    conn.sender.ready().await.map_err(io_error)?;
+                    conn.sender.send_request(request).await.map_err(io_error)?
                 }
-                _ => return Err(io_error(unsent.into_error())),
+                _ => {
+                    let error = unsent.into_error();
+                    if !error.is_incomplete_message() {
+                        return Err(io_error(error)); // the body's own source failed, say
+                    }
+                    // The connection closed before a whole answer.
+                    let answered = conn.heard.load(Ordering::Relaxed) - heard_before;
+                    return Err(failed_exchange(reused, answered, io_text(error)));
+                }
             },
         };
-        Ok((response, sender))
+        Ok((response, conn))
     }
 
-    async fn connect(&self) -> Result<Sender, TransportError> {
+    async fn connect(&self) -> Result<Conn, TransportError> {
         let connect = async {
             let (host, port) = (self.limits.host.as_str(), self.limits.port);
             let tcp = crate::net::tcp(host, port).await?;
@@ -172,13 +201,24 @@ impl HttpClient {
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {timeout:?}")))?
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(HeardOut { io, peer_gone: false }))
+        let peer_gone = Arc::new(AtomicBool::new(false));
+        let heard = Arc::new(AtomicU64::new(0));
+        let io = HeardOut {
+            io,
+            peer_gone: peer_gone.clone(),
+            heard: heard.clone(),
+        };
+        let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await; // ends when the server closes it or the sender is dropped
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            peer_gone,
+            heard,
+        })
     }
 }
 
@@ -190,10 +230,11 @@ impl HttpClient {
 /// has closed or reset, the rest of the request is dropped as written, so
 /// hyper goes on to read the answer that came (or fails on the read, as a
 /// transport error, if none did). A connection whose writes were dropped
-/// is closed by its peer, so it never goes back to work.
+/// never goes back to work ([`Conn::reusable`]).
 struct HeardOut {
     io: Box<dyn crate::net::Io>,
-    peer_gone: bool,
+    peer_gone: Arc<AtomicBool>,
+    heard: Arc<AtomicU64>,
 }
 
 impl HeardOut {
@@ -205,7 +246,7 @@ impl HeardOut {
                     std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
                 ) =>
             {
-                self.peer_gone = true;
+                self.peer_gone.store(true, Ordering::Relaxed);
                 Ok(())
             }
             other => other,
@@ -219,13 +260,17 @@ impl tokio::io::AsyncRead for HeardOut {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        self.heard.fetch_add(read as u64, Ordering::Relaxed);
+        poll
     }
 }
 
 impl tokio::io::AsyncWrite for HeardOut {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        if self.peer_gone {
+        if self.peer_gone.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(buf.len()));
         }
         match Pin::new(&mut self.io).poll_write(cx, buf) {
@@ -235,7 +280,7 @@ impl tokio::io::AsyncWrite for HeardOut {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.peer_gone {
+        if self.peer_gone.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
         match Pin::new(&mut self.io).poll_flush(cx) {
@@ -245,7 +290,7 @@ impl tokio::io::AsyncWrite for HeardOut {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.peer_gone {
+        if self.peer_gone.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_shutdown(cx)
@@ -286,8 +331,13 @@ impl futures_util::AsyncRead for IncomingReader {
 }
 
 fn io_error(e: hyper::Error) -> TransportError {
+    TransportError::Io(io_text(e))
+}
+
+/// What went wrong: the error and its chain (connection reset, closed…);
+/// it never holds headers.
+fn io_text(e: hyper::Error) -> String {
     use std::error::Error as _;
-    // The chain says why (connection reset, closed…); it never holds headers.
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -295,5 +345,5 @@ fn io_error(e: hyper::Error) -> TransportError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    TransportError::Io(text)
+    text
 }

@@ -35,6 +35,8 @@ pub mod tls;
 pub use body::ReleaseAtEnd;
 pub use rt::{BodyChunks, BodyReader, HttpSettings, Runtime, SocketSettings, socket_target};
 
+use kalam_proto::TransportError;
+
 /// Whether a connection may carry another request after an answer with
 /// `status` and its `Connection` header, for an HTTP engine that cannot
 /// see the server close it (async-h1; hyper can, and asks `is_closed`):
@@ -48,6 +50,20 @@ pub fn reusable_after(sent_whole: bool, status: u16, connection: Option<&str>) -
     sent_whole && status < 400 && connection.is_none_or(|v| !v.trim().eq_ignore_ascii_case("close"))
 }
 
+/// The error of an exchange whose connection failed before any byte of an
+/// answer came (`answer_bytes` is 0): on a kept-alive connection taken
+/// from the pool that is [`TransportError::ClosedBeforeAnswer`] (the
+/// server's idle close may have raced the request, or it may have failed
+/// running it; the request is not sent again, since a statement must not
+/// run twice); otherwise the I/O error as it is.
+pub fn failed_exchange(reused: bool, answer_bytes: u64, io: String) -> TransportError {
+    if reused && answer_bytes == 0 {
+        TransportError::ClosedBeforeAnswer
+    } else {
+        TransportError::Io(io)
+    }
+}
+
 /// The error for `https://` or `wss://` when `adapter` (the crate name) was
 /// built without its `rustls` feature.
 pub fn tls_not_compiled(adapter: &str) -> std::io::Error {
@@ -57,6 +73,22 @@ pub fn tls_not_compiled(adapter: &str) -> std::io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_alive_connection_closed_unanswered_is_its_own_error() {
+        assert_eq!(
+            failed_exchange(true, 0, "eof".into()),
+            TransportError::ClosedBeforeAnswer
+        );
+        assert_eq!(
+            failed_exchange(true, 12, "eof".into()),
+            TransportError::Io("eof".into())
+        );
+        assert_eq!(
+            failed_exchange(false, 0, "eof".into()),
+            TransportError::Io("eof".into())
+        );
+    }
 
     #[test]
     fn reuse_rule() {

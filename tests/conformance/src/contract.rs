@@ -256,3 +256,87 @@ pub async fn a_live_query_resyncs_what_the_server_dropped<R: Runtime>(b: &dyn Ba
         .expect("no error");
     assert_eq!(rows.len(), 31);
 }
+
+/// A server (a bare one, on a thread of its own) answers a first query on
+/// a kept-alive connection, then reads the second query on it and closes
+/// without answering: what a server's idle timeout racing the request
+/// looks like to the client. The caller gets the typed
+/// `ClosedBeforeAnswer`, and the query is not sent again (the server may
+/// have run it).
+pub async fn a_kept_alive_connection_closed_unanswered_is_typed<R: Runtime>() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::sync::atomic::AtomicUsize;
+
+    use kalam_driver::KalamLinkClient;
+    use kalam_proto::{Error, TransportError};
+
+    const ONE: &str = r#"{"status":"success","results":[{"schema":[{"name":"x","data_type":"Int","index":0}],"rows":[[1]],"row_count":1}],"took":1.0}"#;
+
+    /// Reads one request (head and `content-length` body); false at EOF.
+    fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> bool {
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).is_ok()
+    }
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        // The first connection: one answer, then a request left unanswered.
+        let (socket, _) = listener.accept().expect("accept");
+        let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+        let mut writer = socket;
+        assert!(read_request(&mut reader));
+        seen.fetch_add(1, Ordering::SeqCst);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ONE}",
+            ONE.len()
+        );
+        writer.write_all(answer.as_bytes()).expect("answer");
+        assert!(read_request(&mut reader));
+        seen.fetch_add(1, Ordering::SeqCst);
+        let _ = writer.shutdown(std::net::Shutdown::Both);
+        // Any later connection (a silent retry) is counted and answered.
+        for socket in listener.incoming().flatten() {
+            let mut reader = BufReader::new(socket.try_clone().expect("clone"));
+            let mut writer = socket;
+            while read_request(&mut reader) {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let _ = writer.write_all(answer.as_bytes());
+            }
+        }
+    });
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(&url)
+        .jwt_token("a.b.c")
+        .build()
+        .expect("client");
+    client.execute_query("SELECT 1").await.expect("the first query");
+    let error = client
+        .execute_query("INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("closed unanswered");
+    assert!(
+        matches!(error, Error::Transport(TransportError::ClosedBeforeAnswer)),
+        "typed: {error:?}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "not sent again");
+    // The client goes on, on a new connection.
+    client.execute_query("SELECT 1").await.expect("a new connection");
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+}
