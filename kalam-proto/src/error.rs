@@ -268,13 +268,30 @@ impl Error {
 
 /// The server's error code, from any of its error shapes. Known codes have
 /// their own variant; anything else is kept verbatim in [`ErrorCode::Other`].
+///
+/// Which code a failure gets is the server's choice, and not always the one
+/// its name suggests (PROTOCOL §3.3):
+/// - A wrong password at login is [`Unauthorized`](Self::Unauthorized)
+///   (401); a token refused on a query is
+///   [`InvalidCredentials`](Self::InvalidCredentials).
+///   [`Error::is_credentials_rejected`] covers both.
+/// - Over SQL, every execution failure is
+///   [`SqlExecutionError`](Self::SqlExecutionError): an unknown table or
+///   namespace, a duplicate key, "already exists". For a user without an
+///   admin role the server even replaces the message of some (a missing
+///   table reads `SQL statement failed`). There is no code for "already
+///   exists": use `CREATE … IF NOT EXISTS`. [`NotFound`](Self::NotFound)
+///   comes from a live query on an unknown table and from the topic and
+///   file endpoints.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
     // Bearer authentication on /v1/api/sql and friends (PROTOCOL §2.9.2).
     /// `TOKEN_EXPIRED`: the only answer that calls for refresh-and-retry.
     TokenExpired,
-    /// `INVALID_CREDENTIALS`.
+    /// `INVALID_CREDENTIALS`: the token was refused (bad signature, the
+    /// user's role changed, the server's secret rotated). Not a wrong
+    /// password: that is [`Unauthorized`](Self::Unauthorized).
     InvalidCredentials,
     /// `MISSING_AUTHORIZATION`.
     MissingAuthorization,
@@ -305,7 +322,8 @@ pub enum ErrorCode {
     // SQL (§3.3).
     /// `INVALID_SQL`.
     InvalidSql,
-    /// `SQL_EXECUTION_ERROR`.
+    /// `SQL_EXECUTION_ERROR`: anything that failed while running, an unknown
+    /// table or namespace and "already exists" included.
     SqlExecutionError,
     /// `EMPTY_SQL`.
     EmptySql,
@@ -331,7 +349,9 @@ pub enum ErrorCode {
     ClusterUnavailable,
     /// `FORWARD_FAILED` (cluster).
     ForwardFailed,
-    /// `NOT_FOUND`: an unknown table, namespace, topic or user.
+    /// `NOT_FOUND` (or `not_found`): a live query on an unknown table, an
+    /// unknown topic. Not sent for SQL over HTTP (an unknown table there is
+    /// [`SqlExecutionError`](Self::SqlExecutionError)).
     NotFound,
     /// The answer carried no code at all (a plain-text 400, an HTML 502 page…):
     /// only the HTTP status says what happened.
@@ -532,9 +552,37 @@ pub enum TransportError {
     ClosedBeforeAnswer,
 }
 
+impl TransportError {
+    /// The same error, saying where it happened: `context` (the request's
+    /// method and URL, the WebSocket's URL) goes before the message of a
+    /// [`Connect`](Self::Connect) or [`Io`](Self::Io) error. The other
+    /// variants say enough on their own.
+    pub fn at(self, context: &str) -> TransportError {
+        match self {
+            TransportError::Connect(m) => TransportError::Connect(format!("{context}: {m}")),
+            TransportError::Io(m) => TransportError::Io(format!("{context}: {m}")),
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transport_error_says_where() {
+        let e =
+            TransportError::Connect("Connection refused (os error 111)".into()).at("POST http://db:2900/v1/api/sql");
+        assert_eq!(
+            e.to_string(),
+            "could not connect: POST http://db:2900/v1/api/sql: Connection refused (os error 111)"
+        );
+        assert_eq!(
+            TransportError::ClosedBeforeAnswer.at("x"),
+            TransportError::ClosedBeforeAnswer
+        );
+    }
 
     #[test]
     fn codes_round_trip() {

@@ -442,6 +442,8 @@ fn decode_json<T: serde::de::DeserializeOwned>(
 
 /// Longest message kept from a non-JSON error body.
 const MAX_TEXT_MESSAGE: usize = 512;
+/// How much of an HTML page's title or text an error message keeps.
+const MAX_HTML_GIST: usize = 120;
 
 /// Decodes any error answer into one [`ServerError`], whatever its shape:
 ///
@@ -495,10 +497,50 @@ fn text_message(status: StatusCode, body: &[u8]) -> String {
     if text.is_empty() {
         return status.canonical_reason().unwrap_or("error").to_owned();
     }
-    match text.char_indices().nth(MAX_TEXT_MESSAGE) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
+    if text.starts_with('<') {
+        // An HTML page (a proxy's, a load balancer's: not a KalamDB
+        // answer): its title, or its text, on one line.
+        let title = between(text, "<title>", "</title>").map(str::to_owned);
+        let gist = title.unwrap_or_else(|| strip_tags(text));
+        let gist = gist.split_whitespace().collect::<Vec<_>>().join(" ");
+        return format!("an HTML page, not a KalamDB answer: {}", cut(&gist, MAX_HTML_GIST));
+    }
+    cut(text, MAX_TEXT_MESSAGE)
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_owned(),
     }
+}
+
+/// The text between the first `open` and the next `close` (ASCII case
+/// ignored).
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find(open)? + open.len();
+    let end = start + lower[start..].find(close)?;
+    text.get(start..end)
+}
+
+/// The text of an HTML page without its tags.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len().min(4096));
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn retry_after(headers: &HeaderMap, from_body: Option<u64>) -> Option<u64> {
@@ -539,6 +581,21 @@ impl std::fmt::Debug for TextSummary<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_html_page_becomes_one_line() {
+        let page = b"<!DOCTYPE html>\n<html><head><title>502 Bad\n Gateway</title></head>\n<body><h1>502</h1><p>nginx</p>\n</body></html>";
+        let e = decode_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), page);
+        assert_eq!(e.message, "an HTML page, not a KalamDB answer: 502 Bad Gateway");
+        let untitled = format!("<html><body><p>{}</p></body></html>", "blah ".repeat(500));
+        let e = decode_error(StatusCode::BAD_GATEWAY, &HeaderMap::new(), untitled.as_bytes());
+        assert!(
+            e.message.chars().count() < 200 && e.message.ends_with('…'),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains('<'));
+    }
 
     #[test]
     fn endpoints_validate() {

@@ -41,10 +41,16 @@ impl LiveRow {
 
     /// A column read as `T` (`i64` reads BIGINT strings back, `&str`,
     /// `bool`, `f64`, `Option<T>` for NULL, …).
+    ///
+    /// The server leaves NULL columns out of change rows (an update's new
+    /// image carries only its non-NULL columns, so `SET note = NULL` sends
+    /// a row without `note`): an absent column reads as `None` for an
+    /// `Option<T>`, and is [`CellError::NoSuchColumn`] for any other type.
     pub fn get<'a, T: FromValue<'a>>(&'a self, column: &str) -> Result<T, CellError> {
-        let value = self
-            .value(column)
-            .ok_or_else(|| CellError::NoSuchColumn(column.to_owned()))?;
+        static NULL: Value = Value::Null;
+        let Some(value) = self.value(column) else {
+            return T::from_value(&NULL).ok_or_else(|| CellError::NoSuchColumn(column.to_owned()));
+        };
         T::from_value(value).ok_or_else(|| CellError::WrongType {
             column: column.to_owned(),
             expected: T::EXPECTED,
@@ -322,6 +328,16 @@ mod tests {
 
     fn row(v: Value) -> LiveRow {
         LiveRow::from_map(v.as_object().cloned().unwrap())
+    }
+
+    #[test]
+    fn a_column_left_out_of_a_change_row_reads_as_none() {
+        // `UPDATE … SET note = NULL`: the new image has no `note`.
+        let r = row(json!({"id": "1", "name": "a", "_seq": 7}));
+        assert_eq!(r.get::<Option<&str>>("note"), Ok(None));
+        assert_eq!(r.get::<Option<&str>>("name"), Ok(Some("a")));
+        assert_eq!(r.get::<&str>("note"), Err(CellError::NoSuchColumn("note".into())));
+        assert_eq!(r.get::<Option<i64>>("id"), Ok(Some(1)));
     }
 
     #[test]

@@ -427,9 +427,11 @@ impl AuthMachine {
 
     /// Feeds a request's failure to get an answer.
     pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
-        let Some((_, inflight)) = self.take_inflight(id) else {
+        let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
+        // Say where: "POST http://host:2900/v1/api/auth/login: …".
+        let error = error.at(&format!("{} {}", kind.endpoint().method, self.endpoints.uri(kind)));
         match inflight {
             // Never retried: the statement may have run.
             InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),

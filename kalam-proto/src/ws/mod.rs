@@ -486,6 +486,8 @@ impl WsSession {
             None if reason.is_empty() => "connection lost".to_owned(),
             None => reason.to_owned(),
         };
+        // Say where (the URL carries no secret: the token goes in a frame).
+        let why = format!("WebSocket {}: {why}", self.url);
         match self.conn {
             Conn::Connecting { .. } => {
                 self.event(WsEvent::Error(Error::Transport(TransportError::Connect(why.clone()))));

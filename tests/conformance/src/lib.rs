@@ -29,6 +29,7 @@ pub mod contract;
 #[path = "scenarios.rs"]
 mod core_scenarios;
 pub mod files;
+pub mod first_hour;
 pub mod kit_controls;
 pub mod topics;
 
@@ -42,6 +43,7 @@ pub mod scenarios {
     pub use crate::contract::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
+    pub use crate::first_hour::*;
     pub use crate::kit_controls::*;
     pub use crate::topics::*;
 }
@@ -122,6 +124,7 @@ macro_rules! for_each_scenario {
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,
             files_a_streaming_download_counts_against_the_cap,
+            a_column_set_to_null_reads_as_none_in_a_live_update,
         );
     };
 }

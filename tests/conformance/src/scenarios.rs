@@ -1476,7 +1476,8 @@ pub async fn fault_server_restart<R: Runtime>(b: &dyn Backend) {
 
 /// Nothing listens: `connect()` with no reconnects left and a query both
 /// fail with a typed transport error whose text says "could not connect"
-/// once (not twice) and never blames credentials.
+/// once (not twice), names the host and what was being done (the
+/// WebSocket, the query's POST), and never blames credentials.
 pub async fn a_down_server_is_reported_once_and_plainly<R: Runtime>(b: &dyn Backend) {
     let _ = b;
     // A port that was free a moment ago and has nothing listening now.
@@ -1511,5 +1512,13 @@ pub async fn a_down_server_is_reported_once_and_plainly<R: Runtime>(b: &dyn Back
         let text = error.to_string();
         assert_eq!(text.matches("could not connect").count(), 1, "{what}: {text}");
         assert!(!text.contains("credentials"), "{what}: {text}");
+        // It says where: the host, and what was being done.
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{what}: {text}");
+        let doing = if what == "connect" {
+            "WebSocket ws://"
+        } else {
+            "POST http://"
+        };
+        assert!(text.contains(doing), "{what}: {text}");
     }
 }

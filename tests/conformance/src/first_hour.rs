@@ -1,0 +1,42 @@
+//! Conformance scenarios for what a new user meets in the first hour: a
+//! column set to NULL in a live update, a live stream whose server goes
+//! away.
+
+use kalam_driver::Runtime;
+use kalam_driver::prelude::*;
+
+use crate::Backend;
+use crate::scenarios::{next_event, root, setup_table, until_ready};
+
+/// `UPDATE … SET qty = NULL` under a live query: the server leaves the
+/// column out of the update's new image, and the README's pattern
+/// `row.get::<Option<i64>>("qty")` reads `None` (not `NoSuchColumn`).
+pub async fn a_column_set_to_null_reads_as_none_in_a_live_update<R: Runtime>(b: &dyn Backend) {
+    let client = root::<R>(b, &b.url());
+    let table = setup_table(&client, "conf_null_update").await;
+    client
+        .execute_query(&format!("DELETE FROM {table} WHERE id = 4242"))
+        .await
+        .expect("clean");
+    client
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (4242, 'n', 5)"))
+        .await
+        .expect("insert");
+    let mut s = client
+        .live_events(&format!("SELECT * FROM {table} WHERE id = 4242"))
+        .await
+        .expect("subscribe");
+    until_ready(&mut s).await;
+    client
+        .execute_query(&format!("UPDATE {table} SET qty = NULL WHERE id = 4242"))
+        .await
+        .expect("update");
+    loop {
+        if let LiveEvent::Update { row, .. } = next_event(&mut s).await {
+            assert_eq!(row.get::<i64>("id"), Ok(4242), "{row:?}");
+            assert_eq!(row.get::<Option<i64>>("qty"), Ok(None), "{row:?}");
+            assert_eq!(row.get::<Option<&str>>("name"), Ok(Some("n")), "{row:?}");
+            break;
+        }
+    }
+}
