@@ -112,10 +112,21 @@ mod http;
 mod net;
 pub mod rt;
 
-/// A KalamDB client on Tokio. See [`kalam_driver::KalamLinkClient`] for
-/// every method.
-pub type KalamLinkClient = kalam_driver::KalamLinkClient<rt::Tokio>;
-/// Builds a [`KalamLinkClient`].
-pub type KalamLinkClientBuilder = kalam_driver::KalamLinkClientBuilder<rt::Tokio>;
+/// The client and its builder as written once, for any runtime, with every
+/// method documented here. An application names them through the aliases
+/// [`KalamLinkClient`] and [`KalamLinkClientBuilder`] (these, on
+/// [`rt::Tokio`]); code generic over the runtime uses them directly.
+pub mod generic {
+    #[doc(inline)]
+    pub use kalam_driver::{KalamLinkClient, KalamLinkClientBuilder};
+}
+
+/// A KalamDB client on Tokio: [`generic::KalamLinkClient`] on
+/// [`rt::Tokio`], where every method is documented (`execute_query`,
+/// `live_events`, `live`, `consumer`, `upload`/`download`, `connect`, …).
+pub type KalamLinkClient = generic::KalamLinkClient<rt::Tokio>;
+/// Builds a [`KalamLinkClient`]: [`generic::KalamLinkClientBuilder`] on
+/// [`rt::Tokio`], where every option is documented.
+pub type KalamLinkClientBuilder = generic::KalamLinkClientBuilder<rt::Tokio>;
 
 pub use kalam_driver::prelude::*;
