@@ -73,10 +73,13 @@ async fn main() -> kalam_tokio::Result<()> {
     );
 
     let started = Instant::now();
-    let mut out = async_std::fs::File::create(&copy)
+    // A Tokio file where the client takes a `futures` writer: `compat`.
+    let mut out = tokio::fs::File::create(&copy)
         .await
         .map_err(kalam_tokio::Error::other)?;
-    let n = client.download_file(&file, "example_files", "docs", &mut out).await?;
+    let n = client
+        .download_file(&file, "example_files", "docs", &mut kalam_tokio::compat(&mut out))
+        .await?;
     let down = started.elapsed();
     drop(out);
 

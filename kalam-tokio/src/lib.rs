@@ -108,9 +108,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compat;
 mod http;
 mod net;
 pub mod rt;
+
+pub use compat::compat;
 
 /// The client and its builder as written once, for any runtime, with every
 /// method documented here. An application names them through the aliases

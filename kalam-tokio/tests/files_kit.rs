@@ -58,3 +58,57 @@ async fn a_fixed_reconnect_seed_leaves_upload_boundaries_unpredictable() {
     let b = boundary_of_an_upload(7).await;
     assert_ne!(a, b, "two clients with the same reconnect seed framed uploads alike");
 }
+
+/// A file downloaded into a `tokio::fs::File`, and read from a download's
+/// body with `tokio::io::copy`: Tokio's I/O types through `compat`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_work_with_tokio_io() {
+    use kalam_tokio::{AuthProvider, FileRef, FileUpload, KalamLinkClient, QueryRequest, compat};
+
+    let server = TestServer::start().await;
+    let client = KalamLinkClient::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().to_owned()))
+        .build()
+        .unwrap();
+    client
+        .execute_query("CREATE NAMESPACE IF NOT EXISTS tio")
+        .await
+        .unwrap();
+    client
+        .execute_query("CREATE TABLE IF NOT EXISTS tio.docs (id BIGINT PRIMARY KEY, f FILE) WITH (TYPE='USER')")
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    client
+        .execute_with_files(
+            QueryRequest::new(r#"INSERT INTO tio.docs (id, f) VALUES (1, FILE("doc"))"#),
+            vec![FileUpload::from_bytes("doc", "data.bin", data.clone())],
+        )
+        .await
+        .unwrap();
+    let r = client
+        .execute_query("SELECT f FROM tio.docs WHERE id = 1")
+        .await
+        .unwrap();
+    let file: FileRef = r.rows().next().unwrap().get("f").unwrap();
+
+    let dir = std::env::temp_dir().join(format!("kalam-tokio-io-{}", std::process::id()));
+    tokio::fs::create_dir_all(&dir).await.unwrap();
+    let path = dir.join("copy.bin");
+    let mut out = tokio::fs::File::create(&path).await.unwrap();
+    let n = client
+        .download_file(&file, "tio", "docs", &mut compat(&mut out))
+        .await
+        .unwrap();
+    drop(out);
+    assert_eq!(n, data.len() as u64);
+    assert_eq!(tokio::fs::read(&path).await.unwrap(), data);
+
+    let body = client.download_file_reader(&file, "tio", "docs").await.unwrap();
+    let mut copied = Vec::new();
+    tokio::io::copy(&mut compat(body), &mut copied).await.unwrap();
+    assert_eq!(copied, data);
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    server.shutdown().await;
+}
