@@ -171,6 +171,15 @@ pub enum LiveEvent {
         /// The deleted row (with the deletion's `_seq`).
         old: LiveRow,
     },
+    /// The connection dropped; the client is reconnecting. When it is back
+    /// the subscription resumes after the last change delivered: a
+    /// [`Subscribed`](Self::Subscribed) with `resumed_from`, the rows
+    /// changed meanwhile as [`InitialRows`](Self::InitialRows), then
+    /// [`Ready`](Self::Ready). The rows held so far stay valid.
+    Reconnecting {
+        /// Why the connection dropped.
+        reason: String,
+    },
     /// The subscription failed or ended; no more events follow.
     Closed(Option<Error>),
 }
@@ -259,7 +268,7 @@ impl LiveRows {
                 let key = self.key_of(old);
                 self.rows.remove(&key).is_some()
             }
-            LiveEvent::Closed(_) => false,
+            LiveEvent::Reconnecting { .. } | LiveEvent::Closed(_) => false,
         }
     }
 

@@ -327,8 +327,20 @@ impl World {
                 self.p.set_credentials(credentials);
             }
         }
-        // Routing: events come from frames, to the subscription they name.
+        // Routing: events come from frames, to the subscription they name;
+        // but `Reconnecting`, which comes from the socket's loss (a close,
+        // or a deadline: silence, a frame that cannot be handled).
         for (sub, event) in &self.p.delivered[delivered..] {
+            if matches!(event, LiveEvent::Reconnecting { .. }) {
+                prop_assert!(
+                    matches!(ev, Ev::Closed { .. } | Ev::Timeout | Ev::Frame(_) | Ev::Serve),
+                    "{:?} for {:?} after {:?}",
+                    event,
+                    sub,
+                    ev
+                );
+                continue;
+            }
             let Some(named) = &route else {
                 return Err(TestCaseError::fail(format!("{event:?} for {sub:?} with no frame")));
             };

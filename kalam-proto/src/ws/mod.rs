@@ -183,6 +183,9 @@ pub struct WsSession {
     rejected: Option<Secret>,
     /// The last `auth_error`, reported if the session gives up.
     auth_failure: Option<Error>,
+    /// Why the last attempt to connect failed, since the socket was last
+    /// ready: what a subscription that never got sent fails with.
+    last_failure: Option<Error>,
     subs: BTreeMap<SubId, Sub>,
     /// Acknowledgement deadlines, earliest first.
     deadlines: BTreeSet<(Instant, SubId)>,
@@ -218,6 +221,7 @@ impl WsSession {
             attempt: 0,
             rejected: None,
             auth_failure: None,
+            last_failure: None,
             subs: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_sub: 1,
@@ -607,6 +611,11 @@ impl WsSession {
     }
 
     fn event(&mut self, e: WsEvent) {
+        match &e {
+            WsEvent::Error(failure @ Error::Transport(_)) => self.last_failure = Some(failure.clone()),
+            WsEvent::Connected => self.last_failure = None,
+            _ => {}
+        }
         self.out.push_back(WsOutput::Event(e));
     }
 
@@ -660,11 +669,17 @@ impl WsSession {
             let Some(s) = self.subs.remove(&id) else {
                 continue;
             };
-            if matches!(self.conn, Conn::Ready) && s.phase != SubPhase::Queued {
+            let ready = matches!(self.conn, Conn::Ready);
+            if ready && s.phase != SubPhase::Queued {
                 // It may still be answered: make sure it stops.
                 self.queue.push_back(Pending::Unsubscribe(id.wire(s.generation)));
             }
-            let error = Error::SubscribeTimeout(self.config.subscribe_timeout);
+            // Never sent because no socket could be had: say why, not
+            // only that no acknowledgement came.
+            let error = match &self.last_failure {
+                Some(failure) if !ready && s.phase == SubPhase::Queued => failure.clone(),
+                _ => Error::SubscribeTimeout(self.config.subscribe_timeout),
+            };
             self.sub_event(id, LiveEvent::Closed(Some(error)));
         }
     }
@@ -729,6 +744,19 @@ impl WsSession {
                 reason: reason.to_owned(),
                 will_reconnect,
             });
+        }
+        if was_open && will_reconnect {
+            // Each stream hears of it; `Subscribed { resumed_from }` follows
+            // when the subscription is back.
+            let ids: Vec<SubId> = self.subs.keys().copied().collect();
+            for id in ids {
+                self.sub_event(
+                    id,
+                    LiveEvent::Reconnecting {
+                        reason: reason.to_owned(),
+                    },
+                );
+            }
         }
         if !will_reconnect && self.wanted {
             // Given up: subscriptions end with the reason.

@@ -550,9 +550,15 @@ pub async fn dropped_socket_loses_no_change<R: Runtime>(b: &dyn Backend) {
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut resumed = false;
+    let mut told = false;
     while seen.len() < 3 {
         match next_event(&mut s).await {
-            LiveEvent::Subscribed { resumed_from, .. } => resumed |= resumed_from.is_some(),
+            // The stream hears of the drop before anything of the resume.
+            LiveEvent::Reconnecting { .. } => told = true,
+            LiveEvent::Subscribed { resumed_from, .. } => {
+                assert!(told, "Subscribed again without Reconnecting first");
+                resumed |= resumed_from.is_some()
+            }
             LiveEvent::InitialRows { rows, .. } => seen.extend(rows.iter().map(id_of)),
             LiveEvent::Insert { row } => {
                 seen.insert(id_of(&row));
@@ -562,6 +568,7 @@ pub async fn dropped_socket_loses_no_change<R: Runtime>(b: &dyn Backend) {
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![2, 3, 4]);
     assert!(proxy.ws_upgrades() >= 2, "it reconnected");
+    assert!(told, "the stream heard of the drop");
     let _ = resumed; // a resume, or changes that raced the cut: both lose nothing
     let r = client
         .execute_query(&format!("SELECT id FROM {table} WHERE id = 4"))
@@ -1520,5 +1527,20 @@ pub async fn a_down_server_is_reported_once_and_plainly<R: Runtime>(b: &dyn Back
             "POST http://"
         };
         assert!(text.contains(doing), "{what}: {text}");
+    }
+    // A live query that could never be sent (the client keeps trying to
+    // connect until the acknowledgement deadline) fails with the cause.
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .jwt_token(mint("any", "root", "system", "access", unix_now(), unix_now() + 3600))
+        .connection_options(quick_reconnects())
+        .timeouts(KalamLinkTimeouts::default().with_subscribe_timeout(Duration::from_millis(800)))
+        .build()
+        .expect("client");
+    match tokio::time::timeout(PATIENCE, client.live_events("SELECT * FROM a.b")).await {
+        Ok(Err(Error::Transport(TransportError::Connect(why)))) => {
+            assert!(why.contains(&format!("127.0.0.1:{port}")), "{why}")
+        }
+        other => panic!("live_events: expected the connect failure, got {other:?}"),
     }
 }
