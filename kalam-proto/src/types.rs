@@ -305,9 +305,11 @@ impl<'a> Row<'a> {
         col.position(self.schema).and_then(|i| self.values.get(i))
     }
 
-    /// A column read as `T`, by name or index. 64-bit integers, sent by the
-    /// server as strings, read back as `i64`/`u64`.
-    pub fn get<T: FromValue<'a>, C: ColumnRef>(&self, col: C) -> Result<T, CellError> {
+    /// A column read as `T`, by name or index: `row.get::<i64>("id")`,
+    /// `row.get::<Option<&str>>(1)` (the same call as on a live row).
+    /// 64-bit integers, sent by the server as strings, read back as
+    /// `i64`/`u64`.
+    pub fn get<T: FromValue<'a>>(&self, col: impl ColumnRef) -> Result<T, CellError> {
         let label = col.label();
         let value = self.value(col).ok_or_else(|| CellError::NoSuchColumn(label.clone()))?;
         T::from_value(value).ok_or_else(|| CellError::WrongType {
@@ -494,13 +496,13 @@ mod tests {
         assert!(matches!(r.schema[5].data_type, KalamDataType::Other(_)));
         assert!(r.schema[0].is_primary_key());
         let row = r.rows().next().unwrap();
-        assert_eq!(row.get::<i64, _>("id").unwrap(), 9_007_199_254_740_993);
-        assert_eq!(row.get::<&str, _>(1).unwrap(), "añil 🍏");
-        assert_eq!(row.get::<Option<i32>, _>("qty").unwrap(), None);
-        assert_eq!(row.get::<f64, _>("price").unwrap(), 200.75);
-        assert!(matches!(row.get::<i64, _>("name"), Err(CellError::WrongType { .. })));
-        assert!(matches!(row.get::<i64, _>("nope"), Err(CellError::NoSuchColumn(_))));
-        assert!(matches!(row.get::<i64, _>(17), Err(CellError::NoSuchColumn(_))));
+        assert_eq!(row.get::<i64>("id").unwrap(), 9_007_199_254_740_993);
+        assert_eq!(row.get::<&str>(1).unwrap(), "añil 🍏");
+        assert_eq!(row.get::<Option<i32>>("qty").unwrap(), None);
+        assert_eq!(row.get::<f64>("price").unwrap(), 200.75);
+        assert!(matches!(row.get::<i64>("name"), Err(CellError::WrongType { .. })));
+        assert!(matches!(row.get::<i64>("nope"), Err(CellError::NoSuchColumn(_))));
+        assert!(matches!(row.get::<i64>(17), Err(CellError::NoSuchColumn(_))));
         assert!(format!("{row:?}").contains("\"id\""));
     }
 }

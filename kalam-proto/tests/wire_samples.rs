@@ -180,7 +180,7 @@ fn me_refresh_and_logout() {
     let pair = decode_login(refresh[0].status, &refresh[0].headers, &refresh[0].body).unwrap();
     assert!(!jwt::inspect(&pair.access_token).unwrap().is_refresh());
     let r = query(&refresh[1]).unwrap();
-    assert_eq!(r.rows().next().unwrap().get::<i64, _>("one").unwrap(), 1);
+    assert_eq!(r.rows().next().unwrap().get::<i64>("one").unwrap(), 1);
     // Our refresh request: Bearer refresh token, no body, no cookies.
     let req = framing::refresh_request(&Endpoints::new("http://h:1").unwrap(), &Secret::new("R")).unwrap();
     assert_eq!((req.uri().path(), req.body().len()), ("/v1/api/auth/refresh", 0));
@@ -224,13 +224,7 @@ fn sql_auth_failures_use_the_sql_envelope_codes() {
         assert!(e.is_token_expired() && !e.is_credentials_rejected());
     }
     assert_eq!(
-        query(&forged[2])
-            .unwrap()
-            .rows()
-            .next()
-            .unwrap()
-            .get::<i64, _>(0)
-            .unwrap(),
+        query(&forged[2]).unwrap().rows().next().unwrap().get::<i64>(0).unwrap(),
         1
     );
     let me = server_err(decode_me(forged[3].status, &forged[3].headers, &forged[3].body));
@@ -256,17 +250,17 @@ fn sql_results_and_typed_cells() {
     assert!(res.schema[0].is_primary_key());
     assert_eq!(res.schema[5].data_type, KalamDataType::Timestamp);
     let rows: Vec<_> = res.rows().collect();
-    assert_eq!(rows[0].get::<i64, _>("id").unwrap(), 1);
-    assert_eq!(rows[0].get::<&str, _>("name").unwrap(), "apple");
-    assert_eq!(rows[2].get::<Option<i32>, _>("qty").unwrap(), None);
-    assert_eq!(rows[2].get::<f64, _>("price").unwrap(), 7.0);
-    assert_eq!(rows[3].get::<Option<bool>, _>("active").unwrap(), None);
-    assert_eq!(rows[0].get::<i64, _>("_seq").unwrap(), 382_978_030_162_513_920);
-    assert!(!rows[0].get::<bool, _>("_deleted").unwrap());
+    assert_eq!(rows[0].get::<i64>("id").unwrap(), 1);
+    assert_eq!(rows[0].get::<&str>("name").unwrap(), "apple");
+    assert_eq!(rows[2].get::<Option<i32>>("qty").unwrap(), None);
+    assert_eq!(rows[2].get::<f64>("price").unwrap(), 7.0);
+    assert_eq!(rows[3].get::<Option<bool>>("active").unwrap(), None);
+    assert_eq!(rows[0].get::<i64>("_seq").unwrap(), 382_978_030_162_513_920);
+    assert!(!rows[0].get::<bool>("_deleted").unwrap());
     // Aggregates: COUNT and SUM are 64-bit, hence strings.
     let agg = query(&select[3]).unwrap();
     let row = agg.rows().next().unwrap();
-    assert_eq!(row.get::<i64, _>("n").unwrap(), 4);
+    assert_eq!(row.get::<i64>("n").unwrap(), 4);
     assert_eq!(agg.first().unwrap().schema[0].data_type, KalamDataType::BigInt);
     // The empty result still has its schema.
     let empty = query(&select[6]).unwrap();
@@ -277,20 +271,20 @@ fn sql_results_and_typed_cells() {
     let typed = query(&types[3]).unwrap();
     let rows: Vec<_> = typed.rows().collect();
     assert_eq!(
-        rows[0].get::<i64, _>("big").unwrap(),
+        rows[0].get::<i64>("big").unwrap(),
         9_007_199_254_740_993,
         "above 2^53, exactly"
     );
-    assert_eq!(rows[0].get::<i32, _>("i").unwrap(), 42);
-    assert_eq!(rows[0].get::<&str, _>("t").unwrap(), "héllo \"q\"");
-    assert!(rows[0].get::<bool, _>("b").unwrap());
+    assert_eq!(rows[0].get::<i32>("i").unwrap(), 42);
+    assert_eq!(rows[0].get::<&str>("t").unwrap(), "héllo \"q\"");
+    assert!(rows[0].get::<bool>("b").unwrap());
     assert_eq!(
-        rows[0].get::<i64, _>("ts").unwrap(),
+        rows[0].get::<i64>("ts").unwrap(),
         1_704_164_645_123_456,
         "µs since the epoch"
     );
-    assert_eq!(rows[0].get::<i64, _>("dt").unwrap(), 19_724, "days since the epoch");
-    assert_eq!(rows[0].get::<&str, _>("j").unwrap(), r#"{"a":[1,2]}"#);
+    assert_eq!(rows[0].get::<i64>("dt").unwrap(), 19_724, "days since the epoch");
+    assert_eq!(rows[0].get::<&str>("j").unwrap(), r#"{"a":[1,2]}"#);
     for col in ["i", "big", "f", "d", "b", "t", "ts", "dt", "j"] {
         assert_eq!(rows[1].value(col), Some(&Value::Null), "{col} of the NULL row");
     }

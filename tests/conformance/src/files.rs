@@ -57,7 +57,7 @@ async fn file_of<R: Runtime>(client: &KalamLinkClient<R>, table: &str, id: i64) 
         .await
         .expect("select the row");
     let row = r.rows().next().expect("the row");
-    row.get::<FileRef, _>("f").expect("the FILE column reads as a FileRef")
+    row.get::<FileRef>("f").expect("the FILE column reads as a FileRef")
 }
 
 /// Uploads from bytes (with progress), a path and a reader; each FileRef

@@ -80,7 +80,7 @@ pub async fn server_side_expiry_recovers_through_refresh_then_login<R: Runtime>(
     assert_eq!(server.counters().logins, 1);
     server.force_expire_all();
     let r = client.execute_query("SELECT 2").await.expect("recovered");
-    assert_eq!(r.rows().next().unwrap().get::<i64, _>(0).unwrap(), 2);
+    assert_eq!(r.rows().next().unwrap().get::<i64>(0).unwrap(), 2);
     let c = server.counters();
     assert_eq!(c.logins, 2, "one new login");
     assert_eq!(c.queries, 3, "SELECT 1, SELECT 2 refused, SELECT 2 retried");
@@ -201,7 +201,7 @@ pub async fn broken_answers_are_typed_errors_and_lose_nothing<R: Runtime>(server
     fresh.execute_query("SELECT 1").await.expect("the next attempt logs in");
 
     let r = client.execute_query("SELECT 'still fine'").await.unwrap();
-    assert_eq!(r.rows().next().unwrap().get::<&str, _>(0).unwrap(), "still fine");
+    assert_eq!(r.rows().next().unwrap().get::<&str>(0).unwrap(), "still fine");
 }
 
 /// The server drops every socket without a close frame: the client

@@ -404,9 +404,9 @@ pub async fn unicode_and_bigint_round_trip<R: Runtime>(b: &dyn Backend) {
         .await
         .expect("select with unicode literal");
     let row = r.rows().next().expect("the row");
-    assert_eq!(row.get::<i64, _>("id").unwrap(), 9_007_199_254_740_993);
-    assert_eq!(row.get::<&str, _>("name").unwrap(), text);
-    assert_eq!(row.get::<i32, _>("qty").unwrap(), -7);
+    assert_eq!(row.get::<i64>("id").unwrap(), 9_007_199_254_740_993);
+    assert_eq!(row.get::<&str>("name").unwrap(), text);
+    assert_eq!(row.get::<i32>("qty").unwrap(), -7);
 }
 
 /// Bad input of every kind is a typed error; nothing panics or hangs.
@@ -1051,7 +1051,7 @@ pub async fn disconnect_ends_streams_and_closes_the_socket<R: Runtime>(b: &dyn B
     // HTTP still works, and nothing reconnects (the reconnect delay is at
     // most 200 ms).
     let r = client.execute_query("SELECT 7").await.expect("HTTP after disconnect()");
-    assert_eq!(r.rows().next().expect("a row").get::<i64, _>(0).expect("a number"), 7);
+    assert_eq!(r.rows().next().expect("a row").get::<i64>(0).expect("a number"), 7);
     insert(&client, &table, 2).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
@@ -1251,7 +1251,7 @@ pub async fn fault_latency_each_way<R: Runtime>(b: &dyn Backend) {
     for (i, t) in tasks.into_iter().enumerate() {
         let r = t.await.expect("a query over a slow network");
         assert_eq!(
-            r.rows().next().expect("a row").get::<i64, _>(0).expect("a number"),
+            r.rows().next().expect("a row").get::<i64>(0).expect("a number"),
             i as i64
         );
     }
@@ -1353,7 +1353,7 @@ pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
             .execute_query(&format!("SELECT id FROM {table} ORDER BY id"))
             .await
             .expect("a query after the resets");
-        r.rows().map(|row| row.get::<i64, _>(0).expect("an id")).collect()
+        r.rows().map(|row| row.get::<i64>(0).expect("an id")).collect()
     };
     // A request cut before it was whole never ran (unless it was retried);
     // the insert whose answer was cut ran exactly once.
