@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use kalam_proto::{
     Answer, AuthProvider, AuthRefreshCallback, ClientConfig, ClientCore, ConnectionOptions, DynamicAuthProvider,
-    Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result,
-    SubscriptionOptions,
+    Endpoints, Error, KalamLinkTimeouts, MeResponse, Operation, QueryRequest, QueryResponse, Reply, Result, SubId,
+    SubscriptionInfo, SubscriptionOptions,
 };
 use kalam_proto::{ClusterHealth, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
@@ -173,6 +173,37 @@ impl<R: Runtime> KalamLinkClient<R> {
         self.command(Command::Connect(Some(tx)))?;
         rx.await??;
         Ok(())
+    }
+
+    /// Whether the WebSocket is up and authenticated (`false` while it
+    /// reconnects, and before the first live query or `connect`).
+    pub async fn is_connected(&self) -> bool {
+        let (tx, rx) = reply();
+        if self.command(Command::IsConnected(tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// The live queries open on this client (from any clone): id, SQL, the
+    /// last `_seq` delivered, when it was opened and last delivered an
+    /// event, and where it stands (subscribing, loading its initial rows,
+    /// live, or resubscribing after a drop). Empty once the client is
+    /// closed.
+    pub async fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let (tx, rx) = reply();
+        if self.command(Command::Subscriptions(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Ends the live query `id` (a stream's `id()`, or one from
+    /// [`subscriptions`](Self::subscriptions)) from anywhere, as dropping its
+    /// stream does: the server is told, and the stream ends (`None`). An
+    /// id no longer open changes nothing.
+    pub fn cancel_subscription(&self, id: SubId) {
+        let _ = self.command(Command::Unsubscribe(id));
     }
 
     /// Closes the WebSocket; every live query ends. HTTP queries still work.

@@ -329,6 +329,8 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Command::Unsubscribe(sub) => self.core.unsubscribe(sub, now),
+            Command::IsConnected(reply) => reply.send(self.core.is_connected()),
+            Command::Subscriptions(reply) => reply.send(self.core.subscription_infos()),
         }
     }
 

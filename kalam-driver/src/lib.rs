@@ -59,7 +59,7 @@ pub mod prelude {
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,
         ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse,
         Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
-        SubscriptionOptions, TransportError, UserInfo,
+        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TransportError, UserInfo,
     };
 }
 /// The runtime an adapter supplies (see [`adapter`]); code generic over

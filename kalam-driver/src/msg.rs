@@ -1,8 +1,8 @@
 //! The messages between the handles, the driver and its tasks.
 
 use kalam_proto::{
-    Answer, AuthProvider, CredentialRequestId, Decoded, Operation, RequestId, Result, SubId, SubscriptionOptions,
-    TransportError,
+    Answer, AuthProvider, CredentialRequestId, Decoded, Operation, RequestId, Result, SubId, SubscriptionInfo,
+    SubscriptionOptions, TransportError,
 };
 
 use crate::sync::{QueueTx, ReplyTx};
@@ -26,6 +26,10 @@ pub(crate) enum Command {
         reply: Waiter,
     },
     Unsubscribe(SubId),
+    /// Whether the WebSocket is up and authenticated.
+    IsConnected(ReplyTx<bool>),
+    /// The live queries open.
+    Subscriptions(ReplyTx<Vec<SubscriptionInfo>>),
 }
 
 /// What comes back to the driver: answers of its own futures.

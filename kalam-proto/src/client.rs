@@ -43,7 +43,7 @@ use crate::auth_machine::{
 };
 use crate::error::{Error, Result, TransportError};
 use crate::framing::Endpoints;
-use crate::live::LiveEvent;
+use crate::live::{LiveEvent, SubscriptionInfo};
 use crate::ops::{Decoded, Operation, Reply, RequestKind};
 use crate::options::{ConnectionOptions, KalamLinkTimeouts};
 use crate::secret::Secret;
@@ -313,6 +313,9 @@ pub struct ClientCore<W> {
     connect_waiters: Vec<W>,
     /// Live subscriptions, with their caller while it waits for the ack.
     subs: HashMap<SubId, Option<W>>,
+    /// When each subscription was opened and last delivered an event
+    /// (wall clock since the Unix epoch).
+    sub_times: HashMap<SubId, (Duration, Option<Duration>)>,
     /// Credential callbacks in progress, by deadline.
     callbacks: BTreeSet<(Instant, CredentialRequestId)>,
     /// The open socket's attempt.
@@ -336,6 +339,7 @@ impl<W> ClientCore<W> {
             session_token: None,
             connect_waiters: Vec::new(),
             subs: HashMap::new(),
+            sub_times: HashMap::new(),
             callbacks: BTreeSet::new(),
             socket: None,
             out: VecDeque::new(),
@@ -424,6 +428,29 @@ impl<W> ClientCore<W> {
         }
     }
 
+    /// Whether the WebSocket is up and authenticated.
+    pub fn is_connected(&self) -> bool {
+        self.ws.state() == WsState::Ready
+    }
+
+    /// The live queries open on this client, by id.
+    pub fn subscription_infos(&self) -> Vec<SubscriptionInfo> {
+        self.ws
+            .subscription_states()
+            .filter_map(|(id, sql, last_seq, state)| {
+                let (created, last_event) = *self.sub_times.get(&id)?;
+                Some(SubscriptionInfo {
+                    id,
+                    sql: sql.to_owned(),
+                    last_seq,
+                    state,
+                    created,
+                    last_event,
+                })
+            })
+            .collect()
+    }
+
     /// Subscribes. `waiter` gets [`Answer::Subscribed`] when the server
     /// acknowledges, or the refusal. Returns the id under which events will
     /// be delivered, or `None` when the subscription was refused at once
@@ -438,6 +465,7 @@ impl<W> ClientCore<W> {
         match self.ws.subscribe(sql, options, now) {
             Ok(sub) => {
                 self.subs.insert(sub, Some(waiter));
+                self.sub_times.insert(sub, (now.unix, None));
                 self.pump(now);
                 Some(sub)
             }
@@ -654,7 +682,14 @@ impl<W> ClientCore<W> {
                 }
             }
             WsOutput::TokenRejected(token) => self.auth.handle_token_rejected(&token, now),
-            WsOutput::Event(event) => self.on_ws_event(event),
+            WsOutput::Event(event) => {
+                if let WsEvent::Sub(sub, _) = &event
+                    && let Some((_, last)) = self.sub_times.get_mut(sub)
+                {
+                    *last = Some(now.unix);
+                }
+                self.on_ws_event(event)
+            }
         }
     }
 
@@ -716,6 +751,7 @@ impl<W> ClientCore<W> {
     /// Ends a subscription once: a caller still waiting gets the error (or
     /// [`Error::Closed`]); the stream ends.
     fn end_subscription(&mut self, sub: SubId, error: Option<Error>) {
+        self.sub_times.remove(&sub);
         match self.subs.remove(&sub) {
             Some(Some(waiter)) => {
                 self.complete(waiter, Err(error.unwrap_or(Error::Closed)));

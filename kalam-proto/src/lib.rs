@@ -158,7 +158,7 @@ pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
-pub use live::{LiveEvent, LiveRow, LiveRows};
+pub use live::{LiveEvent, LiveRow, LiveRows, SubscriptionInfo, SubscriptionState};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
 pub use secret::Secret;

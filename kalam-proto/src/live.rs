@@ -184,6 +184,43 @@ pub enum LiveEvent {
     Closed(Option<Error>),
 }
 
+/// Where a live query stands ([`SubscriptionInfo::state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SubscriptionState {
+    /// Waiting for a socket, or sent and waiting for the server's
+    /// acknowledgement (the first time).
+    Subscribing,
+    /// Acknowledged; its initial rows are coming.
+    Loading,
+    /// Initial rows complete; changes are delivered as they commit.
+    Live,
+    /// The socket dropped after it was acknowledged: waiting for a new
+    /// socket, or subscribed again and waiting for the acknowledgement. It
+    /// resumes after the last change delivered.
+    Resubscribing,
+}
+
+/// A live query open on a client, as `subscriptions()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionInfo {
+    /// Its id within the client (the stream's `id()`; what
+    /// `cancel_subscription` takes).
+    pub id: crate::ws::SubId,
+    /// The SQL it was opened with.
+    pub sql: String,
+    /// `_seq` of the last row delivered (where a resubscription resumes).
+    pub last_seq: Option<i64>,
+    /// Where it stands.
+    pub state: SubscriptionState,
+    /// When it was opened (wall clock, since the Unix epoch).
+    pub created: std::time::Duration,
+    /// When its last event was delivered (wall clock, since the Unix
+    /// epoch); `None` before the first.
+    pub last_event: Option<std::time::Duration>,
+}
+
 /// The current result set of a live query.
 #[derive(Debug, Clone, Default)]
 pub struct LiveRows {

@@ -93,3 +93,40 @@ fn a_subscription_nothing_could_connect_for_fails_with_the_cause() {
     }
     assert!(p.ended.iter().any(|(s, _)| *s == sub));
 }
+
+#[test]
+fn a_subscription_reports_where_it_stands() {
+    use kalam_proto::{SubscriptionOptions, SubscriptionState};
+    use support::batch_frame;
+
+    let mut p = Pump::with_token("t");
+    let state = |p: &Pump| p.core.subscription_infos()[0].state;
+    let (_, sub) = p.subscribe(
+        "SELECT * FROM app.t",
+        Some(SubscriptionOptions::default().with_batch_size(10)),
+    );
+    let sub = sub.unwrap();
+    assert!(!p.core.is_connected());
+    assert_eq!(state(&p), SubscriptionState::Subscribing);
+    p.bring_up();
+    assert!(p.core.is_connected());
+    let id = p.frames_of("subscribe")[0]["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    p.frame(&ack_frame(&id, true));
+    assert_eq!(state(&p), SubscriptionState::Loading);
+    p.frame(&batch_frame(&id, 0, false, 3));
+    assert_eq!(state(&p), SubscriptionState::Live);
+    let info = &p.core.subscription_infos()[0];
+    assert_eq!(
+        (info.id, info.sql.as_str(), info.last_seq),
+        (sub, "SELECT * FROM app.t", Some(3))
+    );
+    assert!(info.last_event.is_some());
+    p.socket_closed(None, "reset");
+    assert!(!p.core.is_connected());
+    assert_eq!(state(&p), SubscriptionState::Resubscribing);
+    p.unsubscribe(sub);
+    assert!(p.core.subscription_infos().is_empty());
+}

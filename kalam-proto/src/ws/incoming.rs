@@ -78,6 +78,7 @@ impl WsSession {
             return;
         }
         let expects_batches = s.options.is_some() || s.resumed_from.is_some();
+        s.acked_once = true;
         s.phase = if expects_batches {
             SubPhase::Loading
         } else {

@@ -46,7 +46,7 @@ mod incoming;
 mod io;
 mod pacer;
 
-use crate::live::{LiveEvent, LiveRow};
+use crate::live::{LiveEvent, LiveRow, SubscriptionState};
 use crate::ws_messages::{
     self, BatchControl, ChangeType, ClientMessage, MAX_BATCH_SIZE, MAX_CLIENT_FRAME, Protocol, ServerMessage,
     Subscription, SubscriptionOptions,
@@ -97,6 +97,9 @@ enum SubPhase {
 #[derive(Debug)]
 struct Sub {
     sql: String,
+    /// The server acknowledged it once (on some socket): a later
+    /// subscribe is a resubscription.
+    acked_once: bool,
     options: Option<SubscriptionOptions>,
     last_seq: Option<i64>,
     phase: SubPhase,
@@ -235,6 +238,20 @@ impl WsSession {
         }
     }
 
+    /// The open subscriptions: id, SQL, last `_seq` delivered, and where
+    /// each stands.
+    pub fn subscription_states(&self) -> impl Iterator<Item = (SubId, &str, Option<i64>, SubscriptionState)> {
+        self.subs.iter().map(|(id, s)| {
+            let state = match (s.phase, s.acked_once) {
+                (SubPhase::Queued | SubPhase::Subscribing, false) => SubscriptionState::Subscribing,
+                (SubPhase::Queued | SubPhase::Subscribing, true) => SubscriptionState::Resubscribing,
+                (SubPhase::Loading, _) => SubscriptionState::Loading,
+                (SubPhase::Live, _) => SubscriptionState::Live,
+            };
+            (*id, s.sql.as_str(), s.last_seq, state)
+        })
+    }
+
     /// The state of the connection.
     pub fn state(&self) -> WsState {
         match self.conn {
@@ -356,6 +373,7 @@ impl WsSession {
             id,
             Sub {
                 sql,
+                acked_once: false,
                 options,
                 last_seq: None,
                 phase: SubPhase::Queued,

@@ -40,3 +40,49 @@ pub async fn a_column_set_to_null_reads_as_none_in_a_live_update<R: Runtime>(b: 
         }
     }
 }
+
+/// What an application can ask of a client: whether the WebSocket is up,
+/// the live queries open (id, SQL, last `_seq`, times, state), and ending
+/// one by id from anywhere.
+pub async fn connection_and_subscription_state<R: Runtime>(b: &dyn Backend) {
+    use crate::scenarios::PATIENCE;
+
+    let client = root::<R>(b, &b.url());
+    let table = setup_table(&client, "conf_state").await;
+    client
+        .execute_query(&format!("DELETE FROM {table} WHERE id = 77"))
+        .await
+        .expect("clean");
+    assert!(!client.is_connected().await, "no socket before the first live query");
+    let sql = format!("SELECT * FROM {table} WHERE id = 77");
+    let mut s = client.live_events(&sql).await.expect("subscribe");
+    until_ready(&mut s).await;
+    assert!(client.is_connected().await);
+    client
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (77, 's', 1)"))
+        .await
+        .expect("insert");
+    let seq = loop {
+        if let LiveEvent::Insert { row } = next_event(&mut s).await {
+            break row.seq();
+        }
+    };
+    let subs = client.clone().subscriptions().await;
+    assert_eq!(subs.len(), 1, "{subs:?}");
+    let info = &subs[0];
+    assert_eq!(info.id, s.id());
+    assert_eq!(info.sql, sql);
+    assert_eq!(info.state, SubscriptionState::Live);
+    assert_eq!(info.last_seq, seq);
+    assert!(info.last_event.is_some_and(|t| t >= info.created), "{info:?}");
+
+    client.cancel_subscription(s.id());
+    let ended = tokio::time::timeout(PATIENCE, async {
+        while let Some(item) = s.next().await {
+            item.expect("no error on a cancelled stream");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the cancelled stream ends");
+    assert!(client.subscriptions().await.is_empty());
+}

@@ -125,6 +125,7 @@ macro_rules! for_each_scenario {
             files_token_expired_upload_is_sent_again,
             files_a_streaming_download_counts_against_the_cap,
             a_column_set_to_null_reads_as_none_in_a_live_update,
+            connection_and_subscription_state,
         );
     };
 }
