@@ -493,6 +493,26 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
+    /// The three hooks at once ([`on_connect`](Self::on_connect),
+    /// [`on_disconnect`](Self::on_disconnect), [`on_error`](Self::on_error)),
+    /// as one value that can be built apart and reused. A hook it leaves
+    /// unset keeps the one set before.
+    pub fn event_handlers(mut self, handlers: EventHandlers) -> Self {
+        let EventHandlers(hooks) = handlers;
+        self.hooks.on_connect = hooks.on_connect.or(self.hooks.on_connect);
+        self.hooks.on_disconnect = hooks.on_disconnect.or(self.hooks.on_disconnect);
+        self.hooks.on_error = hooks.on_error.or(self.hooks.on_error);
+        self
+    }
+
+    /// How many idle keep-alive HTTP connections are kept for reuse (the
+    /// official client's name for
+    /// [`ConnectionOptions::with_http_pool_max_idle`]).
+    pub fn http_pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.options = self.options.with_http_pool_max_idle(n);
+        self
+    }
+
     /// Seed of the reconnect jitter (default: random per client). Fixed
     /// seeds make reconnect schedules reproducible in tests; the multipart
     /// boundaries of uploads stay random whatever the seed.
@@ -548,5 +568,57 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
             }),
             _rt: PhantomData,
         })
+    }
+}
+
+/// The connection hooks as one value, for
+/// [`KalamLinkClientBuilder::event_handlers`]: each is called on the driver
+/// task (keep it short).
+///
+/// ```
+/// use kalam_driver::EventHandlers;
+///
+/// let handlers = EventHandlers::new()
+///     .on_connect(|| println!("live"))
+///     .on_disconnect(|why| eprintln!("socket closed: {why}"))
+///     .on_error(|e| eprintln!("{e}"));
+/// # drop(handlers);
+/// ```
+#[derive(Clone, Default)]
+pub struct EventHandlers(Callbacks);
+
+impl EventHandlers {
+    /// No hooks.
+    pub fn new() -> Self {
+        EventHandlers::default()
+    }
+
+    /// When the WebSocket is authenticated, after every (re)connect.
+    pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.0.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// When the WebSocket drops or closes, with the reason.
+    pub fn on_disconnect(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.0.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Connection-level errors of the WebSocket, and warnings such as a
+    /// large clock skew.
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.0.on_error = Some(Arc::new(hook));
+        self
+    }
+}
+
+impl std::fmt::Debug for EventHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHandlers")
+            .field("on_connect", &self.0.on_connect.is_some())
+            .field("on_disconnect", &self.0.on_disconnect.is_some())
+            .field("on_error", &self.0.on_error.is_some())
+            .finish()
     }
 }

@@ -40,7 +40,7 @@ mod msg;
 mod socket;
 mod sync;
 
-pub use client::{DEFAULT_BASE_URL, KalamLinkClient, KalamLinkClientBuilder};
+pub use client::{DEFAULT_BASE_URL, EventHandlers, KalamLinkClient, KalamLinkClientBuilder};
 pub use consumer::{ConsumerBuilder, TopicConsumer};
 pub use files::{FileDownload, FileSource, FileUpload, UploadProgress};
 
@@ -48,6 +48,7 @@ pub use files::{FileDownload, FileSource, FileUpload, UploadProgress};
 /// own `KalamLinkClient` and `KalamLinkClientBuilder`.
 pub mod prelude {
     pub use crate::DEFAULT_BASE_URL;
+    pub use crate::client::EventHandlers;
     pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
     pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
     pub use crate::live::{LiveEvents, LiveQuery};

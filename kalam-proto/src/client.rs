@@ -696,10 +696,11 @@ impl<W> ClientCore<W> {
     fn on_ws_event(&mut self, event: WsEvent) {
         match event {
             WsEvent::Connected => {
+                // The hook first: `on_connect` has run when `connect()` returns.
+                self.out.push_back(CoreOutput::Hook(Hook::Connected));
                 for w in std::mem::take(&mut self.connect_waiters) {
                     self.complete(w, Ok(Answer::Connected));
                 }
-                self.out.push_back(CoreOutput::Hook(Hook::Connected));
             }
             WsEvent::Disconnected { reason, will_reconnect } => {
                 if !will_reconnect {

@@ -37,3 +37,28 @@ fn build_outside_a_runtime_is_a_typed_error() {
     let r = kalam_tokio::KalamLinkClient::builder().build();
     assert!(matches!(r, Err(kalam_tokio::Error::Runtime(_))), "{r:?}");
 }
+
+/// Code written against the official client's builder options and state
+/// calls, compiled against this crate.
+#[allow(unreachable_code)]
+async fn official_client_builder_and_state(id: kalam_tokio::SubId) -> kalam_tokio::Result<()> {
+    use kalam_client::{EventHandlers, KalamLinkClient};
+
+    let client = KalamLinkClient::builder()
+        .base_url("http://localhost:8080")
+        .timeout(std::time::Duration::from_secs(30))
+        .http_pool_max_idle_per_host(10)
+        .event_handlers(
+            EventHandlers::new()
+                .on_connect(|| println!("connected"))
+                .on_disconnect(|reason| println!("disconnected: {reason}"))
+                .on_error(|e| eprintln!("error: {e}")),
+        )
+        .build()?;
+    let _connected: bool = client.is_connected().await;
+    for info in client.subscriptions().await {
+        println!("{:?} {} {:?} {:?}", info.id, info.sql, info.last_seq, info.state);
+    }
+    client.cancel_subscription(id);
+    Ok(())
+}

@@ -86,3 +86,28 @@ pub async fn connection_and_subscription_state<R: Runtime>(b: &dyn Backend) {
     assert!(ended.is_ok(), "the cancelled stream ends");
     assert!(client.subscriptions().await.is_empty());
 }
+
+/// The hooks given as one `EventHandlers` value fire like the builder's
+/// `on_*` methods.
+pub async fn event_handlers_fire<R: Runtime>(b: &dyn Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use kalam_driver::{EventHandlers, KalamLinkClient};
+
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counted = connects.clone();
+    let client = KalamLinkClient::<R>::builder()
+        .base_url(b.url())
+        .auth(AuthProvider::system_user_auth(b.root_password()))
+        .http_pool_max_idle_per_host(2)
+        .event_handlers(EventHandlers::new().on_connect(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }))
+        .build()
+        .expect("client");
+    client.connect().await.expect("connect");
+    assert_eq!(connects.load(Ordering::SeqCst), 1);
+    assert!(client.is_connected().await);
+    client.execute_query("SELECT 1").await.expect("a query");
+}

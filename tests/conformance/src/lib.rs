@@ -126,6 +126,7 @@ macro_rules! for_each_scenario {
             files_a_streaming_download_counts_against_the_cap,
             a_column_set_to_null_reads_as_none_in_a_live_update,
             connection_and_subscription_state,
+            event_handlers_fire,
         );
     };
 }
