@@ -40,6 +40,8 @@
 //! (accept compressed WebSocket frames).
 
 #![forbid(unsafe_code)]
+// docs.rs shows which feature each gated item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod http;
 mod net;

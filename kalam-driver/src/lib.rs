@@ -28,6 +28,8 @@
 //! executor; no lock is held across an `.await`.
 
 #![forbid(unsafe_code)]
+// docs.rs shows which feature each gated item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod adapter;

@@ -126,6 +126,8 @@
 //! threads and `std::net`, so the discipline is checked, not just promised.
 
 #![forbid(unsafe_code)]
+// docs.rs shows which feature each gated item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod admin;

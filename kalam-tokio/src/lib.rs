@@ -107,6 +107,8 @@
 //! `gzip` (accept compressed WebSocket frames).
 
 #![forbid(unsafe_code)]
+// docs.rs shows which feature each gated item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod compat;
 mod http;

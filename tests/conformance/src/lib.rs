@@ -369,3 +369,24 @@ pub fn unix_now() -> u64 {
 pub fn mint(secret: &str, sub: &str, role: &str, token_type: &str, iat: u64, exp: u64) -> String {
     kalam_testkit::sign_jwt(secret, &kalam_testkit::Claims::new(sub, role, token_type, iat, exp))
 }
+
+/// Pins an adapter's public names: `pin_public_api!(kalam_tokio)` in a
+/// test of the adapter names every type an application uses, so a rename
+/// or a removal fails to compile (additions are free). The seed-docs tests
+/// pin the upstream docs' names and signatures the same way.
+#[macro_export]
+macro_rules! pin_public_api {
+    ($adapter:ident) => {
+        #[allow(unused_imports)]
+        use $adapter::{
+            AckResponse, AuthProvider, AuthRefreshCallback, AutoOffsetReset, CellError, ClusterHealth, ClusterNode,
+            ConnectionOptions, ConsumerBuilder, ConsumerRecord, DEFAULT_BASE_URL, DownloadInfo, DynamicAuthProvider,
+            Error, ErrorCode, EventHandlers, FileDownload, FileRef, FileSource, FileUpload, HealthResponse,
+            KalamDataType, KalamLinkClient, KalamLinkClientBuilder, KalamLinkTimeouts, LiveEvent, LiveEvents,
+            LiveQuery, LiveRow, LiveRows, LoginResponse, MeResponse, Param, QueryRequest, QueryResponse, QueryResult,
+            Result, Row, SchemaField, Secret, ServerError, SetupRequest, SetupResponse, SetupStatus, SubId,
+            SubscriptionInfo, SubscriptionOptions, SubscriptionState, TopicConsumer, TopicOp, TransportError,
+            UploadProgress, UserInfo, generic, rt,
+        };
+    };
+}

@@ -85,6 +85,8 @@
 //! [`TestServerBuilder::ws_idle_timeout`]: crate::TestServerBuilder::ws_idle_timeout
 
 #![forbid(unsafe_code)]
+// docs.rs shows which feature each gated item needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The server's parts, each by concern: the builder and the running server
 // (its controls), what a test reads and provokes (`controls`), the shared

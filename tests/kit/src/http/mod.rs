@@ -248,7 +248,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Answer {
                 .unwrap_or_default();
             reply(setup::cluster_health(&state, host))
         }
-        (Method::POST, "/v1/api/sql") if let Some(caller) = sql_caller => {
+        (Method::POST, "/v1/api/sql") if sql_caller.is_some() => {
+            let Some(caller) = sql_caller else {
+                unreachable!("checked by the guard")
+            };
             let multipart = is_multipart(&headers);
             state.count(|c| {
                 c.queries += 1;
