@@ -79,6 +79,8 @@ impl ClientConfig {
                 max_in_flight: options.http_max_connections.max(1),
                 files: crate::files::FileLimits::from_options(options),
                 boundary_seed: seed.rotate_left(17) ^ 0x6b61_6c61_6d2d_6d70,
+                rate_limit_retry: options.rate_limit_retry,
+                retry_budget: timeouts.receive_timeout,
                 ..AuthConfig::default()
             },
             ws: WsConfig::from_options(options, timeouts, seed),
@@ -299,6 +301,22 @@ impl<W: std::fmt::Debug> std::fmt::Debug for CoreOutput<W> {
     }
 }
 
+fn unix_ms(now: Now) -> u64 {
+    u64::try_from(now.unix.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A live subscription as the core keeps it.
+#[derive(Debug)]
+struct SubEntry<W> {
+    /// Its caller, while it waits for the acknowledgement.
+    waiter: Option<W>,
+    /// When it was opened and last delivered an event (wall clock, in
+    /// milliseconds since the Unix epoch; 0: no event yet). Kept small:
+    /// every idle subscription pays for it.
+    created_ms: u64,
+    last_event_ms: u64,
+}
+
 /// The client core. See the [module docs](self).
 #[derive(Debug)]
 pub struct ClientCore<W> {
@@ -312,10 +330,7 @@ pub struct ClientCore<W> {
     session_token: Option<Secret>,
     connect_waiters: Vec<W>,
     /// Live subscriptions, with their caller while it waits for the ack.
-    subs: HashMap<SubId, Option<W>>,
-    /// When each subscription was opened and last delivered an event
-    /// (wall clock since the Unix epoch).
-    sub_times: HashMap<SubId, (Duration, Option<Duration>)>,
+    subs: HashMap<SubId, SubEntry<W>>,
     /// Credential callbacks in progress, by deadline.
     callbacks: BTreeSet<(Instant, CredentialRequestId)>,
     /// The open socket's attempt.
@@ -339,7 +354,6 @@ impl<W> ClientCore<W> {
             session_token: None,
             connect_waiters: Vec::new(),
             subs: HashMap::new(),
-            sub_times: HashMap::new(),
             callbacks: BTreeSet::new(),
             socket: None,
             out: VecDeque::new(),
@@ -374,7 +388,7 @@ impl<W> ClientCore<W> {
 
     /// Waiters not yet answered (operations, connects, subscribes).
     pub fn pending_waiters(&self) -> usize {
-        self.ops.len() + self.connect_waiters.len() + self.subs.values().filter(|w| w.is_some()).count()
+        self.ops.len() + self.connect_waiters.len() + self.subs.values().filter(|s| s.waiter.is_some()).count()
     }
 
     /// Live subscriptions (acknowledged or not).
@@ -438,7 +452,9 @@ impl<W> ClientCore<W> {
         self.ws
             .subscription_states()
             .filter_map(|(id, sql, last_seq, state)| {
-                let (created, last_event) = *self.sub_times.get(&id)?;
+                let entry = self.subs.get(&id)?;
+                let created = Duration::from_millis(entry.created_ms);
+                let last_event = (entry.last_event_ms > 0).then(|| Duration::from_millis(entry.last_event_ms));
                 Some(SubscriptionInfo {
                     id,
                     sql: sql.to_owned(),
@@ -464,8 +480,14 @@ impl<W> ClientCore<W> {
     ) -> Option<SubId> {
         match self.ws.subscribe(sql, options, now) {
             Ok(sub) => {
-                self.subs.insert(sub, Some(waiter));
-                self.sub_times.insert(sub, (now.unix, None));
+                self.subs.insert(
+                    sub,
+                    SubEntry {
+                        waiter: Some(waiter),
+                        created_ms: unix_ms(now),
+                        last_event_ms: 0,
+                    },
+                );
                 self.pump(now);
                 Some(sub)
             }
@@ -684,9 +706,9 @@ impl<W> ClientCore<W> {
             WsOutput::TokenRejected(token) => self.auth.handle_token_rejected(&token, now),
             WsOutput::Event(event) => {
                 if let WsEvent::Sub(sub, _) = &event
-                    && let Some((_, last)) = self.sub_times.get_mut(sub)
+                    && let Some(entry) = self.subs.get_mut(sub)
                 {
-                    *last = Some(now.unix);
+                    entry.last_event_ms = unix_ms(now).max(1);
                 }
                 self.on_ws_event(event)
             }
@@ -721,11 +743,11 @@ impl<W> ClientCore<W> {
             }
             WsEvent::Sub(sub, LiveEvent::Closed(error)) => self.end_subscription(sub, error),
             WsEvent::Sub(sub, event) => {
-                let Some(waiter) = self.subs.get_mut(&sub) else {
+                let Some(entry) = self.subs.get_mut(&sub) else {
                     return;
                 };
                 if matches!(event, LiveEvent::Subscribed { .. })
-                    && let Some(w) = waiter.take()
+                    && let Some(w) = entry.waiter.take()
                 {
                     self.complete(w, Ok(Answer::Subscribed(sub)));
                 }
@@ -752,8 +774,7 @@ impl<W> ClientCore<W> {
     /// Ends a subscription once: a caller still waiting gets the error (or
     /// [`Error::Closed`]); the stream ends.
     fn end_subscription(&mut self, sub: SubId, error: Option<Error>) {
-        self.sub_times.remove(&sub);
-        match self.subs.remove(&sub) {
+        match self.subs.remove(&sub).map(|e| e.waiter) {
             Some(Some(waiter)) => {
                 self.complete(waiter, Err(error.unwrap_or(Error::Closed)));
                 self.out.push_back(CoreOutput::EndSubscription { sub, error: None });

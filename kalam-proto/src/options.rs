@@ -47,6 +47,11 @@ pub struct ConnectionOptions {
     /// sending (default 10 MiB: the server refuses a larger `Content-Length`
     /// with `413 BODY_TOO_LARGE`, whatever the per-file limit).
     pub max_upload_body_bytes: u64,
+    /// Send again a SQL request the server refused for rate (`429`: it
+    /// never ran), after a pause, within the receive timeout of its
+    /// submission, and pace SQL requests under the rate the server took
+    /// (default `true`). With `false`, a `429` goes to the caller at once.
+    pub rate_limit_retry: bool,
 }
 
 impl Default for ConnectionOptions {
@@ -66,6 +71,7 @@ impl Default for ConnectionOptions {
             max_file_bytes: 25 << 20,
             max_files_per_request: 20,
             max_upload_body_bytes: 10 << 20,
+            rate_limit_retry: true,
         }
     }
 }
@@ -111,6 +117,13 @@ impl ConnectionOptions {
     /// Most idle HTTP connections kept per host.
     pub fn with_http_pool_max_idle(mut self, n: usize) -> Self {
         self.http_pool_max_idle = n;
+        self
+    }
+
+    /// Retry and pace SQL requests refused for rate (default on; see the
+    /// field [`rate_limit_retry`](Self::rate_limit_retry)).
+    pub fn with_rate_limit_retry(mut self, on: bool) -> Self {
+        self.rate_limit_retry = on;
         self
     }
 

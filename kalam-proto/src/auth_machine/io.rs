@@ -44,8 +44,16 @@ pub struct AuthConfig {
     pub max_in_flight: usize,
     /// Limits checked before an upload is sent.
     pub files: FileLimits,
-    /// Seeds the multipart boundaries of uploads.
+    /// Seeds the multipart boundaries of uploads (and the jitter of the
+    /// rate-limit pauses).
     pub boundary_seed: u64,
+    /// A SQL request refused `429` (it never ran) is sent again after the
+    /// pause, and SQL requests are paced under the rate the server took.
+    /// Default on.
+    pub rate_limit_retry: bool,
+    /// How long after its submission a refused request may still be sent
+    /// again; past it, the caller gets the `429`. Default 30 s.
+    pub retry_budget: Duration,
 }
 
 impl Default for AuthConfig {
@@ -58,6 +66,8 @@ impl Default for AuthConfig {
             max_in_flight: 64,
             files: FileLimits::default(),
             boundary_seed: 0,
+            rate_limit_retry: true,
+            retry_budget: Duration::from_secs(30),
         }
     }
 }

@@ -63,6 +63,7 @@ use crate::types::LoginResponse;
 
 mod clock;
 mod io;
+mod pacing;
 mod recovery;
 mod token;
 
@@ -118,6 +119,9 @@ struct PendingOp {
     /// An upload's framed body.
     plan: Option<UploadPlan>,
     retried: bool,
+    /// When it was submitted: a refusal for rate is retried until
+    /// `retry_budget` after it.
+    submitted: Instant,
 }
 
 /// The auth lifecycle machine. See the [module docs](self).
@@ -163,6 +167,8 @@ pub struct AuthMachine {
     /// The server's clock, estimated from its answers.
     clock: ServerClock,
     probe: Probe,
+    /// The server's query rate, as learned from its refusals.
+    pacer: pacing::RatePacer,
     /// A request with the current token was answered other than
     /// `TOKEN_EXPIRED`: the server takes it.
     token_accepted: bool,
@@ -183,6 +189,7 @@ impl AuthMachine {
     /// credentials. Nothing is sent until an operation needs it; a token
     /// given here arms the expiry timer at once.
     pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: AuthConfig, now: Now) -> Self {
+        let pacer_seed = config.boundary_seed;
         let mut m = AuthMachine {
             endpoints,
             config,
@@ -209,6 +216,7 @@ impl AuthMachine {
             prefer_provider: false,
             clock: ServerClock::default(),
             probe: Probe::NotYet,
+            pacer: pacing::RatePacer::new(pacer_seed),
             token_accepted: false,
             fresh_refusals: 0,
             recover_after: None,
@@ -309,6 +317,7 @@ impl AuthMachine {
                 body,
                 plan,
                 retried: false,
+                submitted: now.instant,
             },
         );
         match request {
@@ -379,6 +388,9 @@ impl AuthMachine {
         };
         if let Some(date) = decoded.date {
             self.observe_clock(date, now);
+        }
+        if pacing::paced(kind) && !decoded.result.as_ref().is_err_and(pacing::is_rate_limited) {
+            self.pacer.taken(now.instant);
         }
         if let InFlight::Op {
             token_gen: Some(sent_gen),
@@ -615,6 +627,10 @@ impl AuthMachine {
     /// and each refused request is sent once more: the server refused it
     /// before running it. A second refusal of the same request is final.
     fn op_failed(&mut self, op: OpId, token_gen: Option<u64>, error: Error, now: Now) {
+        let error = match self.rate_refused(op, error, now) {
+            Some(error) => error,
+            None => return, // waits for the pause, to go again
+        };
         let current = token_gen == Some(self.token_gen);
         let refused_token = token_gen.is_some() && error.is_credentials_rejected();
         // Sent with a token since replaced (new credentials, a recovery):
@@ -685,20 +701,14 @@ impl AuthMachine {
                 while let Some(op) = self.waiting_tokens.pop_front() {
                     self.dispatch(op, Some(&header));
                 }
-                while self.op_requests < self.config.max_in_flight.max(1) {
-                    let Some(op) = self.waiting.pop_front() else { break };
-                    self.dispatch(op, Some(&header));
-                }
+                self.dispatch_waiting(Some(&header), now);
                 return;
             }
             if self.anonymous_allowed() {
                 while let Some(op) = self.waiting_tokens.pop_front() {
                     self.dispatch(op, None);
                 }
-                while self.op_requests < self.config.max_in_flight.max(1) {
-                    let Some(op) = self.waiting.pop_front() else { break };
-                    self.dispatch(op, None);
-                }
+                self.dispatch_waiting(None, now);
                 return;
             }
             if !matches!(self.phase, Phase::Idle) {

@@ -227,10 +227,8 @@ impl AuthMachine {
         });
         let token = token.map(|at| local_instant(&self.clock, now, at));
         let backoff = self.recover_after.filter(|t| *t > now.instant);
-        self.timer = match (token, backoff) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let pace = self.pace_timer(now);
+        self.timer = [token, backoff, pace].into_iter().flatten().min();
     }
 
     /// A token just obtained from `from`, noted as arriving now; refused

@@ -111,3 +111,30 @@ pub async fn event_handlers_fire<R: Runtime>(b: &dyn Backend) {
     assert!(client.is_connected().await);
     client.execute_query("SELECT 1").await.expect("a query");
 }
+
+/// Far more concurrent queries than the server takes per second (100 per
+/// user): every one succeeds, paced and retried by the client, with no
+/// connection beyond the cap. 500 against the kit (set to the server's
+/// limit), 500 and then 2,000 against the real server.
+pub async fn concurrent_queries_within_the_servers_rate<R: Runtime>(b: &dyn Backend) {
+    let client = root::<R>(b, &b.url());
+    client.execute_query("SELECT 1").await.expect("logged in");
+    let rounds: &[usize] = if b.is_real() { &[500, 2_000] } else { &[500] };
+    for &n in rounds {
+        let queries = (0..n).map(|i| {
+            let client = client.clone();
+            async move { client.execute_query(&format!("SELECT {i}")).await }
+        });
+        let results = futures_util::future::join_all(queries).await;
+        let failed: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {n} failed, first: {:?}",
+            failed.len(),
+            failed.first()
+        );
+    }
+}

@@ -182,15 +182,32 @@ pub async fn broken_answers_are_typed_errors_and_lose_nothing<R: Runtime>(server
     let e = client.execute_query("SELECT 1").await.unwrap_err();
     assert_eq!(e.server().map(|s| s.status), Some(503));
 
-    server.fail_next(
-        1,
+    // A refusal for rate never ran the statement: it is sent again after
+    // the server's Retry-After, and succeeds.
+    let limited = || {
         Fault::json(
             429,
             r#"{"error":"RATE_LIMIT_EXCEEDED","message":"slow down","retry_after_seconds":1}"#,
         )
-        .on("/v1/api/sql"),
-    );
-    let e = client.execute_query("SELECT 1").await.unwrap_err();
+        .on("/v1/api/sql")
+    };
+    server.fail_next(1, limited());
+    let before = server.counters().queries;
+    client
+        .execute_query("SELECT 1")
+        .await
+        .expect("sent again after the pause");
+    assert_eq!(server.counters().queries - before, 2, "refused once, then run");
+    // With the retry off, the caller gets it typed, with the server's word.
+    let no_retry = KalamLinkClient::<R>::builder()
+        .base_url(server.url())
+        .auth(AuthProvider::system_user_auth(server.root_password().into()))
+        .connection_options(ConnectionOptions::default().with_rate_limit_retry(false))
+        .build()
+        .unwrap();
+    no_retry.execute_query("SELECT 1").await.unwrap();
+    server.fail_next(1, limited());
+    let e = no_retry.execute_query("SELECT 1").await.unwrap_err();
     let s = e.server().unwrap();
     assert_eq!((&s.code, s.retry_after_secs), (&ErrorCode::RateLimitExceeded, Some(1)));
 

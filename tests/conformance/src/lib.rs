@@ -127,6 +127,7 @@ macro_rules! for_each_scenario {
             a_column_set_to_null_reads_as_none_in_a_live_update,
             connection_and_subscription_state,
             event_handlers_fire,
+            concurrent_queries_within_the_servers_rate,
         );
     };
 }
@@ -204,6 +205,10 @@ pub struct ServerSettings {
     /// Every n-th change notification of a subscription is dropped, as the
     /// server does under a burst (kit only).
     pub drop_every_nth_change: Option<u64>,
+    /// SQL requests per second per user, as the server's
+    /// `rate_limit.max_queries_per_sec` (100 on the real server by
+    /// default; the kit has none unless set).
+    pub max_queries_per_sec: Option<u32>,
 }
 
 impl ServerSettings {
@@ -243,6 +248,10 @@ impl ServerSettings {
                 clock_offset: Some(25 * 3600),
                 ..ServerSettings::default()
             },
+            "concurrent_queries_within_the_servers_rate" => ServerSettings {
+                max_queries_per_sec: Some(100),
+                ..ServerSettings::default()
+            },
             "unacknowledged_records_come_again" => ServerSettings {
                 topic_visibility_timeout: Some(scenarios::SHORT_VISIBILITY_TIMEOUT),
                 ..ServerSettings::default()
@@ -268,6 +277,9 @@ impl ServerSettings {
         }
         if let Some(n) = self.drop_every_nth_change {
             builder = builder.drop_every_nth_change(n);
+        }
+        if let Some(n) = self.max_queries_per_sec {
+            builder = builder.max_queries_per_sec(n);
         }
         builder
             .needs_setup(self.needs_setup)
@@ -317,6 +329,11 @@ pub trait Backend: Send + Sync {
     /// JWT secret does (the real server restarts on the same port with a
     /// new secret); users and passwords stay.
     fn rotate_jwt_secret(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Whether this is the real server (a scenario may ask more of it than
+    /// of the kit, where the point needs time, say).
+    fn is_real(&self) -> bool {
+        false
+    }
 }
 
 impl Backend for TestServer {
@@ -340,6 +357,9 @@ impl Backend for TestServer {
 impl Backend for RealServer {
     fn url(&self) -> String {
         RealServer::url(self)
+    }
+    fn is_real(&self) -> bool {
+        true
     }
     fn root_password(&self) -> String {
         REAL_ROOT_PASSWORD.into()
