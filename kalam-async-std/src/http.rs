@@ -23,7 +23,11 @@ use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
 use kalam_driver::adapter::{ReleaseAtEnd, failed_exchange, reusable_after};
 use kalam_proto::TransportError;
 
-use crate::net::{Io, secure, tcp};
+use kalam_driver::adapter::Target;
+use kalam_driver::adapter::net::{AbsoluteForm, connect_error, forwarded_refusal, typed_failure};
+use kalam_proto::proxy::{Route, Scheme};
+
+use crate::net::{Io, open};
 
 /// One keep-alive connection: the byte stream (TLS or not) as a handle
 /// async-h1 can share between writing and reading, and the TCP socket
@@ -31,6 +35,9 @@ use crate::net::{Io, secure, tcp};
 struct Conn {
     io: async_dup::Arc<async_dup::Mutex<Box<dyn Io>>>,
     tcp: TcpStream,
+    /// To a forwarding proxy: arms the absolute-form rewrite of the next
+    /// request line (async-h1 writes origin form only).
+    absolute: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A pooled HTTP/1.1 client with the client's time and size limits.
@@ -38,13 +45,34 @@ struct Conn {
 pub struct HttpClient {
     pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
+    target: Target,
+    /// Through an HTTP proxy, for an `http://` server: the origin the
+    /// requests name in absolute form, and the proxy's credentials.
+    forward: Option<(String, Option<http::HeaderValue>)>,
+    /// The forwarding proxy, as it shows in errors (`http://host:port`).
+    forward_proxy: String,
 }
 
 impl HttpClient {
     pub(crate) fn new(settings: &HttpSettings) -> Self {
+        let target = Target {
+            scheme: if settings.tls { Scheme::Https } else { Scheme::Http },
+            host: settings.host.clone(),
+            port: settings.port,
+        };
+        let (forward, forward_proxy) = match settings.net.route(target.scheme, &target.host, target.port) {
+            Route::Forward(proxy) => (
+                Some((format!("http://{}", settings.authority), proxy.authorization())),
+                proxy.to_string(),
+            ),
+            Route::Direct | Route::Tunnel(_) => (None, String::new()),
+        };
         HttpClient {
             pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits: settings.clone(),
+            target,
+            forward,
+            forward_proxy,
         }
     }
 
@@ -128,7 +156,14 @@ impl HttpClient {
     ) -> Result<(Conn, http_types::Response, bool), TransportError> {
         use futures_util::future::{Either, select};
 
+        let mut request = request;
         let (conn, reused) = self.checkout().await?;
+        if let Some(arm) = &conn.absolute {
+            if let Some((_, Some(authorization))) = &self.forward {
+                request.insert_header("proxy-authorization", authorization.to_str().unwrap_or_default());
+            }
+            arm.store(true, Ordering::Release);
+        }
         let mut encoder = async_h1::client::Encoder::new(request);
         let mut io = conn.io.clone();
         let send = futures_util::io::copy(&mut encoder, &mut io);
@@ -148,17 +183,39 @@ impl HttpClient {
                 }
                 match receive.await {
                     Ok(response) => (Ok(response), false),
-                    Err(_) => return Err(failed(sending.to_string())),
+                    Err(received) => {
+                        // The read side has the reason when there is one (a
+                        // TLS alert: no client certificate, say).
+                        let typed = received
+                            .downcast_ref::<std::io::Error>()
+                            .and_then(|io| typed_failure(io))
+                            .or_else(|| typed_failure(&sending));
+                        return Err(typed.unwrap_or_else(|| failed(sending.to_string())));
+                    }
                 }
             }
             Either::Right((response, _)) => (response, false),
         };
-        let response = response.map_err(|e| failed(e.to_string()))?;
+        let response = response.map_err(|e| {
+            // A TLS alert (no client certificate, say) comes on the first read.
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| typed_failure(io))
+                .unwrap_or_else(|| failed(e.to_string()))
+        })?;
         // A connection whose request was not sent whole cannot carry another.
         // Nor can one that carried an error answer: a server answers some
         // (a refused token) before it reads the body, then closes the
         // connection, often without saying so; reused, it would fail the
         // next request (a refresh, a retry) that it never received.
+        if self.forward.is_some()
+            && let Some(refused) = forwarded_refusal(
+                u16::from(response.status()),
+                &self.forward_proxy,
+                &self.limits.authority,
+            )
+        {
+            return Err(refused);
+        }
         let keep = reusable_after(
             whole,
             u16::from(response.status()),
@@ -183,11 +240,19 @@ impl HttpClient {
             return Ok((conn, true));
         }
         let connect = async {
-            let tcp = tcp(&self.limits.host, self.limits.port).await?;
-            let io = secure(tcp.clone(), &self.limits.host, self.limits.tls).await?;
+            let (io, tcp) = open(&self.limits.net, &self.target).await?;
+            let (io, absolute) = match &self.forward {
+                Some((origin, _)) => {
+                    let absolute = AbsoluteForm::new(io, origin);
+                    let arm = absolute.arm_handle();
+                    (Box::new(absolute) as Box<dyn Io>, Some(arm))
+                }
+                None => (io, None),
+            };
             Ok::<_, std::io::Error>(Conn {
                 io: async_dup::Arc::new(async_dup::Mutex::new(io)),
                 tcp,
+                absolute,
             })
         };
         let limit = self.limits.connect_timeout;
@@ -195,7 +260,7 @@ impl HttpClient {
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {limit:?}")))?
             .map(|conn| (conn, false))
-            .map_err(|e| TransportError::Connect(e.to_string()))
+            .map_err(|e| connect_error(&e))
     }
 }
 

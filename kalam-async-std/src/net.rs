@@ -1,25 +1,39 @@
-//! Connections: async-std TCP, inside TLS for `https://` and `wss://`
-//! (rustls behind the `rustls` feature). Used by the HTTP client and the
-//! WebSocket.
+//! Connections: async-std TCP, through a proxy's `CONNECT` tunnel when the
+//! route says so (kalam-proto decides it, kalam-driver speaks it), inside
+//! TLS for `https://` and `wss://` (rustls behind the `rustls` feature).
+//! Used by the HTTP client and the WebSocket.
 
 use async_std::net::TcpStream;
 use futures_util::io::{AsyncRead, AsyncWrite};
+use kalam_driver::adapter::net::tunnel;
+use kalam_driver::adapter::{Network, Target};
+use kalam_proto::proxy::Route;
 
 /// A connected byte stream: TCP, or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
-/// Connects to `host:port`, without Nagle's delay.
-pub(crate) async fn tcp(host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let tcp = TcpStream::connect((host, port)).await?;
+/// Connects to `target` as `net` routes it: TCP to the target or to its
+/// proxy, a tunnel through the proxy for `https`, `ws` and `wss`, then TLS
+/// for `https` and `wss`. Answers the stream and the TCP socket under it.
+/// (An `http` target behind a proxy gets a connection to the proxy; its
+/// requests go in absolute form.)
+pub(crate) async fn open(net: &Network, target: &Target) -> std::io::Result<(Box<dyn Io>, TcpStream)> {
+    let route = net.route(target.scheme, &target.host, target.port);
+    let (host, port) = route.first_hop(&target.host, target.port);
+    let mut tcp = TcpStream::connect((host, port)).await?;
+    // Without Nagle's delay.
     tcp.set_nodelay(true)?;
-    Ok(tcp)
+    if let Route::Tunnel(proxy) = route {
+        tunnel(&mut tcp, proxy, &target.host, target.port).await?;
+    }
+    Ok((secure(tcp.clone(), net, target).await?, tcp))
 }
 
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(not(feature = "rustls"))]
-pub(crate) async fn secure(tcp: TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    if tls {
+async fn secure(tcp: TcpStream, _net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
+    if target.scheme.is_tls() {
         return Err(kalam_driver::adapter::tls_not_compiled("kalam-async-std"));
     }
     Ok(Box::new(tcp))
@@ -27,11 +41,11 @@ pub(crate) async fn secure(tcp: TcpStream, _host: &str, tls: bool) -> std::io::R
 
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
-pub(crate) async fn secure(tcp: TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_driver::adapter::tls;
-    if !tls {
+async fn secure(tcp: TcpStream, net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
+    if !target.scheme.is_tls() {
         return Ok(Box::new(tcp));
     }
-    let connector = futures_rustls::TlsConnector::from(tls::client_config()?);
-    Ok(Box::new(connector.connect(tls::server_name(host)?, tcp).await?))
+    let connector = futures_rustls::TlsConnector::from(net.tls()?);
+    let name = kalam_driver::tls::server_name(&target.host)?;
+    Ok(Box::new(connector.connect(name, tcp).await?))
 }

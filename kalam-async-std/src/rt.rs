@@ -6,11 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Network, Runtime, Target};
 use kalam_proto::{Result, TransportError};
 
 pub use crate::http::HttpClient;
-use crate::net::{Io, secure, tcp};
+use crate::net::Io;
 
 /// The async-std runtime (the type parameter of the client types).
 #[derive(Debug, Clone, Copy)]
@@ -81,11 +81,9 @@ impl Runtime for AsyncStd {
         Ok((Box::pin(file), len))
     }
 
-    fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
-        let target = socket_target(url);
-        async move {
-            let (host, port, tls) = target?;
-            secure(tcp(&host, port).await?, &host, tls).await
-        }
+    fn connect(url: &str, net: &Network) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
+        let target = Target::of(url);
+        let net = net.clone();
+        async move { Ok(crate::net::open(&net, &target?).await?.0) }
     }
 }

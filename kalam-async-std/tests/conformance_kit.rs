@@ -12,7 +12,7 @@
 //! runtime.
 
 use kalam_async_std::rt::AsyncStd;
-use kalam_conformance::{ServerSettings, scenarios, tokio_runtime};
+use kalam_conformance::{ServerSettings, on_a_big_stack, scenarios, tokio_runtime};
 
 macro_rules! against_the_kit {
     ($($name:ident),* $(,)?) => {$(
@@ -20,10 +20,10 @@ macro_rules! against_the_kit {
         fn $name() {
             let rt = tokio_runtime();
             let server = rt.block_on(ServerSettings::for_scenario(stringify!($name)).start_kit());
-            {
+            on_a_big_stack(|| {
                 let _tokio = rt.enter();
                 async_std::task::block_on(scenarios::$name::<AsyncStd>(&server));
-            }
+            });
             rt.block_on(server.shutdown());
         }
     )*};

@@ -9,7 +9,7 @@
 //! thread that polls the scenario.
 
 use kalam_async_std::rt::AsyncStd;
-use kalam_conformance::{ServerSettings, scenarios, tokio_runtime};
+use kalam_conformance::{ServerSettings, on_a_big_stack, scenarios, tokio_runtime};
 
 macro_rules! against_real_server {
     ($($name:ident),* $(,)?) => {$(
@@ -18,8 +18,10 @@ macro_rules! against_real_server {
         fn $name() {
             let server = ServerSettings::for_scenario(stringify!($name)).start_real();
             let rt = tokio_runtime();
-            let _tokio = rt.enter();
-            async_std::task::block_on(scenarios::$name::<AsyncStd>(&server));
+            on_a_big_stack(|| {
+                let _tokio = rt.enter();
+                async_std::task::block_on(scenarios::$name::<AsyncStd>(&server));
+            });
         }
     )*};
 }

@@ -11,7 +11,7 @@ use kalam_proto::{
 };
 use kalam_proto::{ClusterHealth, HealthResponse, SetupRequest, SetupResponse, SetupStatus};
 #[cfg(feature = "auth-flows")]
-use kalam_proto::{LoginResponse, Secret};
+use kalam_proto::{LoginResponse, ProxyConfig, ProxyMode, Secret};
 
 use crate::adapter::{HttpSettings, Runtime, SocketSettings};
 use crate::consumer::{BoxSleep, ConsumerBuilder, Timer};
@@ -386,6 +386,9 @@ pub struct KalamLinkClientBuilder<R: Runtime> {
     skew: Option<Duration>,
     hooks: Callbacks,
     seed: Option<u64>,
+    #[cfg(feature = "rustls")]
+    tls: Option<crate::tls::TlsConfig>,
+    proxy: Option<ProxyMode>,
     _rt: PhantomData<fn() -> R>,
 }
 
@@ -401,6 +404,9 @@ impl<R: Runtime> Default for KalamLinkClientBuilder<R> {
             skew: None,
             hooks: Callbacks::default(),
             seed: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
+            proxy: None,
             _rt: PhantomData,
         }
     }
@@ -521,13 +527,48 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
+    /// The TLS settings for `https://` and `wss://` (the `rustls` feature):
+    /// the roots trusted, a client certificate. Without it, the platform's
+    /// roots ([`TlsConfig::platform`](crate::tls::TlsConfig::platform)).
+    /// See the adapters' README, "TLS and proxies", for examples.
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Goes through these HTTP proxies, whatever the environment says
+    /// (see [`kalam_proto::proxy`] for how each target is reached). Takes
+    /// precedence over [`ConnectionOptions::proxy`], before or after
+    /// [`connection_options`](Self::connection_options).
+    pub fn proxy(mut self, proxies: ProxyConfig) -> Self {
+        self.proxy = Some(ProxyMode::Use(proxies));
+        self
+    }
+
+    /// Goes through no proxy, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = Some(ProxyMode::Disabled);
+        self
+    }
+
     /// Builds the client and starts its driver task. Fails with a typed
     /// error (never panics) for a bad URL, or where the runtime cannot run
     /// it (for Tokio: outside a runtime).
-    pub fn build(self) -> Result<KalamLinkClient<R>> {
+    pub fn build(mut self) -> Result<KalamLinkClient<R>> {
+        if let Some(proxy) = self.proxy.take() {
+            self.options.proxy = proxy;
+        }
         let endpoints = Endpoints::new(&self.base_url)?;
         R::check()?;
-        let http_settings = HttpSettings::new::<R>(&endpoints, &self.options, &self.timeouts)?;
+        #[allow(unused_mut)] // without `rustls`
+        let mut http_settings = HttpSettings::new::<R>(&endpoints, &self.options, &self.timeouts)?;
+        #[cfg(feature = "rustls")]
+        if endpoints.is_https() {
+            let tls = self.tls.clone().unwrap_or_default().build()?;
+            http_settings.net = http_settings.net.with_tls(tls);
+        }
         let http = R::http_client(&http_settings)?;
         let random = || {
             use std::hash::{BuildHasher, Hasher};
@@ -555,6 +596,7 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         let sockets = SocketSettings {
             connect_timeout: self.timeouts.connection_timeout,
             max_frame: self.options.max_response_bytes,
+            net: http_settings.net.clone(),
         };
         let (commands, rx) = crate::sync::channel();
         R::spawn(Driver::<R>::new(core, http, http_settings.max_body, sockets, callbacks, clock).run(rx));

@@ -359,6 +359,10 @@ impl<R: Runtime> Driver<R> {
                 self.socket = None;
                 self.core.handle_socket_closed(attempt, code, &reason, now);
             }
+            SocketReport::Failed(error) => {
+                self.socket = None;
+                self.core.handle_socket_failed(attempt, error, now);
+            }
         }
     }
 
@@ -388,7 +392,7 @@ impl<R: Runtime> Driver<R> {
                     // A socket of an earlier attempt, still connecting, is
                     // not wanted any more.
                     self.retire_socket(None);
-                    self.socket = Some(Socket::open(url, self.socket_settings, attempt));
+                    self.socket = Some(Socket::open(url, self.socket_settings.clone(), attempt));
                 }
                 CoreOutput::SendText(text) => self.send_frame(OutFrame::Text(text)),
                 CoreOutput::SendPing => self.send_frame(OutFrame::Ping),

@@ -41,6 +41,9 @@ mod live;
 mod msg;
 mod socket;
 mod sync;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 
 pub use client::{DEFAULT_BASE_URL, EventHandlers, KalamLinkClient, KalamLinkClientBuilder};
 pub use consumer::{ConsumerBuilder, TopicConsumer};
@@ -54,6 +57,9 @@ pub mod prelude {
     pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
     pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
     pub use crate::live::{LiveEvents, LiveQuery};
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub use crate::tls::TlsConfig;
     pub use kalam_proto::{
         AckResponse, AutoOffsetReset, ClusterHealth, ClusterNode, ConsumerRecord, HealthResponse, SetupRequest,
         SetupResponse, SetupStatus, TopicOp,
@@ -62,8 +68,9 @@ pub mod prelude {
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,
         ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse,
         Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
-        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TransportError, UserInfo,
+        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, UserInfo,
     };
+    pub use kalam_proto::{ProxyConfig, ProxyMode};
 }
 /// The runtime an adapter supplies (see [`adapter`]); code generic over
 /// the runtime, such as a test suite run on both, names it here.

@@ -51,6 +51,8 @@ pub(crate) enum SocketReport {
     Open,
     Frame(crate::socket::Frame),
     Closed(Option<u16>, String),
+    /// Could not connect or upgrade.
+    Failed(kalam_proto::TransportError),
 }
 
 /// A frame to send. Its `Debug` shows a text frame's size, not its text.

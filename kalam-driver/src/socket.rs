@@ -28,7 +28,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::future::{Either, select};
 use futures_util::{AsyncReadExt as _, AsyncWriteExt as _, Sink, SinkExt as _, StreamExt as _};
-use kalam_proto::Incoming;
+use kalam_proto::{Incoming, TransportError};
 
 use crate::adapter::{Runtime, SocketSettings};
 use crate::msg::{OutFrame, SocketReport};
@@ -50,7 +50,7 @@ type Ws<R> = WebSocketStream<<R as Runtime>::Stream>;
 
 enum State<R: Runtime> {
     /// TCP (or TLS) and the upgrade, within the connect timeout.
-    Connecting(Step<R::Stream>),
+    Connecting(Pin<Box<dyn Future<Output = Result<R::Stream, TransportError>> + Send>>),
     /// Upgraded and reported open; waiting for the core's first frame.
     Upgraded(R::Stream),
     /// Writing the first frame raw, then handing the socket to tungstenite.
@@ -80,14 +80,16 @@ impl<R: Runtime> Socket<R> {
         config.max_frame_size = Some(settings.max_frame);
         let connect = async move {
             let handshake = Box::pin(async {
-                let mut stream = R::connect(&url).await.map_err(|e| e.to_string())?;
-                upgrade(&url, &mut stream).await?;
-                Ok::<_, String>(stream)
+                let mut stream = R::connect(&url, &settings.net)
+                    .await
+                    .map_err(|e| crate::adapter::net::connect_error(&e))?;
+                upgrade(&url, &mut stream).await.map_err(TransportError::Connect)?;
+                Ok::<_, TransportError>(stream)
             });
             let limit = Box::pin(R::sleep_until(crate::driver::later(R::now(), settings.connect_timeout)));
             match select(handshake, limit).await {
                 Either::Left((result, _)) => result,
-                Either::Right(_) => Err("connect timed out".into()),
+                Either::Right(_) => Err(TransportError::Timeout(settings.connect_timeout)),
             }
         };
         Socket {
@@ -122,7 +124,10 @@ impl<R: Runtime> Socket<R> {
             match &mut self.state {
                 State::Connecting(connect) => match connect.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(why)) => return closed(&mut self.state, None, why),
+                    Poll::Ready(Err(error)) => {
+                        self.state = State::Done;
+                        return Poll::Ready((attempt, SocketReport::Failed(error)));
+                    }
                     Poll::Ready(Ok(stream)) => {
                         self.state = State::Upgraded(stream);
                         return Poll::Ready((attempt, SocketReport::Open));

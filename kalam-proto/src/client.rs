@@ -606,6 +606,17 @@ impl<W> ClientCore<W> {
         self.pump(now);
     }
 
+    /// The socket of `attempt` could not be opened: `error` says why (a
+    /// TLS failure, a proxy's refusal, a refused connection…), and is
+    /// what the connect's waiters and the `on_error` hook get.
+    pub fn handle_socket_failed(&mut self, attempt: u64, error: TransportError, now: Now) {
+        if self.socket == Some(attempt) {
+            self.socket = None;
+        }
+        self.ws.handle_failed(attempt, error, now);
+        self.pump(now);
+    }
+
     /// Call when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some(&(at, id)) = self.callbacks.first() {

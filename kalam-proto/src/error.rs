@@ -58,6 +58,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// A setting given to the builder, or read from the environment, is
+    /// not usable (a proxy URL, a PEM certificate or key).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
     /// Basic credentials are exchanged for a JWT at login and never stamped
     /// on a request (see [`AuthProvider::apply_to_request`](crate::AuthProvider::apply_to_request)).
     #[error("basic credentials are only sent to the login endpoint; log in first and use the JWT")]
@@ -550,6 +555,73 @@ pub enum TransportError {
     /// read-only request is safe to repeat.
     #[error("the server closed a kept-alive connection before answering; the request may not have reached it")]
     ClosedBeforeAnswer,
+    /// The TLS handshake failed: what went wrong, and the TLS library's
+    /// words.
+    #[error("TLS handshake failed: {failure} ({detail})")]
+    Tls {
+        /// What went wrong.
+        failure: TlsFailure,
+        /// The TLS library's message.
+        detail: String,
+    },
+    /// The HTTP proxy did not open a tunnel to the server.
+    #[error("the proxy {proxy} answered {status} to CONNECT {target}{hint}", hint = proxy_hint(*status))]
+    ProxyRefused {
+        /// The proxy (`http://host:port`, never its credentials).
+        proxy: String,
+        /// The `host:port` the tunnel was for.
+        target: String,
+        /// The proxy's status code (`407`: it wants credentials, or
+        /// refused those given).
+        status: u16,
+    },
+}
+
+fn proxy_hint(status: u16) -> &'static str {
+    match status {
+        407 => " (proxy authentication required: put the credentials in the proxy URL)",
+        _ => "",
+    }
+}
+
+/// Why a TLS handshake failed ([`TransportError::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not signed by a trusted root: add the
+    /// private CA's certificate (`TlsConfig::add_root_pem`), or install it
+    /// in the system's store.
+    #[error("the server's certificate is from an unknown issuer")]
+    UnknownIssuer,
+    /// The certificate is not for the host name in the URL.
+    #[error("the server's certificate is not valid for this host name")]
+    WrongHostName,
+    /// The certificate has expired.
+    #[error("the server's certificate has expired")]
+    Expired,
+    /// The certificate is not valid yet (or this machine's clock is behind).
+    #[error("the server's certificate is not valid yet")]
+    NotYetValid,
+    /// The certificate was revoked.
+    #[error("the server's certificate was revoked")]
+    Revoked,
+    /// The certificate was refused for another reason.
+    #[error("the server's certificate was refused")]
+    BadCertificate,
+    /// The server wants a client certificate (mutual TLS) and none was
+    /// configured.
+    #[error("the server requires a client certificate")]
+    ClientCertificateRequired,
+    /// The server refused the handshake, this client's certificate, or
+    /// every protocol version and cipher offered.
+    #[error("the server refused the handshake")]
+    HandshakeRefused,
+    /// The peer does not speak TLS (a plain HTTP server, say).
+    #[error("the peer does not speak TLS")]
+    NotTls,
+    /// Anything else.
+    #[error("TLS error")]
+    Other,
 }
 
 impl TransportError {

@@ -143,6 +143,7 @@ pub mod jwt;
 pub mod live;
 pub mod ops;
 mod options;
+pub mod proxy;
 mod secret;
 mod time;
 pub mod topics;
@@ -157,12 +158,13 @@ pub use auth_machine::{
 };
 pub use callbacks::{AuthFuture, AuthRefreshCallback, DynamicAuthProvider};
 pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
-pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TransportError};
+pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TlsFailure, TransportError};
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::{LiveEvent, LiveRow, LiveRows, SubscriptionInfo, SubscriptionState};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, KalamLinkTimeouts};
+pub use proxy::{ProxyConfig, ProxyMode};
 pub use secret::Secret;
 pub use time::{Instant, Now};
 pub use topics::{

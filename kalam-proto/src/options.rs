@@ -52,6 +52,11 @@ pub struct ConnectionOptions {
     /// submission, and pace SQL requests under the rate the server took
     /// (default `true`). With `false`, a `429` goes to the caller at once.
     pub rate_limit_retry: bool,
+    /// The HTTP proxies the HTTP requests and the WebSocket go through
+    /// (default: the environment's `HTTP_PROXY`, `HTTPS_PROXY`,
+    /// `ALL_PROXY` and `NO_PROXY`, read when the client is built; see
+    /// [`proxy`](crate::proxy) for how each target is reached).
+    pub proxy: crate::proxy::ProxyMode,
 }
 
 impl Default for ConnectionOptions {
@@ -72,6 +77,7 @@ impl Default for ConnectionOptions {
             max_files_per_request: 20,
             max_upload_body_bytes: 10 << 20,
             rate_limit_retry: true,
+            proxy: crate::proxy::ProxyMode::FromEnvironment,
         }
     }
 }
@@ -124,6 +130,18 @@ impl ConnectionOptions {
     /// field [`rate_limit_retry`](Self::rate_limit_retry)).
     pub fn with_rate_limit_retry(mut self, on: bool) -> Self {
         self.rate_limit_retry = on;
+        self
+    }
+
+    /// Go through these proxies, whatever the environment says.
+    pub fn with_proxy(mut self, proxies: crate::proxy::ProxyConfig) -> Self {
+        self.proxy = crate::proxy::ProxyMode::Use(proxies);
+        self
+    }
+
+    /// Go through no proxy, whatever the environment says.
+    pub fn without_proxy(mut self) -> Self {
+        self.proxy = crate::proxy::ProxyMode::Disabled;
         self
     }
 

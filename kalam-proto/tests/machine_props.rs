@@ -360,6 +360,7 @@ fn past_failures_hold() {
 
 /// 400 cases by default; `KALAM_PROP_CASES` for a longer hunt.
 fn cases() -> u32 {
+    #[allow(clippy::disallowed_methods)] // a test knob, not the library
     std::env::var("KALAM_PROP_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -1005,6 +1005,7 @@ struct Report {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
+    #[allow(clippy::disallowed_methods)] // a test knob, not the library
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 

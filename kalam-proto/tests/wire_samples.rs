@@ -13,6 +13,7 @@ use kalam_proto::{Endpoints, Error, ErrorCode, KalamDataType, Secret, jwt};
 use serde_json::Value;
 
 fn dir() -> PathBuf {
+    #[allow(clippy::disallowed_methods)] // a test knob, not the library
     std::env::var_os("KALAM_WIRE_SAMPLES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire-samples")))

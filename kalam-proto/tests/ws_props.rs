@@ -383,6 +383,7 @@ impl World {
 }
 
 fn cases() -> u32 {
+    #[allow(clippy::disallowed_methods)] // a test knob, not the library
     std::env::var("KALAM_PROP_CASES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -16,9 +16,11 @@ use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use kalam_driver::adapter::net::{connect_error, forwarded_refusal, typed_failure};
 use kalam_driver::adapter::pool::IdlePool;
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
-use kalam_driver::adapter::{ReleaseAtEnd, failed_exchange};
+use kalam_driver::adapter::{ReleaseAtEnd, Target, failed_exchange};
+use kalam_proto::proxy::{Route, Scheme};
 use kalam_proto::{Error, TransportError};
 
 /// A request body streamed from chunks (uploads).
@@ -34,6 +36,25 @@ struct Conn {
     peer_gone: Arc<AtomicBool>,
     /// Bytes read from it so far.
     heard: Arc<AtomicU64>,
+    /// A TLS alert or proxy refusal that ended it (hyper's connection task
+    /// gets it; the sender sees only a closed channel).
+    /// Whether hyper's connection task ended, and its typed failure.
+    failure: Arc<std::sync::Mutex<(bool, Option<TransportError>)>>,
+    ended: Arc<tokio::sync::Notify>,
+}
+
+impl Conn {
+    /// `error`, or the typed failure that ended the connection (a server
+    /// refusing this client's certificate alerts after the handshake, on
+    /// the first exchange).
+    async fn why(&self, error: TransportError) -> TransportError {
+        let ended = self.ended.notified();
+        if self.failure.lock().is_ok_and(|f| !f.0) {
+            // Its end is a moment away when the sender saw the channel close.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), ended).await;
+        }
+        self.failure.lock().ok().and_then(|mut f| f.1.take()).unwrap_or(error)
+    }
 }
 
 impl Conn {
@@ -52,6 +73,12 @@ pub struct HttpClient {
     authority: http::HeaderValue,
     pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
+    target: Target,
+    /// Through an HTTP proxy, for an `http://` server: the origin the
+    /// requests name in absolute form, and the proxy's credentials.
+    forward: Option<(String, Option<http::HeaderValue>)>,
+    /// The forwarding proxy, as it shows in errors (`http://host:port`).
+    forward_proxy: String,
 }
 
 impl HttpClient {
@@ -60,10 +87,25 @@ impl HttpClient {
             url: settings.authority.clone(),
             reason: "not a host".into(),
         })?;
+        let target = Target {
+            scheme: if settings.tls { Scheme::Https } else { Scheme::Http },
+            host: settings.host.clone(),
+            port: settings.port,
+        };
+        let (forward, forward_proxy) = match settings.net.route(target.scheme, &target.host, target.port) {
+            Route::Forward(proxy) => (
+                Some((format!("http://{}", settings.authority), proxy.authorization())),
+                proxy.to_string(),
+            ),
+            Route::Direct | Route::Tunnel(_) => (None, String::new()),
+        };
         Ok(HttpClient {
             authority,
             pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits: settings.clone(),
+            target,
+            forward,
+            forward_proxy,
         })
     }
 
@@ -118,12 +160,24 @@ impl HttpClient {
         Ok(http::Response::from_parts(parts, Box::pin(reader) as BodyReader))
     }
 
-    /// Origin form on the connection, with the authority in `Host`.
+    /// Origin form on the connection (absolute form to a forwarding
+    /// proxy, with its credentials), with the authority in `Host`.
     fn origin_form(&self, mut parts: http::request::Parts, body: RequestBody) -> http::Request<RequestBody> {
-        parts.uri = parts
+        let path = parts
             .uri
             .path_and_query()
-            .map_or_else(|| http::Uri::from_static("/"), |pq| http::Uri::from(pq.clone()));
+            .map_or_else(|| http::uri::PathAndQuery::from_static("/"), Clone::clone);
+        parts.uri = match &self.forward {
+            Some((origin, authorization)) => {
+                if let Some(value) = authorization {
+                    parts.headers.insert(http::header::PROXY_AUTHORIZATION, value.clone());
+                }
+                format!("{origin}{path}")
+                    .parse()
+                    .unwrap_or_else(|_| http::Uri::from(path))
+            }
+            None => http::Uri::from(path),
+        };
         parts.headers.insert(http::header::HOST, self.authority.clone());
         http::Request::from_parts(parts, body)
     }
@@ -167,19 +221,29 @@ impl HttpClient {
         if reused && conn.sender.ready().await.is_err() {
             conn = self.connect().await?;
         }
-        conn.sender.ready().await.map_err(io_error)?;
+        if let Err(e) = conn.sender.ready().await {
+            return Err(conn.why(io_error(e)).await);
+        }
         let response = match conn.sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut unsent) => match unsent.take_message() {
                 Some(request) if reused => {
                     conn = self.connect().await?;
-                    conn.sender.ready().await.map_err(io_error)?;
-                    conn.sender.send_request(request).await.map_err(io_error)?
+                    if let Err(e) = conn.sender.ready().await {
+                        return Err(conn.why(io_error(e)).await);
+                    }
+                    match conn.sender.send_request(request).await {
+                        Ok(response) => response,
+                        Err(e) => return Err(conn.why(io_error(e)).await),
+                    }
                 }
                 _ => {
                     let error = unsent.into_error();
                     if !error.is_incomplete_message() {
-                        return Err(io_error(error)); // the body's own source failed, say
+                        return Err(conn.why(io_error(error)).await); // the body's own source failed, say
+                    }
+                    if let Some(typed) = typed_failure(&error) {
+                        return Err(typed); // a TLS alert (no client certificate, say)
                     }
                     // The connection closed before a whole answer.
                     let answered = conn.heard.load(Ordering::Relaxed) - heard_before;
@@ -187,20 +251,22 @@ impl HttpClient {
                 }
             },
         };
+        if self.forward.is_some()
+            && let Some(refused) =
+                forwarded_refusal(response.status().as_u16(), &self.forward_proxy, &self.limits.authority)
+        {
+            return Err(refused);
+        }
         Ok((response, conn))
     }
 
     async fn connect(&self) -> Result<Conn, TransportError> {
-        let connect = async {
-            let (host, port) = (self.limits.host.as_str(), self.limits.port);
-            let tcp = crate::net::tcp(host, port).await?;
-            crate::net::secure(tcp, host, self.limits.tls).await
-        };
+        let connect = crate::net::open(&self.limits.net, &self.target);
         let timeout = self.limits.connect_timeout;
         let io = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {timeout:?}")))?
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
+            .map_err(|e| connect_error(&e))?;
         let peer_gone = Arc::new(AtomicBool::new(false));
         let heard = Arc::new(AtomicU64::new(0));
         let io = HeardOut {
@@ -211,13 +277,23 @@ impl HttpClient {
         let (sender, connection) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let failure = Arc::new(std::sync::Mutex::new((false, None)));
+        let ended = Arc::new(tokio::sync::Notify::new());
+        let (failed, end) = (failure.clone(), ended.clone());
         tokio::spawn(async move {
-            let _ = connection.await; // ends when the server closes it or the sender is dropped
+            // Ends when the server closes it or the sender is dropped.
+            let typed = connection.await.err().and_then(|e| typed_failure(&e));
+            if let Ok(mut slot) = failed.lock() {
+                *slot = (true, typed);
+            }
+            end.notify_waiters();
         });
         Ok(Conn {
             sender,
             peer_gone,
             heard,
+            failure,
+            ended,
         })
     }
 }
@@ -331,7 +407,7 @@ impl futures_util::AsyncRead for IncomingReader {
 }
 
 fn io_error(e: hyper::Error) -> TransportError {
-    TransportError::Io(io_text(e))
+    typed_failure(&e).unwrap_or_else(|| TransportError::Io(io_text(e)))
 }
 
 /// What went wrong: the error and its chain (connection reset, closed…);

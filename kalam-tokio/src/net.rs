@@ -1,22 +1,42 @@
-//! Connections: Tokio TCP, inside TLS for `https://` and `wss://` (rustls
-//! behind the `rustls` feature). Used by the HTTP client and the WebSocket.
+//! Connections: Tokio TCP, through a proxy's `CONNECT` tunnel when the
+//! route says so (kalam-proto decides it, kalam-driver speaks it), inside
+//! TLS for `https://` and `wss://` (rustls behind the `rustls` feature).
+//! Used by the HTTP client and the WebSocket.
+
+use async_tungstenite::tokio::TokioAdapter;
+use kalam_driver::adapter::net::tunnel;
+use kalam_driver::adapter::{Network, Target};
+use kalam_proto::proxy::Route;
 
 /// A connected byte stream: TCP, or TLS over TCP.
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-/// Connects to `host:port`, without Nagle's delay (the HTTP client's and
-/// the WebSocket's one way to connect).
-pub(crate) async fn tcp(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+/// Connects to `target` as `net` routes it: TCP to the target or to its
+/// proxy, a tunnel through the proxy for `https`, `ws` and `wss`, then TLS
+/// for `https` and `wss`. (An `http` target behind a proxy gets a
+/// connection to the proxy; its requests go in absolute form.)
+pub(crate) async fn open(net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
+    let route = net.route(target.scheme, &target.host, target.port);
+    let (host, port) = route.first_hop(&target.host, target.port);
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    // Without Nagle's delay.
     tcp.set_nodelay(true)?;
-    Ok(tcp)
+    let tcp = match route {
+        Route::Tunnel(proxy) => {
+            let mut io = TokioAdapter::new(tcp);
+            tunnel(&mut io, proxy, &target.host, target.port).await?;
+            io.into_inner()
+        }
+        Route::Direct | Route::Forward(_) => tcp,
+    };
+    secure(tcp, net, target).await
 }
 
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(not(feature = "rustls"))]
-pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    if tls {
+async fn secure(tcp: tokio::net::TcpStream, _net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
+    if target.scheme.is_tls() {
         return Err(kalam_driver::adapter::tls_not_compiled("kalam-tokio"));
     }
     Ok(Box::new(tcp))
@@ -24,11 +44,11 @@ pub(crate) async fn secure(tcp: tokio::net::TcpStream, _host: &str, tls: bool) -
 
 /// The connection as is for `http`/`ws`, inside TLS for `https`/`wss`.
 #[cfg(feature = "rustls")]
-pub(crate) async fn secure(tcp: tokio::net::TcpStream, host: &str, tls: bool) -> std::io::Result<Box<dyn Io>> {
-    use kalam_driver::adapter::tls;
-    if !tls {
+async fn secure(tcp: tokio::net::TcpStream, net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
+    if !target.scheme.is_tls() {
         return Ok(Box::new(tcp));
     }
-    let connector = tokio_rustls::TlsConnector::from(tls::client_config()?);
-    Ok(Box::new(connector.connect(tls::server_name(host)?, tcp).await?))
+    let connector = tokio_rustls::TlsConnector::from(net.tls()?);
+    let name = kalam_driver::tls::server_name(&target.host)?;
+    Ok(Box::new(connector.connect(name, tcp).await?))
 }

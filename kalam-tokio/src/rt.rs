@@ -4,10 +4,10 @@
 
 use async_tungstenite::tokio::TokioAdapter;
 use bytes::Bytes;
-use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Runtime, socket_target};
+use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Network, Runtime, Target};
 use kalam_proto::{Error, Result, TransportError};
 
-use crate::net::{Io, secure};
+use crate::net::Io;
 
 pub use crate::http::HttpClient;
 
@@ -71,12 +71,12 @@ impl Runtime for Tokio {
         Ok((Box::pin(TokioAdapter::new(file)), len))
     }
 
-    fn connect(url: &str) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
-        let target = socket_target(url);
-        async move {
-            let (host, port, tls) = target?;
-            let tcp = crate::net::tcp(&host, port).await?;
-            Ok(TokioAdapter::new(secure(tcp, &host, tls).await?))
-        }
+    fn connect(
+        url: &str,
+        net: &Network,
+    ) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
+        let target = Target::of(url);
+        let net = net.clone();
+        async move { Ok(TokioAdapter::new(crate::net::open(&net, &target?).await?)) }
     }
 }

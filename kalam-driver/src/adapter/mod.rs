@@ -1,6 +1,7 @@
 //! What a runtime adapter (`kalam-tokio`, `kalam-async-std`) needs, and an
 //! application does not: the [`Runtime`] trait it implements, the settings
-//! it is built with, the idle-connection pool, the TLS configuration, and
+//! it is built with, the idle-connection pool, how to connect (proxies,
+//! tunnels, TLS settings: [`net`]), and
 //! the transport pieces that do not depend on the runtime (an answer body
 //! that gives its connection back at its end, the error for TLS not
 //! compiled in). The crate root holds the application's API.
@@ -27,13 +28,13 @@
 //! [`reusable_after`] (for an engine that cannot see a close itself).
 
 mod body;
+pub mod net;
 pub mod pool;
 mod rt;
-#[cfg(feature = "rustls")]
-pub mod tls;
 
 pub use body::ReleaseAtEnd;
-pub use rt::{BodyChunks, BodyReader, HttpSettings, Runtime, SocketSettings, socket_target};
+pub use net::{Network, Target};
+pub use rt::{BodyChunks, BodyReader, HttpSettings, Runtime, SocketSettings};
 
 use kalam_proto::TransportError;
 

@@ -12,6 +12,8 @@ use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, Result, TransportError};
 
+use super::net::Network;
+
 /// A runtime adapter: spawning, a clock and a timer, an HTTP client, file
 /// opening for uploads, and TCP (or TLS) connections for the WebSocket.
 /// `kalam-tokio` implements it on Tokio and hyper, `kalam-async-std` on
@@ -58,9 +60,11 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = std::result::Result<http::Response<Self::Body>, TransportError>> + Send + 'static;
 
     /// Connects the byte stream of a WebSocket (`url` is `ws://…` or
-    /// `wss://…`; TLS is the runtime's, where it has it). The handshake and
-    /// the framing are kalam-driver's.
-    fn connect(url: &str) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
+    /// `wss://…`), through `net`'s proxy for it if any (a `CONNECT`
+    /// tunnel: [`net::tunnel`](super::net::tunnel)) and inside TLS for
+    /// `wss://` (the runtime's connector, `net`'s configuration). The
+    /// handshake and the framing are kalam-driver's.
+    fn connect(url: &str, net: &Network) -> impl Future<Output = std::io::Result<Self::Stream>> + Send + 'static;
 
     /// Sends one request whose body, if any, is streamed from `body` (its
     /// exact length given: the transport sends it as `Content-Length`), and
@@ -103,6 +107,8 @@ pub struct HttpSettings {
     pub receive_timeout: Duration,
     /// Largest answer body.
     pub max_body: usize,
+    /// The proxies and the TLS configuration.
+    pub net: Network,
 }
 
 impl HttpSettings {
@@ -113,6 +119,7 @@ impl HttpSettings {
         options: &ConnectionOptions,
         timeouts: &KalamLinkTimeouts,
     ) -> Result<Self> {
+        let net = Network::new(&options.proxy)?;
         let invalid = |reason: String| Error::InvalidUrl {
             url: endpoints.base().to_owned(),
             reason,
@@ -136,30 +143,18 @@ impl HttpSettings {
             connect_timeout: timeouts.connection_timeout,
             receive_timeout: timeouts.receive_timeout,
             max_body: options.max_response_bytes,
+            net,
         })
     }
 }
 
 /// Limits of a WebSocket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SocketSettings {
     /// The TCP and WebSocket handshakes.
     pub connect_timeout: Duration,
     /// Largest frame or message accepted.
     pub max_frame: usize,
-}
-
-/// Host and port of a `ws://` / `wss://` URL, and whether it needs TLS.
-pub fn socket_target(url: &str) -> std::io::Result<(String, u16, bool)> {
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{why}: {url}"));
-    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    let tls = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
-        _ => return Err(bad("not a ws:// or wss:// URL")),
-    };
-    let host = uri.host().ok_or_else(|| bad("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok((host, port, tls))
+    /// The proxies and the TLS configuration.
+    pub net: Network,
 }

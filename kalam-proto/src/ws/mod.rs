@@ -526,6 +526,18 @@ impl WsSession {
         self.lost(&why, now);
     }
 
+    /// The socket of `attempt` could not be opened (connect, proxy, TLS
+    /// or upgrade): `error` is the typed cause.
+    pub fn handle_failed(&mut self, attempt: u64, error: TransportError, now: Now) {
+        if attempt != self.attempt || !matches!(self.conn, Conn::Connecting { .. }) {
+            return;
+        }
+        let error = error.at(&format!("WebSocket {}", self.url));
+        let why = error.to_string();
+        self.event(WsEvent::Error(Error::Transport(error)));
+        self.lost(&why, now);
+    }
+
     /// A frame arrived.
     pub fn handle_frame(&mut self, frame: Incoming<'_>, now: Now) {
         if !self.socket_open() {

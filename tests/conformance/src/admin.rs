@@ -33,7 +33,7 @@ pub async fn health_check_needs_no_token<R: Runtime>(b: &dyn Backend) {
 
 /// A client without credentials, for the open endpoints.
 fn anonymous<R: Runtime>(url: &str) -> KalamLinkClient<R> {
-    KalamLinkClient::<R>::builder().base_url(url).build().expect("client")
+    crate::builder::<R>().base_url(url).build().expect("client")
 }
 
 /// `setup(..)` on a configured server (every server `start.sh` starts is
@@ -101,13 +101,13 @@ pub async fn first_time_setup_then_login<R: Runtime>(b: &dyn Backend) {
     assert_eq!((done.user.id.as_str(), done.user.role.as_str()), ("admin", "dba"));
     assert!(!client.needs_setup().await.unwrap());
 
-    let admin = KalamLinkClient::<R>::builder()
+    let admin = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::basic_auth("admin".into(), "Adm1n-Passw0rd!".into()))
         .build()
         .unwrap();
     assert_eq!(admin.current_user().await.expect("the DBA logs in").user.role, "dba");
-    let root = KalamLinkClient::<R>::builder()
+    let root = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth("R00t-Passw0rd!".into()))
         .build()

@@ -73,7 +73,7 @@ pub async fn role_change_under_a_live_subscription_resumes<R: Runtime>(b: &dyn B
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
     let errors = Arc::new(AtomicUsize::new(0));
     let counted = errors.clone();
-    let user = KalamLinkClient::<R>::builder()
+    let user = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::basic_auth(USER.into(), PASSWORD.into()))
         .connection_options(
@@ -86,7 +86,7 @@ pub async fn role_change_under_a_live_subscription_resumes<R: Runtime>(b: &dyn B
         .expect("client");
     let insert = |id: i64| format!("INSERT INTO {table} (id, name, qty) VALUES ({id}, 'mine', {id})");
     // The same user writing from another client (straight to the server).
-    let writer = KalamLinkClient::<R>::builder()
+    let writer = crate::builder::<R>()
         .base_url(b.url())
         .auth(AuthProvider::basic_auth(USER.into(), PASSWORD.into()))
         .build()
@@ -98,14 +98,14 @@ pub async fn role_change_under_a_live_subscription_resumes<R: Runtime>(b: &dyn B
         .expect("subscribe");
     until_ready(&mut s).await;
     // A token of the old role, to see when the server stops taking it.
-    let old = KalamLinkClient::<R>::builder()
+    let old = crate::builder::<R>()
         .base_url(b.url())
         .build()
         .expect("client")
         .login(USER, PASSWORD)
         .await
         .expect("login");
-    let probe = KalamLinkClient::<R>::builder()
+    let probe = crate::builder::<R>()
         .base_url(b.url())
         .auth(AuthProvider::jwt_token(old.access_token))
         .build()
@@ -178,7 +178,7 @@ async fn skewed<R: Runtime>(b: &dyn Backend, expect_warning: bool) {
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
     let warnings = Arc::new(AtomicUsize::new(0));
     let counted = warnings.clone();
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
         .on_error(move |e| {
@@ -215,7 +215,7 @@ pub async fn a_client_clock_ten_minutes_ahead_changes_nothing<R: Runtime>(b: &dy
 /// carries a `Date`) and then uses the token: queries and a live query work,
 /// with no login (there is nothing to log in with) and one probe.
 pub async fn a_configured_token_from_a_server_a_day_behind_is_used<R: Runtime>(b: &dyn Backend) {
-    let token = KalamLinkClient::<R>::builder()
+    let token = crate::builder::<R>()
         .base_url(b.url())
         .build()
         .expect("client")
@@ -224,7 +224,7 @@ pub async fn a_configured_token_from_a_server_a_day_behind_is_used<R: Runtime>(b
         .expect("login")
         .access_token;
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(proxy.url())
         .jwt_token(token)
         .build()

@@ -267,7 +267,6 @@ pub async fn a_kept_alive_connection_closed_unanswered_is_typed<R: Runtime>() {
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
     use std::sync::atomic::AtomicUsize;
 
-    use kalam_driver::KalamLinkClient;
     use kalam_proto::{Error, TransportError};
 
     const ONE: &str = r#"{"status":"success","results":[{"schema":[{"name":"x","data_type":"Int","index":0}],"rows":[[1]],"row_count":1}],"took":1.0}"#;
@@ -321,7 +320,7 @@ pub async fn a_kept_alive_connection_closed_unanswered_is_typed<R: Runtime>() {
             }
         }
     });
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(&url)
         .jwt_token("a.b.c")
         .build()

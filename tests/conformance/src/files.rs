@@ -206,7 +206,7 @@ pub async fn files_over_limits_are_refused_before_sending<R: Runtime>(b: &dyn Ba
     let options = ConnectionOptions::default()
         .with_max_file_bytes(1024)
         .with_max_files_per_request(2);
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
         .connection_options(options)
@@ -360,7 +360,7 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
 /// [`Error::UploadNotReplayable`] with the token renewed, so the next
 /// request goes through without another login.
 pub async fn files_token_expired_on_the_client<R: Runtime>(server: &crate::TestServer) {
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::basic_auth("root".into(), server.root_password().into()))
         .build()
@@ -421,7 +421,7 @@ pub async fn files_a_streaming_download_counts_against_the_cap<R: Runtime>(b: &d
         .expect("upload");
     let file = file_of(&direct, &table, 7).await;
     let proxy = FaultProxy::start(&b.url()).await.expect("proxy");
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
         .connection_options(ConnectionOptions::default().with_http_max_connections(1))

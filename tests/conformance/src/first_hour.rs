@@ -93,11 +93,11 @@ pub async fn event_handlers_fire<R: Runtime>(b: &dyn Backend) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use kalam_driver::{EventHandlers, KalamLinkClient};
+    use kalam_driver::EventHandlers;
 
     let connects = Arc::new(AtomicUsize::new(0));
     let counted = connects.clone();
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(b.url())
         .auth(AuthProvider::system_user_auth(b.root_password()))
         .http_pool_max_idle_per_host(2)

@@ -25,7 +25,7 @@ use crate::{FaultProxy, TestServer, mint, unix_now};
 
 /// A root client of the kit that reconnects after 20 ms (at most 100 ms).
 fn root<R: Runtime>(server: &TestServer) -> KalamLinkClient<R> {
-    KalamLinkClient::<R>::builder()
+    crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .connection_options(
@@ -97,7 +97,7 @@ pub async fn server_side_expiry_recovers_through_refresh_then_login<R: Runtime>(
 pub async fn server_side_expiry_with_refresher_runs_it_once<R: Runtime>(server: &TestServer) {
     let first = server.mint_token(Mint::access("root"));
     let (refresher, calls) = minting_refresher(server);
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .jwt_token(first)
         .auth_refresher(refresher)
@@ -141,7 +141,7 @@ pub async fn expired_again_after_recovery_is_final<R: Runtime>(server: &TestServ
             }) as Pin<Box<dyn Future<Output = Result<AuthProvider>> + Send>>
         })
     };
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .jwt_token(server.mint_token(Mint::access("root")))
         .auth_refresher(refresher)
@@ -199,7 +199,7 @@ pub async fn broken_answers_are_typed_errors_and_lose_nothing<R: Runtime>(server
         .expect("sent again after the pause");
     assert_eq!(server.counters().queries - before, 2, "refused once, then run");
     // With the retry off, the caller gets it typed, with the server's word.
-    let no_retry = KalamLinkClient::<R>::builder()
+    let no_retry = crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .connection_options(ConnectionOptions::default().with_rate_limit_retry(false))
@@ -272,7 +272,7 @@ pub async fn server_dropping_sockets_loses_no_change<R: Runtime>(server: &TestSe
 pub async fn malformed_frame_is_reported_and_the_session_goes_on<R: Runtime>(server: &TestServer) {
     let errors = Arc::new(AtomicUsize::new(0));
     let counter = errors.clone();
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .on_error(move |e| {
@@ -312,7 +312,7 @@ pub async fn malformed_frame_is_reported_and_the_session_goes_on<R: Runtime>(ser
 pub async fn refused_ws_auth_retries_only_with_fresh_credentials<R: Runtime>(server: &TestServer) {
     let errors = Arc::new(AtomicUsize::new(0));
     let counter = errors.clone();
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .connection_options(
@@ -406,7 +406,7 @@ pub async fn a_stalled_server_delivers_what_it_held_when_it_resumes<R: Runtime>(
 
 /// A client whose subscriptions wait at most 300 ms for their acknowledgement.
 fn impatient<R: Runtime>(server: &TestServer) -> KalamLinkClient<R> {
-    KalamLinkClient::<R>::builder()
+    crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .timeouts(KalamLinkTimeouts::default().with_subscribe_timeout(Duration::from_millis(300)))
@@ -454,7 +454,7 @@ pub async fn live_events_returns_after_ack_subscribe_timeout_cold<R: Runtime>(se
 pub async fn credentials_from_refresher_become_current_on_the_kit<R: Runtime>(server: &TestServer) {
     let first = server.mint_token(Mint::access("root"));
     let (refresher, calls) = minting_refresher(server);
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .jwt_token(first.clone())
         .auth_refresher(refresher)
@@ -495,7 +495,7 @@ pub async fn credentials_from_refresher_become_current_on_the_kit<R: Runtime>(se
 /// acknowledgement arrives for nobody, the client stops it at the server.
 pub async fn a_cancelled_subscribe_leaves_nothing_behind<R: Runtime>(server: &TestServer) {
     let proxy = FaultProxy::start(&server.url()).await.unwrap();
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(proxy.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .build()
@@ -527,7 +527,7 @@ pub async fn a_cancelled_subscribe_leaves_nothing_behind<R: Runtime>(server: &Te
 
 /// `Duration::MAX` as a time limit means "never", not a panic in the driver.
 pub async fn huge_time_limits_do_not_take_the_driver_down<R: Runtime>(server: &TestServer) {
-    let client = KalamLinkClient::<R>::builder()
+    let client = crate::builder::<R>()
         .base_url(server.url())
         .auth(AuthProvider::system_user_auth(server.root_password().into()))
         .timeouts(

@@ -45,11 +45,15 @@ pub mod scenarios {
     pub use crate::files::*;
     pub use crate::first_hour::*;
     pub use crate::kit_controls::*;
+    pub use crate::network::an_http_proxy_carries_every_request;
     pub use crate::topics::*;
 }
 
+pub mod network;
+
 pub use kalam_testkit::real::{REAL_JWT_SECRET, REAL_ROOT_PASSWORD};
 pub use kalam_testkit::{FaultProxy, RealServer, TestServer};
+pub use network::{ClientNetwork, builder};
 pub use scenarios::{PATIENCE, eventually, next_event, until_ready};
 
 /// A Tokio runtime for the kit, the fault proxy and the scenarios' timers,
@@ -61,6 +65,21 @@ pub fn tokio_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a Tokio runtime")
+}
+
+/// Runs `f` on a thread with a large stack and returns what it returns
+/// (a panic goes on): the futures of the longest scenarios, polled by
+/// `async_std::task::block_on` in a debug build, outgrow a test thread's
+/// stack once TLS or a proxy is in the path.
+pub fn on_a_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn_scoped(s, f)
+            .expect("a scenario thread")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Calls `$m!` with the name of every conformance scenario (each a function
@@ -128,6 +147,7 @@ macro_rules! for_each_scenario {
             connection_and_subscription_state,
             event_handlers_fire,
             concurrent_queries_within_the_servers_rate,
+            an_http_proxy_carries_every_request,
         );
     };
 }
@@ -333,6 +353,11 @@ pub trait Backend: Send + Sync {
     /// of the kit, where the point needs time, say).
     fn is_real(&self) -> bool {
         false
+    }
+    /// The same server without TLS in front (`url` itself where there is
+    /// no TLS).
+    fn plain_url(&self) -> String {
+        self.url()
     }
 }
 

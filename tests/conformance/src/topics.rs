@@ -240,7 +240,7 @@ pub async fn consumer_refusals_are_typed<R: Runtime>(b: &dyn Backend) {
         .execute_query("CREATE USER conf_reader WITH PASSWORD 'ReaderPass123!' ROLE user")
         .await
         .expect("create user");
-    let reader = KalamLinkClient::<R>::builder()
+    let reader = crate::builder::<R>()
         .base_url(b.url())
         .auth(AuthProvider::basic_auth("conf_reader".into(), "ReaderPass123!".into()))
         .build()
@@ -322,7 +322,7 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
         password: b.root_password(),
         calls: AtomicUsize::new(0),
     });
-    let with_provider = KalamLinkClient::<R>::builder()
+    let with_provider = crate::builder::<R>()
         .base_url(proxy.url())
         .auth_provider(provider.clone())
         .build()

@@ -96,6 +96,7 @@ mod builder;
 mod controls;
 mod dates;
 mod files;
+pub mod forward_proxy;
 mod http;
 pub mod jwt;
 mod limits;
@@ -106,17 +107,20 @@ mod setup;
 pub mod shape;
 mod sql;
 mod state;
+pub mod tls;
 mod topics;
 mod ws;
 
 pub use builder::TestServerBuilder;
 pub use controls::{Counters, Fault, Mint, SeenRequest};
 pub use files::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES_PER_REQUEST, sha256_hex, stored_name};
+pub use forward_proxy::HttpProxy;
 pub use jwt::{Claims, Refusal, sign as sign_jwt, verify as verify_jwt};
 pub use proxy::{FaultProxy, SeenRequest as ProxiedRequest};
 pub use real::RealServer;
 pub use server::TestServer;
 pub use sql::Change;
+pub use tls::{Issued, TestCa, TlsTerminator, Validity};
 pub use topics::DEFAULT_TOPIC_VISIBILITY_TIMEOUT;
 
 pub(crate) use dates::{http_date, now_rfc3339_millis, rfc3339, unix_now, unix_now_ms};

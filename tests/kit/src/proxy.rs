@@ -121,12 +121,33 @@ pub struct FaultProxy {
     /// Bumped by `drop_all`; every connection task watches it.
     generation: watch::Sender<u64>,
     accept_task: tokio::task::JoinHandle<()>,
+    /// Clients speak TLS to it.
+    tls: bool,
 }
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` (`host:port` or a URL like
     /// `http://127.0.0.1:2900`).
     pub async fn start(upstream: &str) -> std::io::Result<FaultProxy> {
+        // In front of a TLS terminator (`https://`), the proxy terminates
+        // TLS itself, with the terminator's certificate, and talks plain to
+        // what is behind it: it sees every request, and the client sees
+        // the same certificate.
+        let mut tls_front = None;
+        let mut upstream = upstream.to_owned();
+        if let Some(rest) = upstream
+            .strip_prefix("https://")
+            .or_else(|| upstream.strip_prefix("wss://"))
+        {
+            let addr: SocketAddr = rest
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|_| std::io::Error::other("an https:// upstream must be 127.0.0.1:PORT"))?;
+            let (plain, config) = crate::tls::terminator_at(addr)
+                .ok_or_else(|| std::io::Error::other("no TLS terminator at that address"))?;
+            tls_front = Some(tokio_rustls::TlsAcceptor::from(config));
+            upstream = plain.to_string();
+        }
         let upstream = upstream
             .trim_start_matches("http://")
             .trim_start_matches("ws://")
@@ -150,6 +171,7 @@ impl FaultProxy {
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         });
         let (generation, _) = watch::channel(0u64);
+        let tls = tls_front.is_some();
         let accept_task = {
             let shared = shared.clone();
             let generation = generation.clone();
@@ -163,7 +185,19 @@ impl FaultProxy {
                     }
                     shared.connections.fetch_add(1, Ordering::SeqCst);
                     let cut = generation.subscribe();
-                    tokio::spawn(serve(client, upstream.clone(), shared.clone(), cut));
+                    match &tls_front {
+                        None => {
+                            tokio::spawn(serve(client, upstream.clone(), shared.clone(), cut));
+                        }
+                        Some(acceptor) => {
+                            let (acceptor, upstream, shared) = (acceptor.clone(), upstream.clone(), shared.clone());
+                            tokio::spawn(async move {
+                                if let Ok(client) = acceptor.accept(client).await {
+                                    serve(client, upstream, shared, cut).await;
+                                }
+                            });
+                        }
+                    }
                 }
             })
         };
@@ -172,12 +206,14 @@ impl FaultProxy {
             shared,
             generation,
             accept_task,
+            tls,
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` in front of a TLS terminator).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every HTTP request seen so far, in order.
@@ -408,27 +444,44 @@ async fn forward(
     tokio::join!(read, write);
 }
 
-async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
+/// A client connection: TCP, or TLS over TCP (in front of a terminator).
+trait Front: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Front for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Front for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+async fn serve<C: Front>(client: C, upstream: String, shared: Arc<Shared>, mut cut: watch::Receiver<u64>) {
     let guard = OpenGuard::new(shared.clone());
     let Ok(mut server) = TcpStream::connect(&upstream).await else {
         // Nothing listens upstream (a server restarting): the client sees a
         // reset, as it would without the proxy.
-        let _ = client.set_zero_linger();
+        let _ = client.tcp().set_zero_linger();
         return;
     };
-    let _ = client.set_nodelay(true);
+    let _ = client.tcp().set_nodelay(true);
     let _ = server.set_nodelay(true);
     let frozen_at = *shared.freeze.borrow();
     let (kill, mut killed) = watch::channel(false);
     let start = *cut.borrow_and_update();
     let mut reset = false;
+    let (mut cr, mut cw) = tokio::io::split(client);
     {
-        let (cr, cw) = client.split();
         let (sr, sw) = server.split();
         let mut parser = RequestParser::default();
         let guard = &guard;
         let shared_up = shared.clone();
-        let up = forward(cr, sw, Dir::Up, &shared, frozen_at, &kill, move |data| {
+        let up = forward(&mut cr, sw, Dir::Up, &shared, frozen_at, &kill, move |data| {
             for seen in parser.feed(data) {
                 if parser.upgraded {
                     guard.upgraded();
@@ -438,7 +491,7 @@ async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Shared>, mut
                 }
             }
         });
-        let down = forward(sr, cw, Dir::Down, &shared, frozen_at, &kill, |_| {});
+        let down = forward(sr, &mut cw, Dir::Down, &shared, frozen_at, &kill, |_| {});
         tokio::select! {
             _ = async { tokio::join!(up, down) } => {}
             _ = cut.wait_for(|g| *g != start) => {}
@@ -446,7 +499,8 @@ async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Shared>, mut
         }
     }
     if reset {
-        let _ = client.set_zero_linger();
+        let client = cr.unsplit(cw);
+        let _ = client.tcp().set_zero_linger();
         let _ = server.set_zero_linger();
     }
     // Dropping the sockets here closes them (and then the guard stops
