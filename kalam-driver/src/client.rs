@@ -538,6 +538,16 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
+    /// How many times a request whose connection could not be made (so
+    /// nothing was sent) is sent again, after a back-off, within the
+    /// receive timeout (the official client's name; see
+    /// [`ConnectionOptions::with_max_retries`]). Nothing that may have
+    /// reached the server is ever sent again. Default 0.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.options = self.options.with_max_retries(n);
+        self
+    }
+
     /// Goes through these HTTP proxies, whatever the environment says
     /// (see [`kalam_proto::proxy`] for how each target is reached). Takes
     /// precedence over [`ConnectionOptions::proxy`], before or after

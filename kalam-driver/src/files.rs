@@ -332,6 +332,17 @@ impl<R: Runtime> KalamLinkClient<R> {
         self.upload(request.into(), files, Some(Arc::new(progress))).await
     }
 
+    /// The official client's name for
+    /// [`execute_with_files_progress`](Self::execute_with_files_progress).
+    pub async fn execute_with_files_with_progress(
+        &self,
+        request: impl Into<QueryRequest>,
+        files: Vec<FileUpload>,
+        progress: impl Fn(UploadProgress) + Send + Sync + 'static,
+    ) -> Result<QueryResponse> {
+        self.execute_with_files_progress(request, files, progress).await
+    }
+
     async fn upload(
         &self,
         query: QueryRequest,

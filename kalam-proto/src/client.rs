@@ -81,6 +81,7 @@ impl ClientConfig {
                 boundary_seed: seed.rotate_left(17) ^ 0x6b61_6c61_6d2d_6d70,
                 rate_limit_retry: options.rate_limit_retry,
                 retry_budget: timeouts.receive_timeout,
+                max_retries: options.max_retries,
                 ..AuthConfig::default()
             },
             ws: WsConfig::from_options(options, timeouts, seed),

@@ -57,6 +57,12 @@ pub struct ConnectionOptions {
     /// `ALL_PROXY` and `NO_PROXY`, read when the client is built; see
     /// [`proxy`](crate::proxy) for how each target is reached).
     pub proxy: crate::proxy::ProxyMode,
+    /// How many times a request whose connection could not be made (so
+    /// nothing was sent: a refused connection, a connect timeout) is sent
+    /// again, after 100 ms doubling up to 2 s, within the receive timeout
+    /// of its submission (default 0). Whatever may have reached the server
+    /// is never sent again.
+    pub max_retries: u32,
 }
 
 impl Default for ConnectionOptions {
@@ -78,6 +84,7 @@ impl Default for ConnectionOptions {
             max_upload_body_bytes: 10 << 20,
             rate_limit_retry: true,
             proxy: crate::proxy::ProxyMode::FromEnvironment,
+            max_retries: 0,
         }
     }
 }
@@ -136,6 +143,13 @@ impl ConnectionOptions {
     /// Go through these proxies, whatever the environment says.
     pub fn with_proxy(mut self, proxies: crate::proxy::ProxyConfig) -> Self {
         self.proxy = crate::proxy::ProxyMode::Use(proxies);
+        self
+    }
+
+    /// Retries of a request whose connection could not be made (see the
+    /// field [`max_retries`](Self::max_retries)).
+    pub fn with_max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
         self
     }
 

@@ -48,6 +48,7 @@ async fn official_client_builder_and_state(id: kalam_tokio::SubId) -> kalam_toki
         .base_url("http://localhost:8080")
         .timeout(std::time::Duration::from_secs(30))
         .http_pool_max_idle_per_host(10)
+        .max_retries(3)
         .event_handlers(
             EventHandlers::new()
                 .on_connect(|| println!("connected"))

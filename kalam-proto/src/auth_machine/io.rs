@@ -54,6 +54,10 @@ pub struct AuthConfig {
     /// How long after its submission a refused request may still be sent
     /// again; past it, the caller gets the `429`. Default 30 s.
     pub retry_budget: Duration,
+    /// How many times an operation whose connection could not be made
+    /// (nothing was sent) is sent again, after a back-off, within its
+    /// `retry_budget`. Default 0.
+    pub max_retries: u32,
 }
 
 impl Default for AuthConfig {
@@ -68,6 +72,7 @@ impl Default for AuthConfig {
             boundary_seed: 0,
             rate_limit_retry: true,
             retry_budget: Duration::from_secs(30),
+            max_retries: 0,
         }
     }
 }

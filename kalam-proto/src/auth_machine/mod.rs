@@ -65,6 +65,7 @@ mod clock;
 mod io;
 mod pacing;
 mod recovery;
+mod retry;
 mod token;
 
 pub use io::{AuthConfig, AuthOutput, AuthState, CredentialRequestId, CredentialSource, OpId, RequestId};
@@ -122,6 +123,8 @@ struct PendingOp {
     /// When it was submitted: a refusal for rate is retried until
     /// `retry_budget` after it.
     submitted: Instant,
+    /// Times it was sent again after a connection that could not be made.
+    attempts: u32,
 }
 
 /// The auth lifecycle machine. See the [module docs](self).
@@ -169,6 +172,9 @@ pub struct AuthMachine {
     probe: Probe,
     /// The server's query rate, as learned from its refusals.
     pacer: pacing::RatePacer,
+    /// Operations whose connection could not be made, and when they go
+    /// again ([`retry`]).
+    delayed: Vec<(Instant, OpId)>,
     /// A request with the current token was answered other than
     /// `TOKEN_EXPIRED`: the server takes it.
     token_accepted: bool,
@@ -217,6 +223,7 @@ impl AuthMachine {
             clock: ServerClock::default(),
             probe: Probe::NotYet,
             pacer: pacing::RatePacer::new(pacer_seed),
+            delayed: Vec::new(),
             token_accepted: false,
             fresh_refusals: 0,
             recover_after: None,
@@ -318,6 +325,7 @@ impl AuthMachine {
                 plan,
                 retried: false,
                 submitted: now.instant,
+                attempts: 0,
             },
         );
         match request {
@@ -445,8 +453,13 @@ impl AuthMachine {
         // Say where: "POST http://host:2900/v1/api/auth/login: …".
         let error = error.at(&format!("{} {}", kind.endpoint().method, self.endpoints.uri(kind)));
         match inflight {
-            // Never retried: the statement may have run.
-            InFlight::Op { op, .. } => self.finish(op, Err(Error::Transport(error))),
+            // Retried only when nothing was sent (`retry`): otherwise the
+            // statement may have run.
+            InFlight::Op { op, .. } => {
+                if let Some(error) = self.transport_retry(op, Error::Transport(error), now) {
+                    self.finish(op, Err(error));
+                }
+            }
             InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), false, now),
             InFlight::ClockProbe => self.probe = Probe::Done,
         }
@@ -513,6 +526,7 @@ impl AuthMachine {
             self.timer = None;
             self.expire_if_due(now);
             self.maybe_refresh_ahead(now);
+            self.release_delayed(now);
             self.drive(now);
         }
         self.update_timer(now);

@@ -228,7 +228,8 @@ impl AuthMachine {
         let token = token.map(|at| local_instant(&self.clock, now, at));
         let backoff = self.recover_after.filter(|t| *t > now.instant);
         let pace = self.pace_timer(now);
-        self.timer = [token, backoff, pace].into_iter().flatten().min();
+        let retry = self.retry_timer();
+        self.timer = [token, backoff, pace, retry].into_iter().flatten().min();
     }
 
     /// A token just obtained from `from`, noted as arriving now; refused

@@ -138,3 +138,46 @@ pub async fn concurrent_queries_within_the_servers_rate<R: Runtime>(b: &dyn Back
         );
     }
 }
+
+/// `max_retries(n)`: a query sent while nothing listens (the connection is
+/// refused, so nothing was sent) goes again after a back-off and succeeds
+/// once the server listens again; without it the caller gets the refusal.
+/// (Direct, not through a proxy: a proxy answers for a down server.)
+pub async fn max_retries_carries_a_query_over_a_refused_connection<R: Runtime>(b: &dyn Backend) {
+    let proxy = crate::FaultProxy::start(&b.url()).await.expect("proxy");
+    // A token, so that the clients need no login while nothing listens.
+    let token = root::<R>(b, &b.url())
+        .login(kalam_proto::SYSTEM_USER, &b.root_password())
+        .await
+        .expect("login")
+        .access_token;
+    proxy.stop_listening().await;
+    let client = |retries: u32| {
+        crate::builder::<R>()
+            .base_url(proxy.url())
+            .no_proxy()
+            .jwt_token(token.clone())
+            .max_retries(retries)
+            .build()
+            .expect("client")
+    };
+    let patient = client(8);
+    match client(0).execute_query("SELECT 2").await {
+        Err(Error::Transport(TransportError::Connect(_))) => {}
+        other => panic!("without retries, the refusal: {other:?}"),
+    }
+    let (tx, query) = tokio::sync::oneshot::channel();
+    R::spawn(async move {
+        let _ = tx.send(patient.execute_query("SELECT 3").await);
+    });
+    // Down for a while (the patient client's first tries are refused),
+    // then back.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.listen_again().await.expect("listening again");
+    let answer = tokio::time::timeout(crate::PATIENCE, query)
+        .await
+        .expect("answered in time");
+    answer
+        .expect("the query's task answered")
+        .expect("the query went through once the server listened again");
+}

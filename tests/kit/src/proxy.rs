@@ -120,9 +120,53 @@ pub struct FaultProxy {
     shared: Arc<Shared>,
     /// Bumped by `drop_all`; every connection task watches it.
     generation: watch::Sender<u64>,
-    accept_task: tokio::task::JoinHandle<()>,
+    accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    accept: Accept,
     /// Clients speak TLS to it.
     tls: bool,
+}
+
+/// What the accept loop needs (again, after [`FaultProxy::listen_again`]).
+#[derive(Clone)]
+struct Accept {
+    shared: Arc<Shared>,
+    generation: watch::Sender<u64>,
+    upstream: String,
+    tls_front: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Accept {
+    async fn run(self, listener: TcpListener) {
+        let Accept {
+            shared,
+            generation,
+            upstream,
+            tls_front,
+        } = self;
+        while let Ok((client, _)) = listener.accept().await {
+            if shared.refuse.load(Ordering::SeqCst) {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                let _ = client.set_zero_linger();
+                drop(client);
+                continue;
+            }
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let cut = generation.subscribe();
+            match &tls_front {
+                None => {
+                    tokio::spawn(serve(client, upstream.clone(), shared.clone(), cut));
+                }
+                Some(acceptor) => {
+                    let (acceptor, upstream, shared) = (acceptor.clone(), upstream.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        if let Ok(client) = acceptor.accept(client).await {
+                            serve(client, upstream, shared, cut).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
 }
 
 impl FaultProxy {
@@ -172,42 +216,44 @@ impl FaultProxy {
         });
         let (generation, _) = watch::channel(0u64);
         let tls = tls_front.is_some();
-        let accept_task = {
-            let shared = shared.clone();
-            let generation = generation.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    if shared.refuse.load(Ordering::SeqCst) {
-                        shared.refused.fetch_add(1, Ordering::SeqCst);
-                        let _ = client.set_zero_linger();
-                        drop(client);
-                        continue;
-                    }
-                    shared.connections.fetch_add(1, Ordering::SeqCst);
-                    let cut = generation.subscribe();
-                    match &tls_front {
-                        None => {
-                            tokio::spawn(serve(client, upstream.clone(), shared.clone(), cut));
-                        }
-                        Some(acceptor) => {
-                            let (acceptor, upstream, shared) = (acceptor.clone(), upstream.clone(), shared.clone());
-                            tokio::spawn(async move {
-                                if let Ok(client) = acceptor.accept(client).await {
-                                    serve(client, upstream, shared, cut).await;
-                                }
-                            });
-                        }
-                    }
-                }
-            })
+        let accept = Accept {
+            shared: shared.clone(),
+            generation: generation.clone(),
+            upstream,
+            tls_front,
         };
+        let accept_task = tokio::spawn(accept.clone().run(listener));
         Ok(FaultProxy {
             addr,
             shared,
             generation,
-            accept_task,
+            accept_task: Mutex::new(Some(accept_task)),
+            accept,
             tls,
         })
+    }
+
+    /// Stops listening: connections to it are refused (by the operating
+    /// system) until [`listen_again`](Self::listen_again). Open connections
+    /// stay.
+    pub async fn stop_listening(&self) {
+        let task = self.accept_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await; // the listener is closed once it returns
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn listen_again(&self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        let task = tokio::spawn(self.accept.clone().run(listener));
+        if let Ok(mut t) = self.accept_task.lock()
+            && let Some(old) = t.replace(task)
+        {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// `http://127.0.0.1:PORT` (`https://` in front of a TLS terminator).
@@ -338,7 +384,11 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        self.accept_task.abort();
+        if let Ok(mut t) = self.accept_task.lock()
+            && let Some(task) = t.take()
+        {
+            task.abort();
+        }
         self.drop_all();
     }
 }
