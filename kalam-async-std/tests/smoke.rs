@@ -71,3 +71,17 @@ fn query_and_live_from_smol() {
     smol::block_on(query_and_live(server.url(), server.root_password().to_owned()));
     rt.block_on(server.shutdown());
 }
+
+/// HTTP/2 is Tokio's (hyper's) only: asking for it here is a typed error
+/// when the client is built, never a silent HTTP/1.1.
+#[test]
+fn http2_is_refused_with_a_typed_error() {
+    let built = KalamLinkClient::builder()
+        .base_url("http://127.0.0.1:2900")
+        .http_version(kalam_async_std::HttpVersion::Http2)
+        .build();
+    match built {
+        Err(kalam_async_std::Error::InvalidConfig(why)) => assert!(why.contains("HTTP/2"), "{why}"),
+        other => panic!("expected InvalidConfig, got {:?}", other.map(|_| "a client")),
+    }
+}

@@ -389,6 +389,7 @@ pub struct KalamLinkClientBuilder<R: Runtime> {
     #[cfg(feature = "rustls")]
     tls: Option<crate::tls::TlsConfig>,
     proxy: Option<ProxyMode>,
+    http_version: Option<kalam_proto::HttpVersion>,
     _rt: PhantomData<fn() -> R>,
 }
 
@@ -407,6 +408,7 @@ impl<R: Runtime> Default for KalamLinkClientBuilder<R> {
             #[cfg(feature = "rustls")]
             tls: None,
             proxy: None,
+            http_version: None,
             _rt: PhantomData,
         }
     }
@@ -548,6 +550,17 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
+    /// The HTTP version of the requests (the official client's name; see
+    /// [`HttpVersion`](kalam_proto::HttpVersion)): HTTP/2 multiplexes every
+    /// request in flight over one connection, with the in-flight cap and
+    /// the token handling unchanged. Needs `kalam-tokio`'s `http2` feature.
+    /// Takes precedence over [`ConnectionOptions::http_version`], before or
+    /// after [`connection_options`](Self::connection_options).
+    pub fn http_version(mut self, version: kalam_proto::HttpVersion) -> Self {
+        self.http_version = Some(version);
+        self
+    }
+
     /// Goes through these HTTP proxies, whatever the environment says
     /// (see [`kalam_proto::proxy`] for how each target is reached). Takes
     /// precedence over [`ConnectionOptions::proxy`], before or after
@@ -569,6 +582,9 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
     pub fn build(mut self) -> Result<KalamLinkClient<R>> {
         if let Some(proxy) = self.proxy.take() {
             self.options.proxy = proxy;
+        }
+        if let Some(version) = self.http_version.take() {
+            self.options.http_version = version;
         }
         let endpoints = Endpoints::new(&self.base_url)?;
         R::check()?;

@@ -70,7 +70,7 @@ pub mod prelude {
         Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
         SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, UserInfo,
     };
-    pub use kalam_proto::{ProxyConfig, ProxyMode};
+    pub use kalam_proto::{HttpVersion, ProxyConfig, ProxyMode};
 }
 /// The runtime an adapter supplies (see [`adapter`]); code generic over
 /// the runtime, such as a test suite run on both, names it here.

@@ -163,7 +163,7 @@ pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPl
 pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::{LiveEvent, LiveRow, LiveRows, SubscriptionInfo, SubscriptionState};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
-pub use options::{ConnectionOptions, KalamLinkTimeouts};
+pub use options::{ConnectionOptions, HttpVersion, KalamLinkTimeouts};
 pub use proxy::{ProxyConfig, ProxyMode};
 pub use secret::Secret;
 pub use time::{Instant, Now};

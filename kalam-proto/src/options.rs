@@ -63,6 +63,26 @@ pub struct ConnectionOptions {
     /// of its submission (default 0). Whatever may have reached the server
     /// is never sent again.
     pub max_retries: u32,
+    /// The HTTP version of the requests (default HTTP/1.1; HTTP/2 needs
+    /// `kalam-tokio`'s `http2` feature).
+    pub http_version: HttpVersion,
+}
+
+/// The HTTP version of a client's requests
+/// ([`ConnectionOptions::http_version`]). The WebSocket is always an
+/// HTTP/1.1 upgrade.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// HTTP/1.1 over a pool of keep-alive connections, one request at a
+    /// time on each (the default).
+    #[default]
+    Http1,
+    /// HTTP/2: every request in flight multiplexed over one connection
+    /// (with prior knowledge over `http://`, by ALPN over `https://`).
+    /// `kalam-tokio` with its `http2` feature; elsewhere, building the
+    /// client is refused with a typed error.
+    Http2,
 }
 
 impl Default for ConnectionOptions {
@@ -85,6 +105,7 @@ impl Default for ConnectionOptions {
             rate_limit_retry: true,
             proxy: crate::proxy::ProxyMode::FromEnvironment,
             max_retries: 0,
+            http_version: HttpVersion::Http1,
         }
     }
 }
@@ -150,6 +171,12 @@ impl ConnectionOptions {
     /// field [`max_retries`](Self::max_retries)).
     pub fn with_max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// The HTTP version of the requests.
+    pub fn with_http_version(mut self, version: HttpVersion) -> Self {
+        self.http_version = version;
         self
     }
 

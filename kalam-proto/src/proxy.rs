@@ -240,7 +240,16 @@ pub enum Route<'a> {
     Tunnel(&'a ProxyServer),
 }
 
-impl Route<'_> {
+impl<'a> Route<'a> {
+    /// The route with a tunnel where it would forward (for a protocol a
+    /// forwarding proxy cannot carry, such as HTTP/2 with prior knowledge).
+    pub fn tunnelled(self) -> Route<'a> {
+        match self {
+            Route::Forward(p) => Route::Tunnel(p),
+            other => other,
+        }
+    }
+
     /// The host and port to open the TCP connection to.
     pub fn first_hop<'h>(&'h self, host: &'h str, port: u16) -> (&'h str, u16) {
         match self {

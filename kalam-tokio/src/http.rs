@@ -26,7 +26,7 @@ use kalam_proto::{Error, TransportError};
 /// A request body streamed from chunks (uploads).
 type Streamed = StreamBody<Pin<Box<dyn Stream<Item = std::io::Result<Frame<Bytes>>> + Send>>>;
 /// Whole bodies (every other request) or streamed ones, on the same connections.
-type RequestBody = Either<Full<Bytes>, Streamed>;
+pub(crate) type RequestBody = Either<Full<Bytes>, Streamed>;
 type Sender = SendRequest<RequestBody>;
 
 /// A connection: hyper's handle, and whether its peer went away while a
@@ -79,6 +79,9 @@ pub struct HttpClient {
     forward: Option<(String, Option<http::HeaderValue>)>,
     /// The forwarding proxy, as it shows in errors (`http://host:port`).
     forward_proxy: String,
+    /// HTTP/2: the one connection every request goes over.
+    #[cfg(feature = "http2")]
+    h2: Option<Arc<crate::h2::H2>>,
 }
 
 impl HttpClient {
@@ -99,13 +102,26 @@ impl HttpClient {
             ),
             Route::Direct | Route::Tunnel(_) => (None, String::new()),
         };
+        #[allow(unused_mut)] // without `http2`
+        let mut limits = settings.clone();
+        #[cfg(feature = "http2")]
+        let h2 = crate::h2::H2::for_settings(&mut limits)?;
+        // HTTP/2 goes through a tunnel, never in absolute form.
+        #[cfg(feature = "http2")]
+        let (forward, forward_proxy) = if h2.is_some() {
+            (None, String::new())
+        } else {
+            (forward, forward_proxy)
+        };
         Ok(HttpClient {
             authority,
             pool: Arc::new(IdlePool::new(settings.max_idle)),
-            limits: settings.clone(),
+            limits,
             target,
             forward,
             forward_proxy,
+            #[cfg(feature = "http2")]
+            h2,
         })
     }
 
@@ -116,7 +132,7 @@ impl HttpClient {
         let limit = self.limits.receive_timeout;
         tokio::time::timeout(limit, self.exchange(request))
             .await
-            .map_err(|_| TransportError::Timeout(limit))?
+            .map_err(|_| self.timed_out(limit))?
     }
 
     /// Sends one request with its body streamed from `body` (of the given
@@ -134,7 +150,15 @@ impl HttpClient {
                 parts
                     .headers
                     .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-                let frames = chunks.map(|chunk| chunk.map(|c| Frame::data(Bytes::from(c))));
+                // The source's own failure, for an engine that reports only
+                // its own (HTTP/2 resets the stream).
+                let failed = SourceFailed::default();
+                parts.extensions.insert(failed.clone());
+                let frames = chunks.map(move |chunk| {
+                    chunk
+                        .map(|c| Frame::data(Bytes::from(c)))
+                        .inspect_err(|e| failed.set(e.to_string()))
+                });
                 Either::Right(StreamBody::new(
                     Box::pin(frames) as Pin<Box<dyn Stream<Item = _> + Send>>
                 ))
@@ -145,7 +169,7 @@ impl HttpClient {
         let limit = self.limits.receive_timeout;
         let (response, conn) = tokio::time::timeout(limit, self.dispatch(request))
             .await
-            .map_err(|_| TransportError::Timeout(limit))??;
+            .map_err(|_| self.timed_out(limit))??;
         let (parts, body) = response.into_parts();
         // A connection the server closed (after an early answer, say) is
         // not reused.
@@ -154,10 +178,30 @@ impl HttpClient {
                 body,
                 chunk: Bytes::new(),
             },
-            Some((conn, self.pool.clone())),
+            conn.map(|conn| (conn, self.pool.clone())),
             Conn::reusable,
         );
         Ok(http::Response::from_parts(parts, Box::pin(reader) as BodyReader))
+    }
+
+    /// Whether an `http` target behind a proxy is tunnelled (HTTP/2).
+    fn tunnel_only(&self) -> bool {
+        #[cfg(feature = "http2")]
+        if self.h2.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// A request got no answer in time: over HTTP/2, the connection (which
+    /// every request shares) may be half-open, and the next request opens
+    /// a new one.
+    fn timed_out(&self, limit: std::time::Duration) -> TransportError {
+        #[cfg(feature = "http2")]
+        if let Some(h2) = &self.h2 {
+            h2.forget();
+        }
+        TransportError::Timeout(limit)
     }
 
     /// Origin form on the connection (absolute form to a forwarding
@@ -198,7 +242,9 @@ impl HttpClient {
             })?
             .to_bytes();
         // The whole answer is read: the connection is free again.
-        if conn.reusable() {
+        if let Some(conn) = conn
+            && conn.reusable()
+        {
             self.pool.put(conn, now());
         }
         Ok(http::Response::from_parts(parts, body))
@@ -206,7 +252,22 @@ impl HttpClient {
 
     /// Sends the request on a pooled or new connection; answers the head
     /// and the connection (busy until the body is read).
+    /// Sends the request over HTTP/2 or on an HTTP/1.1 connection; answers
+    /// the head and, for HTTP/1.1, the connection (busy until the body is
+    /// read).
     async fn dispatch(
+        &self,
+        request: http::Request<RequestBody>,
+    ) -> Result<(http::Response<Incoming>, Option<Conn>), TransportError> {
+        #[cfg(feature = "http2")]
+        if let Some(h2) = &self.h2 {
+            return Ok((h2.send(self, request).await?, None));
+        }
+        let (response, conn) = self.dispatch_http1(request).await?;
+        Ok((response, Some(conn)))
+    }
+
+    async fn dispatch_http1(
         &self,
         request: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, Conn), TransportError> {
@@ -260,13 +321,19 @@ impl HttpClient {
         Ok((response, conn))
     }
 
-    async fn connect(&self) -> Result<Conn, TransportError> {
-        let connect = crate::net::open(&self.limits.net, &self.target);
+    /// A new connection to the server (through its proxy, inside TLS), within
+    /// the connect timeout.
+    pub(crate) async fn open(&self) -> Result<Box<dyn crate::net::Io>, TransportError> {
+        let connect = crate::net::open(&self.limits.net, &self.target, self.tunnel_only());
         let timeout = self.limits.connect_timeout;
-        let io = tokio::time::timeout(timeout, connect)
+        tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {timeout:?}")))?
-            .map_err(|e| connect_error(&e))?;
+            .map_err(|e| connect_error(&e))
+    }
+
+    async fn connect(&self) -> Result<Conn, TransportError> {
+        let io = self.open().await?;
         let peer_gone = Arc::new(AtomicBool::new(false));
         let heard = Arc::new(AtomicU64::new(0));
         let io = HeardOut {
@@ -377,6 +444,23 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// An upload's source failed: its error, for the request's error.
+#[derive(Clone, Default)]
+pub(crate) struct SourceFailed(Arc<std::sync::Mutex<Option<String>>>);
+
+impl SourceFailed {
+    fn set(&self, why: String) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(why);
+        }
+    }
+
+    #[cfg_attr(not(feature = "http2"), allow(dead_code))]
+    pub(crate) fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
 /// hyper's answer body (a stream of frames) as a reader.
 struct IncomingReader {
     body: Incoming,
@@ -406,7 +490,7 @@ impl futures_util::AsyncRead for IncomingReader {
     }
 }
 
-fn io_error(e: hyper::Error) -> TransportError {
+pub(crate) fn io_error(e: hyper::Error) -> TransportError {
     typed_failure(&e).unwrap_or_else(|| TransportError::Io(io_text(e)))
 }
 

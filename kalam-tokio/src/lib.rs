@@ -111,6 +111,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod compat;
+#[cfg(feature = "http2")]
+mod h2;
 mod http;
 mod net;
 pub mod rt;

@@ -16,8 +16,13 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 /// proxy, a tunnel through the proxy for `https`, `ws` and `wss`, then TLS
 /// for `https` and `wss`. (An `http` target behind a proxy gets a
 /// connection to the proxy; its requests go in absolute form.)
-pub(crate) async fn open(net: &Network, target: &Target) -> std::io::Result<Box<dyn Io>> {
-    let route = net.route(target.scheme, &target.host, target.port);
+/// With `tunnel_only`, an `http` target behind a proxy is tunnelled too
+/// (HTTP/2 with prior knowledge, which a forwarding proxy cannot carry).
+pub(crate) async fn open(net: &Network, target: &Target, tunnel_only: bool) -> std::io::Result<Box<dyn Io>> {
+    let mut route = net.route(target.scheme, &target.host, target.port);
+    if tunnel_only {
+        route = route.tunnelled();
+    }
     let (host, port) = route.first_hop(&target.host, target.port);
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     // Without Nagle's delay.

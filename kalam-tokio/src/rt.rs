@@ -23,6 +23,7 @@ impl Runtime for Tokio {
 
     const NAME: &'static str = "kalam-tokio";
     const TLS: bool = cfg!(feature = "rustls");
+    const HTTP2: bool = cfg!(feature = "http2");
 
     fn check() -> Result<()> {
         tokio::runtime::Handle::try_current()
@@ -77,6 +78,6 @@ impl Runtime for Tokio {
     ) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send + 'static {
         let target = Target::of(url);
         let net = net.clone();
-        async move { Ok(TokioAdapter::new(crate::net::open(&net, &target?).await?)) }
+        async move { Ok(TokioAdapter::new(crate::net::open(&net, &target?, false).await?)) }
     }
 }

@@ -49,6 +49,7 @@ async fn official_client_builder_and_state(id: kalam_tokio::SubId) -> kalam_toki
         .timeout(std::time::Duration::from_secs(30))
         .http_pool_max_idle_per_host(10)
         .max_retries(3)
+        .http_version(kalam_client::HttpVersion::Http1)
         .event_handlers(
             EventHandlers::new()
                 .on_connect(|| println!("connected"))

@@ -32,6 +32,9 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     const NAME: &'static str;
     /// Whether this build can speak TLS (`https://`, `wss://`).
     const TLS: bool;
+    /// Whether this build can speak HTTP/2 (see
+    /// [`HttpVersion`](kalam_proto::HttpVersion)). Default: no.
+    const HTTP2: bool = false;
 
     /// Fails with a typed error when the client cannot run here (for
     /// example outside a Tokio runtime).
@@ -109,6 +112,8 @@ pub struct HttpSettings {
     pub max_body: usize,
     /// The proxies and the TLS configuration.
     pub net: Network,
+    /// HTTP/1.1 or HTTP/2.
+    pub version: kalam_proto::HttpVersion,
 }
 
 impl HttpSettings {
@@ -128,6 +133,12 @@ impl HttpSettings {
         if tls && !R::TLS {
             return Err(invalid(format!("https needs the `rustls` feature of {}", R::NAME)));
         }
+        if options.http_version == kalam_proto::HttpVersion::Http2 && !R::HTTP2 {
+            return Err(Error::InvalidConfig(format!(
+                "HTTP/2 needs kalam-tokio with its `http2` feature (this is {})",
+                R::NAME
+            )));
+        }
         let uri: http::Uri = endpoints.base().parse().map_err(|_| invalid("not a URL".into()))?;
         let authority = uri.authority().ok_or_else(|| invalid("no host".into()))?;
         Ok(HttpSettings {
@@ -144,6 +155,7 @@ impl HttpSettings {
             receive_timeout: timeouts.receive_timeout,
             max_body: options.max_response_bytes,
             net,
+            version: options.http_version,
         })
     }
 }

@@ -1344,7 +1344,12 @@ pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
         &format!("INSERT INTO {table} (id, name, qty) VALUES (2, 'cut answer', 2)"),
     )
     .await;
-    assert_eq!(proxy.resets(), 2, "the answer was cut");
+    // Over HTTP/2 the insert may fail on the connection the first cut
+    // killed (one connection carries every request) before any answer
+    // byte: then nothing was cut, and nothing ran.
+    if !crate::network::http2() {
+        assert_eq!(proxy.resets(), 2, "the answer was cut");
+    }
 
     let ids: Vec<i64> = {
         let r = client
@@ -1358,10 +1363,15 @@ pub async fn fault_reset_mid_request<R: Runtime>(b: &dyn Backend) {
     if first.is_ok() {
         assert!(ids.contains(&1), "insert 1 reported success but is missing: {ids:?}");
     }
-    assert!(
-        ids.contains(&2),
-        "insert 2 (its answer cut) did not run: {ids:?} ({second:?})"
-    );
+    // Over HTTP/1.1 the server's first bytes are the answer, so the insert
+    // ran; over HTTP/2 they may be its SETTINGS or WINDOW_UPDATE frames,
+    // cut before the request reached it.
+    if !crate::network::http2() || second.is_ok() {
+        assert!(
+            ids.contains(&2),
+            "insert 2 (its answer cut) did not run: {ids:?} ({second:?})"
+        );
+    }
     assert!(ids.iter().all(|id| [1, 2].contains(id)), "{ids:?}");
 }
 

@@ -558,18 +558,33 @@ async fn serve<C: Front>(client: C, upstream: String, shared: Arc<Shared>, mut c
 }
 
 /// Finds request heads in a client's byte stream: HTTP/1.1 with keep-alive
-/// and `Content-Length` bodies; after a WebSocket upgrade, nothing more.
+/// and `Content-Length` bodies (after a WebSocket upgrade, nothing more),
+/// or HTTP/2 with prior knowledge (each HEADERS block, decoded).
 #[derive(Default)]
 struct RequestParser {
     buf: Vec<u8>,
     body_left: usize,
     upgraded: bool,
+    /// HTTP/2: the connection's header decoder, and a block still waiting
+    /// for its CONTINUATION frames.
+    h2: Option<(hpack::Decoder<'static>, Vec<u8>)>,
 }
+
+/// The client's first bytes on an HTTP/2 connection with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl RequestParser {
     fn feed(&mut self, data: &[u8]) -> Vec<SeenRequest> {
         let mut seen = Vec::new();
         self.buf.extend_from_slice(data);
+        if self.h2.is_none() && self.body_left == 0 && self.buf.starts_with(H2_PREFACE) {
+            self.buf.drain(..H2_PREFACE.len());
+            self.h2 = Some((hpack::Decoder::new(), Vec::new()));
+        }
+        if self.h2.is_some() {
+            self.feed_h2(&mut seen);
+            return seen;
+        }
         loop {
             if self.upgraded {
                 // WebSocket frames from here on: not HTTP.
@@ -611,6 +626,64 @@ impl RequestParser {
                 path,
                 auth_scheme,
             });
+        }
+    }
+}
+
+impl RequestParser {
+    /// HTTP/2 frames: each complete HEADERS block is a request.
+    fn feed_h2(&mut self, seen: &mut Vec<SeenRequest>) {
+        const HEADERS: u8 = 0x1;
+        const CONTINUATION: u8 = 0x9;
+        const END_HEADERS: u8 = 0x4;
+        const PADDED: u8 = 0x8;
+        const PRIORITY: u8 = 0x20;
+        let Some((decoder, block)) = self.h2.as_mut() else {
+            return;
+        };
+        while self.buf.len() >= 9 {
+            let len = usize::from(self.buf[0]) << 16 | usize::from(self.buf[1]) << 8 | usize::from(self.buf[2]);
+            if self.buf.len() < 9 + len {
+                return;
+            }
+            let (kind, flags) = (self.buf[3], self.buf[4]);
+            let payload = &self.buf[9..9 + len];
+            let fragment: &[u8] = match kind {
+                HEADERS => {
+                    let mut start = 0;
+                    let mut end = payload.len();
+                    if flags & PADDED != 0 && !payload.is_empty() {
+                        start = 1;
+                        end = end.saturating_sub(usize::from(payload[0]));
+                    }
+                    if flags & PRIORITY != 0 {
+                        start += 5;
+                    }
+                    payload.get(start..end).unwrap_or_default()
+                }
+                CONTINUATION => payload,
+                _ => &[],
+            };
+            if kind == HEADERS || kind == CONTINUATION {
+                block.extend_from_slice(fragment);
+                if flags & END_HEADERS != 0 {
+                    if let Ok(headers) = decoder.decode(block) {
+                        let value = |name: &[u8]| {
+                            headers
+                                .iter()
+                                .find(|(n, _)| n.as_slice() == name)
+                                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        };
+                        seen.push(SeenRequest {
+                            method: value(b":method").unwrap_or_default(),
+                            path: value(b":path").unwrap_or_default(),
+                            auth_scheme: value(b"authorization").and_then(|v| v.split(' ').next().map(str::to_owned)),
+                        });
+                    }
+                    block.clear();
+                }
+            }
+            self.buf.drain(..9 + len);
         }
     }
 }

@@ -123,11 +123,12 @@ impl TestCa {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server.key_der.clone()));
-        Arc::new(
-            builder
-                .with_single_cert(vec![server.cert_der.clone(), self.cert_der()], key)
-                .expect("server certificate"),
-        )
+        let mut config = builder
+            .with_single_cert(vec![server.cert_der.clone(), self.cert_der()], key)
+            .expect("server certificate");
+        // What is behind takes HTTP/2 and HTTP/1.1 alike.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
     }
 }
 

@@ -139,10 +139,12 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, mut stopped:
                     Ok::<_, Infallible>(answer)
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .auto_date_header(false)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            // HTTP/1.1, or HTTP/2 with prior knowledge (as the server
+            // takes it), on the same port.
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder.http1().auto_date_header(false);
+            builder.http2().auto_date_header(false);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
                 _ = conn => {}
                 _ = stop.changed() => {}
