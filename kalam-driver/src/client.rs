@@ -106,6 +106,16 @@ impl<R: Runtime> KalamLinkClient<R> {
         self.submit(Operation::Query(request.into())).await
     }
 
+    /// Runs one statement (SQL, or a [`QueryRequest`] with parameters) and
+    /// reads its first result's rows as the application's own type `T`
+    /// (serde; see [`QueryResult::rows_as`](kalam_proto::QueryResult::rows_as)):
+    /// fields by column name, BIGINT strings into integers, FILE columns
+    /// into `FileRef`, NULL into `None`. A row that does not fit is
+    /// [`Error::Cell`](kalam_proto::Error::Cell), naming the row and column.
+    pub async fn query_as<T: serde::de::DeserializeOwned>(&self, request: impl Into<QueryRequest>) -> Result<Vec<T>> {
+        Ok(self.execute(request).await?.rows_as()?)
+    }
+
     /// The authenticated user (`GET /v1/api/auth/me`).
     pub async fn current_user(&self) -> Result<MeResponse> {
         self.submit(Operation::Me).await
@@ -226,6 +236,14 @@ impl<R: Runtime> KalamLinkClient<R> {
     pub async fn live_events(&self, sql: &str) -> Result<LiveEvents> {
         self.live_events_with(sql, Some(SubscriptionOptions::default().with_batch_size(500)))
             .await
+    }
+
+    /// Like [`live_events`](Self::live_events), with every whole row read
+    /// as the application's type `T` (serde; see
+    /// [`TypedLiveEvent`](kalam_proto::TypedLiveEvent) for what stays a
+    /// `LiveRow`: the `old` side of updates and deletes).
+    pub async fn live_events_as<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<crate::LiveEventsAs<T>> {
+        Ok(crate::LiveEventsAs::new(self.live_events(sql).await?))
     }
 
     /// Like [`live_events`](Self::live_events) with explicit options:

@@ -56,7 +56,7 @@ pub mod prelude {
     pub use crate::client::EventHandlers;
     pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
     pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
-    pub use crate::live::{LiveEvents, LiveQuery};
+    pub use crate::live::{LiveEvents, LiveEventsAs, LiveQuery};
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub use crate::tls::TlsConfig;
@@ -68,11 +68,11 @@ pub mod prelude {
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,
         ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse,
         Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
-        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, UserInfo,
+        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, TypedLiveEvent, UserInfo,
     };
     pub use kalam_proto::{HttpVersion, ProxyConfig, ProxyMode};
 }
 /// The runtime an adapter supplies (see [`adapter`]); code generic over
 /// the runtime, such as a test suite run on both, names it here.
 pub use adapter::Runtime;
-pub use live::{LiveEvents, LiveQuery};
+pub use live::{LiveEvents, LiveEventsAs, LiveQuery};

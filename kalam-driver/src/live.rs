@@ -90,6 +90,53 @@ impl Stream for LiveEvents {
     }
 }
 
+/// [`LiveEvents`] with rows read as the application's type `T` (from
+/// [`KalamLinkClient::live_events_as`](crate::KalamLinkClient::live_events_as)):
+/// see [`TypedLiveEvent`](kalam_proto::TypedLiveEvent). A row that does not
+/// fit is one `Err` ([`Error::Cell`](kalam_proto::Error::Cell)); the
+/// stream goes on.
+pub struct LiveEventsAs<T> {
+    events: LiveEvents,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for LiveEventsAs<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveEventsAs")
+            .field("sub", &self.events.sub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> LiveEventsAs<T> {
+    pub(crate) fn new(events: LiveEvents) -> Self {
+        LiveEventsAs {
+            events,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// The subscription's id within the client.
+    pub fn id(&self) -> SubId {
+        self.events.id()
+    }
+
+    /// The next event; `None` when the subscription has ended.
+    pub async fn next(&mut self) -> Option<Result<kalam_proto::TypedLiveEvent<T>>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Stream for LiveEventsAs<T> {
+    type Item = Result<kalam_proto::TypedLiveEvent<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx).map(|item| {
+            item.map(|event| event.and_then(|e| kalam_proto::TypedLiveEvent::from_event(e).map_err(Into::into)))
+        })
+    }
+}
+
 impl Drop for LiveEvents {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unsubscribe(self.sub));

@@ -34,6 +34,17 @@ fn is_system(name: &str) -> bool {
 }
 
 impl LiveRow {
+    /// The row as the application's own type `T` (serde), as
+    /// [`QueryResult::rows_as`](crate::QueryResult::rows_as) reads a query
+    /// row: fields by column name, the wire forms read as each field asks,
+    /// `_seq`/`_deleted` only for a struct that names them. An update's or
+    /// delete's `old` values hold only the changed columns and the key: read
+    /// them with [`get`](Self::get), or into a struct whose other fields are
+    /// `Option` or `#[serde(default)]`.
+    pub fn to<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::CellError> {
+        crate::rows::from_map(&self.0).map_err(|e| e.at_row(0))
+    }
+
     /// A row from a column map (as the server sends it).
     pub fn from_map(map: Map<String, Value>) -> Self {
         LiveRow(map)
@@ -182,6 +193,80 @@ pub enum LiveEvent {
     },
     /// The subscription failed or ended; no more events follow.
     Closed(Option<Error>),
+}
+
+/// A [`LiveEvent`] with its rows read as the application's type `T`
+/// (serde; see [`LiveRow::to`]). A whole row (initial rows, an insert, an
+/// update's new row: NULL columns, which the server leaves out, read as
+/// `None`) becomes a `T`. The `old` side of an update or delete holds only
+/// the key, the changed columns and `_seq`, so it cannot be a `T`: it stays
+/// a [`LiveRow`] (read it with [`get`](LiveRow::get)).
+#[derive(Debug, Clone)]
+pub enum TypedLiveEvent<T> {
+    /// The server accepted the subscription (again, after a reconnect).
+    Subscribed {
+        /// Columns.
+        schema: Vec<SchemaField>,
+        /// `_seq` of the resume point, after a reconnect.
+        resumed_from: Option<i64>,
+    },
+    /// A page of initial data.
+    InitialRows {
+        /// Rows.
+        rows: Vec<T>,
+        /// More pages follow.
+        has_more: bool,
+    },
+    /// Initial data complete: from now on, changes.
+    Ready,
+    /// A row was inserted.
+    Insert {
+        /// The new row.
+        row: T,
+    },
+    /// A row was updated.
+    Update {
+        /// The new row.
+        row: T,
+        /// Previous values of the changed columns, with the key and old `_seq`.
+        old: LiveRow,
+    },
+    /// A row was deleted.
+    Delete {
+        /// The deleted row's key and the deletion's `_seq`.
+        old: LiveRow,
+    },
+    /// The connection dropped; the client is reconnecting.
+    Reconnecting {
+        /// Why the connection dropped.
+        reason: String,
+    },
+    /// The subscription failed or ended; no more events follow.
+    Closed(Option<Error>),
+}
+
+impl<T: serde::de::DeserializeOwned> TypedLiveEvent<T> {
+    /// The event with its rows read as `T`. A row that does not fit is
+    /// [`CellError::Row`] (its index in the page).
+    pub fn from_event(event: LiveEvent) -> Result<Self, crate::CellError> {
+        Ok(match event {
+            LiveEvent::Subscribed { schema, resumed_from } => TypedLiveEvent::Subscribed { schema, resumed_from },
+            LiveEvent::InitialRows { rows, has_more } => TypedLiveEvent::InitialRows {
+                rows: rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| crate::rows::from_map(&r.0).map_err(|e| e.at_row(i)))
+                    .collect::<Result<_, _>>()?,
+                has_more,
+            },
+            LiveEvent::Ready => TypedLiveEvent::Ready,
+            LiveEvent::Insert { row } => TypedLiveEvent::Insert { row: row.to()? },
+            LiveEvent::Update { row, old } => TypedLiveEvent::Update { row: row.to()?, old },
+            LiveEvent::Delete { old } => TypedLiveEvent::Delete { old },
+            LiveEvent::Reconnecting { reason } => TypedLiveEvent::Reconnecting { reason },
+            LiveEvent::Closed(e) => TypedLiveEvent::Closed(e),
+        })
+    }
 }
 
 /// Where a live query stands ([`SubscriptionInfo::state`]).

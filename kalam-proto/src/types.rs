@@ -110,6 +110,12 @@ impl QueryResponse {
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
         self.results.iter().flat_map(|r| r.rows())
     }
+
+    /// The first result's rows as `T` (see [`QueryResult::rows_as`]); no
+    /// rows when there is no result.
+    pub fn rows_as<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, CellError> {
+        self.first().map_or_else(|| Ok(Vec::new()), QueryResult::rows_as)
+    }
 }
 
 /// One result of a SQL answer.
@@ -139,6 +145,33 @@ impl QueryResult {
             schema: &self.schema,
             values,
         })
+    }
+
+    /// The rows as the application's own type `T` (serde): a struct's
+    /// fields by column name, a tuple's by position, KalamDB's wire forms
+    /// read as each field asks (BIGINT as a string into an integer, FILE
+    /// into a [`FileRef`](crate::FileRef), NULL into `None`; see
+    /// [`rows`](crate::rows)). A cell that does not fit is
+    /// [`CellError::Row`], naming the row and the column.
+    ///
+    /// ```
+    /// # use kalam_proto::QueryResponse;
+    /// #[derive(serde::Deserialize)]
+    /// struct User { id: i64, name: String, email: Option<String> }
+    ///
+    /// let answer: QueryResponse = serde_json::from_str(r#"{"status":"success","results":[{
+    ///     "schema":[{"name":"id","data_type":"BigInt","index":0},{"name":"name","data_type":"Text","index":1},
+    ///               {"name":"email","data_type":"Text","index":2}],
+    ///     "rows":[["9007199254740993","Zoë",null]],"row_count":1}]}"#).unwrap();
+    /// let users: Vec<User> = answer.rows_as().unwrap();
+    /// assert_eq!((users[0].id, users[0].name.as_str(), users[0].email.is_none()), (9007199254740993, "Zoë", true));
+    /// ```
+    pub fn rows_as<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, CellError> {
+        self.raw_rows
+            .iter()
+            .enumerate()
+            .map(|(i, values)| crate::rows::from_positional(&self.schema, values).map_err(|e| e.at_row(i)))
+            .collect()
     }
 
     /// Index of the column named `name`.
@@ -300,6 +333,12 @@ impl<'a> Row<'a> {
         self.values
     }
 
+    /// The row as the application's own type `T` (serde; see
+    /// [`QueryResult::rows_as`]). Errors name the column; the row is 0.
+    pub fn to<T: serde::de::DeserializeOwned>(&self) -> Result<T, CellError> {
+        crate::rows::from_positional(self.schema, self.values).map_err(|e| e.at_row(0))
+    }
+
     /// The raw value of a column, by name or index.
     pub fn value<C: ColumnRef>(&self, col: C) -> Option<&'a Value> {
         col.position(self.schema).and_then(|i| self.values.get(i))
@@ -378,6 +417,16 @@ pub enum CellError {
         expected: &'static str,
         /// What the server sent.
         found: Value,
+    },
+    /// A row could not become the asked type.
+    #[error("row {row}{}: {message}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+    Row {
+        /// The row's index in its result.
+        row: usize,
+        /// The column, when one cell was at fault (not for a missing field).
+        column: Option<String>,
+        /// What serde said.
+        message: String,
     },
 }
 

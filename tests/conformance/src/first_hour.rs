@@ -181,3 +181,152 @@ pub async fn max_retries_carries_a_query_over_a_refused_connection<R: Runtime>(b
         .expect("the query's task answered")
         .expect("the query went through once the server listened again");
 }
+
+/// Rows into the application's own structs (serde): every column kind the
+/// suite's tables have, NULLs, non-ASCII text and `i64::MAX` (a BIGINT the
+/// server sends as a string), from a query and from a live insert; a row
+/// that does not fit is a typed error naming the row and the column.
+pub async fn typed_rows_round_trip<R: Runtime>(b: &dyn Backend) {
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Item {
+        id: i64,
+        name: Option<String>,
+        qty: Option<i32>,
+        price: Option<f64>,
+        active: Option<bool>,
+    }
+    let client = root::<R>(b, &b.url());
+    client
+        .execute_query("CREATE NAMESPACE IF NOT EXISTS conf_typed")
+        .await
+        .expect("namespace");
+    client
+        .execute_query(
+            "CREATE TABLE IF NOT EXISTS conf_typed.items \
+             (id BIGINT PRIMARY KEY, name TEXT, qty INT, price DOUBLE, active BOOLEAN)",
+        )
+        .await
+        .expect("table");
+    client
+        .execute(
+            QueryRequest::new(
+                "INSERT INTO conf_typed.items (id, name, qty, price, active) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .param(i64::MAX)
+            .param("Zoë 🚀 \"q\"")
+            .param(-7)
+            .param(12.5)
+            .param(true),
+        )
+        .await
+        .expect("insert");
+    client
+        .execute_query("INSERT INTO conf_typed.items (id) VALUES (2)")
+        .await
+        .expect("insert nulls");
+    let items: Vec<Item> = client
+        .query_as("SELECT id, name, qty, price, active FROM conf_typed.items ORDER BY id")
+        .await
+        .expect("typed rows");
+    assert_eq!(
+        items,
+        vec![
+            Item {
+                id: 2,
+                name: None,
+                qty: None,
+                price: None,
+                active: None
+            },
+            Item {
+                id: i64::MAX,
+                name: Some("Zoë 🚀 \"q\"".into()),
+                qty: Some(-7),
+                price: Some(12.5),
+                active: Some(true)
+            },
+        ]
+    );
+    // By position, into tuples.
+    let pairs: Vec<(i64, Option<String>)> = client
+        .query_as("SELECT id, name FROM conf_typed.items ORDER BY id")
+        .await
+        .expect("tuples");
+    assert_eq!(pairs[1], (i64::MAX, Some("Zoë 🚀 \"q\"".into())));
+    // A row that does not fit.
+    match client
+        .query_as::<(i64, bool)>("SELECT id, name FROM conf_typed.items WHERE id = 2")
+        .await
+    {
+        Err(Error::Cell(CellError::Row { row: 0, column, .. })) => assert_eq!(column.as_deref(), Some("name")),
+        other => panic!("expected a typed row error, got {other:?}"),
+    }
+
+    // A live insert, typed.
+    let mut s = client
+        .live_events("SELECT * FROM conf_typed.items")
+        .await
+        .expect("subscribe");
+    until_ready(&mut s).await;
+    client
+        .execute_query("INSERT INTO conf_typed.items (id, name, qty, price, active) VALUES (3, 'live', 1, 0.25, false)")
+        .await
+        .expect("insert");
+    let row = loop {
+        if let LiveEvent::Insert { row } = next_event(&mut s).await {
+            break row;
+        }
+    };
+    assert_eq!(
+        row.to::<Item>().expect("a typed live row"),
+        Item {
+            id: 3,
+            name: Some("live".into()),
+            qty: Some(1),
+            price: Some(0.25),
+            active: Some(false)
+        }
+    );
+
+    // The typed stream: initial rows and an insert with NULLs, as `Item`s.
+    let mut typed = client
+        .live_events_as::<Item>("SELECT * FROM conf_typed.items")
+        .await
+        .expect("typed subscribe");
+    let mut next = async || {
+        tokio::time::timeout(crate::PATIENCE, typed.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open")
+            .expect("a typed event")
+    };
+    let mut initial = Vec::new();
+    loop {
+        match next().await {
+            TypedLiveEvent::InitialRows { rows, .. } => initial.extend(rows),
+            TypedLiveEvent::Ready => break,
+            _ => {}
+        }
+    }
+    initial.sort_by_key(|i| i.id);
+    assert_eq!(initial.iter().map(|i| i.id).collect::<Vec<_>>(), [2, 3, i64::MAX]);
+    client
+        .execute_query("INSERT INTO conf_typed.items (id, name) VALUES (4, 'nulls')")
+        .await
+        .expect("insert");
+    let inserted = loop {
+        if let TypedLiveEvent::Insert { row } = next().await {
+            break row;
+        }
+    };
+    assert_eq!(
+        inserted,
+        Item {
+            id: 4,
+            name: Some("nulls".into()),
+            qty: None,
+            price: None,
+            active: None
+        }
+    );
+}

@@ -149,6 +149,7 @@ macro_rules! for_each_scenario {
             concurrent_queries_within_the_servers_rate,
             an_http_proxy_carries_every_request,
             max_retries_carries_a_query_over_a_refused_connection,
+            typed_rows_round_trip,
         );
     };
 }
