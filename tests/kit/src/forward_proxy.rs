@@ -32,7 +32,13 @@ impl HttpProxy {
 
     /// A proxy that wants these Basic credentials (`407` otherwise).
     pub async fn start_with(credentials: Option<(&str, &str)>) -> std::io::Result<HttpProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at("127.0.0.1:0", credentials).await
+    }
+
+    /// A proxy on `addr` (a port chosen before, to name in an environment
+    /// variable, say).
+    pub async fn start_at(addr: &str, credentials: Option<(&str, &str)>) -> std::io::Result<HttpProxy> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rules = Arc::new(Rules {
