@@ -36,14 +36,22 @@ async fn over_tls_by_alpn() {
     scenarios::live_events_returns_after_ack_changes_only::<Tokio>(&server).await;
 }
 
-/// The real server speaks HTTP/2 with prior knowledge: queries and live
-/// queries with HTTP/2 on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the real KalamDB server (KALAMDB_SERVER_DIR or ../shared/kalamdb-server)"]
-async fn real_server_over_http2() {
-    install_http2();
-    let server = ServerSettings::default().start_real();
-    scenarios::unicode_and_bigint_round_trip::<Tokio>(&server).await;
-    scenarios::files_upload_select_download_round_trip::<Tokio>(&server).await;
-    scenarios::live_events_returns_after_ack_changes_only::<Tokio>(&server).await;
+/// The whole suite against the real server (which takes HTTP/2 with prior
+/// knowledge), ignored in a plain `cargo test`; `.ci/run` runs it.
+mod real_server {
+    use super::*;
+
+    macro_rules! against_real_server_over_http2 {
+        ($($name:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs the real KalamDB server: cargo test -p kalam-tokio --features http2 --test conformance_http2 -- --ignored"]
+            async fn $name() {
+                install_http2();
+                let server = ServerSettings::for_scenario(stringify!($name)).start_real();
+                scenarios::$name::<Tokio>(&server).await;
+            }
+        )*};
+    }
+
+    kalam_conformance::for_each_scenario!(against_real_server_over_http2);
 }
