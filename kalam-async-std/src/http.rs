@@ -24,8 +24,7 @@ use kalam_driver::adapter::{ReleaseAtEnd, failed_exchange, reusable_after};
 use kalam_proto::TransportError;
 
 use kalam_driver::adapter::Target;
-use kalam_driver::adapter::net::{AbsoluteForm, connect_error, forwarded_refusal, typed_failure};
-use kalam_proto::proxy::{Route, Scheme};
+use kalam_driver::adapter::net::{AbsoluteForm, Forwarding, connect_error, typed_failure};
 
 use crate::net::{Io, open};
 
@@ -46,33 +45,19 @@ pub struct HttpClient {
     pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
     target: Target,
-    /// Through an HTTP proxy, for an `http://` server: the origin the
-    /// requests name in absolute form, and the proxy's credentials.
-    forward: Option<(String, Option<http::HeaderValue>)>,
-    /// The forwarding proxy, as it shows in errors (`http://host:port`).
-    forward_proxy: String,
+    /// Through a forwarding proxy, for an `http://` server.
+    forward: Option<Forwarding>,
 }
 
 impl HttpClient {
     pub(crate) fn new(settings: &HttpSettings) -> Self {
-        let target = Target {
-            scheme: if settings.tls { Scheme::Https } else { Scheme::Http },
-            host: settings.host.clone(),
-            port: settings.port,
-        };
-        let (forward, forward_proxy) = match settings.net.route(target.scheme, &target.host, target.port) {
-            Route::Forward(proxy) => (
-                Some((format!("http://{}", settings.authority), proxy.authorization())),
-                proxy.to_string(),
-            ),
-            Route::Direct | Route::Tunnel(_) => (None, String::new()),
-        };
+        let target = settings.target();
+        let forward = settings.forwarding();
         HttpClient {
             pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits: settings.clone(),
             target,
             forward,
-            forward_proxy,
         }
     }
 
@@ -159,7 +144,7 @@ impl HttpClient {
         let mut request = request;
         let (conn, reused) = self.checkout().await?;
         if let Some(arm) = &conn.absolute {
-            if let Some((_, Some(authorization))) = &self.forward {
+            if let Some(authorization) = self.forward.as_ref().and_then(|f| f.authorization.as_ref()) {
                 request.insert_header("proxy-authorization", authorization.to_str().unwrap_or_default());
             }
             arm.store(true, Ordering::Release);
@@ -207,12 +192,10 @@ impl HttpClient {
         // (a refused token) before it reads the body, then closes the
         // connection, often without saying so; reused, it would fail the
         // next request (a refresh, a retry) that it never received.
-        if self.forward.is_some()
-            && let Some(refused) = forwarded_refusal(
-                u16::from(response.status()),
-                &self.forward_proxy,
-                &self.limits.authority,
-            )
+        if let Some(refused) = self
+            .forward
+            .as_ref()
+            .and_then(|f| f.refusal(u16::from(response.status())))
         {
             return Err(refused);
         }
@@ -242,8 +225,8 @@ impl HttpClient {
         let connect = async {
             let (io, tcp) = open(&self.limits.net, &self.target).await?;
             let (io, absolute) = match &self.forward {
-                Some((origin, _)) => {
-                    let absolute = AbsoluteForm::new(io, origin);
+                Some(forward) => {
+                    let absolute = AbsoluteForm::new(io, &forward.origin);
                     let arm = absolute.arm_handle();
                     (Box::new(absolute) as Box<dyn Io>, Some(arm))
                 }

@@ -16,7 +16,8 @@
 //! nothing): [`ProxyConfig::from_env_with`] takes the lookup.
 
 use std::fmt;
-use std::net::IpAddr;
+// `core::net`: address values only; kalam-proto opens no socket.
+use core::net::IpAddr;
 
 use base64::Engine as _;
 

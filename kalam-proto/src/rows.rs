@@ -218,26 +218,12 @@ impl<'de, 'a: 'de> SeqAccess<'de> for Positions<'a> {
 /// One cell, read as the field asks (see the module docs).
 struct CellDe<'a>(&'a Value);
 
-macro_rules! integer {
+/// A number field: from a JSON number, or from a string (BIGINT and wider
+/// arrive as strings, DECIMAL may).
+macro_rules! number {
     ($method:ident, $visit:ident, $ty:ty) => {
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
             match self.0 {
-                // BIGINT (and wider) arrive as strings.
-                Value::String(s) => match s.trim().parse::<$ty>() {
-                    Ok(n) => visitor.$visit(n),
-                    Err(_) => Err(de::Error::invalid_type(de::Unexpected::Str(s), &visitor)),
-                },
-                v => v.$method(visitor).map_err(DeError::json),
-            }
-        }
-    };
-}
-
-macro_rules! float {
-    ($method:ident, $visit:ident, $ty:ty) => {
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-            match self.0 {
-                // DECIMAL (and BIGINT) may arrive as strings.
                 Value::String(s) => match s.trim().parse::<$ty>() {
                     Ok(n) => visitor.$visit(n),
                     Err(_) => Err(de::Error::invalid_type(de::Unexpected::Str(s), &visitor)),
@@ -255,18 +241,18 @@ impl<'de, 'a: 'de> de::Deserializer<'de> for CellDe<'a> {
         self.0.deserialize_any(visitor).map_err(DeError::json)
     }
 
-    integer!(deserialize_i8, visit_i8, i8);
-    integer!(deserialize_i16, visit_i16, i16);
-    integer!(deserialize_i32, visit_i32, i32);
-    integer!(deserialize_i64, visit_i64, i64);
-    integer!(deserialize_i128, visit_i128, i128);
-    integer!(deserialize_u8, visit_u8, u8);
-    integer!(deserialize_u16, visit_u16, u16);
-    integer!(deserialize_u32, visit_u32, u32);
-    integer!(deserialize_u64, visit_u64, u64);
-    integer!(deserialize_u128, visit_u128, u128);
-    float!(deserialize_f32, visit_f32, f32);
-    float!(deserialize_f64, visit_f64, f64);
+    number!(deserialize_i8, visit_i8, i8);
+    number!(deserialize_i16, visit_i16, i16);
+    number!(deserialize_i32, visit_i32, i32);
+    number!(deserialize_i64, visit_i64, i64);
+    number!(deserialize_i128, visit_i128, i128);
+    number!(deserialize_u8, visit_u8, u8);
+    number!(deserialize_u16, visit_u16, u16);
+    number!(deserialize_u32, visit_u32, u32);
+    number!(deserialize_u64, visit_u64, u64);
+    number!(deserialize_u128, visit_u128, u128);
+    number!(deserialize_f32, visit_f32, f32);
+    number!(deserialize_f64, visit_f64, f64);
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.0 {

@@ -16,11 +16,10 @@ use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use kalam_driver::adapter::net::{connect_error, forwarded_refusal, typed_failure};
+use kalam_driver::adapter::net::{Forwarding, connect_error, typed_failure};
 use kalam_driver::adapter::pool::IdlePool;
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
 use kalam_driver::adapter::{ReleaseAtEnd, Target, failed_exchange};
-use kalam_proto::proxy::{Route, Scheme};
 use kalam_proto::{Error, TransportError};
 
 /// A request body streamed from chunks (uploads).
@@ -74,11 +73,8 @@ pub struct HttpClient {
     pool: Arc<IdlePool<Conn>>,
     limits: HttpSettings,
     target: Target,
-    /// Through an HTTP proxy, for an `http://` server: the origin the
-    /// requests name in absolute form, and the proxy's credentials.
-    forward: Option<(String, Option<http::HeaderValue>)>,
-    /// The forwarding proxy, as it shows in errors (`http://host:port`).
-    forward_proxy: String,
+    /// Through a forwarding proxy, for an `http://` server.
+    forward: Option<Forwarding>,
     /// HTTP/2: the one connection every request goes over.
     #[cfg(feature = "http2")]
     h2: Option<Arc<crate::h2::H2>>,
@@ -90,36 +86,21 @@ impl HttpClient {
             url: settings.authority.clone(),
             reason: "not a host".into(),
         })?;
-        let target = Target {
-            scheme: if settings.tls { Scheme::Https } else { Scheme::Http },
-            host: settings.host.clone(),
-            port: settings.port,
-        };
-        let (forward, forward_proxy) = match settings.net.route(target.scheme, &target.host, target.port) {
-            Route::Forward(proxy) => (
-                Some((format!("http://{}", settings.authority), proxy.authorization())),
-                proxy.to_string(),
-            ),
-            Route::Direct | Route::Tunnel(_) => (None, String::new()),
-        };
+        let target = settings.target();
+        let forward = settings.forwarding();
         #[allow(unused_mut)] // without `http2`
         let mut limits = settings.clone();
         #[cfg(feature = "http2")]
         let h2 = crate::h2::H2::for_settings(&mut limits)?;
         // HTTP/2 goes through a tunnel, never in absolute form.
         #[cfg(feature = "http2")]
-        let (forward, forward_proxy) = if h2.is_some() {
-            (None, String::new())
-        } else {
-            (forward, forward_proxy)
-        };
+        let forward = if h2.is_some() { None } else { forward };
         Ok(HttpClient {
             authority,
             pool: Arc::new(IdlePool::new(settings.max_idle)),
             limits,
             target,
             forward,
-            forward_proxy,
             #[cfg(feature = "http2")]
             h2,
         })
@@ -212,11 +193,11 @@ impl HttpClient {
             .path_and_query()
             .map_or_else(|| http::uri::PathAndQuery::from_static("/"), Clone::clone);
         parts.uri = match &self.forward {
-            Some((origin, authorization)) => {
-                if let Some(value) = authorization {
+            Some(forward) => {
+                if let Some(value) = &forward.authorization {
                     parts.headers.insert(http::header::PROXY_AUTHORIZATION, value.clone());
                 }
-                format!("{origin}{path}")
+                format!("{}{path}", forward.origin)
                     .parse()
                     .unwrap_or_else(|_| http::Uri::from(path))
             }
@@ -312,9 +293,10 @@ impl HttpClient {
                 }
             },
         };
-        if self.forward.is_some()
-            && let Some(refused) =
-                forwarded_refusal(response.status().as_u16(), &self.forward_proxy, &self.limits.authority)
+        if let Some(refused) = self
+            .forward
+            .as_ref()
+            .and_then(|f| f.refusal(response.status().as_u16()))
         {
             return Err(refused);
         }

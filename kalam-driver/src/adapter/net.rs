@@ -154,15 +154,31 @@ pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// A forwarding proxy's own refusal of a request: a `407` (a KalamDB
-/// server never sends one) is [`TransportError::ProxyRefused`], not the
-/// server's answer.
-pub fn forwarded_refusal(status: u16, proxy: &str, target: &str) -> Option<TransportError> {
-    (status == 407).then(|| TransportError::ProxyRefused {
-        proxy: proxy.to_owned(),
-        target: target.to_owned(),
-        status,
-    })
+/// An `http://` server behind a forwarding proxy: what each request
+/// through it needs ([`HttpSettings::forwarding`](super::HttpSettings::forwarding)).
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// `http://host:port`: the origin the requests name in absolute form.
+    pub origin: String,
+    /// The proxy's `Proxy-Authorization`, when its URL has credentials.
+    pub authorization: Option<http::HeaderValue>,
+    /// The proxy, as it shows in errors (`http://host:port`).
+    pub proxy: String,
+    /// The server's `host:port`.
+    pub target: String,
+}
+
+impl Forwarding {
+    /// The proxy's own refusal of a request: a `407` (a KalamDB server
+    /// never sends one) is [`TransportError::ProxyRefused`], not the
+    /// server's answer.
+    pub fn refusal(&self, status: u16) -> Option<TransportError> {
+        (status == 407).then(|| TransportError::ProxyRefused {
+            proxy: self.proxy.clone(),
+            target: self.target.clone(),
+            status,
+        })
+    }
 }
 
 /// The typed error for a connection that could not be made: a proxy's

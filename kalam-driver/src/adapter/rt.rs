@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use futures_io::{AsyncRead, AsyncWrite};
+use kalam_proto::proxy::{Route, Scheme};
 use kalam_proto::{ConnectionOptions, Endpoints, Error, KalamLinkTimeouts, Result, TransportError};
 
-use super::net::Network;
+use super::net::{Forwarding, Network, Target};
 
 /// A runtime adapter: spawning, a clock and a timer, an HTTP client, file
 /// opening for uploads, and TCP (or TLS) connections for the WebSocket.
@@ -117,6 +118,32 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
+    /// The server, as a connection target.
+    pub fn target(&self) -> Target {
+        let scheme = if self.tls { Scheme::Https } else { Scheme::Http };
+        Target {
+            scheme,
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+
+    /// What each request needs when the server is `http://` behind a
+    /// forwarding proxy (absolute form, the proxy's credentials); `None`
+    /// when requests go straight or through a tunnel.
+    pub fn forwarding(&self) -> Option<Forwarding> {
+        let target = self.target();
+        match self.net.route(target.scheme, &target.host, target.port) {
+            Route::Forward(proxy) => Some(Forwarding {
+                origin: format!("http://{}", self.authority),
+                authorization: proxy.authorization(),
+                proxy: proxy.to_string(),
+                target: self.authority.clone(),
+            }),
+            Route::Direct | Route::Tunnel(_) => None,
+        }
+    }
+
     /// The settings for the server at `endpoints`, refused with a typed
     /// error for `https://` when the runtime `R` has no TLS compiled in.
     pub fn new<R: Runtime>(
