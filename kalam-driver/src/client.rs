@@ -112,8 +112,13 @@ impl<R: Runtime> KalamLinkClient<R> {
     /// fields by column name, BIGINT strings into integers, FILE columns
     /// into `FileRef`, NULL into `None`. A row that does not fit is
     /// [`Error::Cell`](kalam_proto::Error::Cell), naming the row and column.
+    ///
+    /// The rows are read in one pass from the answer's bytes, in the
+    /// caller's task ([`kalam_proto::rows::answer_rows_as`]): no
+    /// `serde_json::Value` is built for a row or a cell.
     pub async fn query_as<T: serde::de::DeserializeOwned>(&self, request: impl Into<QueryRequest>) -> Result<Vec<T>> {
-        Ok(self.execute(request).await?.rows_as()?)
+        let body: Vec<u8> = self.submit(Operation::QueryRows(request.into())).await?;
+        kalam_proto::rows::answer_rows_as(&body)
     }
 
     /// The authenticated user (`GET /v1/api/auth/me`).

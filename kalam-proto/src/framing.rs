@@ -428,6 +428,16 @@ pub fn decode_query(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Res
     Ok(resp)
 }
 
+/// The answer of `/v1/api/sql` for a caller that reads the rows itself
+/// ([`crate::rows::answer_rows_as`]): a refusal is decoded here (so that
+/// `TOKEN_EXPIRED` is recovered from), a 2xx body is handed on unread.
+pub fn query_body(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>> {
+    if !status.is_success() {
+        return Err(decode_error(status, headers, body).into());
+    }
+    Ok(body.to_vec())
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(
     status: StatusCode,
     headers: &HeaderMap,

@@ -38,6 +38,11 @@ use crate::types::{LoginResponse, MeResponse, QueryResponse};
 pub enum Operation {
     /// Run SQL (`POST /v1/api/sql`) with a valid token.
     Query(QueryRequest),
+    /// Run SQL like [`Operation::Query`], and answer a successful answer's
+    /// bytes ([`Reply::QueryBody`]) for the caller to read its rows
+    /// straight into its own types ([`crate::rows::answer_rows_as`]).
+    /// Refusals are decoded, and recovered from, as a query's.
+    QueryRows(QueryRequest),
     /// `GET /v1/api/auth/me` with a valid token.
     Me,
     /// Hand out a valid access token (for the WebSocket `authenticate`).
@@ -96,6 +101,9 @@ pub enum Operation {
 pub enum Reply {
     /// For [`Operation::Query`] and [`Operation::Upload`].
     Query(QueryResponse),
+    /// For [`Operation::QueryRows`]: the body of a 2xx answer, not yet
+    /// read (a `status: "error"` inside it is found by the reader).
+    QueryBody(Vec<u8>),
     /// For [`Operation::Me`].
     Me(MeResponse),
     /// For [`Operation::Token`].
@@ -151,6 +159,9 @@ pub enum RequestKind {
     Download,
     /// `GET /v1/api/cluster/health`.
     ClusterHealth,
+    /// `POST /v1/api/sql`, for rows read by the caller
+    /// ([`Operation::QueryRows`]).
+    QueryRows,
 }
 
 /// Which credential a request carries.
@@ -193,7 +204,7 @@ pub struct Endpoint {
 const ACCESS: TokenUse = TokenUse::Access { required: false };
 
 /// Every endpoint, indexed by [`RequestKind`] (`ENDPOINTS[kind as usize]`).
-pub static ENDPOINTS: [Endpoint; 12] = [
+pub static ENDPOINTS: [Endpoint; 13] = [
     Endpoint {
         kind: RequestKind::Login,
         method: Method::POST,
@@ -290,6 +301,14 @@ pub static ENDPOINTS: [Endpoint; 12] = [
         recovers: false,
         decode: |s, h, b| admin::decode_cluster_health(s, h, b).map(Reply::ClusterHealth),
     },
+    Endpoint {
+        kind: RequestKind::QueryRows,
+        method: Method::POST,
+        path: "/v1/api/sql",
+        token: ACCESS,
+        recovers: true,
+        decode: |s, h, b| framing::query_body(s, h, b).map(Reply::QueryBody),
+    },
 ];
 
 impl RequestKind {
@@ -334,6 +353,7 @@ impl Operation {
     pub fn kind(&self) -> Option<RequestKind> {
         Some(match self {
             Operation::Query(_) => RequestKind::Query,
+            Operation::QueryRows(_) => RequestKind::QueryRows,
             Operation::Me => RequestKind::Me,
             Operation::Token { .. } => return None,
             Operation::Login { .. } => RequestKind::Login,
@@ -354,7 +374,7 @@ impl Operation {
     /// before anything is sent.
     pub(crate) fn body(&self) -> Result<Vec<u8>> {
         match self {
-            Operation::Query(q) => q.to_body(),
+            Operation::Query(q) | Operation::QueryRows(q) => q.to_body(),
             Operation::ConsumeTopic(r) => r.to_body(),
             Operation::AckTopic(r) => r.to_body(),
             Operation::Setup(r) => r.to_body(),
@@ -388,6 +408,7 @@ macro_rules! reply_conversions {
 
 reply_conversions! {
     Query => QueryResponse,
+    QueryBody => Vec<u8>,
     Me => MeResponse,
     Token => Secret,
     Login => LoginResponse,

@@ -24,6 +24,7 @@ fn operation_of(kind: RequestKind) -> Operation {
         },
         RequestKind::Me => Operation::Me,
         RequestKind::Query => Operation::Query(QueryRequest::new("SELECT 1")),
+        RequestKind::QueryRows => Operation::QueryRows(QueryRequest::new("SELECT 1")),
         RequestKind::ConsumeTopic => Operation::ConsumeTopic(ConsumeRequest::new("app.t", "g")),
         RequestKind::AckTopic => Operation::AckTopic(AckRequest {
             topic_id: "app.t".into(),

@@ -190,7 +190,7 @@ fn prune(times: &mut VecDeque<Instant>, now: Instant) {
 /// Whether requests of `kind` are paced: SQL (the server's per-user query
 /// limit). Topic and file requests have limits of their own.
 pub(super) fn paced(kind: RequestKind) -> bool {
-    matches!(kind, RequestKind::Query | RequestKind::Upload)
+    matches!(kind, RequestKind::Query | RequestKind::QueryRows | RequestKind::Upload)
 }
 
 /// A refusal for rate: `429` in any of the server's shapes.

@@ -24,6 +24,10 @@
 
 use std::fmt;
 
+mod bytes;
+
+pub use bytes::answer_rows_as;
+
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};

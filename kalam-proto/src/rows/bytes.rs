@@ -1,0 +1,1099 @@
+//! Rows straight from a SQL answer's bytes into `Vec<T>`, in one pass
+//! ([`answer_rows_as`]): no `serde_json::Value` is built for a row or a
+//! cell. The rows arrays are read with the result's column order (its
+//! `schema`, which the server writes before `rows`), each row handed to
+//! `T` as a map of column name to cell, and each cell read as the field
+//! asks, with the same wire rules as [`QueryResult::rows_as`]
+//! (see [the module docs](super)).
+//!
+//! The answer is checked as [`decode_query`](crate::framing::decode_query)
+//! checks it: `status: "error"` (or an `error` object) is the server's
+//! typed error, a body that is not a SQL answer is a
+//! [`DecodeError`](crate::DecodeError), and a cell that does not fit is
+//! [`CellError::Row`], naming the row and the column.
+//!
+//! [`QueryResult::rows_as`]: crate::QueryResult::rows_as
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::marker::PhantomData;
+
+use http::{HeaderMap, StatusCode};
+use serde::de::value::StrDeserializer;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::error::{DecodeError, Result};
+use crate::types::{CellError, QueryStatus, SchemaField};
+
+/// The first result's rows of a successful SQL answer (`body`, the whole
+/// body of a 2xx answer of `POST /v1/api/sql`) as `T`, read in one pass
+/// from the bytes. An answer with no result has no rows.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct User { id: i64, name: String, email: Option<String> }
+///
+/// let body = br#"{"status":"success","results":[{
+///     "schema":[{"name":"id","data_type":"BigInt","index":0},{"name":"name","data_type":"Text","index":1},
+///               {"name":"email","data_type":"Text","index":2}],
+///     "rows":[["9007199254740993","Zoë",null]],"row_count":1}],"took":0.5}"#;
+/// let users: Vec<User> = kalam_proto::rows::answer_rows_as(body).unwrap();
+/// assert_eq!((users[0].id, users[0].name.as_str(), users[0].email.is_none()), (9007199254740993, "Zoë", true));
+///
+/// let refused = br#"{"status":"error","results":[],"error":{"code":"INVALID_SQL","message":"no"}}"#;
+/// assert!(kalam_proto::rows::answer_rows_as::<User>(refused).is_err());
+/// ```
+pub fn answer_rows_as<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>> {
+    let ctx = Ctx::default();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = EnvelopeSeed::<T> {
+        ctx: &ctx,
+        _t: PhantomData,
+    }
+    .deserialize(&mut de)
+    .and_then(|env| de.end().map(|()| env));
+    match parsed {
+        Ok(Envelope {
+            status: Some(QueryStatus::Success),
+            error_object: false,
+            rows,
+        }) => Ok(rows.unwrap_or_default()),
+        // An error envelope, or an answer of an unusual shape: the usual
+        // decoder says what it is (the server's error, or a precise
+        // complaint), and reads the rows of anything it accepts.
+        Ok(_) => slow_path(body),
+        Err(e) => match ctx.blame.into_inner().filter(|_| e.is_data()) {
+            Some(b) => Err(CellError::Row {
+                row: b.row,
+                column: b.column,
+                message: b.message,
+            }
+            .into()),
+            None => match slow_path::<T>(body) {
+                Err(err) => Err(err),
+                Ok(_) => Err(DecodeError::new(200, "SQL answer", e).into()),
+            },
+        },
+    }
+}
+
+fn slow_path<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>> {
+    Ok(crate::framing::decode_query(StatusCode::OK, &HeaderMap::new(), body)?.rows_as()?)
+}
+
+/// The row and column a failure was in, kept while serde unwinds (its
+/// errors are the JSON parser's, which know neither).
+#[derive(Default)]
+struct Ctx {
+    row: Cell<usize>,
+    blame: RefCell<Option<Blame>>,
+    /// Whether the struct's fields (by the address of serde's list) are
+    /// exactly the result's columns, in order.
+    in_order: Cell<Option<(usize, bool)>>,
+}
+
+struct Blame {
+    row: usize,
+    column: Option<String>,
+    message: String,
+}
+
+impl Ctx {
+    /// Records the first (innermost) failure.
+    fn blame(&self, column: Option<&str>, error: &dyn fmt::Display) {
+        let mut blame = self.blame.borrow_mut();
+        if blame.is_none() {
+            let mut message = error.to_string();
+            // The parser's position says nothing the row and column do not.
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            *blame = Some(Blame {
+                row: self.row.get(),
+                column: column.map(str::to_owned),
+                message,
+            });
+        }
+    }
+}
+
+struct Envelope<T> {
+    status: Option<QueryStatus>,
+    error_object: bool,
+    rows: Option<Vec<T>>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum EnvelopeKey {
+    Status,
+    Results,
+    Error,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ResultKey {
+    Schema,
+    Rows,
+    #[serde(other)]
+    Other,
+}
+
+struct EnvelopeSeed<'c, T> {
+    ctx: &'c Ctx,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EnvelopeSeed<'_, T> {
+    type Value = Envelope<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Envelope<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for EnvelopeSeed<'_, T> {
+    type Value = Envelope<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a SQL answer")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Envelope<T>, A::Error> {
+        let mut env = Envelope {
+            status: None,
+            error_object: false,
+            rows: None,
+        };
+        while let Some(key) = map.next_key::<EnvelopeKey>()? {
+            match key {
+                EnvelopeKey::Status => env.status = Some(map.next_value()?),
+                EnvelopeKey::Error => {
+                    env.error_object = map.next_value::<Option<Value>>()?.is_some_and(|v| v.is_object())
+                }
+                EnvelopeKey::Results => env.rows = map.next_value_seed(ResultsSeed::<T>(self.ctx, PhantomData))?,
+                EnvelopeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+/// `results`: the first one's rows; the others are skipped.
+struct ResultsSeed<'c, T>(&'c Ctx, PhantomData<fn() -> T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for ResultsSeed<'_, T> {
+    type Value = Option<Vec<T>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for ResultsSeed<'_, T> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of results")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        let first = seq.next_element_seed(FirstResultSeed::<T>(self.0, PhantomData))?;
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(first)
+    }
+}
+
+struct FirstResultSeed<'c, T>(&'c Ctx, PhantomData<fn() -> T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for FirstResultSeed<'_, T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Vec<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for FirstResultSeed<'_, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a query result")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Vec<T>, A::Error> {
+        let mut schema: Option<Vec<SchemaField>> = None;
+        let mut rows = None;
+        // Rows seen before the schema (not the server's order): kept as
+        // values, and read once the names are known.
+        let mut early: Option<Vec<Vec<Value>>> = None;
+        while let Some(key) = map.next_key::<ResultKey>()? {
+            match key {
+                ResultKey::Schema => schema = Some(map.next_value()?),
+                ResultKey::Rows => match &schema {
+                    Some(schema) => {
+                        let names = column_names(schema);
+                        rows = Some(map.next_value_seed(RowsSeed::<T> {
+                            ctx: self.0,
+                            names: &names,
+                            _t: PhantomData,
+                        })?);
+                    }
+                    None => early = Some(map.next_value()?),
+                },
+                ResultKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if let Some(values) = early {
+            let schema = schema.unwrap_or_default();
+            let mut out = Vec::with_capacity(values.len());
+            for (i, row) in values.iter().enumerate() {
+                self.0.row.set(i);
+                match super::from_positional(&schema, row) {
+                    Ok(t) => out.push(t),
+                    Err(e) => {
+                        let e = e.at_row(i);
+                        if let CellError::Row { column, message, .. } = &e {
+                            self.0.blame(column.as_deref(), message);
+                        }
+                        return Err(de::Error::custom(e));
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        Ok(rows.unwrap_or_default())
+    }
+}
+
+/// Column names in row order (by each field's `index`, else its place).
+fn column_names(schema: &[SchemaField]) -> Vec<&str> {
+    let width = schema
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.index.unwrap_or(i) + 1)
+        .max()
+        .unwrap_or(0)
+        // A hostile index must not size the list.
+        .min(schema.len().max(1) * 4);
+    let mut names = vec![""; width];
+    for (i, f) in schema.iter().enumerate() {
+        if let Some(slot) = names.get_mut(f.index.unwrap_or(i)) {
+            *slot = f.name.as_str();
+        }
+    }
+    while names.last() == Some(&"") {
+        names.pop();
+    }
+    names
+}
+
+struct RowsSeed<'c, 'n, T> {
+    ctx: &'c Ctx,
+    names: &'n [&'n str],
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for RowsSeed<'_, '_, T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for RowsSeed<'_, '_, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Vec<T>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        loop {
+            self.ctx.row.set(out.len());
+            let row = RowSeed::<T> {
+                ctx: self.ctx,
+                names: self.names,
+                _t: PhantomData,
+            };
+            match seq.next_element_seed(row)? {
+                Some(t) => out.push(t),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// One row (a JSON array), handed to `T` as columns by name, or by
+/// position for a tuple.
+struct RowSeed<'c, 'n, T> {
+    ctx: &'c Ctx,
+    names: &'n [&'n str],
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for RowSeed<'_, '_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<T, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for RowSeed<'_, '_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a row (an array of cells)")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<T, A::Error> {
+        let row = RowDe {
+            seq: &mut seq,
+            ctx: self.ctx,
+            names: self.names,
+            next: 0,
+            ended: false,
+        };
+        match T::deserialize(row) {
+            Ok(t) => {
+                // Cells past what `T` read (a tuple shorter than the row).
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(t)
+            }
+            Err(e) => {
+                self.ctx.blame(None, &e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A row as a `Deserializer`: a map for structs and maps, a sequence for
+/// tuples. Its errors are the parser's.
+struct RowDe<'s, 'c, 'n, A> {
+    seq: &'s mut A,
+    ctx: &'c Ctx,
+    names: &'n [&'n str],
+    next: usize,
+    ended: bool,
+}
+
+impl<'de, A: SeqAccess<'de>> RowDe<'_, '_, '_, A> {
+    fn name(&self, i: usize) -> &str {
+        self.names.get(i).copied().unwrap_or("")
+    }
+
+    /// The next cell, through `seed`, read as the field asks.
+    fn cell<S: DeserializeSeed<'de>>(&mut self, seed: S) -> std::result::Result<Option<S::Value>, A::Error> {
+        let i = self.next;
+        self.next += 1;
+        let column = self.names.get(i).copied().unwrap_or("");
+        let got = self.seq.next_element_seed(CellSeed(seed));
+        match got {
+            Err(e) => {
+                self.ctx.blame(Some(column), &e);
+                Err(e)
+            }
+            Ok(None) => {
+                self.ended = true;
+                Ok(None)
+            }
+            ok => ok,
+        }
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> Deserializer<'de> for RowDe<'_, '_, '_, A> {
+    type Error = A::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, A::Error> {
+        visitor.visit_map(self)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, A::Error> {
+        // A struct whose fields are the columns, in order (`SELECT a, b`
+        // into `struct { a, b }`), reads them by position, as serde's
+        // derive allows: no name is compared per row.
+        let key = fields.as_ptr() as usize;
+        let in_order = match self.ctx.in_order.get() {
+            Some((k, in_order)) if k == key => in_order,
+            _ => {
+                let in_order = fields == self.names;
+                self.ctx.in_order.set(Some((key, in_order)));
+                in_order
+            }
+        };
+        if in_order {
+            visitor.visit_seq(self)
+        } else {
+            visitor.visit_map(self)
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, A::Error> {
+        visitor.visit_seq(self)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> std::result::Result<V::Value, A::Error> {
+        visitor.visit_seq(self)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> std::result::Result<V::Value, A::Error> {
+        visitor.visit_seq(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> std::result::Result<V::Value, A::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct map enum identifier ignored_any
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> MapAccess<'de> for RowDe<'_, '_, '_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> std::result::Result<Option<K::Value>, A::Error> {
+        // A row with more cells than the schema has names: the rest are
+        // nameless, and left to the caller's skip (`RowSeed`).
+        if self.ended || self.next >= self.names.len() {
+            return Ok(None);
+        }
+        let name = self.name(self.next);
+        seed.deserialize(StrDeserializer::<A::Error>::new(name)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> std::result::Result<V::Value, A::Error> {
+        let names = self.names;
+        let column = names.get(self.next).copied().unwrap_or("");
+        match self.cell(seed)? {
+            Some(v) => Ok(v),
+            None => {
+                let e = de::Error::custom(format_args!("the row ends before its column `{column}`"));
+                self.ctx.blame(Some(column), &e);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for RowDe<'_, '_, '_, A> {
+    type Error = A::Error;
+
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> std::result::Result<Option<S::Value>, A::Error> {
+        if self.ended {
+            return Ok(None);
+        }
+        self.cell(seed)
+    }
+}
+
+/// Reads one cell through the field's own seed, with the wire rules.
+struct CellSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for CellSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<S::Value, D::Error> {
+        self.0.deserialize(CellDe(d))
+    }
+}
+
+/// A cell's deserializer: the parser's, with KalamDB's wire forms read as
+/// the field asks (numbers from strings, text from numbers, JSON text into
+/// structs, maps and lists).
+struct CellDe<D>(D);
+
+/// A numeric field.
+#[derive(Clone, Copy)]
+enum Num {
+    Signed,
+    Unsigned,
+    I128,
+    U128,
+    Float,
+}
+
+macro_rules! numeric {
+    ($($method:ident => $num:ident),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+            self.0.deserialize_any(Lenient { inner: visitor, num: Some(Num::$num) })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for CellDe<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    numeric! {
+        deserialize_i8 => Signed, deserialize_i16 => Signed, deserialize_i32 => Signed, deserialize_i64 => Signed,
+        deserialize_u8 => Unsigned, deserialize_u16 => Unsigned, deserialize_u32 => Unsigned,
+        deserialize_u64 => Unsigned, deserialize_i128 => I128, deserialize_u128 => U128,
+        deserialize_f32 => Float, deserialize_f64 => Float,
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(Lenient {
+            inner: visitor,
+            num: None,
+        })
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(Lenient {
+            inner: visitor,
+            num: None,
+        })
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_option(Optional(visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(JsonText {
+            inner: visitor,
+            shape: Shape::Struct(name, fields),
+        })
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(JsonText {
+            inner: visitor,
+            shape: Shape::Map,
+        })
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_any(JsonText {
+            inner: visitor,
+            shape: Shape::Seq,
+        })
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> std::result::Result<V::Value, D::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_ignored_any(visitor)
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> std::result::Result<V::Value, D::Error> {
+        self.0.deserialize_bool(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        char bytes byte_buf unit unit_struct tuple tuple_struct identifier
+    }
+}
+
+/// Forwards every `visit_*` it does not handle to `self.inner`.
+macro_rules! forward_visits {
+    ($($method:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> std::result::Result<Self::Value, E> {
+            self.inner.$method(v)
+        }
+    )*};
+}
+
+/// The rest of a visitor's methods, forwarded.
+macro_rules! forward_structure {
+    () => {
+        fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            self.inner.visit_none()
+        }
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            self.inner.visit_unit()
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> std::result::Result<Self::Value, D2::Error> {
+            self.inner.visit_some(d)
+        }
+        fn visit_newtype_struct<D2: Deserializer<'de>>(self, d: D2) -> std::result::Result<Self::Value, D2::Error> {
+            self.inner.visit_newtype_struct(d)
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, seq: S) -> std::result::Result<Self::Value, S::Error> {
+            self.inner.visit_seq(seq)
+        }
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> std::result::Result<Self::Value, M::Error> {
+            self.inner.visit_map(map)
+        }
+        fn visit_enum<En: de::EnumAccess<'de>>(self, data: En) -> std::result::Result<Self::Value, En::Error> {
+            self.inner.visit_enum(data)
+        }
+        forward_visits!(
+            visit_bool(bool),
+            visit_char(char),
+            visit_bytes(&[u8]),
+            visit_byte_buf(Vec<u8>)
+        );
+        forward_visits!(visit_borrowed_bytes(&'de [u8]));
+    };
+}
+
+/// A number from a number or from text; text from text or from a number.
+struct Lenient<V> {
+    inner: V,
+    /// `Some` for a numeric field, `None` for a text field.
+    num: Option<Num>,
+}
+
+impl<V> Lenient<V> {
+    fn text<'de, E: de::Error>(self, s: &str) -> std::result::Result<V::Value, E>
+    where
+        V: Visitor<'de>,
+    {
+        fn parse<N: std::str::FromStr>(s: &str) -> Option<N> {
+            s.parse().ok().or_else(|| s.trim().parse().ok())
+        }
+        let bad = || E::invalid_type(Unexpected::Str(s), &ExpectingOf(&self.inner));
+        match self.num {
+            Some(Num::Signed) => parse(s).ok_or_else(bad).and_then(|n| self.inner.visit_i64(n)),
+            Some(Num::Unsigned) => parse(s).ok_or_else(bad).and_then(|n| self.inner.visit_u64(n)),
+            Some(Num::I128) => parse(s).ok_or_else(bad).and_then(|n| self.inner.visit_i128(n)),
+            Some(Num::U128) => parse(s).ok_or_else(bad).and_then(|n| self.inner.visit_u128(n)),
+            Some(Num::Float) => parse(s).ok_or_else(bad).and_then(|n| self.inner.visit_f64(n)),
+            None => self.inner.visit_str(s),
+        }
+    }
+}
+
+/// A visitor's `expecting`, for an error message.
+struct ExpectingOf<'a, V>(&'a V);
+
+impl<'de, V: Visitor<'de>> de::Expected for ExpectingOf<'_, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Lenient<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<V::Value, E> {
+        self.text(s)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> std::result::Result<V::Value, E> {
+        match self.num {
+            None => self.inner.visit_borrowed_str(s),
+            Some(_) => self.text(s),
+        }
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> std::result::Result<V::Value, E> {
+        match self.num {
+            None => self.inner.visit_string(s),
+            Some(_) => self.text(&s),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<V::Value, E> {
+        match self.num {
+            // A number (DECIMAL, a count) asked for as text.
+            None => self.inner.visit_string(n.to_string()),
+            Some(_) => self.inner.visit_i64(n),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<V::Value, E> {
+        match self.num {
+            None => self.inner.visit_string(n.to_string()),
+            Some(_) => self.inner.visit_u64(n),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> std::result::Result<V::Value, E> {
+        match self.num {
+            None => self
+                .inner
+                .visit_string(serde_json::Number::from_f64(n).map_or_else(|| n.to_string(), |n| n.to_string())),
+            Some(_) => self.inner.visit_f64(n),
+        }
+    }
+
+    forward_visits!(visit_i128(i128), visit_u128(u128));
+    forward_structure!();
+}
+
+/// `Option<T>`: `None` for null, and the wire rules for the rest.
+struct Optional<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Optional<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_none<E: de::Error>(self) -> std::result::Result<V::Value, E> {
+        self.0.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> std::result::Result<V::Value, E> {
+        self.0.visit_none()
+    }
+
+    fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> std::result::Result<V::Value, D2::Error> {
+        self.0.visit_some(CellDe(d))
+    }
+}
+
+enum Shape {
+    Struct(&'static str, &'static [&'static str]),
+    Map,
+    Seq,
+}
+
+/// A struct, map or list from the JSON itself, or from JSON text (a FILE
+/// or JSON column).
+struct JsonText<V> {
+    inner: V,
+    shape: Shape,
+}
+
+impl<V> JsonText<V> {
+    fn text<'de, E: de::Error>(self, s: &str) -> std::result::Result<V::Value, E>
+    where
+        V: Visitor<'de>,
+    {
+        let opens = match self.shape {
+            Shape::Seq => '[',
+            _ => '{',
+        };
+        if !s.trim_start().starts_with(opens) {
+            return Err(E::invalid_type(Unexpected::Str(s), &ExpectingOf(&self.inner)));
+        }
+        let parsed: Value = serde_json::from_str(s).map_err(E::custom)?;
+        match self.shape {
+            Shape::Struct(name, fields) => parsed.deserialize_struct(name, fields, self.inner),
+            Shape::Map => parsed.deserialize_map(self.inner),
+            Shape::Seq => parsed.deserialize_seq(self.inner),
+        }
+        .map_err(E::custom)
+    }
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for JsonText<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<V::Value, E> {
+        self.text(s)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> std::result::Result<V::Value, E> {
+        self.text(s)
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> std::result::Result<V::Value, E> {
+        self.text(&s)
+    }
+
+    forward_visits!(
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_f64(f64),
+        visit_i128(i128),
+        visit_u128(u128)
+    );
+    forward_structure!();
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Error, ErrorCode, FileRef, QueryResponse};
+
+    #[derive(Debug, Deserialize, PartialEq, Clone)]
+    struct Order {
+        id: i64,
+        #[serde(rename = "customer_name")]
+        name: String,
+        total: f64,
+        note: Option<String>,
+        #[serde(default)]
+        missing: u32,
+    }
+
+    fn answer(names: &[&str], rows: serde_json::Value) -> Vec<u8> {
+        let schema: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"name": n, "data_type": "Text", "index": i}))
+            .collect();
+        json!({"status": "success", "results": [{"schema": schema, "rows": rows, "row_count": 1}], "took": 1.0})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// The one-pass reader and the value-based one agree.
+    fn both<T: DeserializeOwned + PartialEq + fmt::Debug>(body: &[u8]) -> Result<Vec<T>> {
+        let fast = answer_rows_as::<T>(body);
+        let slow = slow_path::<T>(body);
+        match (&fast, &slow) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("{fast:?} / {slow:?}"),
+        }
+        fast
+    }
+
+    #[test]
+    fn rows_by_name_with_the_wire_quirks() {
+        let body = answer(
+            &["id", "customer_name", "total", "note", "_seq"],
+            json!([
+                ["9223372036854775807", "Zoë 🚀", "12.50", null, "7"],
+                ["-3", "tab\tquote\"", 2, "x", "8"]
+            ]),
+        );
+        let rows: Vec<Order> = both(&body).unwrap();
+        assert_eq!(rows[0].id, i64::MAX);
+        assert_eq!(rows[0].name, "Zoë 🚀");
+        assert_eq!(
+            (rows[0].total, rows[0].note.as_deref(), rows[0].missing),
+            (12.5, None, 0)
+        );
+        assert_eq!(
+            (rows[1].id, rows[1].name.as_str(), rows[1].total),
+            (-3, "tab\tquote\"", 2.0)
+        );
+        // Tuples by position (a BIGINT kept as text; a number as text; cells
+        // past the tuple skipped).
+        let t: Vec<(String, String, String)> = both(&body).unwrap();
+        assert_eq!(t[0], ("9223372036854775807".into(), "Zoë 🚀".into(), "12.50".into()));
+        assert_eq!(t[1].2, "2");
+        // A map of everything.
+        let m: Vec<std::collections::BTreeMap<String, Value>> = both(&body).unwrap();
+        assert_eq!(m[1]["_seq"], json!("8"));
+    }
+
+    #[test]
+    fn file_and_json_columns_system_columns_and_wide_numbers() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Doc {
+            id: u64,
+            #[serde(rename = "_seq")]
+            seq: i64,
+            doc: Option<FileRef>,
+            meta: Option<std::collections::BTreeMap<String, Vec<u8>>>,
+            tags: Vec<String>,
+            big: u128,
+            flag: bool,
+        }
+        let file = r#"{"id":"f1","sub":"s","name":"a.pdf","size":3,"mime":"application/pdf","sha256":"00"}"#;
+        let body = answer(
+            &["id", "_seq", "doc", "meta", "tags", "big", "flag", "_deleted"],
+            json!([
+                [
+                    1,
+                    "77",
+                    file,
+                    r#"{"a":[1,2]}"#,
+                    r#"["x","y"]"#,
+                    "340282366920938463463374607431768211455",
+                    true,
+                    false
+                ],
+                [2, "78", null, null, ["z"], 5, false, false]
+            ]),
+        );
+        let rows: Vec<Doc> = both(&body).unwrap();
+        assert_eq!((rows[0].id, rows[0].seq), (1, 77));
+        assert_eq!(rows[0].doc.as_ref().map(|d| d.name.as_str()), Some("a.pdf"));
+        assert_eq!(rows[0].meta.as_ref().unwrap()["a"], vec![1, 2]);
+        assert_eq!((rows[0].tags.len(), rows[0].big, rows[0].flag), (2, u128::MAX, true));
+        assert_eq!(
+            (rows[1].doc.is_none(), rows[1].tags.clone(), rows[1].big),
+            (true, vec!["z".to_owned()], 5)
+        );
+    }
+
+    #[test]
+    fn a_bad_cell_names_its_row_and_column() {
+        let body = answer(
+            &["id", "customer_name", "total", "note"],
+            json!([[1, "a", 1, null], [2, "b", 2, null], ["x1", "n", 1, null]]),
+        );
+        let e = both::<Order>(&body).unwrap_err();
+        match &e {
+            Error::Cell(CellError::Row { row, column, message }) => {
+                assert_eq!((*row, column.as_deref()), (2, Some("id")));
+                assert!(message.contains("x1") && !message.contains("line"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A missing field: the row, no column.
+        let body = answer(&["id"], json!([[1]]));
+        match both::<Order>(&body).unwrap_err() {
+            Error::Cell(CellError::Row {
+                row: 0,
+                column: None,
+                message,
+            }) => {
+                assert!(message.contains("customer_name"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A row shorter than its schema.
+        let body = answer(&["id", "customer_name", "total"], json!([[1, "a", 2.0], [1]]));
+        assert!(matches!(
+            answer_rows_as::<(i64, String, f64)>(&body),
+            Err(Error::Cell(CellError::Row { row: 1, .. }))
+        ));
+    }
+
+    #[test]
+    fn errors_and_odd_answers() {
+        let refused = br#"{"status":"error","results":[],"took":0.4,"error":{"code":"INVALID_SQL","message":"no"}}"#;
+        match answer_rows_as::<Order>(refused).unwrap_err() {
+            Error::Server(e) => assert_eq!(e.code, ErrorCode::InvalidSql),
+            other => panic!("{other:?}"),
+        }
+        for garbage in [
+            &b"not json"[..],
+            b"",
+            b"[]",
+            b"{\"status\":\"success\",\"results\":{}}",
+            b"{\"status\":7}",
+        ] {
+            assert!(
+                matches!(answer_rows_as::<Order>(garbage), Err(Error::Decode(_))),
+                "{garbage:?}"
+            );
+        }
+        // No result, or a DDL result: no rows.
+        assert!(
+            answer_rows_as::<Order>(br#"{"status":"success","results":[]}"#)
+                .unwrap()
+                .is_empty()
+        );
+        let ddl = br#"{"status":"success","results":[{"row_count":0,"message":"Namespace 'a' created"}],"took":1}"#;
+        assert!(answer_rows_as::<Order>(ddl).unwrap().is_empty());
+        // Rows before their schema, and results after the first.
+        let odd = br#"{"results":[{"rows":[["5","n",1.5,null]],"schema":[{"name":"id","data_type":"BigInt","index":0},
+            {"name":"customer_name","data_type":"Text","index":1},{"name":"total","data_type":"Double","index":2},
+            {"name":"note","data_type":"Text","index":3}]},{"row_count":1}],"status":"success"}"#;
+        let rows: Vec<Order> = both(odd).unwrap();
+        assert_eq!((rows[0].id, rows[0].total), (5, 1.5));
+        // Agrees with QueryResponse::rows_as on every one of them.
+        let r: QueryResponse = serde_json::from_slice(odd).unwrap();
+        assert_eq!(r.rows_as::<Order>().unwrap(), rows);
+    }
+
+    #[test]
+    fn a_struct_in_column_order_reads_by_position() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct InOrder {
+            id: i64,
+            #[serde(rename = "customer_name")]
+            name: String,
+            #[serde(skip)]
+            local: u8,
+            total: Option<f64>,
+        }
+        let body = answer(
+            &["id", "customer_name", "total"],
+            json!([["1", "a", 1.5], ["2", "b", null], ["3", "c", "x"]]),
+        );
+        match both::<InOrder>(&body).unwrap_err() {
+            Error::Cell(CellError::Row { row: 2, column, .. }) => assert_eq!(column.as_deref(), Some("total")),
+            other => panic!("{other:?}"),
+        }
+        let body = answer(
+            &["id", "customer_name", "total"],
+            json!([["1", "a", 1.5], ["2", "b", null]]),
+        );
+        let rows: Vec<InOrder> = both(&body).unwrap();
+        assert_eq!(
+            rows[1],
+            InOrder {
+                id: 2,
+                name: "b".into(),
+                local: 0,
+                total: None
+            }
+        );
+        // Same names, another order: by name.
+        let body = answer(&["total", "id", "customer_name"], json!([[1.5, "1", "a"]]));
+        let rows: Vec<InOrder> = both(&body).unwrap();
+        assert_eq!((rows[0].id, rows[0].total), (1, Some(1.5)));
+    }
+
+    #[test]
+    fn schema_indexes_order_the_names() {
+        let body = br#"{"status":"success","results":[{"schema":[
+            {"name":"customer_name","data_type":"Text","index":1},{"name":"id","data_type":"BigInt","index":0},
+            {"name":"total","data_type":"Double","index":2},{"name":"note","data_type":"Text","index":99999999}],
+            "rows":[["4","b",3]]}]}"#;
+        let rows: Vec<Order> = answer_rows_as(body).unwrap();
+        assert_eq!(
+            (rows[0].id, rows[0].name.as_str(), rows[0].note.clone()),
+            (4, "b", None)
+        );
+    }
+}
