@@ -272,6 +272,25 @@ impl<R: Runtime> KalamLinkClient<R> {
 
     /// Like [`live`](Self::live) with explicit options.
     pub async fn live_with(&self, sql: &str, options: SubscriptionOptions) -> Result<LiveQuery> {
+        let (events, resubscribe) = self.materialise(sql, options).await?;
+        Ok(LiveQuery::new(events, resubscribe))
+    }
+
+    /// Like [`live`](Self::live), with the rows read as the application's
+    /// type `T` (serde, as [`LiveRow::to`](kalam_proto::LiveRow::to)
+    /// reads them), keyed and ordered as the untyped rows
+    /// ([`LiveRowsAs`](kalam_proto::LiveRowsAs)).
+    pub async fn live_as<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<crate::LiveQueryAs<T>> {
+        let options = SubscriptionOptions::default().with_batch_size(500);
+        let (events, resubscribe) = self.materialise(sql, options).await?;
+        Ok(crate::LiveQueryAs::new(events, resubscribe))
+    }
+
+    async fn materialise(
+        &self,
+        sql: &str,
+        options: SubscriptionOptions,
+    ) -> Result<(LiveEvents, crate::live::Resubscribe)> {
         let events = self.live_events_with(sql, Some(options.clone())).await?;
         let resubscribe = crate::live::Resubscribe {
             commands: self.inner.commands.clone(),
@@ -279,7 +298,7 @@ impl<R: Runtime> KalamLinkClient<R> {
             sql: sql.to_owned(),
             options,
         };
-        Ok(LiveQuery::new(events, resubscribe))
+        Ok((events, resubscribe))
     }
 
     /// A topic consumer: set `topic` and `group_id`, then `build()`.

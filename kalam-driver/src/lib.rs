@@ -56,7 +56,7 @@ pub mod prelude {
     pub use crate::client::EventHandlers;
     pub use crate::consumer::{ConsumerBuilder, TopicConsumer};
     pub use crate::files::{FileDownload, FileSource, FileUpload, UploadProgress};
-    pub use crate::live::{LiveEvents, LiveEventsAs, LiveQuery};
+    pub use crate::live::{LiveEvents, LiveEventsAs, LiveQuery, LiveQueryAs};
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub use crate::tls::TlsConfig;
@@ -66,13 +66,14 @@ pub mod prelude {
     };
     pub use kalam_proto::{
         AuthProvider, AuthRefreshCallback, CellError, ConnectionOptions, DownloadInfo, DynamicAuthProvider, Error,
-        ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LoginResponse, MeResponse,
-        Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SubId,
-        SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, TypedLiveEvent, UserInfo,
+        ErrorCode, FileRef, KalamDataType, KalamLinkTimeouts, LiveEvent, LiveRow, LiveRows, LiveRowsAs, LoginResponse,
+        MeResponse, Param, QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError,
+        SubId, SubscriptionInfo, SubscriptionOptions, SubscriptionState, TlsFailure, TransportError, TypedLiveEvent,
+        UserInfo,
     };
     pub use kalam_proto::{HttpVersion, ProxyConfig, ProxyMode};
 }
 /// The runtime an adapter supplies (see [`adapter`]); code generic over
 /// the runtime, such as a test suite run on both, names it here.
 pub use adapter::Runtime;
-pub use live::{LiveEvents, LiveEventsAs, LiveQuery};
+pub use live::{LiveEvents, LiveEventsAs, LiveQuery, LiveQueryAs};

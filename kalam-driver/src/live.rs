@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 #[cfg(doc)]
 use kalam_proto::Error;
-use kalam_proto::{LiveEvent, LiveRows, Result, SubId, SubscriptionOptions};
+use kalam_proto::{LiveEvent, LiveRows, LiveRowsAs, Result, SubId, SubscriptionOptions};
 
 use crate::msg::Command;
 use crate::sync::{Next, QueueRx, Sender};
@@ -152,9 +152,113 @@ impl Drop for LiveEvents {
 /// a change costs a map operation, never a copy of the set.
 #[derive(Debug)]
 pub struct LiveQuery {
+    m: Materialised<LiveRows>,
+}
+
+/// A live query's current result set as the application's type `T`, kept
+/// up to date (from
+/// [`KalamLinkClient::live_as`](crate::KalamLinkClient::live_as)); see
+/// [`LiveRowsAs`] for how rows are read and what a row that does not fit
+/// does.
+///
+/// Like [`LiveQuery`]: [`next`](Self::next) waits for a change, applies
+/// every change already buffered, and returns the current rows; a row that
+/// does not fit `T` is an `Err` from that call (naming the row's column),
+/// and the next call goes on.
+pub struct LiveQueryAs<T> {
+    m: Materialised<LiveRowsAs<T>>,
+}
+
+impl<T> std::fmt::Debug for LiveQueryAs<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveQueryAs")
+            .field("sub", &self.m.events.sub)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a materialised view does with events.
+pub(crate) trait View: Default {
+    fn apply_event(&mut self, event: &LiveEvent) -> Result<bool>;
+    fn ready(&self) -> bool;
+}
+
+impl View for LiveRows {
+    fn apply_event(&mut self, event: &LiveEvent) -> Result<bool> {
+        Ok(self.apply(event))
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> View for LiveRowsAs<T> {
+    fn apply_event(&mut self, event: &LiveEvent) -> Result<bool> {
+        Ok(self.apply(event)?)
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+}
+
+/// A subscription and the rows it keeps.
+#[derive(Debug)]
+struct Materialised<V> {
     events: LiveEvents,
-    rows: LiveRows,
+    rows: V,
     resubscribe: Resubscribe,
+}
+
+impl<V: View> Materialised<V> {
+    async fn resync(&mut self) -> Result<&V> {
+        let r = &self.resubscribe;
+        let mut options = r.options.clone();
+        options.from = None;
+        let mut events = crate::client::subscribe(&r.commands, r.buffer, &r.sql, Some(options)).await?;
+        let mut rows = V::default();
+        while !rows.ready() {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    rows.apply_event(&event)?;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(kalam_proto::Error::Closed),
+            }
+        }
+        self.events = events; // the old one unsubscribes as it drops
+        self.rows = rows;
+        Ok(&self.rows)
+    }
+
+    async fn next(&mut self) -> Option<Result<&V>> {
+        loop {
+            let event = match self.events.next().await? {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut failed = None;
+            let mut changed = false;
+            let mut apply = |rows: &mut V, event: &LiveEvent| match rows.apply_event(event) {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    changed = true;
+                    failed.get_or_insert(e);
+                }
+            };
+            apply(&mut self.rows, &event);
+            while let Some(event) = self.events.try_next() {
+                apply(&mut self.rows, &event);
+            }
+            if let Some(e) = failed {
+                return Some(Err(e));
+            }
+            if changed && self.rows.ready() {
+                return Some(Ok(&self.rows));
+            }
+        }
+    }
 }
 
 /// What a [`LiveQuery`] needs to subscribe again.
@@ -176,9 +280,11 @@ impl std::fmt::Debug for Resubscribe {
 impl LiveQuery {
     pub(crate) fn new(events: LiveEvents, resubscribe: Resubscribe) -> Self {
         LiveQuery {
-            events,
-            rows: LiveRows::new(),
-            resubscribe,
+            m: Materialised {
+                events,
+                rows: LiveRows::new(),
+                resubscribe,
+            },
         }
     }
 
@@ -192,50 +298,58 @@ impl LiveQuery {
     /// A failed resync (`Err`) leaves the current rows and subscription as
     /// they were.
     pub async fn resync(&mut self) -> Result<&LiveRows> {
-        let r = &self.resubscribe;
-        let mut options = r.options.clone();
-        options.from = None;
-        let mut events = crate::client::subscribe(&r.commands, r.buffer, &r.sql, Some(options)).await?;
-        let mut rows = LiveRows::new();
-        while !rows.is_ready() {
-            match events.next().await {
-                Some(Ok(event)) => {
-                    rows.apply(&event);
-                }
-                Some(Err(e)) => return Err(e),
-                None => return Err(kalam_proto::Error::Closed),
-            }
-        }
-        self.events = events; // the old one unsubscribes as it drops
-        self.rows = rows;
-        Ok(&self.rows)
+        self.m.resync().await
     }
 
     /// The current rows, after the next change; `None` when the
     /// subscription has ended, `Err` once if it failed.
     pub async fn next(&mut self) -> Option<Result<&LiveRows>> {
-        loop {
-            let event = match self.events.next().await? {
-                Ok(e) => e,
-                Err(e) => return Some(Err(e)),
-            };
-            let mut changed = self.rows.apply(&event);
-            while let Some(event) = self.events.try_next() {
-                changed |= self.rows.apply(&event);
-            }
-            if changed && self.rows.is_ready() {
-                return Some(Ok(&self.rows));
-            }
-        }
+        self.m.next().await
     }
 
     /// The current rows, as of the last [`next`](Self::next).
     pub fn rows(&self) -> &LiveRows {
-        &self.rows
+        &self.m.rows
     }
 
     /// The subscription's id within the client.
     pub fn id(&self) -> SubId {
-        self.events.id()
+        self.m.events.id()
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> LiveQueryAs<T> {
+    pub(crate) fn new(events: LiveEvents, resubscribe: Resubscribe) -> Self {
+        LiveQueryAs {
+            m: Materialised {
+                events,
+                rows: LiveRowsAs::new(),
+                resubscribe,
+            },
+        }
+    }
+
+    /// Reads the whole result set again, as [`LiveQuery::resync`] does. A
+    /// row that does not fit `T` fails the resync, which then leaves the
+    /// current rows and subscription as they were.
+    pub async fn resync(&mut self) -> Result<&LiveRowsAs<T>> {
+        self.m.resync().await
+    }
+
+    /// The current rows, after the next change; `None` when the
+    /// subscription has ended; `Err` for a row that does not fit `T` (the
+    /// next call goes on), or once if the subscription failed.
+    pub async fn next(&mut self) -> Option<Result<&LiveRowsAs<T>>> {
+        self.m.next().await
+    }
+
+    /// The current rows, as of the last [`next`](Self::next).
+    pub fn rows(&self) -> &LiveRowsAs<T> {
+        &self.m.rows
+    }
+
+    /// The subscription's id within the client.
+    pub fn id(&self) -> SubId {
+        self.m.events.id()
     }
 }

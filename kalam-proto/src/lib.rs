@@ -162,7 +162,7 @@ pub use client::{Answer, ClientConfig, ClientCore, CoreOutput, Hook};
 pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TlsFailure, TransportError};
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
-pub use live::{LiveEvent, LiveRow, LiveRows, SubscriptionInfo, SubscriptionState, TypedLiveEvent};
+pub use live::{LiveEvent, LiveRow, LiveRows, LiveRowsAs, SubscriptionInfo, SubscriptionState, TypedLiveEvent};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, HttpVersion, KalamLinkTimeouts};
 pub use proxy::{ProxyConfig, ProxyMode};

@@ -435,6 +435,105 @@ impl LiveRows {
     }
 }
 
+/// The current result set of a live query as the application's type `T`
+/// (serde, read as [`LiveRow::to`] reads), keyed and ordered as
+/// [`LiveRows`].
+///
+/// An update carries only the changed columns; the whole row it leaves is
+/// known from the untyped rows kept alongside ([`raw`](Self::raw)), and that
+/// whole row is read into `T` again. So memory is about twice the untyped
+/// set's.
+///
+/// A row that does not fit `T` is left out of the typed rows (it stays in
+/// [`raw`](Self::raw)), and [`apply`](Self::apply) says so with the
+/// [`CellError`]; later events apply as usual.
+#[derive(Debug, Clone)]
+pub struct LiveRowsAs<T> {
+    raw: LiveRows,
+    typed: BTreeMap<Key, T>,
+}
+
+impl<T> Default for LiveRowsAs<T> {
+    fn default() -> Self {
+        LiveRowsAs {
+            raw: LiveRows::default(),
+            typed: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> LiveRowsAs<T> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event. Returns whether the rows (or readiness) changed,
+    /// or the first row of the event that did not fit `T` (the event is
+    /// applied all the same).
+    pub fn apply(&mut self, event: &LiveEvent) -> Result<bool, CellError> {
+        let changed = self.raw.apply(event);
+        let mut first_error = None;
+        let mut read = |this: &mut Self, row: &LiveRow| {
+            let key = this.raw.key_of(row);
+            let typed = this.raw.rows.get(&key).map(LiveRow::to::<T>);
+            match typed {
+                Some(Ok(t)) => {
+                    this.typed.insert(key, t);
+                }
+                Some(Err(e)) => {
+                    this.typed.remove(&key);
+                    first_error.get_or_insert(e);
+                }
+                None => {
+                    this.typed.remove(&key);
+                }
+            }
+        };
+        match event {
+            LiveEvent::Subscribed { resumed_from: None, .. } => self.typed.clear(),
+            LiveEvent::InitialRows { rows, .. } => rows.iter().for_each(|r| read(self, r)),
+            LiveEvent::Insert { row } | LiveEvent::Update { row, .. } => read(self, row),
+            LiveEvent::Delete { old } => {
+                let key = self.raw.key_of(old);
+                self.typed.remove(&key);
+            }
+            _ => {}
+        }
+        first_error.map_or(Ok(changed), Err)
+    }
+
+    /// Whether the initial data is complete.
+    pub fn is_ready(&self) -> bool {
+        self.raw.is_ready()
+    }
+
+    /// Number of typed rows.
+    pub fn len(&self) -> usize {
+        self.typed.len()
+    }
+
+    /// Whether there are no typed rows.
+    pub fn is_empty(&self) -> bool {
+        self.typed.is_empty()
+    }
+
+    /// The rows, ordered by key (integer keys by value).
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = &T> {
+        self.typed.values()
+    }
+
+    /// The row with this primary key value, as [`LiveRows::get`] takes it.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.typed.get(&Key::parse(key))
+    }
+
+    /// The same rows, untyped, exactly as the events left them.
+    pub fn raw(&self) -> &LiveRows {
+        &self.raw
+    }
+}
+
 fn key_columns(schema: &[SchemaField]) -> Vec<String> {
     schema
         .iter()
@@ -517,6 +616,77 @@ mod tests {
             resumed_from: Some(14),
         });
         assert_eq!(live.len(), 2);
+    }
+
+    #[test]
+    fn typed_rows_follow_the_events_and_a_row_that_does_not_fit_is_named() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Fruit {
+            id: i64,
+            name: String,
+            note: Option<String>,
+        }
+        let schema: Vec<SchemaField> = serde_json::from_value(json!([
+            {"name":"id","data_type":"BigInt","index":0,"flags":["pk","nn","uq"]},
+            {"name":"name","data_type":"Text","index":1},
+            {"name":"note","data_type":"Text","index":2}
+        ]))
+        .unwrap();
+        let mut live = LiveRowsAs::<Fruit>::new();
+        let fresh = LiveEvent::Subscribed {
+            schema,
+            resumed_from: None,
+        };
+        assert_eq!(live.apply(&fresh), Ok(true));
+        live.apply(&LiveEvent::InitialRows {
+            rows: vec![
+                row(json!({"id":"11","name":"apple","note":"x","_seq":"10"})),
+                row(json!({"id":"2","name":"banana","note":null,"_seq":"11"})),
+            ],
+            has_more: false,
+        })
+        .unwrap();
+        assert!(!live.is_ready());
+        live.apply(&LiveEvent::Ready).unwrap();
+        assert!(live.is_ready());
+        // An update of one column: the whole row is read again.
+        live.apply(&LiveEvent::Update {
+            row: row(json!({"id":"11","name":"apricot","_seq":"13"})),
+            old: row(json!({"id":"11","name":"apple","note":"x","_seq":"10"})),
+        })
+        .unwrap();
+        let apricot = Fruit {
+            id: 11,
+            name: "apricot".into(),
+            note: None,
+        };
+        assert_eq!(live.get("11"), Some(&apricot));
+        assert_eq!(live.rows().map(|f| f.id).collect::<Vec<_>>(), [2, 11]);
+        // A row that does not fit: an error naming it; the rest goes on.
+        let bad = live.apply(&LiveEvent::Insert {
+            row: row(json!({"id":"3","name":"c","note":[7],"_seq":"14"})),
+        });
+        assert!(
+            matches!(bad, Err(CellError::Row { column: Some(ref c), .. }) if c == "note"),
+            "{bad:?}"
+        );
+        assert_eq!((live.len(), live.raw().len()), (2, 3));
+        live.apply(&LiveEvent::Update {
+            row: row(json!({"id":"3","name":"cherry","_seq":"15"})),
+            old: row(json!({"id":"3","name":"c","note":[7],"_seq":"14"})),
+        })
+        .unwrap();
+        live.apply(&LiveEvent::Delete {
+            old: row(json!({"id":"2","_seq":"16","_deleted":true})),
+        })
+        .unwrap();
+        assert_eq!(
+            live.rows().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+            ["cherry", "apricot"]
+        );
+        // A fresh subscribe starts over.
+        live.apply(&fresh).unwrap();
+        assert!(live.is_empty() && live.raw().is_empty());
     }
 
     #[test]

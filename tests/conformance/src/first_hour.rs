@@ -329,4 +329,34 @@ pub async fn typed_rows_round_trip<R: Runtime>(b: &dyn Backend) {
             active: None
         }
     );
+
+    // The typed materialised view: the rows as `Item`s, kept up to date by
+    // key; an update of one column reads the whole row again.
+    let mut view = client
+        .live_as::<Item>("SELECT * FROM conf_typed.items")
+        .await
+        .expect("typed live view");
+    let rows = tokio::time::timeout(crate::PATIENCE, view.next())
+        .await
+        .expect("the rows in time")
+        .expect("open")
+        .expect("typed rows");
+    assert_eq!(rows.rows().map(|i| i.id).collect::<Vec<_>>(), [2, 3, 4, i64::MAX]);
+    client
+        .execute_query("UPDATE conf_typed.items SET qty = 9 WHERE id = 3")
+        .await
+        .expect("update");
+    loop {
+        let rows = tokio::time::timeout(crate::PATIENCE, view.next())
+            .await
+            .expect("the update in time")
+            .expect("open")
+            .expect("typed rows");
+        if rows.get("3").is_some_and(|i| i.qty == Some(9)) {
+            let three = rows.get("3").expect("row 3");
+            assert_eq!((three.name.as_deref(), three.price), (Some("live"), Some(0.25)));
+            assert_eq!(rows.len(), 4);
+            break;
+        }
+    }
 }

@@ -430,10 +430,10 @@ macro_rules! pin_public_api {
             ConnectionOptions, ConsumerBuilder, ConsumerRecord, DEFAULT_BASE_URL, DownloadInfo, DynamicAuthProvider,
             Error, ErrorCode, EventHandlers, FileDownload, FileRef, FileSource, FileUpload, HealthResponse,
             KalamDataType, KalamLinkClient, KalamLinkClientBuilder, KalamLinkTimeouts, LiveEvent, LiveEvents,
-            LiveQuery, LiveRow, LiveRows, LoginResponse, MeResponse, Param, QueryRequest, QueryResponse, QueryResult,
-            Result, Row, SchemaField, Secret, ServerError, SetupRequest, SetupResponse, SetupStatus, SubId,
-            SubscriptionInfo, SubscriptionOptions, SubscriptionState, TopicConsumer, TopicOp, TransportError,
-            UploadProgress, UserInfo, generic, rt,
+            LiveEventsAs, LiveQuery, LiveQueryAs, LiveRow, LiveRows, LiveRowsAs, LoginResponse, MeResponse, Param,
+            QueryRequest, QueryResponse, QueryResult, Result, Row, SchemaField, Secret, ServerError, SetupRequest,
+            SetupResponse, SetupStatus, SubId, SubscriptionInfo, SubscriptionOptions, SubscriptionState, TopicConsumer,
+            TopicOp, TransportError, TypedLiveEvent, UploadProgress, UserInfo, generic, rt,
         };
     };
 }
