@@ -65,6 +65,14 @@ impl LiveEvents {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
+    /// The same stream with every whole row read as the application's type
+    /// `T` (what [`KalamLinkClient::live_events_as`](crate::KalamLinkClient::live_events_as)
+    /// returns), for a stream opened with explicit options
+    /// ([`live_events_with`](crate::KalamLinkClient::live_events_with)).
+    pub fn into_typed<T: serde::de::DeserializeOwned>(self) -> LiveEventsAs<T> {
+        LiveEventsAs::new(self)
+    }
+
     /// An event if one is already buffered, without waiting.
     fn try_next(&mut self) -> Option<LiveEvent> {
         self.source.try_next()

@@ -45,6 +45,12 @@ impl LiveRow {
         crate::rows::from_map(&self.0).map_err(|e| e.at_row(0))
     }
 
+    /// The row as `T`, like [`to`](Self::to), taking it: each cell is
+    /// moved into `T`, not copied.
+    pub fn into_typed<T: serde::de::DeserializeOwned>(self) -> Result<T, crate::CellError> {
+        crate::rows::from_owned_map(self.0).map_err(|e| e.at_row(0))
+    }
+
     /// A row from a column map (as the server sends it).
     pub fn from_map(map: Map<String, Value>) -> Self {
         LiveRow(map)
@@ -253,15 +259,18 @@ impl<T: serde::de::DeserializeOwned> TypedLiveEvent<T> {
             LiveEvent::Subscribed { schema, resumed_from } => TypedLiveEvent::Subscribed { schema, resumed_from },
             LiveEvent::InitialRows { rows, has_more } => TypedLiveEvent::InitialRows {
                 rows: rows
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, r)| crate::rows::from_map(&r.0).map_err(|e| e.at_row(i)))
+                    .map(|(i, r)| crate::rows::from_owned_map(r.0).map_err(|e| e.at_row(i)))
                     .collect::<Result<_, _>>()?,
                 has_more,
             },
             LiveEvent::Ready => TypedLiveEvent::Ready,
-            LiveEvent::Insert { row } => TypedLiveEvent::Insert { row: row.to()? },
-            LiveEvent::Update { row, old } => TypedLiveEvent::Update { row: row.to()?, old },
+            LiveEvent::Insert { row } => TypedLiveEvent::Insert { row: row.into_typed()? },
+            LiveEvent::Update { row, old } => TypedLiveEvent::Update {
+                row: row.into_typed()?,
+                old,
+            },
             LiveEvent::Delete { old } => TypedLiveEvent::Delete { old },
             LiveEvent::Reconnecting { reason } => TypedLiveEvent::Reconnecting { reason },
             LiveEvent::Closed(e) => TypedLiveEvent::Closed(e),

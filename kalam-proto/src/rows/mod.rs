@@ -25,6 +25,7 @@
 use std::fmt;
 
 mod bytes;
+mod cell;
 
 pub use bytes::answer_rows_as;
 
@@ -32,6 +33,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAc
 use serde::forward_to_deserialize_any;
 use serde_json::{Map, Value};
 
+use self::cell::CellDe;
 use crate::types::{CellError, SchemaField};
 
 /// What went wrong deserializing a row, before the row index is known.
@@ -92,6 +94,90 @@ pub(crate) fn from_map<T: DeserializeOwned>(map: &Map<String, Value>) -> Result<
         names: Names::Map,
         values: Values::Map(map),
     })
+}
+
+/// A row as an owned column map (a live row taken by value): each cell is
+/// moved into `T`, not copied.
+pub(crate) fn from_owned_map<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, DeError> {
+    T::deserialize(OwnedRowDe(map))
+}
+
+struct OwnedRowDe(Map<String, Value>);
+
+impl<'de> de::Deserializer<'de> for OwnedRowDe {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_map(OwnedColumns {
+            columns: self.0.into_iter(),
+            current: None,
+        })
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_seq(OwnedColumns {
+            columns: self.0.into_iter(),
+            current: None,
+        })
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct map struct enum identifier ignored_any
+    }
+}
+
+struct OwnedColumns {
+    columns: serde_json::map::IntoIter,
+    current: Option<(String, Value)>,
+}
+
+impl<'de> MapAccess<'de> for OwnedColumns {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+        let Some((name, value)) = self.columns.next() else {
+            return Ok(None);
+        };
+        let key = seed.deserialize(de::value::StrDeserializer::<DeError>::new(&name));
+        self.current = Some((name, value));
+        key.map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let (name, value) = self
+            .current
+            .take()
+            .ok_or_else(|| <DeError as de::Error>::custom("a value before its column"))?;
+        seed.deserialize(CellDe(value))
+            .map_err(|e| DeError::json(e).in_column(&name))
+    }
+}
+
+impl<'de> SeqAccess<'de> for OwnedColumns {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+        let Some((name, value)) = self.columns.next() else {
+            return Ok(None);
+        };
+        seed.deserialize(CellDe(value))
+            .map(Some)
+            .map_err(|e| DeError::json(e).in_column(&name))
+    }
 }
 
 enum Names<'a> {
@@ -200,7 +286,8 @@ impl<'de, 'a: 'de> MapAccess<'de> for Columns<'a> {
             .current
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("a value before its column"))?;
-        seed.deserialize(CellDe(value)).map_err(|e| e.in_column(name))
+        seed.deserialize(CellDe(value))
+            .map_err(|e| DeError::json(e).in_column(name))
     }
 }
 
@@ -215,122 +302,9 @@ impl<'de, 'a: 'de> SeqAccess<'de> for Positions<'a> {
         let Some((name, value)) = self.columns.next() else {
             return Ok(None);
         };
-        seed.deserialize(CellDe(value)).map(Some).map_err(|e| e.in_column(name))
-    }
-}
-
-/// One cell, read as the field asks (see the module docs).
-struct CellDe<'a>(&'a Value);
-
-/// A number field: from a JSON number, or from a string (BIGINT and wider
-/// arrive as strings, DECIMAL may).
-macro_rules! number {
-    ($method:ident, $visit:ident, $ty:ty) => {
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-            match self.0 {
-                Value::String(s) => match s.trim().parse::<$ty>() {
-                    Ok(n) => visitor.$visit(n),
-                    Err(_) => Err(de::Error::invalid_type(de::Unexpected::Str(s), &visitor)),
-                },
-                v => v.$method(visitor).map_err(DeError::json),
-            }
-        }
-    };
-}
-
-impl<'de, 'a: 'de> de::Deserializer<'de> for CellDe<'a> {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.0.deserialize_any(visitor).map_err(DeError::json)
-    }
-
-    number!(deserialize_i8, visit_i8, i8);
-    number!(deserialize_i16, visit_i16, i16);
-    number!(deserialize_i32, visit_i32, i32);
-    number!(deserialize_i64, visit_i64, i64);
-    number!(deserialize_i128, visit_i128, i128);
-    number!(deserialize_u8, visit_u8, u8);
-    number!(deserialize_u16, visit_u16, u16);
-    number!(deserialize_u32, visit_u32, u32);
-    number!(deserialize_u64, visit_u64, u64);
-    number!(deserialize_u128, visit_u128, u128);
-    number!(deserialize_f32, visit_f32, f32);
-    number!(deserialize_f64, visit_f64, f64);
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            // A number (DECIMAL, a count) asked for as text.
-            Value::Number(n) => visitor.visit_string(n.to_string()),
-            v => v.deserialize_string(visitor).map_err(DeError::json),
-        }
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            Value::Number(n) => visitor.visit_string(n.to_string()),
-            v => v.deserialize_str(visitor).map_err(DeError::json),
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            Value::Null => visitor.visit_none(),
-            _ => visitor.visit_some(self),
-        }
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        match self.0 {
-            // A FILE column, or any JSON column sent as text.
-            Value::String(s) if s.trim_start().starts_with('{') => {
-                let parsed: Value = serde_json::from_str(s).map_err(DeError::json)?;
-                parsed.deserialize_struct(name, fields, visitor).map_err(DeError::json)
-            }
-            v => v.deserialize_struct(name, fields, visitor).map_err(DeError::json),
-        }
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            Value::String(s) if s.trim_start().starts_with('{') => {
-                let parsed: Value = serde_json::from_str(s).map_err(DeError::json)?;
-                parsed.deserialize_map(visitor).map_err(DeError::json)
-            }
-            v => v.deserialize_map(visitor).map_err(DeError::json),
-        }
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        match self.0 {
-            Value::String(s) if s.trim_start().starts_with('[') => {
-                let parsed: Value = serde_json::from_str(s).map_err(DeError::json)?;
-                parsed.deserialize_seq(visitor).map_err(DeError::json)
-            }
-            v => v.deserialize_seq(visitor).map_err(DeError::json),
-        }
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        self.0.deserialize_enum(name, variants, visitor).map_err(DeError::json)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    forward_to_deserialize_any! {
-        bool char bytes byte_buf unit unit_struct tuple tuple_struct identifier ignored_any
+        seed.deserialize(CellDe(value))
+            .map(Some)
+            .map_err(|e| DeError::json(e).in_column(name))
     }
 }
 
@@ -440,5 +414,14 @@ mod tests {
         m.insert("_seq".into(), json!("9"));
         let o: Order = from_map(&m).unwrap();
         assert_eq!((o.id, o.total, o.note), (5, 2.0, None));
+        // Taken by value: the same, cells moved.
+        let owned: Order = from_owned_map(m.clone()).unwrap();
+        assert_eq!(owned, from_map::<Order>(&m).unwrap());
+        m.insert("total".into(), json!("x"));
+        let e = from_owned_map::<Order>(m).unwrap_err().at_row(0);
+        assert!(
+            matches!(&e, CellError::Row { column: Some(c), .. } if c == "total"),
+            "{e:?}"
+        );
     }
 }

@@ -72,6 +72,28 @@ pub async fn client_burst(events: &mut kalam_driver::LiveEvents) {
     }
 }
 
+/// A change frame's row, as an application's own type.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+pub struct Item {
+    id: i64,
+    name: String,
+    qty: i64,
+    price: f64,
+}
+
+/// The client's receiving loop with typed rows: `BURST` inserts through
+/// `LiveEventsAs<Item>`.
+pub async fn typed_burst(events: &mut kalam_driver::LiveEventsAs<Item>) {
+    let mut n = 0;
+    while n < BURST {
+        if let Some(Ok(kalam_driver::prelude::TypedLiveEvent::Insert { row })) = events.next().await {
+            std::hint::black_box(row);
+            n += 1;
+        }
+    }
+}
+
 /// The smallest number of bytes allocated per event over a few bursts.
 pub fn heap_per_event(mut burst: impl FnMut()) -> u64 {
     (0..5)
@@ -138,6 +160,22 @@ pub fn live_bench<R, S>(
         clients.push((idle, client, events, idle_streams, trigger));
     }
 
+    let (url, typed_trigger) = null_server();
+    let (_typed_client, mut typed) = exec.block_on(async {
+        let client = kalam_driver::KalamLinkClient::<R>::builder()
+            .base_url(url)
+            .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
+            .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))
+            .build()
+            .unwrap();
+        let events = client
+            .live_events_with("SELECT * FROM bench.items", None)
+            .await
+            .unwrap()
+            .into_typed::<Item>();
+        (client, events)
+    });
+
     let bare_heap = heap_per_event(|| {
         bare_trigger.send(()).unwrap();
         exec.block_on(bare_burst(&mut bare));
@@ -153,6 +191,14 @@ pub fn live_bench<R, S>(
             heap as f64 / bare_heap as f64
         );
     }
+    let heap = heap_per_event(|| {
+        typed_trigger.send(()).unwrap();
+        exec.block_on(typed_burst(&mut typed));
+    });
+    println!(
+        "heap ({name}): client, typed rows (LiveEventsAs<Item>): {heap} bytes allocated per event ({:.2}x the bare limit)",
+        heap as f64 / bare_heap as f64
+    );
     println!("heap ({name}): {idle_heap} live bytes per idle subscription ({IDLE} of them)");
 
     let mut g = c.benchmark_group(format!("live ({name}): a burst of {BURST} change frames"));
@@ -183,6 +229,18 @@ pub fn live_bench<R, S>(
             })
         });
     }
+    g.bench_function("client: LiveEventsAs<Item> (typed rows)", |b| {
+        b.iter_custom(|iters| {
+            exec.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    typed_trigger.send(()).unwrap();
+                    typed_burst(&mut typed).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
     g.finish();
 }
 
