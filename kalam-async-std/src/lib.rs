@@ -37,7 +37,8 @@
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
 //! [`KalamLinkClient::refresh_access_token`]), `rustls` (`https://` and
 //! `wss://`, pure-Rust TLS with the webpki roots: no C dependency), `gzip`
-//! (accept compressed WebSocket frames).
+//! (accept compressed WebSocket frames), `time` (TIMESTAMP, DATE and TIME
+//! columns into the `time` crate's types: `rows::time_columns`).
 
 #![forbid(unsafe_code)]
 // docs.rs shows which feature each gated item needs.

@@ -60,6 +60,10 @@ pub mod prelude {
     #[cfg(feature = "rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
     pub use crate::tls::TlsConfig;
+    /// Rows into the application's types: the wire rules, [`Timestamp`],
+    /// and (feature `time`) `rows::time_columns`.
+    pub use kalam_proto::rows;
+    pub use kalam_proto::rows::Timestamp;
     pub use kalam_proto::{
         AckResponse, AutoOffsetReset, ClusterHealth, ClusterNode, ConsumerRecord, HealthResponse, SetupRequest,
         SetupResponse, SetupStatus, TopicOp,

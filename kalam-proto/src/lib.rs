@@ -166,6 +166,7 @@ pub use live::{LiveEvent, LiveRow, LiveRows, LiveRowsAs, SubscriptionInfo, Subsc
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, HttpVersion, KalamLinkTimeouts};
 pub use proxy::{ProxyConfig, ProxyMode};
+pub use rows::Timestamp;
 pub use secret::Secret;
 pub use time::{Instant, Now};
 pub use topics::{

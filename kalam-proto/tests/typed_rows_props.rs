@@ -59,7 +59,16 @@ proptest! {
     fn any_row_reads_back_equal(items in proptest::collection::vec(item(), 0..20)) {
         let response: QueryResponse = serde_json::from_str(&wire(&items)).unwrap();
         let back: Vec<Item> = response.rows_as().unwrap();
-        prop_assert_eq!(back, items);
+        prop_assert_eq!(&back, &items);
+        // The one-pass reader (what `query_as` uses) agrees.
+        let fast: Vec<Item> = kalam_proto::rows::answer_rows_as(wire(&items).as_bytes()).unwrap();
+        prop_assert_eq!(fast, items);
+    }
+
+    #[test]
+    fn any_bytes_are_an_answer_or_an_error_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = kalam_proto::rows::answer_rows_as::<Item>(&bytes);
+        let _ = kalam_proto::rows::answer_rows_as::<(i64, String)>(&bytes);
     }
 
     #[test]
@@ -72,5 +81,7 @@ proptest! {
         let response: QueryResponse = serde_json::from_str(&body).unwrap();
         let _ = response.rows_as::<Item>();
         let _ = response.rows_as::<(i64, bool, f64)>();
+        let _ = kalam_proto::rows::answer_rows_as::<Item>(body.as_bytes());
+        let _ = kalam_proto::rows::answer_rows_as::<(i64, bool, f64)>(body.as_bytes());
     }
 }

@@ -104,7 +104,9 @@
 //!
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
 //! [`KalamLinkClient::refresh_access_token`]), `rustls` (https and wss),
-//! `gzip` (accept compressed WebSocket frames).
+//! `gzip` (accept compressed WebSocket frames), `http2`, `time` (TIMESTAMP,
+//! DATE and TIME columns into the `time` crate's types:
+//! `rows::time_columns`).
 
 #![forbid(unsafe_code)]
 // docs.rs shows which feature each gated item needs.

@@ -37,11 +37,11 @@ use crate::types::{CellError, QueryStatus, SchemaField};
 /// #[derive(serde::Deserialize)]
 /// struct User { id: i64, name: String, email: Option<String> }
 ///
-/// let body = br#"{"status":"success","results":[{
+/// let body = r#"{"status":"success","results":[{
 ///     "schema":[{"name":"id","data_type":"BigInt","index":0},{"name":"name","data_type":"Text","index":1},
 ///               {"name":"email","data_type":"Text","index":2}],
 ///     "rows":[["9007199254740993","Zoë",null]],"row_count":1}],"took":0.5}"#;
-/// let users: Vec<User> = kalam_proto::rows::answer_rows_as(body).unwrap();
+/// let users: Vec<User> = kalam_proto::rows::answer_rows_as(body.as_bytes()).unwrap();
 /// assert_eq!((users[0].id, users[0].name.as_str(), users[0].email.is_none()), (9007199254740993, "Zoë", true));
 ///
 /// let refused = br#"{"status":"error","results":[],"error":{"code":"INVALID_SQL","message":"no"}}"#;

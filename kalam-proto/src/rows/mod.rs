@@ -13,7 +13,9 @@
 //! - DECIMAL arrives as a string or a number: an `f64` field reads either,
 //!   a `String` field gets the text;
 //! - TIMESTAMP is an integer, µs since the epoch in tables (ns when
-//!   computed); read it as `i64` and convert as your column needs;
+//!   computed): read it as a [`Timestamp`] (which tells the two apart by
+//!   magnitude), with the `time` feature as a `time::OffsetDateTime`
+//!   ([`time_columns`]), or as the raw `i64`;
 //! - a FILE column (JSON text) reads as a [`FileRef`](crate::FileRef), and
 //!   any JSON column as a struct or map;
 //! - NULL reads as `None`.
@@ -26,8 +28,12 @@ use std::fmt;
 
 mod bytes;
 mod cell;
+mod timestamp;
 
 pub use bytes::answer_rows_as;
+#[cfg(feature = "time")]
+pub use timestamp::time_columns;
+pub use timestamp::{NANOS_FROM, Timestamp};
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;

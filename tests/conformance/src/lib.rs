@@ -32,6 +32,7 @@ pub mod files;
 pub mod first_hour;
 pub mod kit_controls;
 pub mod topics;
+pub mod typed;
 
 /// Every conformance scenario, by name (what [`for_each_scenario!`] lists):
 /// the core suite (auth, queries, live queries, faults), the topic consumer
@@ -47,6 +48,7 @@ pub mod scenarios {
     pub use crate::kit_controls::*;
     pub use crate::network::an_http_proxy_carries_every_request;
     pub use crate::topics::*;
+    pub use crate::typed::*;
 }
 
 pub mod network;
@@ -150,6 +152,7 @@ macro_rules! for_each_scenario {
             an_http_proxy_carries_every_request,
             max_retries_carries_a_query_over_a_refused_connection,
             typed_rows_round_trip,
+            every_column_type_reads_into_a_struct,
         );
     };
 }
