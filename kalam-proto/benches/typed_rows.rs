@@ -7,6 +7,9 @@
 //! the same shape.
 //! `cargo bench -p kalam-proto --bench typed_rows`.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kalam_proto::QueryResponse;
 use serde::Deserialize;
@@ -70,7 +73,52 @@ fn answer(n: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Counts allocations, for the per-row figures printed before the timings.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn allocations_per_row<T>(n: usize, read: impl Fn() -> T) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    std::hint::black_box(read());
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64
+}
+
 fn bench(c: &mut Criterion) {
+    for n in [1_000usize, 100_000] {
+        let bytes = answer(n);
+        println!(
+            "allocations per row, {n} rows: bare {:.2}, answer_rows_as {:.2}, QueryResponse + rows_as {:.2}",
+            allocations_per_row(n, || serde_json::from_slice::<Bare>(&bytes).unwrap()),
+            allocations_per_row(n, || kalam_proto::rows::answer_rows_as::<Item>(&bytes).unwrap()),
+            allocations_per_row(n, || {
+                let r: QueryResponse = serde_json::from_slice(&bytes).unwrap();
+                r.rows_as::<Item>().unwrap()
+            }),
+        );
+    }
     let mut g = c.benchmark_group("rows into Vec<T>");
     g.sample_size(20);
     for n in [1_000usize, 100_000] {
