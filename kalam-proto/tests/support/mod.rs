@@ -21,6 +21,8 @@
 
 #![allow(dead_code)]
 
+pub mod drive;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
