@@ -285,6 +285,18 @@ fn scenarios() -> Vec<Scenario> {
             every_kind: false,
         },
         Scenario {
+            name: "basic credentials + refresher, one HTTP request in flight at a time",
+            credentials: basic,
+            config: || {
+                let options = ConnectionOptions::default().with_http_max_connections(1);
+                ClientConfig::new(&options, &KalamLinkTimeouts::default(), 7).with_refresher(true)
+            },
+            set_auth: new_password,
+            prefix: &[],
+            server_offset: 0,
+            every_kind: false,
+        },
+        Scenario {
             name: "basic credentials + refresher, every request kind",
             credentials: basic,
             config: basic_config,
@@ -1078,6 +1090,24 @@ impl Model {
                     s.id
                 );
             }
+        }
+
+        // The WebSocket's token request waits for nothing but a token: not
+        // behind the HTTP cap, nor behind other requests. With no token work
+        // under way (a login, refresh, clock probe or credential callback),
+        // the session never rests waiting for one while the core holds a
+        // usable token.
+        let token_work = self.p.pending_fetches().next().is_some()
+            || self.p.http.iter().any(|s| {
+                !s.answered && matches!(s.kind, RequestKind::Login | RequestKind::Refresh | RequestKind::Health)
+            });
+        if session.state() == WsState::WaitingToken && !token_work {
+            assert!(
+                self.p.core.auth().access_token(now).is_none(),
+                "the WebSocket waits for a token the core holds (auth {:?}, {} operations waiting)",
+                self.p.core.auth().state(),
+                self.p.core.auth().pending_ops()
+            );
         }
 
         // Backoff within its cap.
