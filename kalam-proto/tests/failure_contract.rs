@@ -110,3 +110,25 @@ fn a_streaming_download_counts_against_the_cap_until_its_body_ends() {
     // A second report changes nothing.
     p.core.handle_body_done(download, p.now);
 }
+
+/// A socket that opens and then stays silent past the silence limit before
+/// `auth_success` (an auth timeout configured longer than the silence
+/// limit) fails `connect()` then, with the timeout: it does not wait for
+/// the next attempt.
+#[test]
+fn connect_is_answered_when_the_server_stays_silent_during_authentication() {
+    let timeouts = KalamLinkTimeouts::default().with_auth_timeout(std::time::Duration::from_secs(60));
+    let config = ClientConfig::new(&ConnectionOptions::default(), &timeouts, 7);
+    let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 3600, "a")), config);
+    let w = p.connect();
+    let attempt = p.opening.expect("a socket asked for");
+    assert!(p.socket_open(attempt));
+    let silence = p.core.config().ws.silence_limit;
+    assert!(silence < std::time::Duration::from_secs(60));
+    // Keepalive pings go out meanwhile; nothing comes back.
+    p.run_until(silence.as_millis() as u64);
+    match p.result(w) {
+        Some(Err(Error::Transport(TransportError::Timeout(d)))) => assert_eq!(*d, silence),
+        other => panic!("connect() answered {other:?}"),
+    }
+}

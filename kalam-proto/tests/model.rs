@@ -402,6 +402,8 @@ struct Model {
     /// `pump.http` indexes of explicit logins and refreshes (the
     /// application's, not recoveries).
     explicit: HashSet<usize>,
+    /// `auth_error` frames so far.
+    auth_errors: usize,
     queries: u8,
     /// The waiter of the one non-replayable upload, once asked for.
     upload: Option<u64>,
@@ -420,6 +422,9 @@ struct Waiter {
     /// For an HTTP operation, its kind.
     kind: Option<RequestKind>,
     due: Instant,
+    /// Sockets asked for, and `auth_error`s, before it was handed in.
+    opens: usize,
+    auth_errors: usize,
 }
 
 fn token_of(header: &str) -> &str {
@@ -465,6 +470,7 @@ impl Model {
             waiters: Vec::new(),
             others: 0,
             explicit: HashSet::new(),
+            auth_errors: 0,
             queries: 0,
             upload: None,
             subscribes: 0,
@@ -535,6 +541,8 @@ impl Model {
             what,
             kind,
             due: self.p.now.instant + bound,
+            opens: self.p.opens.len(),
+            auth_errors: self.auth_errors,
         });
     }
 
@@ -782,6 +790,7 @@ impl Model {
                 if let Some(t) = auth.and_then(|(_, f)| f["token"].as_str()) {
                     self.refused.insert(t.to_owned());
                 }
+                self.auth_errors += 1;
                 self.p.frame(AUTH_ERROR);
             }
             Action::Ack => {
@@ -1137,6 +1146,28 @@ impl Model {
                 w.what,
                 w.due
             );
+        }
+
+        // `connect()` answers with its first attempt's outcome: once a
+        // socket asked for after the call has opened and closed, or failed
+        // to open (the session backs off, gives up or stops), its caller
+        // has the answer. (An attempt whose token the server refused with
+        // `auth_error` is recovered, as an HTTP request is: the attempt
+        // with the renewed token is the one that answers.)
+        let attempt_over = matches!(
+            session.state(),
+            WsState::BackingOff | WsState::Failed | WsState::Disconnected
+        );
+        for w in &self.waiters {
+            let attempts = self.p.opens.len() - w.opens;
+            let refused = self.auth_errors - w.auth_errors;
+            if w.what == "connect" && attempts > refused && attempt_over {
+                assert!(
+                    self.p.result(w.w).is_some(),
+                    "connect() not answered with its first attempt's outcome (the session is {:?})",
+                    session.state()
+                );
+            }
         }
 
         // Nothing outstanding and no timer: nobody may be left waiting.

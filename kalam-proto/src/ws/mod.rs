@@ -312,6 +312,13 @@ impl WsSession {
         }
         if self.socket_open() {
             if t.saturating_duration_since(self.last_recv) >= self.config.silence_limit {
+                if matches!(self.conn, Conn::Authenticating { .. }) {
+                    // Silent since the socket opened: this attempt failed,
+                    // and `connect()` hears so now (as for the auth timeout).
+                    self.event(WsEvent::Error(Error::Transport(TransportError::Timeout(
+                        self.config.silence_limit,
+                    ))));
+                }
                 self.out.push_back(WsOutput::Close {
                     code: 1000,
                     reason: "server silent",
