@@ -6,6 +6,13 @@
 //! asks, with the same wire rules as [`QueryResult::rows_as`]
 //! (see [the module docs](super)).
 //!
+//! A struct whose fields are the result's columns in the same order (the
+//! `fields` serde's derive passes to `deserialize_struct`) is read by
+//! position, as serde's derive allows, so no name is compared per row; in
+//! any other order, by name. A `Deserialize` written by hand that asks for
+//! a struct by its field names must then accept a sequence too, as the
+//! derived ones do.
+//!
 //! The answer is checked as [`decode_query`](crate::framing::decode_query)
 //! checks it: `status: "error"` (or an `error` object) is the server's
 //! typed error, a body that is not a SQL answer is a
