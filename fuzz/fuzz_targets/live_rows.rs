@@ -107,5 +107,12 @@ fuzz_target!(|data: &[u8]| {
         for t in typed.rows() {
             assert!(raw.get(&t.id.to_string()).is_some() || !keyed);
         }
+        // The typed rows are exactly the untyped rows that fit.
+        let fit = raw.rows().filter(|r| r.to::<Row>().is_ok()).count();
+        assert_eq!(
+            typed.len(),
+            fit,
+            "typed rows and the untyped rows that fit differ after {event:?}"
+        );
     }
 });

@@ -435,6 +435,13 @@ pub fn query_body(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Resul
     if !status.is_success() {
         return Err(decode_error(status, headers, body).into());
     }
+    // The server writes `status` first: a success is handed on unread. Any
+    // other shape is read here, so that an error envelope inside a 2xx
+    // (`TOKEN_EXPIRED` included) is recovered from as a query's is.
+    let start = body.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(body.len());
+    if !body[start..].starts_with(br#"{"status":"success""#) {
+        decode_query(status, headers, body)?;
+    }
     Ok(body.to_vec())
 }
 
@@ -708,6 +715,11 @@ mod tests {
     #[test]
     fn error_in_a_200_is_an_err() {
         let h = HeaderMap::new();
+        // The same for a caller reading rows itself: its body is read here.
+        let r2 = query_body(StatusCode::OK, &h, br#"{"status":"error","results":[],"took":1,"error":{"code":"TOKEN_EXPIRED","message":"Invalid credentials"}}"#);
+        assert!(r2.is_err_and(|e| e.is_token_expired()));
+        let ok = br#" {"status":"success","results":[]}"#;
+        assert_eq!(query_body(StatusCode::OK, &h, ok).unwrap(), ok);
         let r = decode_query(StatusCode::OK, &h, br#"{"status":"error","results":[],"took":1,"error":{"code":"TOKEN_EXPIRED","message":"Invalid credentials"}}"#);
         assert!(r.unwrap_err().is_token_expired());
         let r = decode_query(StatusCode::OK, &h, br#"{"status":"success","results":[{"schema":[{"name":"x","data_type":"Int","index":0}],"rows":[[1]],"row_count":1,"as_user":"root"}],"took":1.5,"error":null}"#);

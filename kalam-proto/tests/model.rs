@@ -521,20 +521,23 @@ impl Model {
         }
     }
 
-    /// The deadline of a caller handed in now, from the configured timeouts:
-    /// an HTTP operation may wait for a token (a login or refresh exchange,
-    /// or a credential callback), then its own exchange, a recovery after a
-    /// refused token (a refresh, then a login) and its one retry: five
-    /// exchanges or callbacks at most. `connect()` answers with its first
-    /// attempt's outcome: a token (with one recovery at most), the socket's
-    /// connect timeout, and the auth timeout.
+    /// The deadline of a caller handed in now, from the configured timeouts
+    /// (`rc`: the longer of the receive timeout and the callback deadline).
+    /// An HTTP operation may wait for a token (the renewal ladder: a
+    /// refresh, the refresher callback, a login; and a clock probe: four
+    /// `rc`), then for the requests ahead of it when the cap is one (three
+    /// at most here, an exchange and a retry each), then its own exchange,
+    /// the ladder again after a refused token, and its one retry: sixteen
+    /// `rc`; the bound is twenty. `connect()` answers with its first
+    /// attempt's outcome: a token (the ladder), the socket's connect
+    /// timeout, and the auth timeout.
     fn register(&mut self, w: u64, what: &'static str, kind: Option<RequestKind>) {
         let cfg = self.p.core.config();
         let rc = receive_timeout().max(cfg.callback_timeout);
         let bound = match what {
-            "connect" => rc * 3 + cfg.ws.connect_timeout + cfg.ws.auth_timeout,
+            "connect" => rc * 4 + cfg.ws.connect_timeout + cfg.ws.auth_timeout,
             "disconnect" => Duration::ZERO,
-            _ => rc * 5,
+            _ => rc * 20,
         };
         self.waiters.push(Waiter {
             w,

@@ -55,7 +55,36 @@ use crate::types::{CellError, QueryStatus, SchemaField};
 /// assert!(kalam_proto::rows::answer_rows_as::<User>(refused).is_err());
 /// ```
 pub fn answer_rows_as<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>> {
+    match read(body, false) {
+        Err(Retry::ByName) => read(body, true).map_err(Retry::into_error),
+        other => other.map_err(Retry::into_error),
+    }
+}
+
+/// A reading's failure: an error, or the answer to read again by name.
+enum Retry {
+    Failed(crate::error::Error),
+    ByName,
+}
+
+impl Retry {
+    fn into_error(self) -> crate::error::Error {
+        match self {
+            Retry::Failed(e) => e,
+            Retry::ByName => DecodeError::new(200, "SQL answer", "a row read by position left cells unread").into(),
+        }
+    }
+}
+
+impl<E: Into<crate::error::Error>> From<E> for Retry {
+    fn from(e: E) -> Self {
+        Retry::Failed(e.into())
+    }
+}
+
+fn read<T: DeserializeOwned>(body: &[u8], by_name: bool) -> std::result::Result<Vec<T>, Retry> {
     let ctx = Ctx::default();
+    ctx.by_name.set(by_name);
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = EnvelopeSeed::<T> {
         ctx: &ctx,
@@ -72,16 +101,16 @@ pub fn answer_rows_as<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>> {
         // An error envelope, or an answer of an unusual shape: the usual
         // decoder says what it is (the server's error, or a precise
         // complaint), and reads the rows of anything it accepts.
-        Ok(_) => slow_path(body),
+        Ok(_) => Ok(slow_path(body)?),
+        Err(_) if ctx.retry.get() => Err(Retry::ByName),
         Err(e) => match ctx.blame.into_inner().filter(|_| e.is_data()) {
-            Some(b) => Err(CellError::Row {
+            Some(b) => Err(Retry::from(CellError::Row {
                 row: b.row,
                 column: b.column,
                 message: b.message,
-            }
-            .into()),
+            })),
             None => match slow_path::<T>(body) {
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
                 Ok(_) => Err(DecodeError::new(200, "SQL answer", e).into()),
             },
         },
@@ -101,6 +130,16 @@ struct Ctx {
     /// Whether the struct's fields (by the address of serde's list) are
     /// exactly the result's columns, in order.
     in_order: Cell<Option<(usize, bool)>>,
+    /// The current row is being read by position, and how many of its
+    /// cells were read.
+    positional: Cell<bool>,
+    cells: Cell<usize>,
+    /// Read by name only: a positional reading read fewer cells than the
+    /// row has (serde lists a field's aliases among its fields), so the
+    /// answer is read again this way.
+    by_name: Cell<bool>,
+    /// Set when a positional reading left cells unread.
+    retry: Cell<bool>,
 }
 
 struct Blame {
@@ -245,7 +284,12 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for FirstResultSeed<'_, T> {
         let mut early: Option<Vec<Vec<Value>>> = None;
         while let Some(key) = map.next_key::<ResultKey>()? {
             match key {
-                ResultKey::Schema => schema = Some(map.next_value()?),
+                ResultKey::Schema => {
+                    // Column order is the schema's: a positional reading
+                    // decided for another schema does not carry over.
+                    self.0.in_order.set(None);
+                    schema = Some(map.next_value()?);
+                }
                 ResultKey::Rows => match &schema {
                     Some(schema) => {
                         let names = column_names(schema);
@@ -289,7 +333,7 @@ fn column_names(schema: &[SchemaField]) -> Vec<&str> {
     let width = schema
         .iter()
         .enumerate()
-        .map(|(i, f)| f.index.unwrap_or(i) + 1)
+        .map(|(i, f)| f.index.unwrap_or(i).saturating_add(1))
         .max()
         .unwrap_or(0)
         // A hostile index must not size the list.
@@ -375,8 +419,16 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for RowSeed<'_, '_, T> {
             next: 0,
             ended: false,
         };
+        self.ctx.positional.set(false);
+        self.ctx.cells.set(0);
         match T::deserialize(row) {
             Ok(t) => {
+                if self.ctx.positional.get() && self.ctx.cells.get() < self.names.len() {
+                    // A struct read by position took fewer cells than its
+                    // fields' names promised: read the answer by name.
+                    self.ctx.retry.set(true);
+                    return Err(de::Error::custom("read again by name"));
+                }
                 // Cells past what `T` read (a tuple shorter than the row).
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(t)
@@ -408,6 +460,7 @@ impl<'de, A: SeqAccess<'de>> RowDe<'_, '_, '_, A> {
     fn cell<S: DeserializeSeed<'de>>(&mut self, seed: S) -> std::result::Result<Option<S::Value>, A::Error> {
         let i = self.next;
         self.next += 1;
+        self.ctx.cells.set(self.next);
         let column = self.names.get(i).copied().unwrap_or("");
         let got = self.seq.next_element_seed(CellSeed(seed));
         match got {
@@ -441,15 +494,17 @@ impl<'de, A: SeqAccess<'de>> Deserializer<'de> for RowDe<'_, '_, '_, A> {
         // into `struct { a, b }`), reads them by position, as serde's
         // derive allows: no name is compared per row.
         let key = fields.as_ptr() as usize;
-        let in_order = match self.ctx.in_order.get() {
-            Some((k, in_order)) if k == key => in_order,
-            _ => {
-                let in_order = fields == self.names;
-                self.ctx.in_order.set(Some((key, in_order)));
-                in_order
-            }
-        };
+        let in_order = !self.ctx.by_name.get()
+            && match self.ctx.in_order.get() {
+                Some((k, in_order)) if k == key => in_order,
+                _ => {
+                    let in_order = fields == self.names;
+                    self.ctx.in_order.set(Some((key, in_order)));
+                    in_order
+                }
+            };
         if in_order {
+            self.ctx.positional.set(true);
             visitor.visit_seq(self)
         } else {
             visitor.visit_map(self)
@@ -750,6 +805,41 @@ mod tests {
         let body = answer(&["total", "id", "customer_name"], json!([[1.5, "1", "a"]]));
         let rows: Vec<InOrder> = both(&body).unwrap();
         assert_eq!((rows[0].id, rows[0].total), (1, Some(1.5)));
+    }
+
+    #[test]
+    fn aliases_a_second_schema_and_hostile_indexes() {
+        // serde lists a field's aliases among the struct's fields: columns
+        // `a, b, c` equal that list, but `c` must get column `c`.
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Aliased {
+            #[serde(alias = "b")]
+            a: i64,
+            c: i64,
+        }
+        let body = answer(&["a", "b", "c"], json!([[1, 2, 3]]));
+        match answer_rows_as::<Aliased>(&body) {
+            Ok(rows) => assert_eq!(rows, [Aliased { a: 1, c: 3 }].into_iter().collect::<Vec<_>>()),
+            // By name, `a` and its alias `b` are the same field twice.
+            Err(Error::Cell(CellError::Row { message, .. })) => assert!(message.contains("duplicate"), "{message}"),
+            Err(other) => panic!("{other:?}"),
+        }
+        let body = answer(&["a", "c"], json!([[1, 3]]));
+        assert_eq!(answer_rows_as::<Aliased>(&body).unwrap(), [Aliased { a: 1, c: 3 }]);
+        // A positional decision does not outlive its schema.
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Ab {
+            a: i64,
+            b: i64,
+        }
+        let twice = br#"{"status":"success","results":[{"schema":[{"name":"a","data_type":"Int","index":0},{"name":"b","data_type":"Int","index":1}],"rows":[[1,2]],"schema":[{"name":"b","data_type":"Int","index":0},{"name":"a","data_type":"Int","index":1}],"rows":[[1,2]]}]}"#;
+        if let Ok(rows) = answer_rows_as::<Ab>(twice) {
+            assert_eq!(rows, [Ab { a: 2, b: 1 }]);
+        }
+        // An index no row could have never sizes anything, nor overflows.
+        let hostile = br#"{"status":"success","results":[{"schema":[{"name":"a","data_type":"Text","index":18446744073709551615}],"rows":[["x"]]}]}"#;
+        let _ = answer_rows_as::<(String,)>(hostile);
+        let _ = answer_rows_as::<Ab>(hostile);
     }
 
     #[test]

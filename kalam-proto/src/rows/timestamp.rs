@@ -156,8 +156,8 @@ pub mod time_columns {
     }
 
     fn to_date<E: Error>(days: i64) -> Result<time::Date, E> {
-        i32::try_from(days + EPOCH_JULIAN_DAY)
-            .ok()
+        days.checked_add(EPOCH_JULIAN_DAY)
+            .and_then(|jd| i32::try_from(jd).ok())
             .and_then(|jd| time::Date::from_julian_day(jd).ok())
             .ok_or_else(|| E::custom(format_args!("DATE {days} days is out of range")))
     }
@@ -281,5 +281,8 @@ mod tests {
             serde_json::from_str::<Row>(r#"{"at":0,"computed":null,"day":0,"no_day":null,"clock":86400000000}"#)
                 .is_err()
         );
+        // Out of every range: an error, never an overflow.
+        let huge = r#"{"at":0,"computed":null,"day":9223372036854775807,"no_day":-9223372036854775808,"clock":0}"#;
+        assert!(serde_json::from_str::<Row>(huge).is_err());
     }
 }

@@ -613,7 +613,7 @@ impl Pump {
             .unwrap_or_else(|| panic!("a non-Bearer Authorization header on a {kind:?} request"));
         if matches!(
             kind,
-            RequestKind::Query | RequestKind::Me | RequestKind::Upload | RequestKind::Download
+            RequestKind::Query | RequestKind::QueryRows | RequestKind::Me | RequestKind::Upload | RequestKind::Download
         ) && let Ok(claims) = kalam_proto::jwt::inspect(token)
         {
             assert!(

@@ -373,11 +373,17 @@ pub async fn count_a_flood<R: kalam_driver::Runtime>(
     bursts: usize,
     per_burst: usize,
 ) -> (usize, Option<kalam_driver::prelude::Error>) {
-    use kalam_driver::prelude::{AuthProvider, LiveEvent};
+    use kalam_driver::prelude::{AuthProvider, ConnectionOptions, LiveEvent};
     let (url, trigger) = flood_server(vec!["k1".into()], per_burst);
+    // The null server floods at several hundred thousand frames a second:
+    // with the default buffer (1,024 events, about 3 ms of that flood) a
+    // consumer the OS deschedules for a few milliseconds on a busy machine
+    // would fall behind however fast it reads. 16,384 events absorb such a
+    // pause; a consumer that does not keep up still overflows it.
     let client = kalam_driver::KalamLinkClient::<R>::builder()
         .base_url(url)
         .auth(AuthProvider::jwt_token("eyJ.flood.sig".into()))
+        .connection_options(ConnectionOptions::default().with_subscription_buffer(16_384))
         .build()
         .unwrap();
     let mut events = client
