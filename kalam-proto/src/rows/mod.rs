@@ -15,7 +15,7 @@
 //! - TIMESTAMP is an integer, µs since the epoch in tables (ns when
 //!   computed): read it as a [`Timestamp`] (which tells the two apart by
 //!   magnitude), with the `time` feature as a `time::OffsetDateTime`
-//!   ([`time_columns`]), or as the raw `i64`;
+//!   (`time_columns`), or as the raw `i64`;
 //! - a FILE column (JSON text) reads as a [`FileRef`](crate::FileRef), and
 //!   any JSON column as a struct or map;
 //! - NULL reads as `None`.
@@ -28,6 +28,7 @@ use std::fmt;
 
 mod bytes;
 mod cell;
+mod reader;
 mod timestamp;
 
 pub use bytes::answer_rows_as;
