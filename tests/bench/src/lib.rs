@@ -94,6 +94,25 @@ pub async fn typed_burst(events: &mut kalam_driver::LiveEventsAs<Item>) {
     }
 }
 
+/// A client of the null server at `url`, and the subscription a live
+/// benchmark measures (changes only, a buffer of two bursts).
+async fn measured_subscription<R: kalam_driver::Runtime>(
+    url: String,
+) -> (kalam_driver::KalamLinkClient<R>, kalam_driver::LiveEvents) {
+    use kalam_driver::prelude::{AuthProvider, ConnectionOptions};
+    let client = kalam_driver::KalamLinkClient::<R>::builder()
+        .base_url(url)
+        .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
+        .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))
+        .build()
+        .unwrap();
+    let events = client
+        .live_events_with("SELECT * FROM bench.items", None)
+        .await
+        .unwrap();
+    (client, events)
+}
+
 /// The smallest number of bytes allocated per event over a few bursts.
 pub fn heap_per_event(mut burst: impl FnMut()) -> u64 {
     (0..5)
@@ -123,23 +142,12 @@ pub fn live_bench<R, S>(
     R: kalam_driver::Runtime,
     S: futures_util::AsyncRead + futures_util::AsyncWrite + Unpin,
 {
-    use kalam_driver::prelude::{AuthProvider, ConnectionOptions};
-
     let mut clients = Vec::new();
     let mut idle_heap = 0;
     for idle in [0, IDLE] {
         let (url, trigger) = null_server();
         let (client, events, idle_streams) = exec.block_on(async {
-            let client = kalam_driver::KalamLinkClient::<R>::builder()
-                .base_url(url)
-                .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
-                .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))
-                .build()
-                .unwrap();
-            let events = client
-                .live_events_with("SELECT * FROM bench.items", None)
-                .await
-                .unwrap();
+            let (client, events) = measured_subscription::<R>(url).await;
             let mut idle_streams = Vec::with_capacity(idle);
             let before = Counting::live();
             for i in 0..idle {
@@ -162,18 +170,8 @@ pub fn live_bench<R, S>(
 
     let (url, typed_trigger) = null_server();
     let (_typed_client, mut typed) = exec.block_on(async {
-        let client = kalam_driver::KalamLinkClient::<R>::builder()
-            .base_url(url)
-            .auth(AuthProvider::jwt_token("eyJ.bench.sig".into()))
-            .connection_options(ConnectionOptions::default().with_subscription_buffer(BURST * 2))
-            .build()
-            .unwrap();
-        let events = client
-            .live_events_with("SELECT * FROM bench.items", None)
-            .await
-            .unwrap()
-            .into_typed::<Item>();
-        (client, events)
+        let (client, events) = measured_subscription::<R>(url).await;
+        (client, events.into_typed::<Item>())
     });
 
     let bare_heap = heap_per_event(|| {
