@@ -51,14 +51,46 @@ impl Bare {
     }
 }
 
-fn timed<F: std::future::Future<Output = ()>>(iters: u64, mut one: impl FnMut() -> F) -> Duration {
-    async_std::task::block_on(async {
-        let start = Instant::now();
-        for _ in 0..iters {
-            one().await;
+/// Where the caller runs: the three ways an async-std or smol application
+/// awaits the client.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// `async_std::task::block_on` (what `#[async_std::main]` expands to).
+    BlockOn,
+    /// A task spawned on async-std's executor, awaited from `block_on`.
+    Task,
+    /// `smol::block_on`.
+    Smol,
+}
+
+impl Caller {
+    fn name(self) -> &'static str {
+        match self {
+            Caller::BlockOn => "block_on",
+            Caller::Task => "a task",
+            Caller::Smol => "smol::block_on",
         }
-        start.elapsed()
-    })
+    }
+
+    /// Runs `iters` rounds of `one` from this caller and times them.
+    fn timed<F>(self, iters: u64, one: impl FnMut() -> F + Send + 'static) -> Duration
+    where
+        F: std::future::Future<Output = ()> + Send,
+    {
+        let rounds = async move {
+            let mut one = one;
+            let start = Instant::now();
+            for _ in 0..iters {
+                one().await;
+            }
+            start.elapsed()
+        };
+        match self {
+            Caller::BlockOn => async_std::task::block_on(rounds),
+            Caller::Task => async_std::task::block_on(async_std::task::spawn(rounds)),
+            Caller::Smol => smol::block_on(rounds),
+        }
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -91,73 +123,58 @@ fn bench(c: &mut Criterion) {
     };
 
     let mut g = c.benchmark_group("SELECT 1 on the in-process server (async-std)");
-    g.bench_function("bare async-h1 + serde_json, one at a time", |b| {
-        b.iter_custom(|iters| timed(iters, || bare.query()))
-    });
-    g.bench_function("KalamLinkClient::execute_query, one at a time", |b| {
-        b.iter_custom(|iters| {
-            timed(iters, || async {
-                client.execute_query(SQL).await.unwrap();
-            })
-        })
-    });
-    // The same loops inside an async-std task (the caller on the
-    // executor's threads, beside the client's driver task).
-    g.bench_function("bare async-h1 + serde_json, one at a time, in a task", |b| {
-        b.iter_custom(|iters| {
-            let bare = bare.clone();
-            async_std::task::block_on(async_std::task::spawn(async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    bare.query().await;
-                }
-                start.elapsed()
-            }))
-        })
-    });
-    g.bench_function("KalamLinkClient::execute_query, one at a time, in a task", |b| {
-        b.iter_custom(|iters| {
-            let client = client.clone();
-            async_std::task::block_on(async_std::task::spawn(async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    client.execute_query(SQL).await.unwrap();
-                }
-                start.elapsed()
-            }))
-        })
-    });
-    for n in [32usize, 64] {
-        g.bench_function(format!("bare async-h1 + serde_json, {n} in flight"), |b| {
+    for caller in [Caller::BlockOn, Caller::Task, Caller::Smol] {
+        let at = caller.name();
+        g.bench_function(format!("bare async-h1 + serde_json, one at a time, from {at}"), |b| {
             b.iter_custom(|iters| {
-                timed(iters, || async {
-                    let tasks: Vec<_> = (0..n)
-                        .map(|_| {
-                            let bare = bare.clone();
-                            async_std::task::spawn(async move { bare.query().await })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await;
+                let bare = bare.clone();
+                caller.timed(iters, move || {
+                    let bare = bare.clone();
+                    async move { bare.query().await }
+                })
+            })
+        });
+        g.bench_function(
+            format!("KalamLinkClient::execute_query, one at a time, from {at}"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let client = client.clone();
+                    caller.timed(iters, move || {
+                        let client = client.clone();
+                        async move {
+                            client.execute_query(SQL).await.unwrap();
+                        }
+                    })
+                })
+            },
+        );
+        // 64 queries at once in the caller's own future (no task each).
+        g.bench_function(format!("bare async-h1 + serde_json, 64 in flight, from {at}"), |b| {
+            b.iter_custom(|iters| {
+                let bare = bare.clone();
+                caller.timed(iters, move || {
+                    let bare = bare.clone();
+                    async move {
+                        futures_util::future::join_all((0..64).map(|_| bare.query())).await;
                     }
                 })
             })
         });
-        g.bench_function(format!("KalamLinkClient::execute_query, {n} in flight"), |b| {
-            b.iter_custom(|iters| {
-                timed(iters, || async {
-                    let tasks: Vec<_> = (0..n)
-                        .map(|_| {
-                            let c = client.clone();
-                            async_std::task::spawn(async move { c.execute_query(SQL).await.unwrap() })
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await;
-                    }
+        g.bench_function(
+            format!("KalamLinkClient::execute_query, 64 in flight, from {at}"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let client = client.clone();
+                    caller.timed(iters, move || {
+                        let client = client.clone();
+                        async move {
+                            let all = futures_util::future::join_all((0..64).map(|_| client.execute_query(SQL))).await;
+                            assert!(all.iter().all(|r| r.is_ok()));
+                        }
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     g.finish();
     drop(client);

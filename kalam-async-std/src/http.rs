@@ -39,22 +39,93 @@ struct Conn {
     absolute: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// How the client sends HTTP, given to
+/// [`KalamLinkClientBuilder::http_backend`](crate::KalamLinkClientBuilder::http_backend):
+/// this crate's async-h1 pool (the default), or, with the `surf` feature, a
+/// `surf::Client` (by default one over that same pool).
+#[derive(Clone, Default)]
+pub struct HttpBackend {
+    #[cfg(feature = "surf")]
+    pub(crate) surf: crate::surf::Choice,
+}
+
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(feature = "surf")]
+        return write!(f, "HttpBackend({:?})", self.surf);
+        #[cfg(not(feature = "surf"))]
+        f.write_str("HttpBackend(async-h1)")
+    }
+}
+
+/// The client's HTTP: async-h1 on this crate's pool, or (feature `surf`)
+/// a `surf::Client`.
+#[derive(Clone)]
+pub struct HttpClient(Backend);
+
+#[derive(Clone)]
+enum Backend {
+    #[cfg_attr(feature = "surf", allow(dead_code))]
+    H1(H1),
+    #[cfg(feature = "surf")]
+    Surf(crate::surf::SurfHttp),
+}
+
+impl HttpClient {
+    pub(crate) fn new(settings: &HttpSettings, backend: &HttpBackend) -> kalam_proto::Result<Self> {
+        #[cfg(feature = "surf")]
+        return crate::surf::SurfHttp::new(settings, &backend.surf, H1::new(settings))
+            .map(|s| HttpClient(Backend::Surf(s)));
+        #[cfg(not(feature = "surf"))]
+        {
+            let HttpBackend {} = backend;
+            Ok(HttpClient(Backend::H1(H1::new(settings))))
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, TransportError> {
+        match &self.0 {
+            Backend::H1(h1) => h1.send(request).await,
+            #[cfg(feature = "surf")]
+            Backend::Surf(s) => s.send(request).await,
+        }
+    }
+
+    pub(crate) async fn send_streaming(
+        &self,
+        request: http::Request<()>,
+        body: Option<(BodyChunks, u64)>,
+    ) -> Result<http::Response<BodyReader>, TransportError> {
+        match &self.0 {
+            Backend::H1(h1) => h1.send_streaming(request, body).await,
+            #[cfg(feature = "surf")]
+            Backend::Surf(s) => s.send_streaming(request, body).await,
+        }
+    }
+}
+
 /// A pooled HTTP/1.1 client with the client's time and size limits.
 #[derive(Clone)]
-pub struct HttpClient {
+pub(crate) struct H1 {
     pool: Arc<IdlePool<Conn>>,
+    /// The receive timeouts of the exchanges in progress.
+    deadlines: Arc<crate::deadline::Deadlines>,
     limits: HttpSettings,
     target: Target,
     /// Through a forwarding proxy, for an `http://` server.
     forward: Option<Forwarding>,
 }
 
-impl HttpClient {
+impl H1 {
     pub(crate) fn new(settings: &HttpSettings) -> Self {
         let target = settings.target();
         let forward = settings.forwarding();
-        HttpClient {
+        H1 {
             pool: Arc::new(IdlePool::new(settings.max_idle)),
+            deadlines: Arc::default(),
             limits: settings.clone(),
             target,
             forward,
@@ -62,13 +133,10 @@ impl HttpClient {
     }
 
     /// Sends one request and reads the whole answer, within the receive timeout.
-    pub(crate) async fn send(
-        &self,
-        request: http::Request<Vec<u8>>,
-    ) -> Result<http::Response<Vec<u8>>, TransportError> {
+    async fn send(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, TransportError> {
         let request = to_http_types(request)?;
         self.within(async {
-            let (conn, mut response, keep) = self.dispatch(request, None).await?;
+            let (conn, mut response, keep) = Box::pin(self.dispatch(request, None)).await?;
             let mut body = Vec::new();
             response
                 .take_body()
@@ -94,7 +162,7 @@ impl HttpClient {
     /// length) and answers with the head, within the receive timeout; the
     /// answer's body is read as it arrives, and its connection goes back to
     /// the pool at its end.
-    pub(crate) async fn send_streaming(
+    async fn send_streaming(
         &self,
         request: http::Request<()>,
         body: Option<(BodyChunks, u64)>,
@@ -114,7 +182,7 @@ impl HttpClient {
             }
         }
         self.within(async {
-            let (conn, mut response, keep) = self.dispatch(request, Some(&source_failed)).await?;
+            let (conn, mut response, keep) = Box::pin(self.dispatch(request, Some(&source_failed))).await?;
             let head = from_http_types(&response, ())?;
             let reader = ReleaseAtEnd::new(
                 response.take_body(),
@@ -124,6 +192,27 @@ impl HttpClient {
             Ok(head.map(|()| Box::pin(reader) as BodyReader))
         })
         .await
+    }
+
+    /// One exchange for a `surf::Client` over this pool: the answer with
+    /// its body still to read; the connection goes back to the pool once
+    /// the body is read to its end (dropped earlier, it is closed, so a
+    /// cancelled request never leaves a connection half used).
+    #[cfg(feature = "surf")]
+    pub(crate) async fn exchange(&self, request: http_types::Request) -> Result<http_types::Response, TransportError> {
+        // An upload's source, to tell its failure from the connection's.
+        let source = request.ext().get::<SourceFailed>().cloned();
+        let (conn, mut response, keep) = Box::pin(self.dispatch(request, source.as_ref())).await?;
+        let body = ReleaseAtEnd::new(
+            response.take_body(),
+            keep.then(|| (conn, self.pool.clone())),
+            |_: &Conn| true,
+        );
+        let body = futures_util::io::BufReader::new(SyncRead(Mutex::new(body), SourceFailed::default()));
+        // Length unknown to surf's body, so it reads this one to its end
+        // (which releases the connection); the header still says it.
+        response.set_body(http_types::Body::from_reader(body, None));
+        Ok(response)
     }
 
     /// Sends the request on a pooled or new connection and decodes the
@@ -157,7 +246,11 @@ impl HttpClient {
         // a large upload) and then close, and that answer is the one to
         // report, not the broken pipe of the body it never read.
         let heard = Arc::new(AtomicU64::new(0));
-        let receive = async_h1::client::decode(Counted(conn.io.clone(), heard.clone()));
+        // Boxed, as the connect below: async-h1's decoder keeps its header
+        // array (4 KiB) in its state, and every future that holds it inline
+        // is copied whole each time it moves (a query's exchange moves a few
+        // times before it runs).
+        let receive = Box::pin(async_h1::client::decode(Counted(conn.io.clone(), heard.clone())));
         let failed = |e: String| failed_exchange(reused, heard.load(Ordering::Relaxed), e);
         futures_util::pin_mut!(send, receive);
         let (response, whole) = match select(send, receive).await {
@@ -212,9 +305,7 @@ impl HttpClient {
         &self,
         exchange: impl std::future::Future<Output = Result<T, TransportError>>,
     ) -> Result<T, TransportError> {
-        async_std::future::timeout(self.limits.receive_timeout, exchange)
-            .await
-            .map_err(|_| TransportError::Timeout(self.limits.receive_timeout))?
+        self.deadlines.within(self.limits.receive_timeout, exchange).await
     }
 
     /// A pooled connection (`true`) or a new one.
@@ -239,7 +330,7 @@ impl HttpClient {
             })
         };
         let limit = self.limits.connect_timeout;
-        async_std::future::timeout(limit, connect)
+        async_std::future::timeout(limit, Box::pin(connect))
             .await
             .map_err(|_| TransportError::Connect(format!("timed out after {limit:?}")))?
             .map(|conn| (conn, false))
@@ -262,15 +353,16 @@ impl<R: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for Counted<R> 
 
 /// Whether an idle connection can still carry a request: the server has
 /// neither closed nor reset it (its keep-alive timeout, a restart, a network
-/// cut) nor sent anything unasked. Looks without waiting.
+/// cut) nor sent anything unasked. Looks without waiting, and without
+/// registering with the reactor (an `epoll_ctl` per query): a plain peek on
+/// the non-blocking socket.
 fn still_open(stream: &TcpStream) -> bool {
-    use futures_util::FutureExt as _;
-    let mut byte = [0u8; 1];
-    // Pending: nothing to read, the connection is open and quiet.
-    stream.peek(&mut byte).now_or_never().is_none()
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    // Would block: nothing to read, the connection is open and quiet.
+    matches!(socket2::SockRef::from(stream).peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request, TransportError> {
+pub(crate) fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request, TransportError> {
     let (parts, body) = request.into_parts();
     let bad = |what: &str| TransportError::Io(format!("cannot send this request: {what}"));
     let url = http_types::Url::parse(&parts.uri.to_string()).map_err(|_| bad("URL"))?;
@@ -287,17 +379,17 @@ fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request,
 /// An upload body's own failure (its source's error), as opposed to the
 /// socket's.
 #[derive(Clone, Default)]
-struct SourceFailed(Arc<Mutex<Option<String>>>);
+pub(crate) struct SourceFailed(Arc<Mutex<Option<String>>>);
 
 impl SourceFailed {
-    fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
 /// A reader made `Sync` by a lock (it is only ever read by one task); its
 /// errors are noted as the source's.
-struct SyncRead<T>(Mutex<T>, SourceFailed);
+pub(crate) struct SyncRead<T>(pub(crate) Mutex<T>, pub(crate) SourceFailed);
 
 impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
@@ -315,7 +407,10 @@ impl<T: futures_util::AsyncRead + Unpin> futures_util::AsyncRead for SyncRead<T>
 /// the server sent no `Date`, async-h1 makes one up from this machine's
 /// clock (as `date: <date>\r\n`, which no header can hold): it is not the
 /// server's time, and is left out too.
-fn from_http_types<B>(response: &http_types::Response, body: B) -> Result<http::Response<B>, TransportError> {
+pub(crate) fn from_http_types<B>(
+    response: &http_types::Response,
+    body: B,
+) -> Result<http::Response<B>, TransportError> {
     let mut out = http::Response::builder().status(u16::from(response.status()));
     for (name, values) in response.iter() {
         let Ok(name) = http::HeaderName::from_bytes(name.as_str().as_bytes()) else {

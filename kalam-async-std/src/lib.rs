@@ -34,19 +34,45 @@
 //! (`rt` and `http`), so the runtime and the HTTP backend can be swapped
 //! without touching the client.
 //!
+//! **Where the driver runs.** A caller waiting for an answer (in
+//! `block_on`, `#[async_std::main]`, `smol::block_on` or a task) polls the
+//! client's driver on its own thread while no one else is, so a query costs
+//! no cross-thread wake-up; the driver's own task takes over whenever no
+//! caller waits, and within 10 ms of a wake-up a caller left unused.
+//!
+//! **surf** (feature `surf`). Every request goes through a `surf::Client`:
+//! by default one over this crate's own pool, with the application's
+//! middleware added by [`HttpBackend::surf_with`](rt::HttpBackend), or the
+//! application's own client ([`HttpBackend::surf`](rt::HttpBackend)), given
+//! to [`KalamLinkClientBuilder::http_backend`](generic::KalamLinkClientBuilder::http_backend).
+//! Over this crate's pool nothing else changes: the connection cap, early
+//! answers to uploads, closing a cancelled request's connection, streamed
+//! uploads and downloads, proxies and TLS all hold. The application's own
+//! client sends with its own connections, proxies and TLS (a proxy that
+//! would apply to the server is refused: surf would ignore it); surf's
+//! `h1-client` pool writes an upload whole before reading the answer (an
+//! early refusal is a transport error), takes back a connection whose
+//! request was cancelled mid-way, and brings Tokio (through deadpool 0.7).
+//! Without the feature, and with it over this crate's pool, there is no
+//! Tokio in the tree.
+//!
 //! Features: `auth-flows` (default: explicit [`KalamLinkClient::login`] and
 //! [`KalamLinkClient::refresh_access_token`]), `rustls` (`https://` and
 //! `wss://`, pure-Rust TLS with the webpki roots: no C dependency), `gzip`
 //! (accept compressed WebSocket frames), `time` (TIMESTAMP, DATE and TIME
-//! columns into the `time` crate's types: `rows::time_columns`).
+//! columns into the `time` crate's types: `rows::time_columns`), `surf`
+//! (above).
 
 #![forbid(unsafe_code)]
 // docs.rs shows which feature each gated item needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod deadline;
 mod http;
 mod net;
 pub mod rt;
+#[cfg(feature = "surf")]
+mod surf;
 
 /// The client and its builder as written once, for any runtime, with every
 /// method documented here. An application names them through the aliases

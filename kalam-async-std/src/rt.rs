@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings, Network, Runtime, Target};
 use kalam_proto::{Result, TransportError};
 
-pub use crate::http::HttpClient;
+pub use crate::http::{HttpBackend, HttpClient};
 use crate::net::Io;
 
 /// The async-std runtime (the type parameter of the client types).
@@ -33,9 +33,13 @@ impl Runtime for AsyncStd {
     type Body = Vec<u8>;
     type Stream = Box<dyn Io>;
     type Sleep = Sleep;
+    type HttpBackend = HttpBackend;
 
     const NAME: &'static str = "kalam-async-std";
     const TLS: bool = cfg!(feature = "rustls");
+    // async-io's reactor and timers are global: a caller in `block_on`
+    // (or `smol::block_on`) may poll the driver itself.
+    const DRIVE_IN_CALLER: bool = true;
 
     fn check() -> Result<()> {
         Ok(()) // async-std's executor starts on demand, from any thread
@@ -56,8 +60,8 @@ impl Runtime for AsyncStd {
         Sleep(async_io::Timer::at(deadline))
     }
 
-    fn http_client(settings: &HttpSettings) -> Result<HttpClient> {
-        Ok(HttpClient::new(settings))
+    fn http_client(settings: &HttpSettings, backend: &HttpBackend) -> Result<HttpClient> {
+        HttpClient::new(settings, backend)
     }
 
     async fn send_http(

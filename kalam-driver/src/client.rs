@@ -52,6 +52,8 @@ impl<R: Runtime> Clone for KalamLinkClient<R> {
 
 struct Inner {
     commands: Sender<Command>,
+    /// The driver, for callers to poll while they wait (see `drive`).
+    driver: Arc<crate::drive::Shared>,
     base_url: String,
     provider: Option<Arc<dyn DynamicAuthProvider>>,
     options: ConnectionOptions,
@@ -360,9 +362,15 @@ impl<R: Runtime> KalamLinkClient<R> {
 
     /// Runs an operation and returns the reply of the type it answers.
     async fn submit<T: TryFrom<Reply, Error = Reply>>(&self, op: Operation) -> Result<T> {
-        let (tx, rx) = reply();
-        self.command(Command::Submit(op, tx))?;
-        rx.await??.into_reply()
+        let (tx, mut rx) = reply();
+        crate::drive::Call::new(
+            &self.inner.driver,
+            &self.inner.commands,
+            Command::Submit(op, tx),
+            &mut rx,
+        )
+        .await??
+        .into_reply()
     }
 }
 
@@ -432,6 +440,7 @@ pub struct KalamLinkClientBuilder<R: Runtime> {
     tls: Option<crate::tls::TlsConfig>,
     proxy: Option<ProxyMode>,
     http_version: Option<kalam_proto::HttpVersion>,
+    http_backend: R::HttpBackend,
     _rt: PhantomData<fn() -> R>,
 }
 
@@ -451,6 +460,7 @@ impl<R: Runtime> Default for KalamLinkClientBuilder<R> {
             tls: None,
             proxy: None,
             http_version: None,
+            http_backend: R::HttpBackend::default(),
             _rt: PhantomData,
         }
     }
@@ -523,7 +533,8 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
-    /// Called (on the driver task; keep it short) when the WebSocket is
+    /// Called (wherever the driver runs: its task, or on async-std a
+    /// caller's thread while it waits; keep it short) when the WebSocket is
     /// authenticated, after every (re)connect.
     pub fn on_connect(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
         self.hooks.on_connect = Some(Arc::new(hook));
@@ -603,6 +614,16 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         self
     }
 
+    /// How the runtime adapter sends HTTP, where it offers a choice: on
+    /// kalam-async-std with its `surf` feature, `HttpBackend::surf(client)`
+    /// sends every request through the application's `surf::Client` (its
+    /// middleware, its logging). Default: the adapter's own (see the
+    /// adapter's `HttpBackend`).
+    pub fn http_backend(mut self, backend: R::HttpBackend) -> Self {
+        self.http_backend = backend;
+        self
+    }
+
     /// Goes through these HTTP proxies, whatever the environment says
     /// (see [`kalam_proto::proxy`] for how each target is reached). Takes
     /// precedence over [`ConnectionOptions::proxy`], before or after
@@ -637,7 +658,7 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
             let tls = self.tls.clone().unwrap_or_default().build()?;
             http_settings.net = http_settings.net.with_tls(tls);
         }
-        let http = R::http_client(&http_settings)?;
+        let http = R::http_client(&http_settings, &self.http_backend)?;
         let random = || {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -667,10 +688,13 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
             net: http_settings.net.clone(),
         };
         let (commands, rx) = crate::sync::channel();
-        R::spawn(Driver::<R>::new(core, http, http_settings.max_body, sockets, callbacks, clock).run(rx));
+        let driver = crate::drive::Shared::start::<R>(
+            Driver::<R>::new(core, http, http_settings.max_body, sockets, callbacks, clock).run(rx),
+        );
         Ok(KalamLinkClient {
             inner: Arc::new(Inner {
                 commands,
+                driver,
                 base_url,
                 provider: self.provider,
                 options: self.options,
@@ -682,8 +706,8 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
 }
 
 /// The connection hooks as one value, for
-/// [`KalamLinkClientBuilder::event_handlers`]: each is called on the driver
-/// task (keep it short).
+/// [`KalamLinkClientBuilder::event_handlers`]: each is called where the driver
+/// runs (its task, or a waiting caller's thread; keep it short).
 ///
 /// ```
 /// use kalam_driver::EventHandlers;

@@ -151,6 +151,7 @@ async fn yield_now() {
             Poll::Ready(())
         } else {
             yielded = true;
+            crate::drive::yield_soon();
             cx.waker().wake_by_ref();
             Poll::Pending
         }
@@ -296,13 +297,18 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
-    /// One timer for the core's next deadline, replaced only when it moves.
+    /// One timer for the core's next deadline, replaced only when the
+    /// deadline comes earlier than the armed one. A later deadline (or none)
+    /// keeps the armed timer: when it fires, `handle_timeout` finds nothing
+    /// due and the timer is armed for the deadline then. Each query moves
+    /// the deadline; a new timer each time costs a reactor wake-up on
+    /// async-io (inserting a timer notifies the reactor).
     fn arm_timer(&mut self) {
         let deadline = self.core.poll_timeout().map(|t| self.clock.deadline(t));
         match (deadline, &self.timer) {
-            (Some(d), Some((armed, _))) if *armed == d => {}
+            (Some(d), Some((armed, _))) if *armed <= d => {}
             (Some(d), _) => self.timer = Some((d, Box::pin(R::sleep_until(d)))),
-            (None, _) => self.timer = None,
+            (None, _) => {}
         }
     }
 

@@ -35,6 +35,7 @@
 pub mod adapter;
 mod client;
 mod consumer;
+mod drive;
 mod driver;
 mod files;
 mod live;

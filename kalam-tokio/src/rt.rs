@@ -20,6 +20,7 @@ impl Runtime for Tokio {
     type Body = Bytes;
     type Stream = TokioAdapter<Box<dyn Io>>;
     type Sleep = tokio::time::Sleep;
+    type HttpBackend = ();
 
     const NAME: &'static str = "kalam-tokio";
     const TLS: bool = cfg!(feature = "rustls");
@@ -47,7 +48,7 @@ impl Runtime for Tokio {
         tokio::time::sleep_until(deadline.into())
     }
 
-    fn http_client(settings: &HttpSettings) -> Result<HttpClient> {
+    fn http_client(settings: &HttpSettings, _: &()) -> Result<HttpClient> {
         HttpClient::new(settings)
     }
 

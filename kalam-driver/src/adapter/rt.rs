@@ -28,6 +28,11 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// A timer.
     type Sleep: Future<Output = ()> + Send + 'static;
+    /// How the HTTP client sends, as the application chose it with
+    /// [`KalamLinkClientBuilder::http_backend`](crate::KalamLinkClientBuilder::http_backend)
+    /// (`()` where there is one way; kalam-async-std: its own async-h1
+    /// pool or, with its `surf` feature, a `surf::Client`).
+    type HttpBackend: Clone + Default + Send + Sync + 'static;
 
     /// The adapter crate's name, for error messages.
     const NAME: &'static str;
@@ -36,6 +41,14 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// Whether this build can speak HTTP/2 (see
     /// [`HttpVersion`](kalam_proto::HttpVersion)). Default: no.
     const HTTP2: bool = false;
+    /// Whether a caller waiting for an answer may poll the client's driver
+    /// on its own thread while no one else is, instead of waiting for the
+    /// driver's task to run it. Only for runtimes whose I/O and timers work
+    /// from any thread (async-std's reactor is global; Tokio's resources
+    /// need their runtime's context). A caller in `block_on` then runs its
+    /// query start to end on its own thread, with no cross-thread wake-up.
+    /// Default: no.
+    const DRIVE_IN_CALLER: bool = false;
 
     /// Fails with a typed error when the client cannot run here (for
     /// example outside a Tokio runtime).
@@ -53,8 +66,9 @@ pub trait Runtime: Send + Sync + Sized + 'static {
     /// A timer that fires at `deadline`.
     fn sleep_until(deadline: std::time::Instant) -> Self::Sleep;
 
-    /// The HTTP client for the server and limits in `settings`.
-    fn http_client(settings: &HttpSettings) -> Result<Self::Http>;
+    /// The HTTP client for the server and limits in `settings`, sending
+    /// through `backend`.
+    fn http_client(settings: &HttpSettings, backend: &Self::HttpBackend) -> Result<Self::Http>;
 
     /// Sends one request and reads the whole answer (at most
     /// `settings.max_body` bytes, within `settings.receive_timeout`).

@@ -339,3 +339,35 @@ pub async fn a_kept_alive_connection_closed_unanswered_is_typed<R: Runtime>() {
     client.execute_query("SELECT 1").await.expect("a new connection");
     assert_eq!(requests.load(Ordering::SeqCst), 3);
 }
+
+/// A call polled once and then kept, never polled again (its owner busy
+/// elsewhere), stops no one: the driver's wake-ups it was handed go on to
+/// the driver's task (on async-std, where a waiting caller may poll the
+/// driver itself), so live events and other calls keep coming; and the
+/// call still completes when its owner comes back to it.
+pub async fn a_call_left_unpolled_stops_no_one<R: Runtime>(b: &dyn Backend) {
+    let client = root::<R>(b, &b.url());
+    let writer = root::<R>(b, &b.url());
+    let table = setup_table(&client, "conf_unpolled").await;
+    let mut events = client
+        .live_events_with(&format!("SELECT * FROM {table}"), None)
+        .await
+        .expect("subscribe");
+    let mut left = Box::pin(client.execute_query("SELECT 1"));
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let _ = left.as_mut().poll(&mut Context::from_waker(&Waker::from(flag)));
+    // Its answer, and the socket, now wake the caller that never looks.
+    writer
+        .execute_query(&format!("INSERT INTO {table} (id, name, qty) VALUES (1, 'a', 1)"))
+        .await
+        .expect("insert");
+    // (Within the scenarios' patience, or `next_event` fails.)
+    while !matches!(
+        crate::scenarios::next_event(&mut events).await,
+        kalam_driver::prelude::LiveEvent::Insert { .. }
+    ) {}
+    // Another call on the same client goes on too.
+    client.execute_query("SELECT 2").await.expect("another call");
+    // And the one left alone completes when polled again.
+    left.await.expect("the call left alone");
+}

@@ -141,6 +141,7 @@ macro_rules! for_each_scenario {
             a_cancelled_live_events_holds_no_server_subscription,
             a_panicking_upload_reader_fails_only_its_upload,
             a_dropped_upload_commits_nothing,
+            a_call_left_unpolled_stops_no_one,
             files_upload_select_download_round_trip,
             files_over_limits_are_refused_before_sending,
             files_token_expired_upload_is_sent_again,

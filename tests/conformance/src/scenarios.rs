@@ -296,7 +296,7 @@ pub(crate) fn machine_behind_an_expired_token<R: Runtime>(
         .with_receive_timeout(PATIENCE);
     let mut settings = HttpSettings::new::<R>(&endpoints, &ConnectionOptions::default(), &timeouts).expect("settings");
     crate::network::apply(&mut settings);
-    let http = R::http_client(&settings).expect("the runtime's HTTP client");
+    let http = R::http_client(&settings, &Default::default()).expect("the runtime's HTTP client");
     (machine, now, http)
 }
 
