@@ -17,9 +17,11 @@
 //! is none. A guest that leaves (answered, or dropped) holding a wake it did
 //! not use hands it on. A guest that is woken and then never polled (a future
 //! kept but left alone by its owner) cannot stop the driver: while guests
-//! are waiting the home task looks every [`WATCHDOG`] and drives when a wake
-//! handed to a guest has not been used since its last look. So live queries
-//! and other callers go on whatever any one caller does.
+//! come, the home task looks every [`WATCHDOG`], and a guest holding a wake
+//! nobody used since its last look is marked stalled: it is handed no wake
+//! until it is polled again, and the home task drives meanwhile. So live
+//! queries and other callers go on whatever any one caller does, after one
+//! watchdog period at most.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -63,10 +65,18 @@ pub(crate) struct Shared {
     guests: bool,
 }
 
+struct Guest {
+    id: u64,
+    waker: Waker,
+    /// Handed a wake and not polled for a watchdog period since: handed
+    /// none until it is polled again.
+    stalled: bool,
+}
+
 #[derive(Default)]
 struct Wakers {
     home: Option<Waker>,
-    guests: Vec<(u64, Waker)>,
+    guests: Vec<Guest>,
     /// Guests registered so far (the next one's id).
     entered: u64,
     /// The guest last handed a wake, until someone polls the driver.
@@ -134,6 +144,9 @@ impl Shared {
             return;
         }
         lock(&self.wakers).baton = None;
+        // Should anything outside the caught poll unwind (a waker, a drop),
+        // the driver is not left marked as running for good.
+        let _unwind = Unwind(self);
         let waker = Waker::from(self.clone());
         let mut cx = Context::from_waker(&waker);
         // Woken while it ran (its own I/O became ready meanwhile): polled
@@ -168,7 +181,7 @@ impl Shared {
                     (w.home.take(), std::mem::take(&mut w.guests))
                 };
                 home.into_iter()
-                    .chain(guests.into_iter().map(|(_, w)| w))
+                    .chain(guests.into_iter().map(|g| g.waker))
                     .for_each(Waker::wake);
                 return;
             }
@@ -176,20 +189,26 @@ impl Shared {
             if !yielding && again < AGAIN && self.state.compare_exchange(NOTIFIED, RUNNING, SeqCst, SeqCst).is_ok() {
                 continue;
             }
-            if self.state.swap(IDLE, SeqCst) == NOTIFIED {
+            // Back to IDLE (never over DONE: the home task's drop may have
+            // ended the driver meanwhile).
+            let was = self
+                .state
+                .fetch_update(SeqCst, SeqCst, |s| (s == RUNNING || s == NOTIFIED).then_some(IDLE));
+            if was == Ok(NOTIFIED) {
                 self.hand_on();
             }
             return;
         }
     }
 
-    /// Wakes whoever polls next: the newest waiting guest, else home.
+    /// Wakes whoever polls next: the newest waiting guest that is not
+    /// stalled, else home.
     fn hand_on(&self) {
         let waker = {
             let mut w = lock(&self.wakers);
-            match w.guests.last() {
-                Some((id, waker)) => {
-                    let (id, waker) = (*id, waker.clone());
+            match w.guests.iter().rev().find(|g| !g.stalled) {
+                Some(g) => {
+                    let (id, waker) = (g.id, g.waker.clone());
                     w.baton = Some(id);
                     Some(waker)
                 }
@@ -210,17 +229,23 @@ impl Shared {
         }
         let home = {
             let mut w = lock(&self.wakers);
-            match id.and_then(|id| w.guests.iter_mut().find(|(g, _)| *g == id)) {
-                Some((_, waker)) => {
-                    if !waker.will_wake(cx.waker()) {
-                        waker.clone_from(cx.waker());
+            match id.and_then(|id| w.guests.iter_mut().find(|g| g.id == id)) {
+                Some(g) => {
+                    // Polled again: wakes come to it again.
+                    g.stalled = false;
+                    if !g.waker.will_wake(cx.waker()) {
+                        g.waker.clone_from(cx.waker());
                     }
                     None
                 }
                 None => {
                     let new = w.entered;
                     w.entered += 1;
-                    w.guests.push((new, cx.waker().clone()));
+                    w.guests.push(Guest {
+                        id: new,
+                        waker: cx.waker().clone(),
+                        stalled: false,
+                    });
                     *id = Some(new);
                     // The first guest in a while: the home task arms its
                     // watchdog.
@@ -245,7 +270,7 @@ impl Shared {
         let Some(id) = id.take() else { return };
         let unused = {
             let mut w = lock(&self.wakers);
-            w.guests.retain(|(g, _)| *g != id);
+            w.guests.retain(|g| g.id != id);
             if w.baton == Some(id) {
                 w.baton = None;
                 true
@@ -266,6 +291,21 @@ pub(crate) fn yield_soon() {
     YIELDING.set(true);
 }
 
+/// Unmarks a poller that unwinds out of [`Shared::drive`] (outside the
+/// poll it catches), so that the next wake polls again.
+struct Unwind<'a>(&'a Shared);
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .state
+                .fetch_update(SeqCst, SeqCst, |s| (s == RUNNING || s == NOTIFIED).then_some(IDLE));
+        }
+    }
+}
+
 /// The home task: polls the driver when woken, and, while guests come,
 /// looks every [`WATCHDOG`] for a wake a guest left unused.
 struct Home<R: Runtime> {
@@ -282,7 +322,7 @@ impl<R: Runtime> Future for Home<R> {
         // Fields are `Unpin` (the timer is boxed).
         let this = self.get_mut();
         let shared = this.shared.clone();
-        let watching = {
+        let mut watching = {
             let mut w = lock(&shared.wakers);
             match &mut w.home {
                 Some(h) if h.will_wake(cx.waker()) => {}
@@ -290,44 +330,45 @@ impl<R: Runtime> Future for Home<R> {
             }
             w.watching
         };
-        shared.drive();
-        if shared.state.load(SeqCst) == DONE {
-            return Poll::Ready(());
-        }
-        if !watching {
-            this.watchdog = None;
-            return Poll::Pending;
-        }
-        loop {
+        // The watchdog first: a wake handed to a guest that nobody has used
+        // since the last look (no poll of the driver in between) marks that
+        // guest stalled; wakes then come here until it is polled again.
+        while watching {
             let timer = this
                 .watchdog
                 .get_or_insert_with(|| Box::pin(R::sleep_until(crate::driver::later(R::now(), WATCHDOG))));
             if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+                break;
             }
             this.watchdog = None;
             let polls = shared.polls.load(SeqCst);
-            let stuck = {
-                let mut w = lock(&shared.wakers);
-                let stuck = polls == this.seen_polls && w.baton.take().is_some();
-                let quiet = w.guests.is_empty() && w.entered == this.seen_entries;
-                this.seen_polls = polls;
-                this.seen_entries = w.entered;
-                if quiet && !stuck {
-                    // No guest since the last look: sleep until the next.
-                    w.watching = false;
-                    return Poll::Pending;
-                }
-                stuck
-            };
-            if stuck {
+            let mut w = lock(&shared.wakers);
+            if polls == this.seen_polls
+                && let Some(id) = w.baton.take()
+            {
                 tracing::debug!("a caller left the driver's wake unused; the driver's task goes on");
-                shared.drive();
-                if shared.state.load(SeqCst) == DONE {
-                    return Poll::Ready(());
+                if let Some(g) = w.guests.iter_mut().find(|g| g.id == id) {
+                    g.stalled = true;
                 }
             }
+            if w.guests.is_empty() && w.entered == this.seen_entries {
+                // No guest since the last look: no more looks until one comes.
+                w.watching = false;
+                watching = false;
+            }
+            this.seen_entries = w.entered;
         }
+        if !watching {
+            this.watchdog = None;
+        }
+        shared.drive();
+        // Counted after its own poll: the next look asks whether anyone
+        // else polled since.
+        this.seen_polls = shared.polls.load(SeqCst);
+        if shared.state.load(SeqCst) == DONE {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -344,7 +385,7 @@ impl<R: Runtime> Drop for Home<R> {
         self.shared.state.store(DONE, SeqCst);
         drop(run);
         let guests = std::mem::take(&mut lock(&self.shared.wakers).guests);
-        guests.into_iter().for_each(|(_, w)| w.wake());
+        guests.into_iter().for_each(|g| g.waker.wake());
     }
 }
 
