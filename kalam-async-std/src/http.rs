@@ -137,18 +137,7 @@ impl H1 {
         let request = to_http_types(request)?;
         self.within(async {
             let (conn, mut response, keep) = Box::pin(self.dispatch(request, None)).await?;
-            let mut body = Vec::new();
-            response
-                .take_body()
-                .take(self.limits.max_body as u64 + 1)
-                .read_to_end(&mut body)
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
-            if body.len() > self.limits.max_body {
-                return Err(TransportError::BodyTooLarge {
-                    limit: self.limits.max_body,
-                });
-            }
+            let body = read_whole(response.take_body(), self.limits.max_body).await?;
             let answer = from_http_types(&response, body)?;
             if keep {
                 self.pool.put(conn, Instant::now());
@@ -167,20 +156,7 @@ impl H1 {
         request: http::Request<()>,
         body: Option<(BodyChunks, u64)>,
     ) -> Result<http::Response<BodyReader>, TransportError> {
-        let (parts, ()) = request.into_parts();
-        let mut request = to_http_types(http::Request::from_parts(parts, Vec::new()))?;
-        let source_failed = SourceFailed::default();
-        if let Some((chunks, len)) = body {
-            let len = usize::try_from(len).map_err(|_| TransportError::Io("body too large".into()))?;
-            let content_type = request.header("content-type").map(|v| v.as_str().to_owned());
-            // async-h1 wants a `Sync` buffered reader: the chunks behind a lock.
-            let reader =
-                futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read()), source_failed.clone()));
-            request.set_body(http_types::Body::from_reader(reader, Some(len)));
-            if let Some(ct) = content_type {
-                request.insert_header("content-type", ct);
-            }
-        }
+        let (request, source_failed) = streaming_request(request, body)?;
         self.within(async {
             let (conn, mut response, keep) = Box::pin(self.dispatch(request, Some(&source_failed))).await?;
             let head = from_http_types(&response, ())?;
@@ -360,6 +336,45 @@ fn still_open(stream: &TcpStream) -> bool {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     // Would block: nothing to read, the connection is open and quiet.
     matches!(socket2::SockRef::from(stream).peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// The whole answer body, at most `max` bytes.
+pub(crate) async fn read_whole(body: http_types::Body, max: usize) -> Result<Vec<u8>, TransportError> {
+    let mut whole = Vec::new();
+    body.take(max as u64 + 1)
+        .read_to_end(&mut whole)
+        .await
+        .map_err(|e| TransportError::Io(e.to_string()))?;
+    if whole.len() > max {
+        return Err(TransportError::BodyTooLarge { limit: max });
+    }
+    Ok(whole)
+}
+
+/// A request whose body, if any, is streamed from `body` (of the given
+/// length), and the note of that source's own failure (also in the
+/// request's extensions, for an exchange that reaches this crate's pool
+/// through surf).
+pub(crate) fn streaming_request(
+    request: http::Request<()>,
+    body: Option<(BodyChunks, u64)>,
+) -> Result<(http_types::Request, SourceFailed), TransportError> {
+    let (parts, ()) = request.into_parts();
+    let mut request = to_http_types(http::Request::from_parts(parts, Vec::new()))?;
+    let source_failed = SourceFailed::default();
+    if let Some((chunks, len)) = body {
+        let len = usize::try_from(len).map_err(|_| TransportError::Io("body too large".into()))?;
+        let content_type = request.header("content-type").map(|v| v.as_str().to_owned());
+        // async-h1 wants a `Sync` buffered reader: the chunks behind a lock.
+        let reader =
+            futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read()), source_failed.clone()));
+        request.set_body(http_types::Body::from_reader(reader, Some(len)));
+        if let Some(ct) = content_type {
+            request.insert_header("content-type", ct);
+        }
+        request.ext_mut().insert(source_failed.clone());
+    }
+    Ok((request, source_failed))
 }
 
 pub(crate) fn to_http_types(request: http::Request<Vec<u8>>) -> Result<http_types::Request, TransportError> {

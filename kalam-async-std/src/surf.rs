@@ -13,17 +13,15 @@
 //! when its future is dropped, even mid-request, and brings Tokio), its own
 //! proxies and TLS.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::AsyncReadExt as _;
-use futures_util::TryStreamExt as _;
 use kalam_driver::adapter::net::typed_failure;
 use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::proxy::Route;
 use kalam_proto::{Error, TransportError};
 
-use crate::http::{H1, HttpBackend, SourceFailed, SyncRead, from_http_types, to_http_types};
+use crate::http::{H1, HttpBackend, from_http_types, read_whole, streaming_request, to_http_types};
 
 type Decorate = Arc<dyn Fn(surf::Client) -> surf::Client + Send + Sync>;
 
@@ -122,16 +120,7 @@ impl SurfHttp {
         let request = to_http_types(request)?;
         self.within(async {
             let mut response = self.client.send(request).await.map_err(|e| failure(&e))?;
-            let mut body = Vec::new();
-            response
-                .take_body()
-                .take(self.max_body as u64 + 1)
-                .read_to_end(&mut body)
-                .await
-                .map_err(|e| TransportError::Io(e.to_string()))?;
-            if body.len() > self.max_body {
-                return Err(TransportError::BodyTooLarge { limit: self.max_body });
-            }
+            let body = read_whole(response.take_body(), self.max_body).await?;
             from_http_types(response.as_ref(), body)
         })
         .await
@@ -144,20 +133,7 @@ impl SurfHttp {
         request: http::Request<()>,
         body: Option<(BodyChunks, u64)>,
     ) -> Result<http::Response<BodyReader>, TransportError> {
-        let (parts, ()) = request.into_parts();
-        let mut request = to_http_types(http::Request::from_parts(parts, Vec::new()))?;
-        let source_failed = SourceFailed::default();
-        if let Some((chunks, len)) = body {
-            let len = usize::try_from(len).map_err(|_| TransportError::Io("body too large".into()))?;
-            let content_type = request.header("content-type").map(|v| v.as_str().to_owned());
-            let reader =
-                futures_util::io::BufReader::new(SyncRead(Mutex::new(chunks.into_async_read()), source_failed.clone()));
-            request.set_body(http_types::Body::from_reader(reader, Some(len)));
-            if let Some(ct) = content_type {
-                request.insert_header("content-type", ct);
-            }
-            request.ext_mut().insert(source_failed.clone());
-        }
+        let (request, source_failed) = streaming_request(request, body)?;
         self.within(async {
             let mut response = match self.client.send(request).await {
                 Ok(response) => response,
