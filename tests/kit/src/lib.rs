@@ -93,6 +93,7 @@
 // state, the HTTP routes, the SQL engine, the WebSocket side, topics, files,
 // rate limits, first-time setup, tokens, and the dates the server writes.
 mod builder;
+pub mod cluster;
 mod controls;
 mod dates;
 mod files;
@@ -102,6 +103,7 @@ pub mod jwt;
 mod limits;
 mod proxy;
 pub mod real;
+pub mod real_cluster;
 mod server;
 mod setup;
 pub mod shape;
@@ -112,12 +114,14 @@ mod topics;
 mod ws;
 
 pub use builder::TestServerBuilder;
+pub use cluster::KitCluster;
 pub use controls::{Counters, Fault, Mint, SeenRequest};
 pub use files::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_FILES_PER_REQUEST, sha256_hex, stored_name};
 pub use forward_proxy::HttpProxy;
 pub use jwt::{Claims, Refusal, sign as sign_jwt, verify as verify_jwt};
 pub use proxy::{FaultProxy, SeenRequest as ProxiedRequest};
 pub use real::RealServer;
+pub use real_cluster::RealCluster;
 pub use server::TestServer;
 pub use sql::Change;
 pub use tls::{Issued, TestCa, TlsTerminator, Validity};

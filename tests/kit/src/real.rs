@@ -242,7 +242,7 @@ impl RealServer {
 }
 
 /// Whether `GET /health` at `addr` answers 200.
-fn health(addr: &str) -> bool {
+pub(crate) fn health(addr: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return false;
     };
