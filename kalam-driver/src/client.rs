@@ -55,6 +55,8 @@ struct Inner {
     /// The driver, for callers to poll while they wait (see `drive`).
     driver: Arc<crate::drive::Shared>,
     base_url: String,
+    /// Every node's base URL (the one server's alone without a cluster).
+    node_urls: Vec<String>,
     provider: Option<Arc<dyn DynamicAuthProvider>>,
     options: ConnectionOptions,
     timeouts: KalamLinkTimeouts,
@@ -74,9 +76,16 @@ impl<R: Runtime> KalamLinkClient<R> {
         KalamLinkClientBuilder::default()
     }
 
-    /// The server's base URL, normalised.
+    /// The server's base URL, normalised (with several nodes, the first).
     pub fn base_url(&self) -> &str {
         &self.inner.base_url
+    }
+
+    /// Every node's base URL, normalised, in the order given to
+    /// [`base_urls`](KalamLinkClientBuilder::base_urls) (one without a
+    /// cluster).
+    pub fn node_urls(&self) -> &[String] {
+        &self.inner.node_urls
     }
 
     /// The connection options the client was built with.
@@ -428,6 +437,8 @@ impl Drop for PendingSubscribe {
 /// Builds a [`KalamLinkClient`].
 pub struct KalamLinkClientBuilder<R: Runtime> {
     base_url: String,
+    /// The nodes of a cluster, when given ([`base_urls`](Self::base_urls)).
+    node_urls: Vec<String>,
     auth: AuthProvider,
     provider: Option<Arc<dyn DynamicAuthProvider>>,
     refresher: Option<AuthRefreshCallback>,
@@ -448,6 +459,7 @@ impl<R: Runtime> Default for KalamLinkClientBuilder<R> {
     fn default() -> Self {
         KalamLinkClientBuilder {
             base_url: DEFAULT_BASE_URL.to_owned(),
+            node_urls: Vec::new(),
             auth: AuthProvider::None,
             provider: None,
             refresher: None,
@@ -470,6 +482,7 @@ impl<R: Runtime> std::fmt::Debug for KalamLinkClientBuilder<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KalamLinkClientBuilder")
             .field("base_url", &self.base_url)
+            .field("node_urls", &self.node_urls)
             .field("auth", &self.auth)
             .field("auth_provider", &self.provider.is_some())
             .field("auth_refresher", &self.refresher.is_some())
@@ -483,6 +496,36 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
     /// The server, e.g. `http://localhost:2900` (the default).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
+        self.node_urls.clear();
+        self
+    }
+
+    /// The nodes of a KalamDB cluster, e.g.
+    /// `["http://db1:2900", "http://db2:2900", "http://db3:2900"]`, instead
+    /// of one [`base_url`](Self::base_url) (the last of the two called wins).
+    ///
+    /// The client uses one node at a time, the first first, and stays on
+    /// it while it answers. A node that fails is avoided for a while (1 s,
+    /// doubling to 30 s) and the client moves to the next, for its requests
+    /// and its live-query socket, which resubscribes there from the last
+    /// `_seq` delivered. A request that never reached the node goes to the
+    /// next at once; reads, logins and other
+    /// [`retry_safe`](kalam_proto::Operation::retry_safe) requests are sent
+    /// again after a lost answer or a cluster error (`NOT_LEADER`…); a
+    /// statement that may have run is never sent twice:
+    /// [`Error::OutcomeUnknown`]. One token serves every node. The
+    /// [`on_node_change`](Self::on_node_change) hook hears each move.
+    /// An empty list is refused at [`build`](Self::build).
+    pub fn base_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.node_urls = urls.into_iter().map(Into::into).collect();
+        if self.node_urls.is_empty() {
+            // Refused at build, not silently the default server.
+            self.base_url = String::new();
+        }
         self
     }
 
@@ -551,6 +594,14 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
     /// authentication, protocol errors, undecodable frames).
     pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
         self.hooks.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called (like the other hooks, where the driver runs) when the client
+    /// moves to another node of its cluster ([`base_urls`](Self::base_urls)):
+    /// from which node, to which, and why.
+    pub fn on_node_change(mut self, hook: impl Fn(&kalam_proto::NodeSwitch) + Send + Sync + 'static) -> Self {
+        self.hooks.on_node_change = Some(Arc::new(hook));
         self
     }
 
@@ -649,16 +700,42 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         if let Some(version) = self.http_version.take() {
             self.options.http_version = version;
         }
-        let endpoints = Endpoints::new(&self.base_url)?;
+        let urls = match self.node_urls.is_empty() {
+            true => std::slice::from_ref(&self.base_url),
+            false => &self.node_urls[..],
+        };
+        let nodes = urls.iter().map(|u| Endpoints::new(u)).collect::<Result<Vec<_>>>()?;
+        let node_urls: Vec<String> = nodes.iter().map(|e| e.base().to_owned()).collect();
         R::check()?;
-        #[allow(unused_mut)] // without `rustls`
-        let mut http_settings = HttpSettings::new::<R>(&endpoints, &self.options, &self.timeouts)?;
         #[cfg(feature = "rustls")]
-        if endpoints.is_https() {
-            let tls = self.tls.clone().unwrap_or_default().build()?;
-            http_settings.net = http_settings.net.with_tls(tls);
+        let tls = match nodes.iter().any(Endpoints::is_https) {
+            true => Some(self.tls.clone().unwrap_or_default().build()?),
+            false => None,
+        };
+        // One HTTP client (its own connection pool) per node.
+        let mut http = Vec::with_capacity(nodes.len());
+        let mut http_settings = None;
+        for endpoints in &nodes {
+            #[allow(unused_mut)] // without `rustls`
+            let mut settings = HttpSettings::new::<R>(endpoints, &self.options, &self.timeouts)?;
+            #[cfg(feature = "rustls")]
+            if let Some(tls) = tls.as_ref().filter(|_| endpoints.is_https()) {
+                settings.net = settings.net.with_tls(tls.clone());
+            }
+            http.push((
+                settings.authority.clone(),
+                R::http_client(&settings, &self.http_backend)?,
+            ));
+            http_settings.get_or_insert(settings);
         }
-        let http = R::http_client(&http_settings, &self.http_backend)?;
+        let http_settings = http_settings.ok_or_else(|| Error::InvalidUrl {
+            url: String::new(),
+            reason: "no server URL given".into(),
+        })?;
+        let nodes = kalam_proto::Nodes::new(nodes).ok_or_else(|| Error::InvalidUrl {
+            url: String::new(),
+            reason: "no server URL given".into(),
+        })?;
         let random = || {
             use std::hash::{BuildHasher, Hasher};
             std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -674,9 +751,9 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
         if let Some(skew) = self.skew {
             config = config.with_token_expiry_skew(skew);
         }
-        let base_url = endpoints.base().to_owned();
+        let base_url = node_urls[0].clone();
         let clock = Clock::<R>::start();
-        let core = ClientCore::new(endpoints, self.auth, config, clock.now());
+        let core = ClientCore::new(nodes, self.auth, config, clock.now());
         let callbacks = Callbacks {
             provider: self.provider.clone(),
             refresher: self.refresher,
@@ -696,6 +773,7 @@ impl<R: Runtime> KalamLinkClientBuilder<R> {
                 commands,
                 driver,
                 base_url,
+                node_urls,
                 provider: self.provider,
                 options: self.options,
                 timeouts: self.timeouts,

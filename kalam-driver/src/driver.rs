@@ -43,6 +43,7 @@ use crate::sync::{QueueTx, Receiver, Refused, Sender};
 pub(crate) type ConnectHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(&str) + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+pub(crate) type NodeHook = Arc<dyn Fn(&kalam_proto::NodeSwitch) + Send + Sync>;
 
 /// The application's callbacks and hooks.
 #[derive(Clone, Default)]
@@ -52,6 +53,7 @@ pub(crate) struct Callbacks {
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
     pub(crate) on_error: Option<ErrorHook>,
+    pub(crate) on_node_change: Option<NodeHook>,
 }
 
 /// Both clocks, from the runtime's monotonic clock and the system clock.
@@ -94,7 +96,8 @@ pub(crate) fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
 
 pub(crate) struct Driver<R: Runtime> {
     core: ClientCore<Waiter>,
-    http: R::Http,
+    /// One HTTP client per node, by the `host:port` of its URLs.
+    http: Vec<(String, R::Http)>,
     /// Largest HTTP answer (`ConnectionOptions::max_response_bytes`), for
     /// the exchanges the driver streams itself (uploads' answers, downloads).
     max_body: usize,
@@ -174,7 +177,7 @@ enum Step {
 impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
         core: ClientCore<Waiter>,
-        http: R::Http,
+        http: Vec<(String, R::Http)>,
         max_body: usize,
         socket_settings: SocketSettings,
         callbacks: Callbacks,
@@ -390,7 +393,8 @@ impl<R: Runtime> Driver<R> {
                 CoreOutput::SendHttp { id, kind, request } => self.start_http(id, kind, request),
                 CoreOutput::SendUpload { id, request, plan } => {
                     let max = self.max_body;
-                    let task = crate::files::upload::<R>(self.http.clone(), id, request, plan, &self.files, max);
+                    let http = self.http_for(request.uri());
+                    let task = crate::files::upload::<R>(http, id, request, plan, &self.files, max);
                     self.in_flight.push(task);
                 }
                 CoreOutput::OpenSocket { url, attempt } => {
@@ -440,6 +444,22 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// The HTTP client of the node `uri` is on (the core builds every URL
+    /// from a node's base URL; with one node, that node's).
+    fn http_for(&self, uri: &http::Uri) -> R::Http {
+        let client = match &self.http[..] {
+            [(_, only)] => only,
+            nodes => {
+                let authority = uri.authority().map_or("", |a| a.as_str());
+                nodes
+                    .iter()
+                    .find(|(a, _)| a == authority)
+                    .map_or(&nodes[0].1, |(_, c)| c)
+            }
+        };
+        client.clone()
+    }
+
     /// Calls the application's hook. A panicking hook is contained: the
     /// driver, and every other handle, goes on.
     fn notify(&self, hook: Hook) {
@@ -454,6 +474,12 @@ impl<R: Runtime> Driver<R> {
                 tracing::debug!(%reason, "WebSocket disconnected");
                 if let Some(h) = &self.callbacks.on_disconnect {
                     h(reason);
+                }
+            }
+            Hook::NodeChanged(switch) => {
+                tracing::info!(from = %switch.from, to = %switch.to, reason = %switch.reason, "moved to another node");
+                if let Some(h) = &self.callbacks.on_node_change {
+                    h(switch);
                 }
             }
             Hook::Error(error) => {
@@ -480,10 +506,11 @@ impl<R: Runtime> Driver<R> {
             // The body is the caller's, streamed (`files`).
             let max = self.max_body;
             let done = self.bodies_done.0.clone();
-            let task = crate::files::download::<R>(self.http.clone(), id, request, &self.files, max, done);
+            let http = self.http_for(request.uri());
+            let task = crate::files::download::<R>(http, id, request, &self.files, max, done);
             return self.in_flight.push(task);
         }
-        let exchange = R::send_http(self.http.clone(), request);
+        let exchange = R::send_http(self.http_for(request.uri()), request);
         let span = tracing::debug_span!("kalam.http", ?kind, id = id.0);
         self.in_flight.push(Box::pin(
             async move {

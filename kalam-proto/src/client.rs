@@ -42,8 +42,8 @@ use crate::auth_machine::{
     AuthConfig, AuthMachine, AuthOutput, CredentialRequestId, CredentialSource, OpId, RequestId,
 };
 use crate::error::{Error, Result, TransportError};
-use crate::framing::Endpoints;
 use crate::live::{LiveEvent, SubscriptionInfo};
+use crate::nodes::{NodeFailure, NodeSwitch, Nodes};
 use crate::ops::{Decoded, Operation, Reply, RequestKind};
 use crate::options::{ConnectionOptions, KalamLinkTimeouts};
 use crate::secret::Secret;
@@ -163,6 +163,8 @@ pub enum Hook {
     Disconnected(String),
     /// A connection-level error of the WebSocket.
     Error(Error),
+    /// The client moved to another node of its cluster ([`crate::nodes`]).
+    NodeChanged(NodeSwitch),
 }
 
 /// What the driver must do next. Its `Debug` shows no request header or
@@ -336,16 +338,22 @@ pub struct ClientCore<W> {
     callbacks: BTreeSet<(Instant, CredentialRequestId)>,
     /// The open socket's attempt.
     socket: Option<u64>,
+    /// With several nodes: the socket being opened or open, and its node.
+    ws_node: Option<(u64, usize)>,
     out: VecDeque<CoreOutput<W>>,
 }
 
 impl<W> ClientCore<W> {
-    /// A core for the server at `endpoints` with the application's
+    /// A core for the server at `endpoints` (one [`Endpoints`](crate::Endpoints), or the
+    /// [`Nodes`] of a cluster: see [`crate::nodes`]) with the application's
     /// credentials. With [`ClientConfig::eager_connect`], the socket is
     /// asked for at once.
-    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: ClientConfig, now: Now) -> Self {
-        let ws = WsSession::new(&endpoints, config.ws.clone());
-        let auth = AuthMachine::new(endpoints, credentials, config.auth.clone(), now);
+    pub fn new(endpoints: impl Into<Nodes>, credentials: AuthProvider, config: ClientConfig, now: Now) -> Self {
+        let nodes: Nodes = endpoints.into();
+        let mut config = config;
+        config.ws.drop_resumed_duplicates |= nodes.is_cluster();
+        let ws = WsSession::new(nodes.endpoints(), config.ws.clone());
+        let auth = AuthMachine::new(nodes, credentials, config.auth.clone(), now);
         let mut core = ClientCore {
             auth,
             ws,
@@ -357,6 +365,7 @@ impl<W> ClientCore<W> {
             subs: HashMap::new(),
             callbacks: BTreeSet::new(),
             socket: None,
+            ws_node: None,
             out: VecDeque::new(),
         };
         if core.config.eager_connect {
@@ -603,6 +612,11 @@ impl<W> ClientCore<W> {
         if self.socket == Some(attempt) {
             self.socket = None;
         }
+        // Dropped without a close frame, or the server going away: its node
+        // is left (a heartbeat or protocol close is not the node's failure).
+        if matches!(code, None | Some(1001) | Some(1006)) {
+            self.ws_node_failed(attempt, now);
+        }
         self.ws.handle_closed(attempt, code, reason, now);
         self.pump(now);
     }
@@ -613,6 +627,9 @@ impl<W> ClientCore<W> {
     pub fn handle_socket_failed(&mut self, attempt: u64, error: TransportError, now: Now) {
         if self.socket == Some(attempt) {
             self.socket = None;
+        }
+        if !matches!(error, TransportError::Tls { .. } | TransportError::ProxyRefused { .. }) {
+            self.ws_node_failed(attempt, now);
         }
         self.ws.handle_failed(attempt, error, now);
         self.pump(now);
@@ -651,6 +668,17 @@ impl<W> ClientCore<W> {
 
     // -------------------------------------------------------------- internals
 
+    /// The socket of `attempt` (to a node of a cluster) failed: the node is
+    /// left, and the session's next connection goes to the next one.
+    fn ws_node_failed(&mut self, attempt: u64, now: Now) {
+        if let Some((a, node)) = self.ws_node
+            && a == attempt
+        {
+            self.ws_node = None;
+            self.auth.node_failed(node, NodeFailure::SocketLost, now);
+        }
+    }
+
     fn complete(&mut self, waiter: W, result: Result<Answer>) {
         self.out.push_back(CoreOutput::Complete { waiter, result });
     }
@@ -687,6 +715,7 @@ impl<W> ClientCore<W> {
                 self.out.push_back(CoreOutput::FetchCredentials { id, source });
             }
             AuthOutput::Warning(e) => self.out.push_back(CoreOutput::Hook(Hook::Error(e))),
+            AuthOutput::NodeChanged(switch) => self.out.push_back(CoreOutput::Hook(Hook::NodeChanged(switch))),
             AuthOutput::Done { op, result } => {
                 if self.ws_token == Some(op) {
                     // The session asked for this token: route it there.
@@ -707,10 +736,22 @@ impl<W> ClientCore<W> {
                 let op = self.auth.submit(Operation::Token { fresh }, now);
                 self.ws_token = Some(op);
             }
-            WsOutput::Connect { url, attempt } => self.out.push_back(CoreOutput::OpenSocket { url, attempt }),
+            WsOutput::Connect { url, attempt } => {
+                let url = if self.auth.nodes().is_cluster() {
+                    // The socket goes to the node in use, like requests.
+                    let node = self.auth.nodes().current();
+                    self.ws_node = Some((attempt, node));
+                    self.ws.retarget(self.auth.nodes().endpoints_of(node)).to_owned()
+                } else {
+                    url
+                };
+                self.out.push_back(CoreOutput::OpenSocket { url, attempt })
+            }
             WsOutput::SendText(text) => self.out.push_back(CoreOutput::SendText(text)),
             WsOutput::SendPing => self.out.push_back(CoreOutput::SendPing),
             WsOutput::Close { code, reason } => {
+                // Closed by this client: its node did not fail.
+                self.ws_node = None;
                 if self.socket.take().is_some() {
                     self.out.push_back(CoreOutput::CloseSocket { code, reason });
                 }

@@ -215,6 +215,20 @@ pub enum Error {
     #[error("the client is closed")]
     Closed,
 
+    /// A statement that may change data was sent to a cluster node, and
+    /// its answer was lost (the connection failed after the request was
+    /// written, or the node could not forward it): it may or may not have
+    /// run. It was not sent again, so it ran at most once; check before
+    /// repeating it (only with several nodes configured; see the
+    /// [`nodes`](crate::nodes) module).
+    #[error("the outcome is unknown: {node} failed after the statement was sent ({source}); it was not sent again")]
+    OutcomeUnknown {
+        /// The base URL of the node it was sent to.
+        node: String,
+        /// What failed.
+        source: Box<Error>,
+    },
+
     /// An error from application code, carried through (for example from a
     /// token store inside a `DynamicAuthProvider`).
     #[error("{0}")]
@@ -257,6 +271,38 @@ impl Error {
     /// refresh and a retry), or the client found it expired itself.
     pub fn is_token_expired(&self) -> bool {
         matches!(self, Error::TokenExpired) || self.code() == Some(&ErrorCode::TokenExpired)
+    }
+
+    /// Whether a cluster node said it cannot serve the request now
+    /// (`NOT_LEADER`, `CLUSTER_UNAVAILABLE`, `FORWARD_FAILED`): another
+    /// node, or the same one after an election, may.
+    pub fn is_cluster_transient(&self) -> bool {
+        self.is_not_leader()
+            || matches!(
+                self.code(),
+                Some(ErrorCode::ClusterUnavailable | ErrorCode::ForwardFailed)
+            )
+    }
+
+    /// Whether a cluster node refused the request because it does not lead
+    /// the data's shard (so it did not run it): `NOT_LEADER`, or the
+    /// server's `400 SQL_EXECUTION_ERROR` "Not leader for shard" (seen
+    /// during elections; the one message this client reads, for want of a
+    /// code).
+    pub fn is_not_leader(&self) -> bool {
+        match self.server() {
+            Some(e) => {
+                e.code == ErrorCode::NotLeader
+                    || (e.code == ErrorCode::SqlExecutionError && e.message.contains("Not leader for shard"))
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the request may have run although its answer was lost
+    /// ([`Error::OutcomeUnknown`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
     }
 
     /// Whether the credentials themselves were refused (wrong password,

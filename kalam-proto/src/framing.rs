@@ -188,6 +188,9 @@ pub struct QueryRequest {
     /// position and value, refused by [`to_body`](Self::to_body).
     #[serde(skip)]
     non_finite: Option<(usize, f64)>,
+    /// The caller said running it twice does no harm ([`idempotent`](Self::idempotent)).
+    #[serde(skip)]
+    idempotent: bool,
 }
 
 /// A value for one positional parameter (`$1`, `$2`…), as
@@ -260,6 +263,32 @@ impl<T: Into<Param>> From<Option<T>> for Param {
     }
 }
 
+/// The words of `sql` from its start, skipping blanks and `--` / `/* */`
+/// comments before each.
+fn leading_words(mut sql: &str) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        loop {
+            sql = sql.trim_start();
+            if let Some(rest) = sql.strip_prefix("--") {
+                sql = rest.split_once('\n').map_or("", |(_, after)| after);
+            } else if let Some(rest) = sql.strip_prefix("/*") {
+                sql = rest.split_once("*/").map_or("", |(_, after)| after);
+            } else {
+                break;
+            }
+        }
+        let end = sql
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(sql.len());
+        if end == 0 {
+            return None;
+        }
+        let (word, rest) = sql.split_at(end);
+        sql = rest;
+        Some(word)
+    })
+}
+
 impl QueryRequest {
     /// A request for `sql` with no parameters.
     pub fn new(sql: impl Into<String>) -> Self {
@@ -268,6 +297,40 @@ impl QueryRequest {
             params: None,
             namespace: None,
             non_finite: None,
+            idempotent: false,
+        }
+    }
+
+    /// Marks the statement as safe to run twice (an `UPSERT` of fixed
+    /// values, a `DELETE … WHERE id = 5`): on a cluster it is then sent to
+    /// another node after its answer was lost, like a read (see
+    /// [`retry_safe`](Self::retry_safe)).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Whether sending it again after its answer was lost can do no harm:
+    /// marked [`idempotent`](Self::idempotent), or [`read_only`](Self::read_only).
+    pub fn retry_safe(&self) -> bool {
+        self.idempotent || self.read_only()
+    }
+
+    /// A conservative reading of the SQL: one statement (no `;` but at the
+    /// end, even inside a string) that starts, after blanks and comments,
+    /// with `SELECT`, `SHOW`, `DESCRIBE`, `DESC` or `EXPLAIN` (not
+    /// `EXPLAIN ANALYZE`, which runs the statement). Anything else counts
+    /// as a write: a `WITH … INSERT`, a batch, a `SUBSCRIBE`.
+    pub fn read_only(&self) -> bool {
+        let sql = self.sql.trim_end().trim_end_matches(';');
+        if sql.contains(';') {
+            return false;
+        }
+        let mut words = leading_words(sql);
+        match words.next().map(|w| w.to_ascii_uppercase()).as_deref() {
+            Some("SELECT" | "SHOW" | "DESCRIBE" | "DESC") => true,
+            Some("EXPLAIN") => !words.next().is_some_and(|w| w.eq_ignore_ascii_case("ANALYZE")),
+            _ => false,
         }
     }
 
@@ -598,6 +661,38 @@ impl std::fmt::Debug for TextSummary<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_single_reads_count_as_read_only() {
+        let ro = |sql: &str| QueryRequest::new(sql).read_only();
+        for sql in [
+            "SELECT 1",
+            "  select * from a.b;  ",
+            "-- why\n/* a comment */ Select 1",
+            "SHOW TABLES",
+            "DESCRIBE TABLE a.b",
+            "explain SELECT 1",
+            "SELECT 'é' FROM a.b WHERE v = 'ü'",
+        ] {
+            assert!(ro(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO a.b VALUES (1)",
+            "SELECT 1; DELETE FROM a.b",
+            "SELECT ';'",
+            "EXPLAIN ANALYZE INSERT INTO a.b VALUES (1)",
+            "WITH x AS (SELECT 1) INSERT INTO a.b SELECT * FROM x",
+            "SUBSCRIBE TO SELECT * FROM a.b",
+            "/* SELECT */ UPDATE a.b SET v = 1",
+            "-- SELECT",
+            "",
+            "SELECTED",
+        ] {
+            assert!(!ro(sql), "{sql}");
+        }
+        assert!(!QueryRequest::new("UPDATE a.b SET v = 1").retry_safe());
+        assert!(QueryRequest::new("UPDATE a.b SET v = 1").idempotent().retry_safe());
+    }
 
     #[test]
     fn an_html_page_becomes_one_line() {

@@ -141,6 +141,7 @@ pub mod framing;
 pub mod gzip;
 pub mod jwt;
 pub mod live;
+pub mod nodes;
 pub mod ops;
 mod options;
 pub mod proxy;
@@ -163,6 +164,7 @@ pub use error::{DecodeError, Error, ErrorCode, Result, ServerError, TlsFailure, 
 pub use files::{DownloadInfo, FileLimits, FileRef, Segment, UploadFile, UploadPlan, UploadRequest};
 pub use framing::{Endpoints, Param, QueryRequest};
 pub use live::{LiveEvent, LiveRow, LiveRows, LiveRowsAs, SubscriptionInfo, SubscriptionState, TypedLiveEvent};
+pub use nodes::{NodeFailure, NodeSwitch, Nodes};
 pub use ops::{Decoded, ENDPOINTS, Endpoint, Operation, Reply, RequestKind, TokenUse, decode};
 pub use options::{ConnectionOptions, HttpVersion, KalamLinkTimeouts};
 pub use proxy::{ProxyConfig, ProxyMode};

@@ -99,6 +99,41 @@ impl LiveRow {
         self.len() == 0
     }
 
+    /// A digest of the row's user columns (names and values; not `_seq`
+    /// or `_deleted`): equal rows have equal digests, whatever the order
+    /// of their columns (which differs between a cluster's nodes).
+    pub(crate) fn digest(&self) -> u64 {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        fn one(parts: impl FnOnce(&mut DefaultHasher)) -> u64 {
+            let mut h = DefaultHasher::new();
+            parts(&mut h);
+            h.finish()
+        }
+        fn value(v: &Value) -> u64 {
+            match v {
+                Value::Null => 0,
+                Value::Bool(b) => one(|h| (1u8, b).hash(h)),
+                Value::Number(n) => one(|h| (2u8, n.to_string()).hash(h)),
+                Value::String(s) => one(|h| (3u8, s).hash(h)),
+                Value::Array(a) => one(|h| {
+                    4u8.hash(h);
+                    a.iter().for_each(|v| value(v).hash(h));
+                }),
+                // Members in any order: their digests are summed.
+                Value::Object(o) => o
+                    .iter()
+                    .map(|(k, v)| one(|h| (5u8, k, value(v)).hash(h)))
+                    .fold(5, u64::wrapping_add),
+            }
+        }
+        self.0
+            .iter()
+            .filter(|(k, _)| !is_system(k))
+            .map(|(k, v)| one(|h| (k, value(v)).hash(h)))
+            .fold(0, u64::wrapping_add)
+    }
+
     /// The change's sequence number (`_seq`, sent as a string).
     pub fn seq(&self) -> Option<i64> {
         match self.0.get("_seq")? {

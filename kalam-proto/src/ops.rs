@@ -369,6 +369,33 @@ impl Operation {
         })
     }
 
+    /// Whether it may be sent again after its answer was lost (the
+    /// connection failed after the request was written, or a cluster node
+    /// answered `NOT_LEADER`, `CLUSTER_UNAVAILABLE` or `FORWARD_FAILED`):
+    /// what reads or can run twice without harm. Login, refresh, health and
+    /// the other reads; a topic consume (what it hands out stays claimed
+    /// until acknowledged or its visibility timeout passes, so a lost answer
+    /// is handed out again later) and an acknowledgement (committing the
+    /// same offset twice changes nothing); SQL that is
+    /// [`retry_safe`](QueryRequest::retry_safe). Never: other SQL, uploads,
+    /// the first-time setup.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            Operation::Query(q) | Operation::QueryRows(q) => q.retry_safe(),
+            Operation::Upload(_) | Operation::Setup(_) => false,
+            Operation::Me
+            | Operation::Token { .. }
+            | Operation::Login { .. }
+            | Operation::Refresh { .. }
+            | Operation::ConsumeTopic(_)
+            | Operation::AckTopic(_)
+            | Operation::Health
+            | Operation::SetupStatus
+            | Operation::ClusterHealth
+            | Operation::Download { .. } => true,
+        }
+    }
+
     /// The JSON body of its request (empty when it has none). Refused
     /// input (a non-finite parameter, an oversized statement) is an error
     /// before anything is sent.

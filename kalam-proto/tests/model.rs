@@ -9,7 +9,11 @@
 //! `GET /auth/me`, a non-replayable upload, subscriptions, credentials,
 //! connect and disconnect; and in two scenarios every other request kind
 //! (health, setup status, setup, topic consume and ack, a download, an
-//! explicit login and refresh).
+//! explicit login and refresh). Two scenarios run the core over a cluster of
+//! three nodes ([`Commands::Cluster`], [`Commands::ClusterDown`]): requests
+//! also fail as a cluster's do (a refused connection, an answer lost after
+//! sending, `NOT_LEADER`, `FORWARD_FAILED`), once with every node down, and
+//! the commands include a write that must not run twice.
 //!
 //! The core is not `Clone`: a state is its trace of actions from the start,
 //! replayed on a fresh [`Pump`] (the core is deterministic, its jitter
@@ -21,18 +25,24 @@
 //! invariants of [`Model::check`]: safety (no expired or refused token
 //! sent, one login at a time, no storm, no subscribe twice, a non-replayable
 //! upload sent once, a refused token recovered on every kind of request
-//! that carries it) and **bounded liveness**: every caller is answered by a
+//! that carries it; on a cluster, no statement that must not run twice sent
+//! again once it may have run, its caller told the outcome is unknown when
+//! its answer was lost, every request and socket to a node of the cluster)
+//! and **bounded liveness**: every caller is answered by a
 //! deadline derived from the configured timeouts ([`Model::register`]), and
 //! while it waits, something (the core's timer or a receive timeout) is due
 //! before that deadline, so no interleaving can leave it waiting past it.
 //! Every newly found state is then drained ([`Model::drain`]) to check that
-//! no waiter or subscription is left behind. A violation panics with the
+//! no waiter or subscription is left behind; in the cluster scenarios it is
+//! also drained with every node down and no disconnect
+//! ([`Model::drain_down`]): every caller must be answered all the same. A violation panics with the
 //! shortest trace that reaches it (breadth-first order).
 //!
-//! `KALAM_MODEL_DEPTH` (default [`CI_DEPTH`], and [`CI_DEPTH_EVERY_KIND`]
-//! for the every-request-kind scenarios) bounds the depth and
-//! `KALAM_MODEL_STATES` (default [`CI_STATES`]) the distinct states per
-//! scenario; a deeper run:
+//! `KALAM_MODEL_DEPTH` (default [`CI_DEPTH`], [`CI_DEPTH_EVERY_KIND`] for
+//! the every-request-kind scenarios and [`CI_DEPTH_CLUSTER`] for the cluster
+//! ones) bounds the depth, `KALAM_MODEL_STATES` (default [`CI_STATES`]) the
+//! distinct states per scenario, and `KALAM_MODEL_ONLY` picks the scenarios
+//! whose name contains it; a deeper run:
 //! `KALAM_MODEL_DEPTH=7 cargo test --release -p kalam-proto --test model -- --nocapture`.
 
 mod support;
@@ -46,7 +56,7 @@ use std::time::Duration;
 
 use kalam_proto::{
     AckRequest, AuthProvider, ClientConfig, ConnectionOptions, ConsumeRequest, Error, Instant, KalamLinkTimeouts,
-    LiveEvent, Operation, RequestKind, Secret, SetupRequest, SubId, TokenUse, TransportError, WsState,
+    LiveEvent, Operation, QueryRequest, RequestKind, Secret, SetupRequest, SubId, TokenUse, TransportError, WsState,
 };
 use support::{
     AUTH_ERROR, AUTH_SUCCESS, BAD_LOGIN, EXPIRED, INVALID, OK, Pump, RATE_LIMITED, T0, ack_frame, batch_frame,
@@ -58,6 +68,10 @@ const CI_DEPTH: usize = 6;
 /// Depth of the every-request-kind scenarios in a plain `cargo test` (ten
 /// commands each: depth 6 is 610,000 states there, 100,000 at depth 5).
 const CI_DEPTH_EVERY_KIND: usize = 5;
+/// Depth of the cluster scenarios in a plain `cargo test` (three commands,
+/// five answers a request: 10,000 and 20,000 states at depth 7; a depth
+/// more triples them).
+const CI_DEPTH_CLUSTER: usize = 7;
 
 /// A `GET /auth/me` answer.
 const ME: &str =
@@ -72,7 +86,7 @@ const ACKED: &str = r#"{"success":true,"acknowledged_offset":4}"#;
 
 /// The other request kinds an application can send (besides queries, `GET
 /// /auth/me` and uploads), each once per run in the scenarios that explore
-/// them ([`Scenario::every_kind`]).
+/// them ([`Commands::EveryKind`]).
 const OTHER_KINDS: [RequestKind; 8] = [
     RequestKind::Health,
     RequestKind::SetupStatus,
@@ -142,8 +156,16 @@ enum HttpAnswer {
     Invalid,
     /// A refused login / refresh.
     Refused,
-    /// No answer: a transport error.
+    /// No answer: the connection could not be made (nothing was sent).
     Transport,
+    /// The answer was lost after the request was sent: a reset for a request
+    /// at an even index of `pump.http`, a connection closed before the
+    /// answer for one at an odd index (the core treats both alike).
+    Lost,
+    /// 503 `NOT_LEADER` (naming the second node as the leader).
+    NotLeader,
+    /// 502 `FORWARD_FAILED`.
+    ForwardFailed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +203,8 @@ enum Action {
     Drop,
     /// Application commands: a query, then `GET /auth/me`.
     Query,
+    /// The cluster scenarios' [`WRITE`].
+    Write,
     /// One of [`OTHER_KINDS`], by index.
     Other(u8),
     /// A FILE upload whose data comes from a reader: it cannot be sent twice.
@@ -207,10 +231,41 @@ struct Scenario {
     /// The server's clock minus the client's, in seconds: tokens are minted
     /// and answers dated on the server's clock.
     server_offset: i64,
-    /// Explore every other request kind ([`OTHER_KINDS`]) instead of
-    /// subscriptions, uploads and connection commands.
-    every_kind: bool,
+    /// The nodes' base URLs: one, or the nodes of a cluster (then the
+    /// alphabet also fails requests the ways a cluster does, see
+    /// [`Model::actions`]).
+    nodes: &'static [&'static str],
+    /// The application's commands.
+    commands: Commands,
 }
+
+/// The application's commands a scenario explores (besides a query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commands {
+    /// `GET /auth/me`, subscriptions, an upload, credentials, connect and
+    /// disconnect.
+    Session,
+    /// Every other request kind ([`OTHER_KINDS`]).
+    EveryKind,
+    /// A cluster's: one read (`SELECT 1`), one write that must not run twice
+    /// ([`WRITE`]) and one subscription. Every node answers.
+    Cluster,
+    /// The same and `connect()`, with every node down: HTTP requests are
+    /// answered only by a refused connection or a lost answer (or time
+    /// out), and no socket opens.
+    ClusterDown,
+}
+
+/// The node of the single-node scenarios ([`Pump::new`]'s).
+const ONE_NODE: &[&str] = &["http://127.0.0.1:2900"];
+/// A cluster of three nodes; the model's `NOT_LEADER` names the second.
+const CLUSTER: &[&str] = &["http://10.0.0.1:2900", "http://10.0.0.2:2900", "http://10.0.0.3:2900"];
+/// The cluster scenarios' write: not retry-safe (it may not run twice).
+const WRITE: &str = "INSERT INTO a.b VALUES (1)";
+/// Cluster errors: the node is not the leader (it did not run the
+/// statement), or could not forward it to the leader (it may have run).
+const NOT_LEADER: &str = r#"{"status":"error","results":[],"took":0.1,"error":{"code":"NOT_LEADER","message":"Not leader for shard. Leader: 10.0.0.2:2900"}}"#;
+const FORWARD_FAILED: &str = r#"{"status":"error","results":[],"took":0.1,"error":{"code":"FORWARD_FAILED","message":"Failed to forward request to leader: connection reset"}}"#;
 
 fn basic() -> AuthProvider {
     AuthProvider::basic_auth("root".into(), "pw".into())
@@ -234,7 +289,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: new_password,
             prefix: &[],
             server_offset: 0,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "configured token + dynamic provider, one reconnect attempt",
@@ -246,7 +302,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: |n, exp| AuthProvider::jwt_token(jwt("access", exp, &format!("set{n}"))),
             prefix: &[],
             server_offset: 0,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "basic + refresher, two subscriptions on a ready socket",
@@ -255,7 +312,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: new_password,
             prefix: &[Subscribe, Subscribe, Cred(0, CredAnswer::Token), Open(1), AuthSuccess],
             server_offset: 0,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "basic + refresher, a live subscription after a drop",
@@ -273,7 +331,8 @@ fn scenarios() -> Vec<Scenario> {
                 Drop,
             ],
             server_offset: 0,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "basic credentials + refresher, the client's clock 10 min ahead of the server's",
@@ -282,7 +341,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: new_password,
             prefix: &[],
             server_offset: -600,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "basic credentials + refresher, one HTTP request in flight at a time",
@@ -294,7 +354,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: new_password,
             prefix: &[],
             server_offset: 0,
-            every_kind: false,
+            nodes: ONE_NODE,
+            commands: Commands::Session,
         },
         Scenario {
             name: "basic credentials + refresher, every request kind",
@@ -303,7 +364,8 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: new_password,
             prefix: &[],
             server_offset: 0,
-            every_kind: true,
+            nodes: ONE_NODE,
+            commands: Commands::EveryKind,
         },
         Scenario {
             name: "configured token + dynamic provider, every request kind",
@@ -312,7 +374,28 @@ fn scenarios() -> Vec<Scenario> {
             set_auth: |n, exp| AuthProvider::jwt_token(jwt("access", exp, &format!("set{n}"))),
             prefix: &[],
             server_offset: 0,
-            every_kind: true,
+            nodes: ONE_NODE,
+            commands: Commands::EveryKind,
+        },
+        Scenario {
+            name: "a cluster of three nodes, basic credentials: a write, a read and a subscription",
+            credentials: basic,
+            config: support::config,
+            set_auth: new_password,
+            prefix: &[],
+            server_offset: 0,
+            nodes: CLUSTER,
+            commands: Commands::Cluster,
+        },
+        Scenario {
+            name: "a cluster of three nodes, every node refuses",
+            credentials: || AuthProvider::jwt_token(jwt("access", T0 + 3600, "configured")),
+            config: support::config,
+            set_auth: new_password,
+            prefix: &[],
+            server_offset: 0,
+            nodes: CLUSTER,
+            commands: Commands::ClusterDown,
         },
     ]
 }
@@ -368,6 +451,19 @@ struct SubModel {
 struct Model {
     p: Pump,
     scenario: usize,
+    commands: Commands,
+    /// The scenario's nodes, as `host:port`.
+    hosts: Vec<String>,
+    /// For each of `pump.http`: the statement, if it must not run twice (a
+    /// write's SQL, the first-time setup).
+    statements: Vec<Option<String>>,
+    /// `pump.http` indexes that did not run: answered with a refused
+    /// connection (they never reached a server) or refused for their token
+    /// (`TOKEN_EXPIRED`, `INVALID_CREDENTIALS`).
+    unreached: HashSet<usize>,
+    /// `pump.http` indexes whose answer was lost (a lost connection, a
+    /// receive timeout, `FORWARD_FAILED`): they may have run.
+    lost: HashSet<usize>,
     minted: u64,
     seq: i64,
     /// Tokens the server refused (`TOKEN_EXPIRED`, `INVALID_CREDENTIALS`, `auth_error`).
@@ -405,6 +501,8 @@ struct Model {
     /// `auth_error` frames so far.
     auth_errors: usize,
     queries: u8,
+    /// The waiter of the cluster scenarios' [`WRITE`], once asked for.
+    write: Option<u64>,
     /// The waiter of the one non-replayable upload, once asked for.
     upload: Option<u64>,
     subscribes: u8,
@@ -437,6 +535,27 @@ fn sub_of_wire(wire: &str) -> Option<SubId> {
     n.parse().ok().map(SubId)
 }
 
+/// The `host:port` of a URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The statement a request carries if it must not run twice: a query's SQL
+/// that is not [`retry_safe`](QueryRequest::retry_safe) (the model's
+/// statements are never marked idempotent), the first-time setup.
+fn statement_of(s: &support::SentHttp) -> Option<String> {
+    match s.kind {
+        RequestKind::Query | RequestKind::QueryRows => {
+            let body: serde_json::Value = serde_json::from_slice(&s.body).expect("a JSON query body");
+            let sql = body["sql"].as_str().expect("a query's SQL");
+            (!QueryRequest::new(sql).retry_safe()).then(|| sql.to_owned())
+        }
+        RequestKind::Setup => Some("setup".into()),
+        _ => None,
+    }
+}
+
 fn ms(i: Instant) -> i64 {
     i.as_duration().as_millis() as i64
 }
@@ -444,11 +563,16 @@ fn ms(i: Instant) -> i64 {
 impl Model {
     fn new(scenario: usize) -> Model {
         let sc = &scenarios()[scenario];
-        let mut p = Pump::new((sc.credentials)(), (sc.config)());
+        let mut p = Pump::with_nodes(sc.nodes, (sc.credentials)(), (sc.config)());
         p.server_offset = sc.server_offset;
         let mut m = Model {
             p,
             scenario,
+            commands: sc.commands,
+            hosts: sc.nodes.iter().map(|u| authority(u).to_owned()).collect(),
+            statements: Vec::new(),
+            unreached: HashSet::new(),
+            lost: HashSet::new(),
             minted: 0,
             seq: 0,
             refused: HashSet::new(),
@@ -472,6 +596,7 @@ impl Model {
             explicit: HashSet::new(),
             auth_errors: 0,
             queries: 0,
+            write: None,
             upload: None,
             subscribes: 0,
             set_auths: 0,
@@ -528,7 +653,14 @@ impl Model {
     /// `rc`), then for the requests ahead of it when the cap is one (three
     /// at most here, an exchange and a retry each), then its own exchange,
     /// the ladder again after a refused token, and its one retry: sixteen
-    /// `rc`; the bound is twenty. `connect()` answers with its first
+    /// `rc`; the bound is twenty. A cluster needs no more here: a login of
+    /// the machine's own goes to each node once at most (three `rc` with
+    /// three nodes, where the refresher and the clock probe are not
+    /// configured), and an operation's failover retries start within its
+    /// retry budget (one `rc` from its submission), each then taking one
+    /// `rc` at most. The longest waits the cluster scenarios reach at depth
+    /// 10 are under five `rc` (a token renewal timing out on every node, then
+    /// the write's own exchange timing out): well within the bound. `connect()` answers with its first
     /// attempt's outcome: a token (the ladder), the socket's connect
     /// timeout, and the auth timeout.
     fn register(&mut self, w: u64, what: &'static str, kind: Option<RequestKind>) {
@@ -552,29 +684,32 @@ impl Model {
     // ------------------------------------------------------------ alphabet
 
     /// The actions that apply to what is outstanding.
+    ///
+    /// In the cluster scenarios, a request is answered by success, a refused
+    /// connection, a lost answer, `NOT_LEADER` or (but a login)
+    /// `FORWARD_FAILED`; with every node down, only by a refused connection
+    /// or a lost answer (and its receive timeout, by `Tick`), and a socket
+    /// only fails to open. Token refusals, refused subscriptions and
+    /// `auth_error` are left to the single-node scenarios there: the nodes
+    /// change nothing in how they are handled.
     fn actions(&self) -> Vec<Action> {
+        use HttpAnswer::*;
         let p = &self.p;
         let mut v = Vec::new();
+        let down = self.commands == Commands::ClusterDown;
         for (i, s) in p.http.iter().enumerate() {
             if s.answered {
                 continue;
             }
             // Logins and refreshes answer a token pair; every other request
             // is answered like a query.
-            let answers: &[HttpAnswer] = if matches!(s.kind, RequestKind::Login | RequestKind::Refresh) {
-                &[
-                    HttpAnswer::Ok,
-                    HttpAnswer::Stale,
-                    HttpAnswer::Refused,
-                    HttpAnswer::Transport,
-                ]
-            } else {
-                &[
-                    HttpAnswer::Ok,
-                    HttpAnswer::Expired,
-                    HttpAnswer::Invalid,
-                    HttpAnswer::Transport,
-                ]
+            let token = matches!(s.kind, RequestKind::Login | RequestKind::Refresh);
+            let answers: &[HttpAnswer] = match self.commands {
+                Commands::ClusterDown => &[Transport, Lost],
+                Commands::Cluster if token => &[Ok, Transport, Lost, NotLeader],
+                Commands::Cluster => &[Ok, Transport, Lost, NotLeader, ForwardFailed],
+                _ if token => &[Ok, Stale, Refused, Transport],
+                _ => &[Ok, Expired, Invalid, Transport],
             };
             v.extend(answers.iter().map(|a| Action::Http(i, *a)));
         }
@@ -586,17 +721,25 @@ impl Model {
         if self.next_wake().is_some() {
             v.push(Action::Tick);
         }
+        let cluster = matches!(self.commands, Commands::Cluster | Commands::ClusterDown);
         if let Some(a) = p.opening {
-            v.push(Action::Open(a));
+            if !down {
+                v.push(Action::Open(a));
+            }
             v.push(Action::OpenFail(a));
         }
         if p.socket.is_some() {
             if !p.authed {
                 v.push(Action::AuthSuccess);
-                v.push(Action::AuthError);
+                if !cluster {
+                    v.push(Action::AuthError);
+                }
             } else {
                 if !self.server.pending.is_empty() {
-                    v.extend([Action::Ack, Action::Refuse, Action::RateLimit]);
+                    v.push(Action::Ack);
+                    if !cluster {
+                        v.extend([Action::Refuse, Action::RateLimit]);
+                    }
                 }
                 if !self.server.loading.is_empty() {
                     v.push(Action::Batch);
@@ -607,10 +750,25 @@ impl Model {
             }
             v.push(Action::Drop);
         }
+        if cluster {
+            if self.queries < 1 {
+                v.push(Action::Query);
+            }
+            if self.write.is_none() {
+                v.push(Action::Write);
+            }
+            if self.subscribes < 1 {
+                v.push(Action::Subscribe);
+            }
+            if down && self.connects < 1 {
+                v.push(Action::Connect);
+            }
+            return v;
+        }
         if self.queries < 2 {
             v.push(Action::Query);
         }
-        if scenarios()[self.scenario].every_kind {
+        if self.commands == Commands::EveryKind {
             for k in 0..OTHER_KINDS.len() as u8 {
                 if self.others & (1 << k) == 0 {
                     v.push(Action::Other(k));
@@ -713,6 +871,7 @@ impl Model {
                             && held == sent_with
                             && !sent_with.as_ref().is_some_and(|t| self.refused.contains(t));
                         self.refused.extend(sent_with.clone());
+                        self.unreached.insert(i);
                         let body = if answer == HttpAnswer::Expired {
                             EXPIRED
                         } else {
@@ -742,7 +901,39 @@ impl Model {
                         }
                     }
                     HttpAnswer::Refused => self.p.answer(id, 401, BAD_LOGIN),
-                    HttpAnswer::Transport => self.p.fail(id, TransportError::Connect("refused".into())),
+                    HttpAnswer::Transport => {
+                        self.unreached.insert(i);
+                        self.p.fail(id, TransportError::Connect("refused".into()))
+                    }
+                    HttpAnswer::Lost => {
+                        self.lost.insert(i);
+                        let e = if i % 2 == 0 {
+                            TransportError::Io("connection reset by peer".into())
+                        } else {
+                            TransportError::ClosedBeforeAnswer
+                        };
+                        self.p.fail(id, e)
+                    }
+                    HttpAnswer::NotLeader => {
+                        self.p.answer(id, 503, NOT_LEADER);
+                        // The node refused the write, it did not run it:
+                        // its caller has the refusal as it is.
+                        if self.statements[i].as_deref() == Some(WRITE)
+                            && let Some(w) = self.write
+                        {
+                            let code = self.p.error(w).and_then(Error::code);
+                            assert_eq!(
+                                code,
+                                Some(&kalam_proto::ErrorCode::NotLeader),
+                                "a write refused with NOT_LEADER: its caller got {:?}",
+                                self.p.result(w)
+                            );
+                        }
+                    }
+                    HttpAnswer::ForwardFailed => {
+                        self.lost.insert(i);
+                        self.p.answer(id, 502, FORWARD_FAILED)
+                    }
                 }
             }
             Action::Cred(i, answer) => {
@@ -771,10 +962,12 @@ impl Model {
                     .p
                     .http
                     .iter()
-                    .filter(|s| !s.answered && s.at.instant + receive_timeout() <= now)
-                    .map(|s| s.id)
+                    .enumerate()
+                    .filter(|(_, s)| !s.answered && s.at.instant + receive_timeout() <= now)
+                    .map(|(i, s)| (i, s.id))
                     .collect();
-                for id in &due {
+                for (i, id) in &due {
+                    self.lost.insert(*i);
                     self.p.fail(*id, TransportError::Timeout(receive_timeout()));
                 }
                 let fired = self.p.tick();
@@ -844,6 +1037,11 @@ impl Model {
                     let w = self.p.query("SELECT 1");
                     self.register(w, "query", Some(RequestKind::Query));
                 }
+            }
+            Action::Write => {
+                let w = self.p.query(WRITE);
+                self.write = Some(w);
+                self.register(w, "write", Some(RequestKind::Query));
             }
             Action::Other(k) => {
                 self.others |= 1 << k;
@@ -936,10 +1134,19 @@ impl Model {
             self.subs_on_socket.clear();
         }
 
-        // HTTP requests: no expired or refused token.
+        // HTTP requests: no expired or refused token; to a node of the
+        // scenario's.
         while self.seen_http < self.p.http.len() {
             let s = &self.p.http[self.seen_http];
             self.http_epoch.push(self.epoch);
+            self.statements.push(statement_of(s));
+            assert!(
+                self.hosts.contains(&s.host),
+                "a {:?} request to {}, not a node of {:?}",
+                s.kind,
+                s.host,
+                self.hosts
+            );
             if let Some(h) = s.auth.as_deref() {
                 let t = token_of(h);
                 assert!(!not_usable(t), "a {:?} request with a token the server refuses", s.kind);
@@ -960,7 +1167,48 @@ impl Model {
         {
             assert_eq!(uploads, 1, "an upload answered Ok without being sent");
         }
+        // No statement that must not run twice sent twice: of its requests,
+        // one at most may have run (a request answered with a refused
+        // connection or a token refusal did not; one in flight, lost or
+        // answered otherwise may have). And once its one request's answer was lost, the caller is
+        // told the outcome is unknown.
+        let mut reached: Vec<&str> = self
+            .statements
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.unreached.contains(i))
+            .filter_map(|(_, st)| st.as_deref())
+            .collect();
+        reached.sort_unstable();
+        if let Some(w) = reached.windows(2).find(|w| w[0] == w[1]) {
+            panic!(
+                "{:?} may have run twice (its requests: {:?})",
+                w[0],
+                self.sent_hosts(w[0])
+            );
+        }
+        if let Some(w) = self.write {
+            let lost = self
+                .statements
+                .iter()
+                .enumerate()
+                .any(|(i, st)| st.as_deref() == Some(WRITE) && self.lost.contains(&i));
+            if lost {
+                assert!(
+                    matches!(self.p.result(w), Some(Err(Error::OutcomeUnknown { .. }))),
+                    "the write's answer was lost, and its caller got {:?}",
+                    self.p.result(w)
+                );
+            }
+        }
         if self.seen_opens < self.p.opens.len() {
+            for (_, url) in &self.p.opens[self.seen_opens..] {
+                assert!(
+                    self.hosts.iter().any(|h| h == authority(url)),
+                    "a socket to {url}, not a node of {:?}",
+                    self.hosts
+                );
+            }
             self.seen_opens = self.p.opens.len();
             self.socket_token = self.p.core.auth().access_token(now).map(|t| t.expose().to_owned());
         }
@@ -1183,6 +1431,28 @@ impl Model {
         }
     }
 
+    /// Where the requests carrying `statement` went, and how they ended.
+    fn sent_hosts(&self, statement: &str) -> Vec<(String, &'static str)> {
+        self.p
+            .http
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.statements[*i].as_deref() == Some(statement))
+            .map(|(i, s)| {
+                let fate = if self.unreached.contains(&i) {
+                    "not run"
+                } else if self.lost.contains(&i) {
+                    "lost"
+                } else if s.answered {
+                    "answered"
+                } else {
+                    "in flight"
+                };
+                (s.host.clone(), fate)
+            })
+            .collect()
+    }
+
     fn quiescent(&self) -> bool {
         let p = &self.p;
         p.http.iter().all(|s| s.answered)
@@ -1233,6 +1503,44 @@ impl Model {
         assert_eq!(self.p.core.subscriptions(), 0);
     }
 
+    /// Ends the run as a driver whose every node is down while the
+    /// application waits (it does not disconnect): requests fail with a
+    /// refused connection (even `pump.http` indexes) or a lost answer (odd
+    /// ones), sockets fail to open, credential calls fail. Every caller must
+    /// then be answered, each by its deadline (checked at every step).
+    fn drain_down(mut self) {
+        for _ in 0..1_000 {
+            if self.p.core.pending_waiters() == 0 {
+                return;
+            }
+            if let Some(i) = self.p.http.iter().position(|s| !s.answered) {
+                let answer = if i % 2 == 0 {
+                    HttpAnswer::Transport
+                } else {
+                    HttpAnswer::Lost
+                };
+                self.apply(Action::Http(i, answer));
+            } else if let Some(i) = self.p.fetch_log.iter().position(|f| !f.answered && !f.expired) {
+                self.apply(Action::Cred(i, CredAnswer::Error));
+            } else if let Some(a) = self.p.opening {
+                self.apply(Action::OpenFail(a));
+            } else if self.p.socket.is_some() {
+                self.apply(Action::Drop);
+            } else if self.next_wake().is_some() {
+                self.apply(Action::Tick);
+            } else {
+                break;
+            }
+        }
+        assert_eq!(
+            self.p.core.pending_waiters(),
+            0,
+            "callers left waiting with every node down: {:?} (now {:?})",
+            self.p.unanswered(),
+            self.p.now.instant
+        );
+    }
+
     // --------------------------------------------------------- fingerprint
 
     /// A hash of the observable state, with times relative to now.
@@ -1261,16 +1569,20 @@ impl Model {
             .map(|t| token_class(t.expose()))
             .hash(&mut h);
         std::mem::discriminant(p.core.credentials()).hash(&mut h);
+        let node_of = |host: &str| self.hosts.iter().position(|h| h == host);
         let mut http: Vec<_> = p
             .http
             .iter()
             .zip(&self.http_epoch)
-            .filter(|(s, _)| !s.answered)
-            .map(|(s, e)| {
+            .zip(&self.statements)
+            .filter(|((s, _), _)| !s.answered)
+            .map(|((s, e), st)| {
                 (
                     s.kind as u8,
                     *e == self.epoch,
                     s.auth.as_deref().map(|a| token_class(token_of(a))),
+                    node_of(&s.host),
+                    st.is_some(),
                 )
             })
             .collect();
@@ -1285,6 +1597,30 @@ impl Model {
             .collect();
         fetches.hash(&mut h);
         (p.opening.is_some(), p.socket.is_some(), p.authed).hash(&mut h);
+        // The nodes: the one in use, those avoided and until when (the
+        // earliest), where the socket goes, and how often a statement that
+        // must not run twice was sent (and lost).
+        let nodes = p.core.auth().nodes();
+        if nodes.is_cluster() {
+            nodes.current().hash(&mut h);
+            (0..nodes.len())
+                .map(|i| nodes.is_avoided(i, now.instant))
+                .collect::<Vec<_>>()
+                .hash(&mut h);
+            rel(nodes.next_available(now.instant)).hash(&mut h);
+            p.opens.last().map(|(_, url)| node_of(authority(url))).hash(&mut h);
+            let sent: Vec<_> = self
+                .statements
+                .iter()
+                .enumerate()
+                .filter(|(_, st)| st.is_some())
+                .map(|(i, _)| (self.unreached.contains(&i), self.lost.contains(&i)))
+                .collect();
+            sent.hash(&mut h);
+            // Every request sent so far (an operation's attempts and a
+            // login's nodes are bounded by their counts).
+            p.http.len().hash(&mut h);
+        }
         let current = p.core.auth().access_token(now).map(|t| t.expose());
         if p.opening.is_some() {
             let held = self.socket_token.as_deref();
@@ -1327,6 +1663,7 @@ impl Model {
         (
             self.others,
             self.queries,
+            self.write.map(|w| p.result(w).is_some()),
             self.upload.map(|w| p.result(w).is_some()),
             self.subscribes,
             self.set_auths,
@@ -1346,6 +1683,8 @@ struct Report {
     transitions: usize,
     depth: usize,
     complete: bool,
+    /// Wall-clock time of the exploration.
+    took: Duration,
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -1376,6 +1715,16 @@ fn step(scenario: usize, parent: Option<Model>, trace: &[Action], action: Action
 }
 
 fn drain(scenario: usize, m: Model, trace: &[Action]) {
+    if matches!(m.commands, Commands::Cluster | Commands::ClusterDown)
+        && let Err(e) = catch_unwind(AssertUnwindSafe(|| Model::replay(scenario, trace).drain_down()))
+    {
+        eprintln!(
+            "model: violation with every node down in scenario {:?} after {:?}",
+            scenarios()[scenario].name,
+            trace
+        );
+        resume_unwind(e)
+    }
     if let Err(e) = catch_unwind(AssertUnwindSafe(|| m.drain())) {
         eprintln!(
             "model: violation in the drain of scenario {:?} after {:?}",
@@ -1384,6 +1733,16 @@ fn drain(scenario: usize, m: Model, trace: &[Action]) {
         );
         resume_unwind(e)
     }
+}
+
+/// Explores `scenario`, timing it (the wall clock of a test, not of the
+/// library).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn explore_timed(scenario: usize, max_depth: usize, budget: usize) -> Report {
+    let start = std::time::Instant::now();
+    let mut report = explore(scenario, max_depth, budget);
+    report.took = start.elapsed();
+    report
 }
 
 fn explore(scenario: usize, max_depth: usize, budget: usize) -> Report {
@@ -1397,6 +1756,7 @@ fn explore(scenario: usize, max_depth: usize, budget: usize) -> Report {
         transitions: 0,
         depth: 0,
         complete: true,
+        took: Duration::ZERO,
     };
     'levels: for depth in 0..max_depth {
         let mut next = Vec::new();
@@ -1434,32 +1794,42 @@ fn explore(scenario: usize, max_depth: usize, budget: usize) -> Report {
 fn the_client_core_keeps_its_invariants_in_every_interleaving() {
     let depth = env_usize("KALAM_MODEL_DEPTH", 0);
     let budget = env_usize("KALAM_MODEL_STATES", CI_STATES);
-    let depth_of = |sc: &Scenario| match depth {
-        0 if sc.every_kind => CI_DEPTH_EVERY_KIND,
-        0 => CI_DEPTH,
-        d => d,
+    let depth_of = |sc: &Scenario| match (depth, sc.commands) {
+        (0, Commands::EveryKind) => CI_DEPTH_EVERY_KIND,
+        (0, Commands::Cluster | Commands::ClusterDown) => CI_DEPTH_CLUSTER,
+        (0, Commands::Session) => CI_DEPTH,
+        (d, _) => d,
     };
+    // `KALAM_MODEL_ONLY`: only the scenarios whose name contains it.
+    #[allow(clippy::disallowed_methods)] // a test knob, not the library
+    let only = std::env::var("KALAM_MODEL_ONLY").unwrap_or_default();
+    let chosen: Vec<usize> = scenarios()
+        .iter()
+        .enumerate()
+        .filter(|(_, sc)| sc.name.contains(only.as_str()))
+        .map(|(i, _)| i)
+        .collect();
     // One thread per scenario: they share nothing.
     let reports: Vec<Report> = std::thread::scope(|s| {
-        let runs: Vec<_> = scenarios()
+        let runs: Vec<_> = chosen
             .iter()
-            .enumerate()
-            .map(|(i, sc)| {
-                let d = depth_of(sc);
-                s.spawn(move || explore(i, d, budget))
+            .map(|&i| {
+                let d = depth_of(&scenarios()[i]);
+                s.spawn(move || explore_timed(i, d, budget))
             })
             .collect();
         runs.into_iter()
             .map(|r| r.join().unwrap_or_else(|e| resume_unwind(e)))
             .collect()
     });
-    for (sc, r) in scenarios().iter().zip(&reports) {
+    for (&i, r) in chosen.iter().zip(&reports) {
         eprintln!(
-            "model: {:?}: {} distinct states, {} transitions, depth {}{}",
-            sc.name,
+            "model: {:?}: {} distinct states, {} transitions, depth {}, {:.1} s{}",
+            scenarios()[i].name,
             r.states,
             r.transitions,
             r.depth,
+            r.took.as_secs_f64(),
             if r.complete {
                 " (complete)"
             } else {

@@ -121,6 +121,9 @@ pub enum AuthOutput {
     /// Something the application should hear of that failed nothing (a
     /// large clock skew, [`Error::ClockSkew`]): for the `on_error` hook.
     Warning(Error),
+    /// The client moved to another node of its cluster
+    /// ([`crate::nodes`]); requests from now on go there.
+    NodeChanged(crate::nodes::NodeSwitch),
     /// An operation finished.
     Done {
         /// The operation.
@@ -151,6 +154,7 @@ impl std::fmt::Debug for AuthOutput {
                 .field("plan", plan)
                 .finish(),
             AuthOutput::Warning(e) => f.debug_tuple("Warning").field(e).finish(),
+            AuthOutput::NodeChanged(s) => f.debug_tuple("NodeChanged").field(s).finish(),
             AuthOutput::Done { op, result } => f.debug_struct("Done").field("op", op).field("result", result).finish(),
         }
     }

@@ -56,12 +56,14 @@ use crate::auth::{AuthProvider, bearer_header};
 use crate::error::{Error, Result, TransportError};
 use crate::files::{self, UploadPlan};
 use crate::framing::{self, Endpoints};
+use crate::nodes::Nodes;
 use crate::ops::{Decoded, Operation, Reply, RequestKind, TokenUse, decode};
 use crate::secret::Secret;
 use crate::time::{Instant, Now};
 use crate::types::LoginResponse;
 
 mod clock;
+mod failover;
 mod io;
 mod pacing;
 mod queue;
@@ -131,7 +133,13 @@ struct PendingOp {
 /// The auth lifecycle machine. See the [module docs](self).
 #[derive(Debug)]
 pub struct AuthMachine {
-    endpoints: Endpoints,
+    /// The server, or the nodes of its cluster ([`crate::nodes`]).
+    nodes: Nodes,
+    /// With several nodes: the node each request in flight went to.
+    sent_to: BTreeMap<RequestId, usize>,
+    /// With several nodes: the login or refresh in flight, kept to send it
+    /// to another node when its node fails, and how often it was.
+    recovery_resend: Option<(RequestId, RequestKind, Request<Vec<u8>>, u32)>,
     config: AuthConfig,
     credentials: AuthProvider,
     access: Option<Token>,
@@ -192,13 +200,16 @@ pub struct AuthMachine {
 }
 
 impl AuthMachine {
-    /// A machine for the server at `endpoints` with the application's
-    /// credentials. Nothing is sent until an operation needs it; a token
-    /// given here arms the expiry timer at once.
-    pub fn new(endpoints: Endpoints, credentials: AuthProvider, config: AuthConfig, now: Now) -> Self {
+    /// A machine for the server at `endpoints` (one [`Endpoints`], or the
+    /// [`Nodes`] of a cluster) with the application's credentials. Nothing
+    /// is sent until an operation needs it; a token given here arms the
+    /// expiry timer at once.
+    pub fn new(endpoints: impl Into<Nodes>, credentials: AuthProvider, config: AuthConfig, now: Now) -> Self {
         let pacer_seed = config.boundary_seed;
         let mut m = AuthMachine {
-            endpoints,
+            nodes: endpoints.into(),
+            sent_to: BTreeMap::new(),
+            recovery_resend: None,
             config,
             credentials: AuthProvider::None,
             access: None,
@@ -236,9 +247,14 @@ impl AuthMachine {
         m
     }
 
-    /// The endpoints of the server.
+    /// The endpoints of the server (of the node in use).
     pub fn endpoints(&self) -> &Endpoints {
-        &self.endpoints
+        self.nodes.endpoints()
+    }
+
+    /// The server's nodes and the one in use.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
     }
 
     /// The credentials the application configured (not tokens obtained with them).
@@ -315,7 +331,7 @@ impl AuthMachine {
             };
             bearer.map(|b| {
                 let body = std::mem::take(&mut body);
-                (kind, framing::request(&self.endpoints, kind, body, b.as_ref()))
+                (kind, framing::request(self.nodes.endpoints(), kind, body, b.as_ref()))
             })
         });
         self.ops.insert(
@@ -392,9 +408,14 @@ impl AuthMachine {
         if self.inflight.get(&id).is_none_or(|(kind, _)| *kind != decoded.kind) {
             return; // not waited for (any more), or not its answer
         }
+        let node = self.sent_node(id);
         let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
+        let cluster_error = self.nodes.is_cluster() && decoded.result.as_ref().is_err_and(Error::is_cluster_transient);
+        if self.nodes.is_cluster() && !cluster_error {
+            self.nodes.succeeded(node);
+        }
         if let Some(date) = decoded.date {
             self.observe_clock(date, now);
         }
@@ -420,6 +441,16 @@ impl AuthMachine {
             self.open_bodies.insert(id);
         }
         match (inflight, decoded.result) {
+            (InFlight::Op { op, .. }, Err(e)) if cluster_error => {
+                if let Some(e) = self.failover(op, node, e, now) {
+                    self.finish(op, Err(e));
+                }
+            }
+            (InFlight::Recovery, Err(e)) if cluster_error => {
+                if let Some(e) = self.resend_recovery(id, node, e, now) {
+                    self.recovery_answered(id, Err(e), decoded.date.is_some(), now);
+                }
+            }
             (InFlight::Op { op, token_gen }, Err(e)) if kind.endpoint().recovers => {
                 self.op_failed(op, token_gen, e, now)
             }
@@ -448,20 +479,33 @@ impl AuthMachine {
 
     /// Feeds a request's failure to get an answer.
     pub fn handle_transport_error(&mut self, id: RequestId, error: TransportError, now: Now) {
+        let node = self.sent_node(id);
         let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
         // Say where: "POST http://host:2900/v1/api/auth/login: …".
-        let error = error.at(&format!("{} {}", kind.endpoint().method, self.endpoints.uri(kind)));
+        let uri = self.nodes.endpoints_of(node).uri(kind);
+        let error = error.at(&format!("{} {uri}", kind.endpoint().method));
         match inflight {
             // Retried only when nothing was sent (`retry`): otherwise the
-            // statement may have run.
+            // statement may have run. With several nodes, `failover`.
             InFlight::Op { op, .. } => {
-                if let Some(error) = self.transport_retry(op, Error::Transport(error), now) {
+                let error = Error::Transport(error);
+                let error = if self.nodes.is_cluster() {
+                    self.failover(op, node, error, now)
+                } else {
+                    self.transport_retry(op, error, now)
+                };
+                if let Some(error) = error {
                     self.finish(op, Err(error));
                 }
             }
-            InFlight::Recovery => self.recovery_answered(id, Err(Error::Transport(error)), false, now),
+            InFlight::Recovery => {
+                let error = Error::Transport(error);
+                if let Some(error) = self.resend_recovery(id, node, error, now) {
+                    self.recovery_answered(id, Err(error), false, now)
+                }
+            }
             InFlight::ClockProbe => self.probe = Probe::Done,
         }
         self.drive(now);
@@ -510,7 +554,7 @@ impl AuthMachine {
             Ok(AuthProvider::BasicAuth { user, password }) => {
                 // This login is the login rung of this episode.
                 self.tried.push(Rung::Login);
-                let request = framing::login_request(&self.endpoints, &user, &password);
+                let request = framing::login_request(self.nodes.endpoints(), &user, &password);
                 let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
                 self.phase = Phase::LoggingIn { req, configured: false };
             }
@@ -611,6 +655,9 @@ impl AuthMachine {
     /// Removes a request from those in flight; a freed place goes to the
     /// next waiting operation.
     fn take_inflight(&mut self, id: RequestId) -> Option<(RequestKind, InFlight)> {
+        if self.nodes.is_cluster() {
+            self.sent_to.remove(&id);
+        }
         let taken = self.inflight.remove(&id);
         if matches!(taken, Some((_, InFlight::Op { .. }))) {
             self.op_requests -= 1;
@@ -623,8 +670,19 @@ impl AuthMachine {
         if matches!(inflight, InFlight::Op { .. }) {
             self.op_requests += 1;
         }
+        if self.nodes.is_cluster() {
+            self.sent_to.insert(id, self.nodes.current());
+            if matches!(inflight, InFlight::Recovery) {
+                self.recovery_resend = Some((id, kind, request.clone(), 0));
+            }
+        }
         self.inflight.insert(id, (kind, inflight));
         self.out.push_back(AuthOutput::Transmit { id, kind, request });
         id
+    }
+
+    /// The node request `id` went to (the one in use with one node).
+    fn sent_node(&self, id: RequestId) -> usize {
+        self.sent_to.get(&id).copied().unwrap_or(self.nodes.current())
     }
 }

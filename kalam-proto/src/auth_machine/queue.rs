@@ -156,27 +156,32 @@ impl AuthMachine {
                     return self.finish(op, Err(Error::UploadNotReplayable));
                 }
                 if let Some(plan) = pending.plan.clone() {
-                    let request = files::upload_request(&self.endpoints, &plan, authorization);
+                    let request = files::upload_request(self.nodes.endpoints(), &plan, authorization);
                     let id = RequestId(self.fresh_id());
                     self.op_requests += 1;
+                    if self.nodes.is_cluster() {
+                        self.sent_to.insert(id, self.nodes.current());
+                    }
                     self.inflight.insert(id, (RequestKind::Upload, inflight));
                     self.out.push_back(AuthOutput::TransmitUpload { id, request, plan });
                 }
             }
-            Operation::Download { path, sink } => match files::download_request(&self.endpoints, path, authorization) {
-                Ok(mut request) => {
-                    request.extensions_mut().insert(files::DownloadSink(*sink));
-                    self.transmit(RequestKind::Download, request, inflight);
+            Operation::Download { path, sink } => {
+                match files::download_request(self.nodes.endpoints(), path, authorization) {
+                    Ok(mut request) => {
+                        request.extensions_mut().insert(files::DownloadSink(*sink));
+                        self.transmit(RequestKind::Download, request, inflight);
+                    }
+                    Err(e) => self.finish(op, Err(e)),
                 }
-                Err(e) => self.finish(op, Err(e)),
-            },
+            }
             operation => {
                 let Some(kind) = operation.kind() else { return };
                 let required = kind.endpoint().token == (TokenUse::Access { required: true });
                 if required && authorization.is_none() {
                     return self.finish(op, Err(Error::MissingCredentials));
                 }
-                let request = framing::request(&self.endpoints, kind, pending.body.clone(), authorization);
+                let request = framing::request(self.nodes.endpoints(), kind, pending.body.clone(), authorization);
                 self.transmit(kind, request, inflight);
             }
         }

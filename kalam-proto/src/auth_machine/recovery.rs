@@ -80,7 +80,7 @@ impl AuthMachine {
                     let Some((secret, _)) = &self.refresh else {
                         continue;
                     };
-                    match framing::refresh_request(&self.endpoints, secret) {
+                    match framing::refresh_request(self.nodes.endpoints(), secret) {
                         Ok(request) => {
                             let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
                             self.phase = Phase::Refreshing { req };
@@ -105,7 +105,7 @@ impl AuthMachine {
                     let AuthProvider::BasicAuth { user, password } = &self.credentials else {
                         continue;
                     };
-                    let request = framing::login_request(&self.endpoints, user, password);
+                    let request = framing::login_request(self.nodes.endpoints(), user, password);
                     let req = self.transmit(RequestKind::Login, request, InFlight::Recovery);
                     self.phase = Phase::LoggingIn { req, configured: true };
                 }
@@ -194,7 +194,7 @@ impl AuthMachine {
         }
         self.ahead_tried = Some(self.token_gen);
         if let Some((secret, _)) = &self.refresh
-            && let Ok(request) = framing::refresh_request(&self.endpoints, secret)
+            && let Ok(request) = framing::refresh_request(self.nodes.endpoints(), secret)
         {
             let req = self.transmit(RequestKind::Refresh, request, InFlight::Recovery);
             self.phase = Phase::Refreshing { req };
@@ -294,7 +294,7 @@ impl AuthMachine {
                 if !condemned {
                     return false;
                 }
-                let request = framing::request(&self.endpoints, RequestKind::Health, Vec::new(), None);
+                let request = framing::request(self.nodes.endpoints(), RequestKind::Health, Vec::new(), None);
                 self.transmit(RequestKind::Health, request, InFlight::ClockProbe);
                 self.probe = Probe::InFlight;
                 true

@@ -38,6 +38,11 @@ pub struct WsConfig {
     /// Largest frame after inflating a gzip frame (a gzip-bomb guard):
     /// `ConnectionOptions::max_response_bytes`, the same bound as any answer.
     pub max_inflated: usize,
+    /// After a resume, drop rows equal (every column but `_seq`) to one of
+    /// the last rows delivered: a cluster's nodes stamp a row's change with
+    /// their own `_seq`, so the resume from another node can send a row
+    /// again (on by the core with several nodes).
+    pub drop_resumed_duplicates: bool,
 }
 
 impl WsConfig {
@@ -62,6 +67,7 @@ impl WsConfig {
             send_burst: DEFAULT_SEND_BURST,
             send_rate: DEFAULT_SEND_RATE,
             max_inflated: options.max_response_bytes,
+            drop_resumed_duplicates: false,
         }
     }
 }

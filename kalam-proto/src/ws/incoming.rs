@@ -110,6 +110,8 @@ impl WsSession {
             return; // a page already taken (answer to a retried next_batch)
         }
         s.last_batch = Some(batch_num);
+        let mut rows = rows;
+        s.drop_delivered(self.config.drop_resumed_duplicates, &mut rows);
         for r in &rows {
             s.last_seq = s.last_seq.max(r.seq());
         }
@@ -136,6 +138,13 @@ impl WsSession {
         };
         for r in rows.iter().chain(old_values.iter()) {
             s.last_seq = s.last_seq.max(r.seq());
+        }
+        let (mut rows, mut old_values) = (rows, old_values);
+        let dedupe = self.config.drop_resumed_duplicates;
+        match change_type {
+            ChangeType::Insert => s.drop_delivered(dedupe, &mut rows),
+            ChangeType::Update => s.drop_delivered_pairs(dedupe, &mut rows, &mut old_values),
+            ChangeType::Delete => s.drop_delivered(dedupe, &mut old_values),
         }
         match change_type {
             ChangeType::Insert => {
@@ -225,5 +234,49 @@ impl WsSession {
 
     pub(super) fn sub_event(&mut self, id: SubId, e: LiveEvent) {
         self.out.push_back(WsOutput::Event(WsEvent::Sub(id, e)));
+    }
+}
+
+impl Sub {
+    /// Drops the rows already delivered (after a resume, with
+    /// `drop_resumed_duplicates`; see `recent`) and remembers the others.
+    fn drop_delivered(&mut self, on: bool, rows: &mut Vec<LiveRow>) {
+        if !on {
+            return;
+        }
+        if self.resumed_from.is_some() && !self.recent.is_empty() {
+            rows.retain(|r| self.is_new(r));
+        }
+        for r in rows.iter() {
+            self.remember(r.digest());
+        }
+    }
+
+    /// The same for an update's new rows and their old values, in pairs.
+    fn drop_delivered_pairs(&mut self, on: bool, rows: &mut Vec<LiveRow>, old: &mut Vec<LiveRow>) {
+        if !on {
+            return;
+        }
+        if self.resumed_from.is_some() && !self.recent.is_empty() {
+            let kept: Vec<bool> = rows.iter().map(|r| self.is_new(r)).collect();
+            let mut flags = kept.iter();
+            rows.retain(|_| flags.next().copied().unwrap_or(true));
+            let mut flags = kept.iter();
+            old.retain(|_| flags.next().copied().unwrap_or(true));
+        }
+        for r in rows.iter() {
+            self.remember(r.digest());
+        }
+    }
+
+    fn is_new(&self, row: &LiveRow) -> bool {
+        !self.recent.contains(&row.digest())
+    }
+
+    fn remember(&mut self, digest: u64) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(digest);
     }
 }

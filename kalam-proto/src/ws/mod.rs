@@ -120,7 +120,18 @@ struct Sub {
     /// ([`WsSession::handle_subscriber_room`]): pages are pulled as they
     /// are read, never buffered ahead of the consumer.
     next_page: Option<Option<i64>>,
+    /// Digests of the last [`RECENT`] rows delivered (with
+    /// `drop_resumed_duplicates`): after a resume, a row equal to one of
+    /// them (every column but `_seq`) is one already delivered (the resume
+    /// from another node of a cluster, whose `_seq` for it differs, or a
+    /// node behind the one left notifying it again), and is dropped.
+    recent: VecDeque<u64>,
 }
+
+/// How many delivered rows a subscription remembers to drop
+/// duplicates after a resume (what a node lagging behind the one left can
+/// send again; about 100 ms of changes at 1,000 rows a second).
+const RECENT: usize = 128;
 
 /// A text frame waiting for the pacer. Frames are built when sent, from the
 /// state at that moment.
@@ -212,6 +223,14 @@ pub struct WsSession {
 }
 
 impl WsSession {
+    /// Points the next connection at another node of the cluster (the
+    /// open one, if any, is not touched); returns the new URL.
+    pub fn retarget(&mut self, endpoints: &Endpoints) -> &str {
+        let query = if self.config.gzip { None } else { Some("compress=false") };
+        self.url = endpoints.ws_url(query);
+        &self.url
+    }
+
     /// A session for the server at `endpoints`. Nothing happens until
     /// [`connect`](Self::connect) or [`subscribe`](Self::subscribe).
     pub fn new(endpoints: &Endpoints, config: WsConfig) -> Self {

@@ -76,6 +76,7 @@ impl WsSession {
                 deadline: None,
                 held: None,
                 next_page: None,
+                recent: VecDeque::new(),
             },
         );
         self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));

@@ -118,6 +118,8 @@ pub struct SentHttp {
     pub method: http::Method,
     /// The URL's path.
     pub path: String,
+    /// The URL's `host:port`: which node it went to.
+    pub host: String,
     /// The `Authorization` header, if any.
     pub auth: Option<String>,
     pub body: Vec<u8>,
@@ -191,10 +193,15 @@ pub fn config() -> ClientConfig {
 impl Pump {
     /// A core with these credentials and settings, at time zero.
     pub fn new(credentials: AuthProvider, config: ClientConfig) -> Pump {
+        Pump::with_nodes(&["http://127.0.0.1:2900"], credentials, config)
+    }
+
+    /// A core for the nodes at `urls` (a cluster when several).
+    pub fn with_nodes(urls: &[&str], credentials: AuthProvider, config: ClientConfig) -> Pump {
         let now = Now::new(Instant::ZERO, Duration::from_secs(T0));
-        let endpoints = Endpoints::new("http://127.0.0.1:2900").unwrap();
+        let nodes = kalam_proto::Nodes::new(urls.iter().map(|u| Endpoints::new(u).unwrap()).collect()).unwrap();
         let mut p = Pump {
-            core: ClientCore::new(endpoints, credentials, config, now),
+            core: ClientCore::new(nodes, credentials, config, now),
             now,
             server_offset: 0,
             next_waiter: 1,
@@ -496,6 +503,7 @@ impl Pump {
                         kind,
                         method: request.method().clone(),
                         path: request.uri().path().to_owned(),
+                        host: request.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
                         auth,
                         sink,
                         body: request.into_body(),
@@ -522,6 +530,7 @@ impl Pump {
                         kind: RequestKind::Upload,
                         method: request.method().clone(),
                         path: request.uri().path().to_owned(),
+                        host: request.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
                         auth,
                         sink: None,
                         body,

@@ -331,6 +331,7 @@ pub async fn files_token_expired_upload_is_sent_again<R: Runtime>(b: &dyn Backen
                 m.handle_credentials(id, login, now);
             }
             Some(AuthOutput::Warning(_)) => {} // a clock-skew warning
+            Some(AuthOutput::NodeChanged(_)) => panic!("one node: nothing to move to"),
             Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;

@@ -33,7 +33,7 @@ pub const MANY_SUBSCRIPTIONS_PER_USER_LIMIT: usize = 200;
 
 /// Reconnects after 50 ms, backing off to at most 200 ms: scenarios that
 /// cut sockets do not wait for the default half second.
-fn quick_reconnects() -> ConnectionOptions {
+pub(crate) fn quick_reconnects() -> ConnectionOptions {
     ConnectionOptions::default().with_reconnect_delay(Duration::from_millis(50), Duration::from_millis(200))
 }
 
@@ -326,6 +326,7 @@ pub async fn token_expired_answer_is_recovered_once<R: Runtime>(b: &dyn Backend)
                 m.handle_credentials(id, credentials, now);
             }
             Some(AuthOutput::Warning(_)) => {} // a clock-skew warning
+            Some(AuthOutput::NodeChanged(_)) => panic!("one node: nothing to move to"),
             Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;
@@ -685,7 +686,7 @@ pub async fn stalled_subscriber_does_not_delay_another<R: Runtime>(b: &dyn Backe
 
 // ------------------------------------------------------- live: contracts
 
-async fn insert<R: Runtime>(client: &KalamLinkClient<R>, table: &str, id: i64) {
+pub(crate) async fn insert<R: Runtime>(client: &KalamLinkClient<R>, table: &str, id: i64) {
     client
         .execute_query(&format!(
             "INSERT INTO {table} (id, name, qty) VALUES ({id}, 'row', {id})"
@@ -1145,7 +1146,7 @@ async fn watched_table<R: Runtime>(
 }
 
 /// Short limits for the fault scenarios.
-fn short_timeouts() -> KalamLinkTimeouts {
+pub(crate) fn short_timeouts() -> KalamLinkTimeouts {
     KalamLinkTimeouts::default()
         .with_connection_timeout(Duration::from_secs(2))
         .with_receive_timeout(Duration::from_secs(3))
@@ -1181,7 +1182,7 @@ async fn succeeds_soon<R: Runtime>(client: &KalamLinkClient<R>, sql: &str, tries
 /// update, or in initial rows of a resume), within PATIENCE; fails if a row
 /// is reported twice, or a row not in `want` is reported. Returns the
 /// events, described.
-async fn rows_exactly_once(s: &mut LiveEvents, want: &[i64], what: &str) -> Vec<String> {
+pub(crate) async fn rows_exactly_once(s: &mut LiveEvents, want: &[i64], what: &str) -> Vec<String> {
     let want: std::collections::BTreeSet<i64> = want.iter().copied().collect();
     let mut seen = std::collections::BTreeMap::<i64, usize>::new();
     let mut events = Vec::new();

@@ -295,6 +295,7 @@ pub async fn consumer_token_handling_is_the_query_path<R: Runtime>(b: &dyn Backe
                 m.handle_credentials(id, token.map(AuthProvider::jwt_token), then);
             }
             Some(AuthOutput::Warning(_)) => {} // a clock-skew warning
+            Some(AuthOutput::NodeChanged(_)) => panic!("one node: nothing to move to"),
             Some(AuthOutput::Done { op: done, result }) => {
                 assert_eq!(done, op);
                 break result;
