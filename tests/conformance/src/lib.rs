@@ -25,6 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
+pub mod cluster_real;
 pub mod contract;
 #[path = "scenarios.rs"]
 mod core_scenarios;
@@ -41,6 +43,7 @@ pub mod typed;
 pub mod scenarios {
     pub use crate::admin::*;
     pub use crate::auth::*;
+    pub use crate::cluster::*;
     pub use crate::contract::*;
     pub use crate::core_scenarios::*;
     pub use crate::files::*;
@@ -138,6 +141,10 @@ macro_rules! for_each_scenario {
             rotated_jwt_secret_every_query_succeeds,
             role_change_under_a_live_subscription_resumes,
             zero_hour_tokens_every_query_succeeds,
+            cluster_reads_and_writes_skip_a_dead_node,
+            cluster_a_write_in_flight_at_a_kill_is_unknown_and_never_repeated,
+            cluster_live_query_moves_to_a_survivor_and_loses_no_row,
+            cluster_every_node_down_ends_calls_typed_then_recovers,
             a_cancelled_live_events_holds_no_server_subscription,
             a_panicking_upload_reader_fails_only_its_upload,
             a_dropped_upload_commits_nothing,
@@ -196,6 +203,7 @@ macro_rules! for_each_kit_only_scenario {
             credentials_from_refresher_become_current_on_the_kit,
             a_cancelled_subscribe_leaves_nothing_behind,
             huge_time_limits_do_not_take_the_driver_down,
+            cluster_not_leader_sends_reads_to_the_leader_and_refuses_writes,
         );
     };
 }
