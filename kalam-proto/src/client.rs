@@ -628,7 +628,14 @@ impl<W> ClientCore<W> {
         if self.socket == Some(attempt) {
             self.socket = None;
         }
-        if !matches!(error, TransportError::Tls { .. } | TransportError::ProxyRefused { .. }) {
+        // A TLS failure or a proxy refusing this client is not the node's
+        // failure; a proxy that could not reach the node (5xx) is.
+        let nodes_fault = match &error {
+            TransportError::Tls { .. } => false,
+            TransportError::ProxyRefused { status, .. } => (500..=599).contains(status),
+            _ => true,
+        };
+        if nodes_fault {
             self.ws_node_failed(attempt, now);
         }
         self.ws.handle_failed(attempt, error, now);

@@ -299,6 +299,14 @@ impl Error {
         }
     }
 
+    /// Whether something between the client and a node answered for it:
+    /// `502`, `503` or `504` without a KalamDB error body (a proxy or load
+    /// balancer that could not reach or hear from the node). With several
+    /// nodes, that node is left as if it had failed.
+    pub fn is_gateway_failure(&self) -> bool {
+        matches!(self, Error::Server(e) if matches!(e.status, 502..=504) && e.code == ErrorCode::Unspecified)
+    }
+
     /// Whether the request may have run although its answer was lost
     /// ([`Error::OutcomeUnknown`]).
     pub fn is_outcome_unknown(&self) -> bool {

@@ -44,6 +44,9 @@ pub enum NodeFailure {
     ClusterError(ErrorCode),
     /// The live-query socket to it dropped or could not be opened.
     SocketLost,
+    /// A proxy or load balancer in front of it answered for it (`502`,
+    /// `503`, `504` without a KalamDB body).
+    Gateway(u16),
 }
 
 impl fmt::Display for NodeFailure {
@@ -53,6 +56,7 @@ impl fmt::Display for NodeFailure {
             NodeFailure::ConnectionLost => f.write_str("connection lost"),
             NodeFailure::ClusterError(code) => write!(f, "answered {code}"),
             NodeFailure::SocketLost => f.write_str("live socket lost"),
+            NodeFailure::Gateway(status) => write!(f, "a gateway answered {status}"),
         }
     }
 }

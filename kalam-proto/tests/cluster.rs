@@ -394,3 +394,53 @@ fn one_node_drops_nothing_it_is_sent() {
         .count();
     assert_eq!(inserts, 2, "with one node, what the server sends is delivered");
 }
+
+/// The login kept to send to another node holds the password: the core's
+/// `Debug` shows it in no form, and it is not kept once answered.
+#[test]
+fn the_login_kept_for_another_node_shows_no_password() {
+    let mut p = Pump::with_nodes(
+        &NODES,
+        AuthProvider::basic_auth("root".into(), "pw-secret-7".into()),
+        config(),
+    );
+    p.query("SELECT 1");
+    let body = p.pending_http().expect("login").body.clone();
+    let as_bytes = format!("{body:?}");
+    let as_bytes = &as_bytes[1..as_bytes.len() - 1];
+    for shown in [format!("{:?}", p.core), format!("{:#?}", p.core)] {
+        assert!(!shown.contains("pw-secret-7"), "the password in Debug");
+        assert!(!shown.contains(as_bytes), "the login body's bytes in Debug");
+    }
+}
+
+/// A proxy or load balancer in front of a node answers for it when it is
+/// down (`502` with its own page): the node is left; a read goes again, a
+/// write is unknown.
+#[test]
+fn a_gateway_answering_for_a_dead_node_moves_the_client() {
+    let mut p = cluster();
+    let w = p.query("SELECT 1");
+    let id = p.pending_http().expect("sent").id;
+    p.answer(id, 502, "<html><head><title>502 Bad Gateway</title></head></html>");
+    p.run_until(100);
+    let again = p.pending_http().expect("read again");
+    assert_eq!(again.host, "10.0.0.2:2900");
+    let id = again.id;
+    p.answer(id, 200, OK);
+    assert!(p.query_ok(w));
+    assert_eq!(switches(&p)[0].2, NodeFailure::Gateway(502));
+    let w = p.query("INSERT INTO a.b VALUES (1)");
+    let id = p.pending_http().expect("sent").id;
+    p.answer(id, 504, "gateway timeout");
+    assert!(p.error(w).is_some_and(Error::is_outcome_unknown), "{:?}", p.result(w));
+    // A KalamDB 503 with its own code is not a gateway's.
+    let e = Error::Server(kalam_proto::ServerError {
+        status: 503,
+        code: ErrorCode::NotLeader,
+        message: String::new(),
+        details: None,
+        retry_after_secs: None,
+    });
+    assert!(!e.is_gateway_failure() && e.is_cluster_transient());
+}

@@ -5,8 +5,10 @@
 //! - Nothing was sent (the connection could not be made): it goes to the
 //!   next node at once, or after a back-off when every node is avoided.
 //! - It was sent and the answer was lost (a reset, a closed connection, a
-//!   timeout), or the node answered a cluster error (`NOT_LEADER`,
-//!   `CLUSTER_UNAVAILABLE`, `FORWARD_FAILED`): sent again to another node
+//!   timeout), the node answered a cluster error (`NOT_LEADER`,
+//!   `CLUSTER_UNAVAILABLE`, `FORWARD_FAILED`), or a proxy in front of it
+//!   answered for it (`502`/`503`/`504` without a KalamDB body; it may or
+//!   may not have reached the node): sent again to another node
 //!   after a back-off only when it is [`retry_safe`](Operation::retry_safe).
 //!   Otherwise it is never sent twice: a lost answer or a node that could
 //!   not forward it (`FORWARD_FAILED`: its call to the leader failed, maybe
@@ -26,6 +28,26 @@ use crate::nodes::NodeFailure;
 use crate::ops::Operation;
 use crate::time::Now;
 
+/// The machine's own login or refresh in flight, kept (with several nodes)
+/// to send it to another node: its body holds the password or its header
+/// the refresh token, so its `Debug` shows neither.
+pub(super) struct Resend {
+    pub(super) id: RequestId,
+    pub(super) kind: super::RequestKind,
+    pub(super) request: http::Request<Vec<u8>>,
+    pub(super) tries: u32,
+}
+
+impl std::fmt::Debug for Resend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resend")
+            .field("id", &self.id)
+            .field("request", &crate::framing::RequestSummary(&self.request))
+            .field("tries", &self.tries)
+            .finish()
+    }
+}
+
 /// Tries of one operation on a cluster at least (more with `max_retries`),
 /// besides one per node.
 const MIN_FAILOVER_TRIES: u32 = 16;
@@ -43,6 +65,7 @@ fn named_leader(error: &Error) -> Option<&str> {
 fn failure_of(error: &Error) -> NodeFailure {
     match error {
         Error::Transport(TransportError::Connect(_)) => NodeFailure::Unreachable,
+        Error::Server(e) if error.is_gateway_failure() => NodeFailure::Gateway(e.status),
         Error::Server(e) => NodeFailure::ClusterError(e.code.clone()),
         _ => NodeFailure::ConnectionLost,
     }
@@ -130,10 +153,17 @@ impl AuthMachine {
         if !self.nodes.is_cluster() {
             return Some(error);
         }
-        let Some((sent, kind, request, tries)) = self.recovery_resend.take() else {
+        let Some(Resend {
+            id: sent,
+            kind,
+            request,
+            tries,
+        }) = self.recovery_resend.take()
+        else {
             return Some(error);
         };
-        let retryable = matches!(error, Error::Transport(_)) || error.is_cluster_transient();
+        let retryable =
+            matches!(error, Error::Transport(_)) || error.is_cluster_transient() || error.is_gateway_failure();
         if sent != id || !retryable || tries as usize + 1 >= self.nodes.len() {
             return Some(error);
         }
@@ -152,7 +182,7 @@ impl AuthMachine {
         *request.uri_mut() = uri;
         let new = self.transmit(kind, request, super::InFlight::Recovery);
         if let Some(resend) = &mut self.recovery_resend {
-            resend.3 = tries + 1;
+            resend.tries = tries + 1;
         }
         match &mut self.phase {
             Phase::LoggingIn { req, .. } | Phase::Refreshing { req } if *req == id => *req = new,

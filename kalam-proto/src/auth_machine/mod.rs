@@ -139,7 +139,7 @@ pub struct AuthMachine {
     sent_to: BTreeMap<RequestId, usize>,
     /// With several nodes: the login or refresh in flight, kept to send it
     /// to another node when its node fails, and how often it was.
-    recovery_resend: Option<(RequestId, RequestKind, Request<Vec<u8>>, u32)>,
+    recovery_resend: Option<failover::Resend>,
     config: AuthConfig,
     credentials: AuthProvider,
     access: Option<Token>,
@@ -412,7 +412,11 @@ impl AuthMachine {
         let Some((kind, inflight)) = self.take_inflight(id) else {
             return;
         };
-        let cluster_error = self.nodes.is_cluster() && decoded.result.as_ref().is_err_and(Error::is_cluster_transient);
+        let cluster_error = self.nodes.is_cluster()
+            && decoded
+                .result
+                .as_ref()
+                .is_err_and(|e| e.is_cluster_transient() || e.is_gateway_failure());
         if self.nodes.is_cluster() && !cluster_error {
             self.nodes.succeeded(node);
         }
@@ -456,6 +460,8 @@ impl AuthMachine {
             }
             (InFlight::Op { op, .. }, result) => self.finish(op, result),
             (InFlight::Recovery, result) => {
+                // Answered: the copy kept for another node goes (a password).
+                self.recovery_resend = None;
                 let login = result.and_then(|r| LoginResponse::try_from(r).map_err(Reply::unexpected));
                 self.recovery_answered(id, login, decoded.date.is_some(), now);
             }
@@ -673,7 +679,12 @@ impl AuthMachine {
         if self.nodes.is_cluster() {
             self.sent_to.insert(id, self.nodes.current());
             if matches!(inflight, InFlight::Recovery) {
-                self.recovery_resend = Some((id, kind, request.clone(), 0));
+                self.recovery_resend = Some(failover::Resend {
+                    id,
+                    kind,
+                    request: request.clone(),
+                    tries: 0,
+                });
             }
         }
         self.inflight.insert(id, (kind, inflight));
