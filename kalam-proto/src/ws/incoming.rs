@@ -111,7 +111,9 @@ impl WsSession {
         }
         s.last_batch = Some(batch_num);
         let mut rows = rows;
-        s.drop_delivered(self.config.drop_resumed_duplicates, &mut rows);
+        if self.config.drop_resumed_duplicates {
+            drop_delivered(&mut self.recent, id, s.resumed_from.is_some(), &mut rows, None);
+        }
         for r in &rows {
             s.last_seq = s.last_seq.max(r.seq());
         }
@@ -141,10 +143,13 @@ impl WsSession {
         }
         let (mut rows, mut old_values) = (rows, old_values);
         let dedupe = self.config.drop_resumed_duplicates;
-        match change_type {
-            ChangeType::Insert => s.drop_delivered(dedupe, &mut rows),
-            ChangeType::Update => s.drop_delivered_pairs(dedupe, &mut rows, &mut old_values),
-            ChangeType::Delete => s.drop_delivered(dedupe, &mut old_values),
+        if dedupe {
+            let resumed = s.resumed_from.is_some();
+            match change_type {
+                ChangeType::Insert => drop_delivered(&mut self.recent, id, resumed, &mut rows, None),
+                ChangeType::Update => drop_delivered(&mut self.recent, id, resumed, &mut rows, Some(&mut old_values)),
+                ChangeType::Delete => drop_delivered(&mut self.recent, id, resumed, &mut old_values, None),
+            }
         }
         match change_type {
             ChangeType::Insert => {
@@ -188,6 +193,7 @@ impl WsSession {
             Some((id, generation)) if self.subs.get(&id).is_some_and(|s| s.generation == generation) => {
                 self.set_deadline(id, None);
                 self.subs.remove(&id);
+                self.recent.remove(&id);
                 self.sub_event(id, LiveEvent::Closed(Some(error)));
             }
             Some(_) => {} // an earlier attempt's late refusal
@@ -237,46 +243,30 @@ impl WsSession {
     }
 }
 
-impl Sub {
-    /// Drops the rows already delivered (after a resume, with
-    /// `drop_resumed_duplicates`; see `recent`) and remembers the others.
-    fn drop_delivered(&mut self, on: bool, rows: &mut Vec<LiveRow>) {
-        if !on {
-            return;
-        }
-        if self.resumed_from.is_some() && !self.recent.is_empty() {
-            rows.retain(|r| self.is_new(r));
-        }
-        for r in rows.iter() {
-            self.remember(r.digest());
-        }
-    }
-
-    /// The same for an update's new rows and their old values, in pairs.
-    fn drop_delivered_pairs(&mut self, on: bool, rows: &mut Vec<LiveRow>, old: &mut Vec<LiveRow>) {
-        if !on {
-            return;
-        }
-        if self.resumed_from.is_some() && !self.recent.is_empty() {
-            let kept: Vec<bool> = rows.iter().map(|r| self.is_new(r)).collect();
-            let mut flags = kept.iter();
-            rows.retain(|_| flags.next().copied().unwrap_or(true));
+/// Drops from `rows` those already delivered on subscription `id` (after
+/// a resume; see `WsSession::recent`) and remembers the others.
+fn drop_delivered(
+    recent: &mut BTreeMap<SubId, VecDeque<u64>>,
+    id: SubId,
+    resumed: bool,
+    rows: &mut Vec<LiveRow>,
+    paired: Option<&mut Vec<LiveRow>>,
+) {
+    let seen = recent.entry(id).or_default();
+    if resumed && !seen.is_empty() {
+        let kept: Vec<bool> = rows.iter().map(|r| !seen.contains(&r.digest())).collect();
+        let mut flags = kept.iter();
+        rows.retain(|_| flags.next().copied().unwrap_or(true));
+        if let Some(old) = paired {
+            // An update's old values go with their new rows.
             let mut flags = kept.iter();
             old.retain(|_| flags.next().copied().unwrap_or(true));
         }
-        for r in rows.iter() {
-            self.remember(r.digest());
-        }
     }
-
-    fn is_new(&self, row: &LiveRow) -> bool {
-        !self.recent.contains(&row.digest())
-    }
-
-    fn remember(&mut self, digest: u64) {
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
+    for r in rows.iter() {
+        if seen.len() == RECENT {
+            seen.pop_front();
         }
-        self.recent.push_back(digest);
+        seen.push_back(r.digest());
     }
 }

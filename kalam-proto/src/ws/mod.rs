@@ -120,12 +120,6 @@ struct Sub {
     /// ([`WsSession::handle_subscriber_room`]): pages are pulled as they
     /// are read, never buffered ahead of the consumer.
     next_page: Option<Option<i64>>,
-    /// Digests of the last [`RECENT`] rows delivered (with
-    /// `drop_resumed_duplicates`): after a resume, a row equal to one of
-    /// them (every column but `_seq`) is one already delivered (the resume
-    /// from another node of a cluster, whose `_seq` for it differs, or a
-    /// node behind the one left notifying it again), and is dropped.
-    recent: VecDeque<u64>,
 }
 
 /// How many delivered rows a subscription remembers to drop
@@ -219,6 +213,14 @@ pub struct WsSession {
     /// Rate-limit refusals in a row (the pause doubles with each).
     strikes: u32,
     rng: SplitMix64,
+    /// With `drop_resumed_duplicates` (a cluster): per subscription, the
+    /// digests of the last [`RECENT`] rows delivered; after a resume, a row
+    /// equal to one of them (every column but `_seq`) is one already
+    /// delivered (the resume from another node, whose `_seq` for it
+    /// differs, or a node behind the one left notifying it again), and is
+    /// dropped. Kept apart from the subscriptions: a client of one server
+    /// pays nothing for it.
+    recent: BTreeMap<SubId, VecDeque<u64>>,
     out: VecDeque<WsOutput>,
 }
 
@@ -238,6 +240,7 @@ impl WsSession {
         WsSession {
             url: endpoints.ws_url(query),
             rng: SplitMix64(config.seed),
+            recent: BTreeMap::new(),
             pacer: Pacer::new(config.send_burst, config.send_rate),
             config,
             conn: Conn::Disconnected,

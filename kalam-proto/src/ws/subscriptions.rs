@@ -76,7 +76,6 @@ impl WsSession {
                 deadline: None,
                 held: None,
                 next_page: None,
-                recent: VecDeque::new(),
             },
         );
         self.set_deadline(id, Some(now.instant + self.config.subscribe_timeout));
@@ -92,6 +91,7 @@ impl WsSession {
     /// Removes a subscription (sends `unsubscribe` if the server knows it).
     pub fn unsubscribe(&mut self, sub: SubId, now: Now) {
         self.set_deadline(sub, None);
+        self.recent.remove(&sub);
         let Some(s) = self.subs.remove(&sub) else {
             return;
         };
@@ -149,6 +149,7 @@ impl WsSession {
                 return;
             }
             self.deadlines.pop_first();
+            self.recent.remove(&id);
             let Some(s) = self.subs.remove(&id) else {
                 continue;
             };
