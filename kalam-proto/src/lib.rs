@@ -147,6 +147,7 @@ mod options;
 pub mod proxy;
 pub mod rows;
 mod secret;
+mod statement;
 mod time;
 pub mod topics;
 pub mod types;
