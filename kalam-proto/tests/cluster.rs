@@ -10,7 +10,7 @@ use kalam_proto::{
     AuthProvider, ClientConfig, ConnectionOptions, Error, ErrorCode, Hook, KalamLinkTimeouts, NodeFailure,
     TransportError,
 };
-use support::{OK, Pump, T0, jwt, login_body};
+use support::{OK, Pump, T0, jwt};
 
 const NODES: [&str; 3] = ["http://10.0.0.1:2900", "http://10.0.0.2:2900", "http://10.0.0.3:2900"];
 
@@ -248,7 +248,6 @@ fn one_login_serves_every_node_and_moves_with_the_client() {
         2,
         "one login, sent twice"
     );
-    let _ = login_body;
 }
 
 #[test]
@@ -258,10 +257,7 @@ fn the_socket_follows_the_client_to_the_next_node_and_resumes_from_the_last_seq(
     let sub = sub.expect("a subscription");
     assert!(p.opens[0].1.starts_with("ws://10.0.0.1:2900/"), "{}", p.opens[0].1);
     p.bring_up();
-    let id = p.frames_of("subscribe")[0]["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = last_wire(&p);
     p.frame(&support::ack_frame(&id, false));
     assert!(p.result(w).is_some());
     p.frame(&support::change_frame(&id, 1, 41));
@@ -306,6 +302,33 @@ fn a_not_leader_sent_as_a_400_is_a_refusal_too() {
     assert!(!e.is_cluster_transient(), "{e:?}");
 }
 
+/// The wire id of the last subscribe sent.
+fn last_wire(p: &Pump) -> String {
+    p.frames_of("subscribe").last().expect("a subscribe")["subscription"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A subscription on a socket brought up, acknowledged: it and its wire id.
+fn acknowledged_subscription(p: &mut Pump) -> (kalam_proto::SubId, String) {
+    let (_, sub) = p.subscribe("SELECT * FROM a.b", None);
+    let sub = sub.expect("a subscription");
+    p.bring_up();
+    let wire = last_wire(p);
+    p.frame(&support::ack_frame(&wire, false));
+    (sub, wire)
+}
+
+/// The socket drops without a close frame; once the session has
+/// reconnected and resubscribed, the resubscribe's wire id.
+fn resubscribed(p: &mut Pump, why: &str) -> String {
+    p.socket_closed(None, why);
+    p.run_until(60_000);
+    p.bring_up();
+    last_wire(p)
+}
+
 fn insert_frame(wire: &str, id: i64, seq: i64) -> String {
     format!(
         r#"{{"type":"change","subscription_id":"{wire}","change_type":"insert","rows":[{{"id":"{id}","v":"x","_seq":"{seq}"}}]}}"#
@@ -320,23 +343,10 @@ fn insert_frame(wire: &str, id: i64, seq: i64) -> String {
 fn rows_already_delivered_are_dropped_after_a_resume() {
     use kalam_proto::LiveEvent;
     let mut p = cluster();
-    let (_, sub) = p.subscribe("SELECT * FROM a.b", None);
-    let sub = sub.expect("a subscription");
-    p.bring_up();
-    let wire = p.frames_of("subscribe")[0]["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p.frame(&support::ack_frame(&wire, false));
+    let (sub, wire) = acknowledged_subscription(&mut p);
     p.frame(&insert_frame(&wire, 1, 40));
     p.frame(&insert_frame(&wire, 2, 41));
-    p.socket_closed(None, "node died");
-    p.run_until(60_000);
-    p.bring_up();
-    let wire = p.frames_of("subscribe").last().unwrap()["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wire = resubscribed(&mut p, "node died");
     let before = p.events(sub).len();
     p.frame(&support::ack_frame(&wire, true));
     // Row 2 again under the new node's `_seq` (its columns in another
@@ -369,22 +379,9 @@ fn rows_already_delivered_are_dropped_after_a_resume() {
 fn one_node_drops_nothing_it_is_sent() {
     use kalam_proto::LiveEvent;
     let mut p = Pump::new(AuthProvider::jwt_token(jwt("access", T0 + 3600, "t")), config());
-    let (_, sub) = p.subscribe("SELECT * FROM a.b", None);
-    let sub = sub.expect("a subscription");
-    p.bring_up();
-    let wire = p.frames_of("subscribe")[0]["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    p.frame(&support::ack_frame(&wire, false));
+    let (sub, wire) = acknowledged_subscription(&mut p);
     p.frame(&insert_frame(&wire, 1, 40));
-    p.socket_closed(None, "dropped");
-    p.run_until(60_000);
-    p.bring_up();
-    let wire = p.frames_of("subscribe").last().unwrap()["subscription"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wire = resubscribed(&mut p, "dropped");
     p.frame(&support::ack_frame(&wire, false));
     p.frame(&insert_frame(&wire, 1, 41));
     let inserts = p
