@@ -21,7 +21,7 @@ use kalam_driver::adapter::{BodyChunks, BodyReader, HttpSettings};
 use kalam_proto::proxy::Route;
 use kalam_proto::{Error, TransportError};
 
-use crate::http::{H1, HttpBackend, from_http_types, read_whole, streaming_request, to_http_types};
+use crate::http::{H1, HttpBackend, Urls, from_http_types, read_whole, streaming_request, to_http_types};
 
 type Decorate = Arc<dyn Fn(surf::Client) -> surf::Client + Send + Sync>;
 
@@ -81,6 +81,7 @@ pub(crate) struct SurfHttp {
     deadlines: Arc<crate::deadline::Deadlines>,
     receive_timeout: Duration,
     max_body: usize,
+    urls: Arc<Urls>,
 }
 
 impl SurfHttp {
@@ -109,6 +110,7 @@ impl SurfHttp {
             deadlines: Arc::default(),
             receive_timeout: settings.receive_timeout,
             max_body: settings.max_body,
+            urls: Arc::default(),
         })
     }
 
@@ -117,7 +119,7 @@ impl SurfHttp {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
-        let request = to_http_types(request)?;
+        let request = to_http_types(request, &self.urls)?;
         self.within(async {
             let mut response = self.client.send(request).await.map_err(|e| failure(&e))?;
             let body = read_whole(response.take_body(), self.max_body).await?;
@@ -133,7 +135,7 @@ impl SurfHttp {
         request: http::Request<()>,
         body: Option<(BodyChunks, u64)>,
     ) -> Result<http::Response<BodyReader>, TransportError> {
-        let (request, source_failed) = streaming_request(request, body)?;
+        let (request, source_failed) = streaming_request(request, body, &self.urls)?;
         self.within(async {
             let mut response = match self.client.send(request).await {
                 Ok(response) => response,
