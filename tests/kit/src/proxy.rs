@@ -121,6 +121,10 @@ pub struct FaultProxy {
     /// Bumped by `drop_all`; every connection task watches it.
     generation: watch::Sender<u64>,
     accept_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// While it does not listen: a socket bound to its port and not
+    /// listening, so that connections are still refused and no other
+    /// listener (another test's, binding port 0) is given the port.
+    held: Mutex<Option<tokio::net::TcpSocket>>,
     accept: Accept,
     /// Clients speak TLS to it.
     tls: bool,
@@ -228,6 +232,7 @@ impl FaultProxy {
             shared,
             generation,
             accept_task: Mutex::new(Some(accept_task)),
+            held: Mutex::new(None),
             accept,
             tls,
         })
@@ -242,10 +247,21 @@ impl FaultProxy {
             task.abort();
             let _ = task.await; // the listener is closed once it returns
         }
+        // The port stays taken (a port the OS hands to another listener
+        // meanwhile would answer for this dead node).
+        let held = tokio::net::TcpSocket::new_v4().and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(self.addr)?;
+            Ok(socket)
+        });
+        if let (Ok(socket), Ok(mut slot)) = (held, self.held.lock()) {
+            *slot = Some(socket);
+        }
     }
 
     /// Listens again on the same port.
     pub async fn listen_again(&self) -> std::io::Result<()> {
+        drop(self.held.lock().ok().and_then(|mut h| h.take()));
         let listener = TcpListener::bind(self.addr).await?;
         let task = tokio::spawn(self.accept.clone().run(listener));
         if let Ok(mut t) = self.accept_task.lock()
@@ -523,7 +539,6 @@ async fn serve<C: Front>(client: C, upstream: String, shared: Arc<Shared>, mut c
     let _ = server.set_nodelay(true);
     let frozen_at = *shared.freeze.borrow();
     let (kill, mut killed) = watch::channel(false);
-    let start = *cut.borrow_and_update();
     let mut reset = false;
     let (mut cr, mut cw) = tokio::io::split(client);
     {
@@ -544,7 +559,10 @@ async fn serve<C: Front>(client: C, upstream: String, shared: Arc<Shared>, mut c
         let down = forward(sr, &mut cw, Dir::Down, &shared, frozen_at, &kill, |_| {});
         tokio::select! {
             _ = async { tokio::join!(up, down) } => {}
-            _ = cut.wait_for(|g| *g != start) => {}
+            // Cut by any `drop_all` since the connection was accepted (its
+            // receiver was subscribed then), even one that came before this
+            // task first ran.
+            _ = cut.changed() => {}
             _ = killed.wait_for(|k| *k) => reset = true,
         }
     }
