@@ -510,11 +510,14 @@ impl<R: Runtime> Driver<R> {
             let task = crate::files::download::<R>(http, id, request, &self.files, max, done);
             return self.in_flight.push(task);
         }
-        let exchange = R::send_http(self.http_for(request.uri()), request);
+        let http = self.http_for(request.uri());
         let span = tracing::debug_span!("kalam.http", ?kind, id = id.0);
+        // The exchange's future is made inside the boxed one, where it runs:
+        // made here and moved in, its state (kilobytes: the HTTP engine's
+        // buffers and parsers) was copied again on its way into the box.
         self.in_flight.push(Box::pin(
             async move {
-                let answer = exchange.await.map(|r| {
+                let answer = R::send_http(http, request).await.map(|r| {
                     tracing::debug!(status = r.status().as_u16(), "answered");
                     kalam_proto::decode(kind, r.status(), r.headers(), r.body().as_ref())
                 });
